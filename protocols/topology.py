@@ -1,0 +1,137 @@
+"""The schema of ``topology.yaml``: the supervision tree and the system it runs on.
+
+Mirrors OTP's child specification and supervisor flags::
+
+    system:                       # SystemConfig
+      base: multiprocTCPBase      # or simpleSystemBase
+      admin_port: null            # null: pick a free port
+    root:                         # SupervisorSpec
+      strategy: one_for_one
+      children:
+        - id: echo                # a worker ChildSpec (no `type`, or `type: worker`)
+          start: mypkg.workers:Echo
+        - id: pool                # a SupervisorSpec child
+          type: supervisor
+          strategy: simple_one_for_one
+          template: {id: job, start: mypkg.workers:Job, restart: temporary}
+
+Validation follows OTP's ``check_childspecs`` and ``check_flags``: unique child ids, a
+simple_one_for_one supervisor has a template and no static children, ``significant`` children
+are never permanent and need an ``auto_shutdown`` other than ``never``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
+AutoShutdown = Literal["never", "any_significant", "all_significant"]
+Shutdown = Annotated[float, Field(ge=0)] | Literal["brutal_kill", "infinity"]
+Base = Literal["simpleSystemBase", "multiprocTCPBase"]
+
+CHILD_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+START_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+DEFAULT_STATE_DIR = ".understudy"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChildSpec(_Spec):
+    """A worker child: which class to start, with which args, and how to restart and stop it."""
+
+    type: Literal["worker"] = "worker"
+    id: Annotated[str, Field(pattern=CHILD_ID_PATTERN, description="unique among siblings")]
+    start: Annotated[str, Field(pattern=START_PATTERN, description="module:Class of a Worker")]
+    args: dict[str, Any] = Field(default_factory=dict)
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = 5.0
+    significant: bool = False
+
+    @model_validator(mode="after")
+    def _significant_is_not_permanent(self) -> ChildSpec:
+        _check_significant(self.significant, self.restart)
+        return self
+
+
+class SupervisorSpec(_Spec):
+    """A supervisor: its flags and its children (or, for simple_one_for_one, its template)."""
+
+    type: Literal["supervisor"] = "supervisor"
+    id: Annotated[str, Field(pattern=CHILD_ID_PATTERN)]
+    strategy: Strategy = "one_for_one"
+    intensity: Annotated[int, Field(ge=0)] = 1
+    period: Annotated[float, Field(gt=0)] = 5.0
+    auto_shutdown: AutoShutdown = "never"
+    children: list[Annotated[ChildSpec | SupervisorSpec, Field(discriminator="type")]] = Field(
+        default_factory=list
+    )
+    template: ChildSpec | None = None
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = "infinity"
+    significant: bool = False
+
+    @model_validator(mode="after")
+    def _check_flags(self) -> SupervisorSpec:
+        _check_significant(self.significant, self.restart)
+        if self.strategy == "simple_one_for_one":
+            if self.children:
+                msg = "a simple_one_for_one supervisor has no static children; use `template`"
+                raise ValueError(msg)
+            if self.template is None:
+                msg = "a simple_one_for_one supervisor needs a `template` child spec"
+                raise ValueError(msg)
+            if self.auto_shutdown != "never":
+                msg = "auto_shutdown must be `never` on a simple_one_for_one supervisor"
+                raise ValueError(msg)
+        elif self.template is not None:
+            msg = f"`template` is only valid with strategy simple_one_for_one, not {self.strategy}"
+            raise ValueError(msg)
+        seen: set[str] = set()
+        for child in self.children:
+            if child.id in seen:
+                msg = f"duplicate child id {child.id!r}"
+                raise ValueError(msg)
+            seen.add(child.id)
+            if child.significant and self.auto_shutdown == "never":
+                msg = (
+                    f"child {child.id!r} is significant but auto_shutdown is `never`; "
+                    "set auto_shutdown to any_significant or all_significant"
+                )
+                raise ValueError(msg)
+        return self
+
+    def child(self, child_id: str) -> ChildSpec | SupervisorSpec | None:
+        """Return the static child spec with ``child_id``, or None."""
+        return next((c for c in self.children if c.id == child_id), None)
+
+
+def _check_significant(significant: bool, restart: RestartType) -> None:  # noqa: FBT001
+    if significant and restart == "permanent":
+        msg = "a significant child must be transient or temporary, not permanent"
+        raise ValueError(msg)
+
+
+AnyChildSpec = Annotated[ChildSpec | SupervisorSpec, Field(discriminator="type")]
+
+
+class SystemConfig(_Spec):
+    """Which Thespian base runs the tree, and the runtime's knobs."""
+
+    base: Base = "multiprocTCPBase"
+    admin_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    state_dir: str = DEFAULT_STATE_DIR
+    max_message_size: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Topology(_Spec):
+    """A whole deployment: the system block and the root supervisor."""
+
+    system: SystemConfig = Field(default_factory=SystemConfig)
+    root: SupervisorSpec
