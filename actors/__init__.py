@@ -1,0 +1,48 @@
+"""Understudy's actors: the supervision runtime on Thespian.
+
+The public API::
+
+    from actors import Runtime, Worker
+"""
+
+from actors.errors import (
+    ActorCrashed,
+    ActorNotFound,
+    AlreadyPresent,
+    AlreadyStarted,
+    AskTimeout,
+    ChildNotFound,
+    ChildRestarting,
+    ChildRunning,
+    NotSupported,
+    RuntimeStopped,
+    StartFailed,
+    SupervisorError,
+    TopologyError,
+    UnderstudyError,
+)
+from actors.runtime import Runtime
+from actors.worker import Worker
+from protocols.supervision import ChildCounts, ChildInfo, SupervisionEvent
+
+__all__ = [
+    "ActorCrashed",
+    "ActorNotFound",
+    "AlreadyPresent",
+    "AlreadyStarted",
+    "AskTimeout",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildNotFound",
+    "ChildRestarting",
+    "ChildRunning",
+    "NotSupported",
+    "Runtime",
+    "RuntimeStopped",
+    "StartFailed",
+    "SupervisionEvent",
+    "SupervisorError",
+    "TopologyError",
+    "UnderstudyError",
+    "Worker",
+]

@@ -1,0 +1,113 @@
+"""Every workaround for a Thespian defect lives here, named and tested (tests/unit/test_workarounds.py).
+
+1. Orphans outlive their parent (thespian 4.0.1, multiprocTCPBase). When an actor process is
+   SIGKILLed its children keep running, still answer messages, and even survive
+   ``ActorSystem.shutdown()``. OTP links would take them down. :func:`die_with_parent` asks the
+   kernel (Linux ``PR_SET_PDEATHSIG``) to SIGKILL an actor process when its parent process
+   dies, so a killed subtree dies whole and its supervisor restarts it cleanly.
+2. ``ActorSystem.ask`` returns whatever message arrives next, and ``None`` both on timeout and
+   on a failed delivery. :func:`ask_correlated` sends one request, skips stale replies by
+   correlation id, and tells a failed delivery (``None`` well before the deadline: the target
+   process is gone) from a real timeout.
+3. A handler that raises is retried by Thespian with the same message and the actor is kept
+   alive with its possibly corrupted state. ``actors._base.SeamActor.receiveMessage`` never
+   lets an exception reach Thespian; the worker turns it into one crash (see actors/worker.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from protocols import codec
+
+log = structlog.get_logger("understudy.workarounds")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Make the kernel SIGKILL this process when its parent process exits.
+
+    Call it in an actor's own process only (never on simpleSystemBase, where the "actor" is the
+    user's program). If the parent is already gone, exit now.
+
+    Returns:
+        True if the request was installed (Linux), False where it is not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent_pid:  # the parent died before the request was installed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+def kill_process(pid: int) -> None:
+    """SIGKILL ``pid``; a process that is already gone is not an error."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class DeliveryFailed(Exception):  # noqa: N818 - internal signal, never escapes the Runtime
+    """The target address did not take the message: its process is gone."""
+
+
+# A None that comes back this much before the deadline is a failed delivery, not a timeout.
+_EARLY_NONE_MARGIN = 0.05
+
+
+def ask_correlated(
+    system: Any,  # noqa: ANN401 - thespian.actors.ActorSystem has no type hints
+    address: Any,  # noqa: ANN401
+    data: bytes,
+    message_id: int,
+    timeout: float,
+    *,
+    max_size: int,
+) -> tuple[codec.Envelope, dict[str, Any] | None] | None:
+    """Send ``data`` and wait for the envelope answering ``message_id``.
+
+    Returns:
+        (the reply envelope, the frame's meta), or None on timeout.
+
+    Raises:
+        DeliveryFailed: Thespian gave up delivering (the target's process is gone).
+    """
+    deadline = time.monotonic() + timeout
+    raw = system.ask(address, data, timeout)
+    while True:
+        remaining = deadline - time.monotonic()
+        if raw is None:
+            if remaining > _EARLY_NONE_MARGIN:
+                raise DeliveryFailed
+            return None
+        if isinstance(raw, bytes):
+            try:
+                meta, envelopes = codec.decode_frame(raw, max_size=max_size)
+            except codec.CodecError as exc:
+                log.warning("reply_undecodable", error=str(exc))
+                envelopes, meta = [], None
+            for env in envelopes:
+                if isinstance(env, codec.Envelope) and env.correlation_id == message_id:
+                    return env, meta
+            log.debug("stale_reply_skipped", expected=message_id)
+        else:
+            log.debug("non_understudy_reply_skipped", type=type(raw).__name__)
+        if remaining <= 0:
+            return None
+        raw = system.listen(remaining)

@@ -1,0 +1,152 @@
+"""The runtime's exception tree (all exported from ``actors``)::
+
+    UnderstudyError                  base; never raised itself
+    + TopologyError                  a topology is invalid; raised before any actor starts
+    + CodecError (+ DecodeError, UnknownMessageKind, MessageInvalid, MessageTooLarge)
+    + AskTimeout                     no reply within .timeout seconds
+    + ActorNotFound                  no live actor at .path
+    + ActorCrashed                   the asked handler raised; .reason is the exit reason
+    + RuntimeStopped                 the Runtime was shut down
+    + SupervisorError                a child API call was refused (OTP's {error, _})
+      + ChildNotFound                no child with that id
+      + AlreadyStarted               start_child: the id exists and its child runs
+      + AlreadyPresent               start_child: the id exists, terminated
+      + ChildRunning                 restart_child / delete_child on a running child
+      + ChildRestarting              restart_child / delete_child on a restarting child
+      + NotSupported                 the call does not apply to this supervisor's strategy
+    + StartFailed                    a child could not start; .child is its path
+"""
+
+from __future__ import annotations
+
+from protocols.common import ErrorReply
+from protocols.errors import (
+    CodecError,
+    DecodeError,
+    MessageInvalid,
+    MessageTooLarge,
+    TopologyError,
+    UnderstudyError,
+    UnknownMessageKind,
+)
+
+
+class AskTimeout(UnderstudyError):
+    """No reply arrived within ``timeout`` seconds."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        super().__init__(f"no reply from {path!r} within {timeout} s")
+
+
+class ActorNotFound(UnderstudyError):
+    """No live actor answers at ``path``."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        super().__init__(f"no actor at {path!r}" + (f": {detail}" if detail else ""))
+
+
+class ActorCrashed(UnderstudyError):
+    """The asked actor's handler raised; the actor exited with ``reason`` and is not retried."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"actor {path!r} crashed handling the request: {reason}")
+
+
+class RuntimeStopped(UnderstudyError):
+    """The Runtime has been shut down; start a new one."""
+
+
+class SupervisorError(UnderstudyError):
+    """A supervisor refused a child API call."""
+
+
+class ChildNotFound(SupervisorError):
+    """The supervisor has no child with that id."""
+
+
+class AlreadyStarted(SupervisorError):
+    """A child with that id exists and is running."""
+
+
+class AlreadyPresent(SupervisorError):
+    """A child with that id exists, terminated; restart or delete it first."""
+
+
+class ChildRunning(SupervisorError):
+    """The child is running; terminate it first."""
+
+
+class ChildRestarting(SupervisorError):
+    """The child is being restarted; try again."""
+
+
+class NotSupported(SupervisorError):
+    """The call does not apply to this supervisor (e.g. delete_child on simple_one_for_one)."""
+
+
+class StartFailed(UnderstudyError):
+    """A child failed to start; ``child`` is its path and ``reason`` its exit reason."""
+
+    def __init__(self, child: str, reason: str) -> None:
+        self.child = child
+        self.reason = reason
+        super().__init__(f"child {child!r} failed to start: {reason}")
+
+
+_BY_NAME: dict[str, type[UnderstudyError]] = {
+    cls.__name__: cls
+    for cls in (
+        ChildNotFound,
+        AlreadyStarted,
+        AlreadyPresent,
+        ChildRunning,
+        ChildRestarting,
+        NotSupported,
+        DecodeError,
+        MessageInvalid,
+        TopologyError,
+        UnderstudyError,
+    )
+}
+
+
+def error_from_reply(reply: ErrorReply, path: str) -> UnderstudyError:
+    """Turn an ErrorReply from the actor at ``path`` into the exception the caller raises."""
+    if reply.error == "ActorCrashed":
+        return ActorCrashed(path, reply.reason or reply.message)
+    if reply.error == "ActorNotFound":
+        return ActorNotFound(path, reply.message)
+    if reply.error == "StartFailed":
+        return StartFailed(reply.message, reply.reason or "")
+    if reply.error == "UnknownMessageKind":
+        return UnknownMessageKind(reply.message)
+    if reply.error == "MessageTooLarge":
+        return CodecError(reply.message)
+    cls = _BY_NAME.get(reply.error, UnderstudyError)
+    return cls(f"{path}: {reply.message}")
+
+
+__all__ = [
+    "ActorCrashed",
+    "ActorNotFound",
+    "AlreadyPresent",
+    "AlreadyStarted",
+    "AskTimeout",
+    "ChildNotFound",
+    "ChildRestarting",
+    "ChildRunning",
+    "CodecError",
+    "MessageTooLarge",
+    "NotSupported",
+    "RuntimeStopped",
+    "StartFailed",
+    "SupervisorError",
+    "TopologyError",
+    "UnderstudyError",
+    "error_from_reply",
+]

@@ -1,0 +1,354 @@
+"""Guardian: the root supervisor's parent, the path registry and the event log of a runtime.
+
+Like Akka's user guardian, it sits above the tree. It
+
+* boots the root supervisor and records the root's exit reason (``Runtime.exit_reason``);
+* keeps the path registry: supervisors register each child once it has started (and wait for
+  the acknowledgement, so a path is resolvable before any reply mentions it) and unregister it
+  when its process is gone, marking a pending restart; resolutions of a path whose restart is
+  pending, or whose known address the asker found dead, wait for the change;
+* keeps the ordered event log: supervisors number their reports, the guardian appends them in
+  that order per supervisor and gives every event a global ``seq``; ``GetEvents`` can wait
+  for a barrier so a caller sees the events its own calls caused;
+* logs dead letters (messages Thespian could not deliver): nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from thespian.actors import ActorAddress, ActorExitRequest, DeadEnvelope
+
+from actors._base import SeamActor, pack_address, unpack_address
+from actors.supervisor import SupervisorActor
+from protocols import codec
+from protocols.common import ErrorReply, Ok
+from protocols.supervision import (
+    KILLED,
+    Events,
+    GetEvents,
+    SupervisionEvent,
+    _Ack,
+    _Boot,
+    _Exiting,
+    _Init,
+    _Register,
+    _Report,
+    _Resolve,
+    _Resolved,
+    _ShutdownTree,
+    _Started,
+    _StartFailed,
+    _Stop,
+    _Unregister,
+)
+
+log = structlog.get_logger("understudy.guardian")
+
+GUARDIAN_NAME = "understudy.guardian"
+
+
+@dataclass
+class _Held:
+    """A request answered later: a resolution waiting for a change, or an events barrier."""
+
+    requester: ActorAddress
+    env: codec.Envelope
+    token: int
+    expired: bool = False
+
+
+@dataclass
+class _Registration:
+    address: ActorAddress
+    pid: int | None
+
+
+@dataclass
+class _Stream:
+    """The reports of one supervisor incarnation: the next number expected and early ones."""
+
+    next_n: int = 1
+    early: dict[int, _Report] = field(default_factory=dict)
+
+
+class Guardian(SeamActor):
+    """The parent of the root supervisor; one per runtime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._root: ActorAddress | None = None
+        self._root_path = "root"
+        self._root_spec: Any = None
+        self._boot_request: tuple[ActorAddress, codec.Envelope] | None = None
+        self._exit_reason: str | None = None
+        self._root_reason: str | None = None
+        self._shutdown_waiters: list[tuple[ActorAddress, codec.Envelope]] = []
+        self._registry: dict[str, _Registration] = {}
+        self._pending: set[str] = set()
+        self._watchers: dict[str, set[ActorAddress]] = {}
+        self._held_resolves: list[_Held] = []
+        self._held_events: list[_Held] = []
+        self._events: list[SupervisionEvent] = []
+        self._streams: dict[str, _Stream] = {}
+        self._tokens = 0
+
+    def describe(self) -> str:
+        """Return the guardian's name for logs."""
+        return "guardian"
+
+    def on_message(
+        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
+    ) -> None:
+        """Dispatch one message; see the module doc."""
+        msg = env.message
+        if isinstance(msg, _Resolve):
+            self._resolve(msg, sender, env)
+        elif isinstance(msg, _Report):
+            self._report(msg)
+        elif isinstance(msg, _Register):
+            self._register(msg, sender, env)
+        elif isinstance(msg, _Unregister):
+            self._unregister(msg.path, msg.address, pending=msg.pending)
+        elif isinstance(msg, GetEvents):
+            self._get_events(msg, sender, env)
+        elif isinstance(msg, _Boot):
+            self._boot(msg, sender, env)
+        elif isinstance(msg, _Started) and sender == self._root:
+            self._root_started(msg)
+        elif isinstance(msg, _StartFailed) and sender == self._root:
+            self._root_start_failed(msg)
+        elif isinstance(msg, _Exiting) and sender == self._root:
+            self._root_reason = msg.reason
+            self.send(sender, ActorExitRequest())
+        elif isinstance(msg, _ShutdownTree):
+            self._shutdown_tree(sender, env)
+        elif isinstance(msg, ErrorReply):
+            log.warning("error_reply_received", error=msg.error, detail=msg.message)
+        else:
+            log.warning("unexpected_message", actor="guardian", kind=msg.kind)
+            self.reply(sender, env, ErrorReply(
+                error="NotSupported", message=f"the guardian does not handle {msg.kind!r}"))
+
+    # --- The root -------------------------------------------------------------------------
+
+    def _boot(self, msg: _Boot, sender: ActorAddress, env: codec.Envelope) -> None:
+        if self._root is not None or self._exit_reason is not None:
+            self.reply(sender, env, ErrorReply(error="AlreadyStarted",
+                                               message="this runtime's root is already booted"))
+            return
+        self.handleDeadLetters(startHandling=True)
+        self.max_message_size = msg.max_message_size
+        self._root_path = msg.spec.id
+        self._root_spec = msg.spec
+        self._boot_request = (sender, env)
+        self._root = self.createActor(SupervisorActor)
+        self.send_message(self._root, _Init(
+            path=self._root_path, spec=msg.spec, guardian=pack_address(self.myAddress),
+            parent_pid=os.getpid(), max_message_size=msg.max_message_size,
+        ))
+
+    def _root_started(self, msg: _Started) -> None:
+        assert self._root is not None  # noqa: S101
+        self._registry[self._root_path] = _Registration(self._root, msg.pid)
+        if self._boot_request is not None:
+            requester, env = self._boot_request
+            self._boot_request = None
+            self.reply(requester, env, Ok())
+
+    def _root_start_failed(self, msg: _StartFailed) -> None:
+        self._root_reason = msg.reason
+        if self._root is not None:
+            self.send(self._root, ActorExitRequest())
+        if self._boot_request is not None:
+            requester, env = self._boot_request
+            self._boot_request = None
+            self.reply(requester, env, ErrorReply(
+                error="StartFailed", message=msg.offender or self._root_path, reason=msg.reason))
+
+    def on_child_exited(self, address: ActorAddress) -> None:
+        """The root's process is gone: record the exit and release everyone waiting."""
+        if address != self._root:
+            return
+        reason = self._root_reason or KILLED
+        self._exit_reason = reason
+        self._root = None
+        if self._root_reason is None:  # killed: the root could not report its own exit
+            self._append(SupervisionEvent(
+                seq=len(self._events) + 1, time=time.time(), supervisor="guardian",
+                child_id=self._root_path, event="child_exited", reason=reason))
+        log.info("root_exited", reason=reason)
+        self._unregister_tree("")
+        if self._boot_request is not None:
+            requester, env = self._boot_request
+            self._boot_request = None
+            self.reply(requester, env, ErrorReply(
+                error="StartFailed", message=self._root_path, reason=reason))
+        for requester, env in self._shutdown_waiters:
+            self.reply(requester, env, Ok())
+        self._shutdown_waiters.clear()
+        self._release_events(force=False)
+
+    def _shutdown_tree(self, sender: ActorAddress, env: codec.Envelope) -> None:
+        if self._root is None:
+            self.reply(sender, env, Ok())
+            return
+        self._shutdown_waiters.append((sender, env))
+        if len(self._shutdown_waiters) == 1:
+            self.send_message(self._root, _Stop())
+
+    def on_exit_request(self) -> None:
+        """The ActorSystem is shutting down."""
+        log.debug("guardian_stopping", exit_reason=self._exit_reason)
+
+    def on_dead_letter(self, envelope: DeadEnvelope) -> None:
+        """Log a message Thespian could not deliver."""
+        kind = "?"
+        if isinstance(envelope.deadMessage, bytes):
+            try:
+                kind = codec.decode_envelope(envelope.deadMessage).message.kind
+            except codec.CodecError:
+                kind = "<undecodable>"
+        log.warning("dead_letter", to=str(envelope.deadAddress), kind=kind)
+
+    # --- The path registry ------------------------------------------------------------------
+
+    def _register(self, msg: _Register, sender: ActorAddress, env: codec.Envelope) -> None:
+        address = unpack_address(msg.address)
+        self._registry[msg.path] = _Registration(address, msg.pid)
+        self._pending.discard(msg.path)
+        self.reply(sender, env, _Ack())
+        for watcher in self._watchers.get(msg.path, ()):
+            self.send_message(watcher, _Resolved(path=msg.path, address=msg.address, pid=msg.pid))
+        self._release_resolves(msg.path)
+
+    def _unregister(self, path: str, address_blob: bytes, *, pending: bool) -> None:
+        current = self._registry.get(path)
+        if current is not None and current.address == unpack_address(address_blob):
+            del self._registry[path]
+            self._unregister_tree(path + "/")
+        if pending:
+            self._pending.add(path)
+        else:
+            self._pending.discard(path)
+        for watcher in self._watchers.get(path, ()):
+            self.send_message(watcher, _Resolved(path=path, address=None, detail="exited"))
+        self._release_resolves(path)
+
+    def _unregister_tree(self, prefix: str) -> None:
+        for path in [p for p in self._registry if p.startswith(prefix)]:
+            del self._registry[path]
+            self._pending.discard(path)
+            self._release_resolves(path)
+
+    def _resolve(self, msg: _Resolve, sender: ActorAddress, env: codec.Envelope) -> None:
+        if msg.watch:
+            self._watchers.setdefault(msg.path, set()).add(sender)
+        answer = self._resolution(msg)
+        if answer is not None:
+            self.reply(sender, env, answer)
+            return
+        token = self._timer(msg.wait, "resolve")
+        self._held_resolves.append(_Held(sender, env, token))
+
+    def _resolution(self, msg: _Resolve, *, final: bool = False) -> _Resolved | None:
+        """Answer a resolution now, or return None to hold it until the path changes."""
+        current = self._registry.get(msg.path)
+        stale = unpack_address(msg.stale) if msg.stale is not None else None
+        if current is not None and current.address != stale:
+            return _Resolved(path=msg.path, address=pack_address(current.address), pid=current.pid)
+        waiting = msg.path in self._pending or (current is not None and current.address == stale)
+        if waiting and msg.wait > 0 and not final:
+            return None
+        detail = "restarting" if msg.path in self._pending else "no such actor"
+        if self._root is None:
+            detail = f"the root has exited ({self._exit_reason})"
+        return _Resolved(path=msg.path, address=None, detail=detail)
+
+    def _release_resolves(self, path: str) -> None:
+        still: list[_Held] = []
+        for held in self._held_resolves:
+            msg = held.env.message
+            assert isinstance(msg, _Resolve)  # noqa: S101
+            answer = self._resolution(msg, final=held.expired) if msg.path == path else None
+            if answer is None:
+                still.append(held)
+            else:
+                self.reply(held.requester, held.env, answer)
+        self._held_resolves = still
+
+    # --- The event log -----------------------------------------------------------------------
+
+    def _report(self, msg: _Report) -> None:
+        stream = self._streams.setdefault(msg.incarnation, _Stream())
+        stream.early[msg.n] = msg
+        while stream.next_n in stream.early:
+            report = stream.early.pop(stream.next_n)
+            stream.next_n += 1
+            self._append(SupervisionEvent(
+                seq=len(self._events) + 1, time=report.time, supervisor=report.supervisor,
+                child_id=report.child_id, event=report.event, reason=report.reason))
+        self._release_events(force=False)
+
+    def _append(self, event: SupervisionEvent) -> None:
+        self._events.append(event)
+
+    def _ready(self, msg: GetEvents) -> bool:
+        """Return True once the barrier is met and, if asked, a wanted event exists."""
+        if not all(self._streams.get(i, _Stream()).next_n > n for i, n in msg.barrier.items()):
+            return False
+        if msg.wait_event is None:
+            return True
+        return any(msg.wanted(e) for e in self._events[msg.since:])
+
+    def _get_events(self, msg: GetEvents, sender: ActorAddress, env: codec.Envelope) -> None:
+        if self._ready(msg):
+            self._send_events(sender, env)
+            return
+        token = self._timer(msg.barrier_timeout, "events")
+        self._held_events.append(_Held(sender, env, token))
+
+    def _send_events(self, requester: ActorAddress, env: codec.Envelope) -> None:
+        msg = env.message
+        assert isinstance(msg, GetEvents)  # noqa: S101
+        self.reply(requester, env, Events(events=self._events[msg.since:],
+                                          exit_reason=self._exit_reason))
+
+    def _release_events(self, *, force: bool, token: int | None = None) -> None:
+        still: list[_Held] = []
+        for held in self._held_events:
+            msg = held.env.message
+            assert isinstance(msg, GetEvents)  # noqa: S101
+            if (force and held.token == token) or self._ready(msg):
+                self._send_events(held.requester, held.env)
+            else:
+                still.append(held)
+        self._held_events = still
+
+    # --- Timers ----------------------------------------------------------------------------
+
+    def _timer(self, seconds: float, what: str) -> int:
+        self._tokens += 1
+        self.wakeupAfter(timedelta(seconds=max(seconds, 0.0)), payload=(what, self._tokens))
+        return self._tokens
+
+    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+        """A held request reached its deadline: answer it with what is known now."""
+        if not isinstance(payload, tuple):
+            return
+        what, token = payload
+        if what == "events":
+            self._release_events(force=True, token=token)
+            return
+        for held in self._held_resolves:
+            if held.token == token:
+                held.expired = True
+                msg = held.env.message
+                assert isinstance(msg, _Resolve)  # noqa: S101
+                self._release_resolves(msg.path)
+                return

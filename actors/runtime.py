@@ -1,0 +1,422 @@
+"""Runtime: start a supervision tree on Thespian and talk to it from ordinary Python.
+
+    with Runtime.start("topology.yaml") as rt:
+        reply = rt.ask("root/echo", Ping(), timeout=5.0)
+
+``Runtime.start`` returns once the whole tree has started (or raises ``StartFailed`` having
+stopped everything). Every call is synchronous and thread-safe; replies are matched to requests
+by correlation id, never by arrival order. Paths are resolved through the guardian and cached;
+when a cached actor has exited (its process is gone, or it answers that it is exiting) the
+path is resolved again, waiting for a pending restart within the call's timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import structlog
+from thespian.actors import ActorAddress, ActorSystem
+
+from actors._base import ASK_META, pack_address, unpack_address
+from actors._workarounds import DeliveryFailed, ask_correlated
+from actors.errors import (
+    ActorNotFound,
+    AskTimeout,
+    RuntimeStopped,
+    StartFailed,
+    error_from_reply,
+)
+from actors.guardian import GUARDIAN_NAME, Guardian
+from actors.worker import load_worker_class
+from protocols import codec
+from protocols._base import Message
+from protocols.common import ErrorReply, Ok
+from protocols.errors import TopologyError
+from protocols.supervision import (
+    ChildCounts,
+    ChildInfo,
+    Children,
+    CountChildren,
+    DeleteChild,
+    Events,
+    GetEvents,
+    RestartChild,
+    StartChild,
+    SupervisionEvent,
+    TerminateChild,
+    WhichChildren,
+    _Boot,
+    _Gone,
+    _Resolve,
+    _Resolved,
+    _ShutdownTree,
+)
+from protocols.topology import ChildSpec, SupervisorSpec, Topology
+from protocols.topology_loader import load_topology
+
+log = structlog.get_logger("understudy.runtime")
+
+M = TypeVar("M", bound=Message)
+
+DEFAULT_ASK_TIMEOUT = 5.0
+DEFAULT_CALL_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def check_workers(topology: Topology) -> None:
+    """Check that every worker's ``start`` names an importable Worker subclass.
+
+    Raises:
+        TopologyError: naming the field of the first bad ``start``.
+    """
+
+    def walk(spec: SupervisorSpec, where: str) -> Iterator[tuple[str, ChildSpec]]:
+        if spec.template is not None:
+            yield f"{where}.template", spec.template
+        for index, child in enumerate(spec.children):
+            at = f"{where}.children[{index}]"
+            if isinstance(child, SupervisorSpec):
+                yield from walk(child, at)
+            else:
+                yield at, child
+
+    for where, child in walk(topology.root, "root"):
+        try:
+            load_worker_class(child.start)
+        except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
+            raise TopologyError(f"cannot use {child.start!r}: {exc}", field=f"{where}.start") from exc
+
+
+class Runtime:
+    """A running supervision tree (or a connection to one started elsewhere)."""
+
+    def __init__(
+        self,
+        system: Any,  # noqa: ANN401 - thespian's ActorSystem is untyped
+        guardian: ActorAddress,
+        *,
+        owns_system: bool,
+        max_message_size: int = codec.DEFAULT_MAX_SIZE,
+        admin_port: int | None = None,
+        base: str = "multiprocTCPBase",
+    ) -> None:
+        self._system = system
+        self._guardian = guardian
+        self._owns_system = owns_system
+        self._max_size = max_message_size
+        self.admin_port = admin_port
+        self.base = base
+        self._lock = threading.RLock()
+        self._closed = False
+        self._addresses: dict[str, ActorAddress] = {}
+        self._barrier: dict[str, int] = {}
+        self._final_events: list[SupervisionEvent] | None = None
+        self._exit_reason: str | None = None
+
+    # --- Starting and stopping ------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls, topology: Topology | str | os.PathLike[str], *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> Runtime:
+        """Start an ActorSystem and the tree of ``topology`` (a model or a YAML path).
+
+        Returns once every child has started.
+
+        Raises:
+            TopologyError: the topology is invalid (nothing was started).
+            StartFailed: a child failed to start; everything started was stopped.
+        """
+        if not isinstance(topology, Topology):
+            topology = load_topology(topology)
+        check_workers(topology)
+        config = topology.system
+        capabilities: dict[str, Any] = {}
+        port = None
+        if config.base == "multiprocTCPBase":
+            port = config.admin_port or free_port()
+            capabilities["Admin Port"] = port
+        system = ActorSystem(config.base, capabilities, transientUnique=True)
+        try:
+            guardian = system.createActor(Guardian, globalName=GUARDIAN_NAME)
+            runtime = cls(system, guardian, owns_system=True,
+                          max_message_size=config.max_message_size, admin_port=port,
+                          base=config.base)
+            reply = runtime._request(guardian, "guardian", _Boot(
+                spec=topology.root, max_message_size=config.max_message_size), timeout)
+        except BaseException:
+            system.shutdown()
+            raise
+        if isinstance(reply, ErrorReply):
+            system.shutdown()
+            raise StartFailed(reply.message, reply.reason or "")
+        log.info("runtime_started", base=config.base, admin_port=port, root=topology.root.id)
+        return runtime
+
+    @classmethod
+    def attach(cls, admin_port: int) -> Runtime:
+        """Connect to a tree started by another process (e.g. ``understudy up``) on this host."""
+        system = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port})
+        guardian = system.createActor(Guardian, globalName=GUARDIAN_NAME)
+        return cls(system, guardian, owns_system=False, admin_port=admin_port)
+
+    def shutdown(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """Stop the tree in reverse start order and then the ActorSystem; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._owns_system:
+                    self._request(self._guardian, "guardian", _ShutdownTree(), timeout)
+                    self._final_events, self._exit_reason = self._fetch_events(timeout)
+            except Exception as exc:  # noqa: BLE001 - the system must go down regardless
+                log.warning("orderly_shutdown_failed", error=repr(exc))
+            finally:
+                self._closed = True
+                if self._owns_system:
+                    self._system.shutdown()
+                log.info("runtime_stopped", exit_reason=self._exit_reason)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # --- Messages to actors -------------------------------------------------------------------
+
+    def ask(self, path: str, message: Message, timeout: float = DEFAULT_ASK_TIMEOUT) -> Message:
+        """Send ``message`` to the actor at ``path`` and return its reply.
+
+        Raises:
+            AskTimeout: no reply within ``timeout`` seconds.
+            ActorNotFound: no actor lives at ``path``.
+            ActorCrashed: the handler raised; the actor exited and will not see the message again.
+        """
+        with self._lock:
+            self._check_open()
+            reply = self._ask_path(path, message, timeout)
+            if isinstance(reply, ErrorReply):
+                raise error_from_reply(reply, path)
+            return reply
+
+    def tell(self, path: str, message: Message) -> None:
+        """Send ``message`` one-way to the actor at ``path``."""
+        with self._lock:
+            self._check_open()
+            address = self._address(path, time.monotonic() + DEFAULT_ASK_TIMEOUT)
+            self._system.tell(address, codec.encode(message, max_size=self._max_size))
+
+    # --- The child API ---------------------------------------------------------------------------
+
+    def which_children(self, path: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[ChildInfo]:
+        """List the children of the supervisor at ``path``, in start order."""
+        return self._call(path, WhichChildren(), Children, timeout).children
+
+    def count_children(self, path: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ChildCounts:
+        """Count the children of the supervisor at ``path`` (OTP's count_children)."""
+        return self._call(path, CountChildren(), ChildCounts, timeout)
+
+    def start_child(
+        self,
+        path: str,
+        spec: ChildSpec | SupervisorSpec | dict[str, Any],
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> ChildInfo:
+        """Start a child under ``path``: a spec, or extra args for a simple_one_for_one template.
+
+        Raises:
+            AlreadyStarted, AlreadyPresent: the id exists. StartFailed: the child did not start.
+        """
+        request = StartChild(args=spec) if isinstance(spec, dict) else StartChild(spec=spec)
+        return self._call(path, request, ChildInfo, timeout)
+
+    def terminate_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """Stop a child (after its cleanup, or killed after its shutdown time)."""
+        self._call(path, TerminateChild(child_id=_bare(path, child_id)), Ok, timeout)
+
+    def restart_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ChildInfo:
+        """Start a terminated child again from its spec."""
+        return self._call(path, RestartChild(child_id=_bare(path, child_id)), ChildInfo, timeout)
+
+    def delete_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """Remove a terminated child's spec."""
+        self._call(path, DeleteChild(child_id=_bare(path, child_id)), Ok, timeout)
+
+    # --- Events and the root's fate ----------------------------------------------------------
+
+    def events(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[SupervisionEvent]:
+        """Return every supervision event so far, in order (including those your calls caused)."""
+        with self._lock:
+            if self._closed:
+                return list(self._final_events or [])
+            events, reason = self._fetch_events(timeout)
+            self._exit_reason = self._exit_reason or reason
+            return events
+
+    def wait_event(
+        self,
+        event: str,
+        *,
+        child_id: str | None = None,
+        supervisor: str | None = None,
+        after: int = 0,
+        timeout: float = DEFAULT_ASK_TIMEOUT,
+    ) -> SupervisionEvent:
+        """Wait until an event named ``event`` (matching the filters, seq > ``after``) exists.
+
+        Raises:
+            AskTimeout: no such event within ``timeout`` seconds.
+        """
+        with self._lock:
+            self._check_open()
+            request = GetEvents(since=after, barrier=dict(self._barrier), wait_event=event,
+                                wait_child=child_id, wait_supervisor=supervisor,
+                                barrier_timeout=timeout)
+            reply = self._request(self._guardian, "guardian", request, timeout + 1.0)
+            assert isinstance(reply, Events)  # noqa: S101 - the guardian's answer
+            for found in reply.events:
+                if _matches(found, event, child_id, supervisor):
+                    return found
+            raise AskTimeout(f"event {event}", timeout)
+
+    @property
+    def exit_reason(self) -> str | None:
+        """None while the root runs; the root's exit reason once it has exited."""
+        with self._lock:
+            if self._exit_reason is not None or self._closed:
+                return self._exit_reason
+            _events, self._exit_reason = self._fetch_events(DEFAULT_CALL_TIMEOUT)
+            return self._exit_reason
+
+    # --- Internals ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "the runtime has been shut down"
+            raise RuntimeStopped(msg)
+
+    def _fetch_events(self, timeout: float) -> tuple[list[SupervisionEvent], str | None]:
+        reply = self._request(self._guardian, "guardian",
+                              GetEvents(barrier=dict(self._barrier)), timeout)
+        assert isinstance(reply, Events)  # noqa: S101 - the guardian's answer
+        return reply.events, reply.exit_reason
+
+    def _call(self, path: str, request: Message, expected: type[M], timeout: float) -> M:
+        with self._lock:
+            self._check_open()
+            reply = self._ask_path(path, request, timeout)
+            if isinstance(reply, ErrorReply):
+                raise error_from_reply(reply, path)
+            if not isinstance(reply, expected):
+                msg = f"{path} answered {reply.kind!r} to {request.kind!r}"
+                raise ActorNotFound(path, msg)
+            return reply
+
+    def _ask_path(self, path: str, message: Message, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        address = self._address(path, deadline)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AskTimeout(path, timeout)
+            try:
+                reply = self._request(address, path, message, remaining)
+            except DeliveryFailed:
+                reply = _Gone(path=path)
+            if isinstance(reply, _Gone):
+                self._addresses.pop(path, None)
+                address = self._resolve(path, deadline, stale=address)
+                continue
+            return reply
+
+    def _request(
+        self, address: ActorAddress, path: str, message: Message, timeout: float
+    ) -> Message:
+        """One request/reply exchange; raises AskTimeout or DeliveryFailed."""
+        mid = codec.new_message_id()
+        data = codec.encode_frame([codec.envelope_parts(message, mid)], meta=ASK_META,
+                                  max_size=self._max_size)
+        result = ask_correlated(self._system, address, data, mid, timeout, max_size=self._max_size)
+        if result is None:
+            raise AskTimeout(path, round(timeout, 3))
+        env, meta = result
+        if meta and "ev" in meta:
+            incarnation, count = meta["ev"]
+            self._barrier[incarnation] = max(self._barrier.get(incarnation, 0), count)
+        return env.message
+
+    def _address(self, path: str, deadline: float) -> ActorAddress:
+        address = self._addresses.get(path)
+        if address is None:
+            address = self._resolve(path, deadline)
+        return address
+
+    def _resolve(self, path: str, deadline: float, *, stale: ActorAddress | None = None) -> ActorAddress:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AskTimeout(path, 0.0)
+        request = _Resolve(path=path, stale=pack_address(stale) if stale is not None else None,
+                           wait=max(0.0, remaining - 0.05))
+        try:
+            reply = self._request(self._guardian, "guardian", request, remaining)
+        except DeliveryFailed as exc:
+            msg = "the runtime's guardian is gone"
+            raise RuntimeStopped(msg) from exc
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply, path)
+        assert isinstance(reply, _Resolved)  # noqa: S101 - the guardian's answer
+        if reply.address is None:
+            raise ActorNotFound(path, reply.detail)
+        address = unpack_address(reply.address)
+        self._addresses[path] = address
+        return address
+
+
+def _bare(path: str, child_id: str) -> str:
+    prefix = path.rstrip("/") + "/"
+    return child_id[len(prefix):] if child_id.startswith(prefix) else child_id
+
+
+def _matches(event: SupervisionEvent, name: str, child_id: str | None, supervisor: str | None) -> bool:
+    return (
+        event.event == name
+        and (child_id is None or event.child_id == child_id)
+        and (supervisor is None or event.supervisor == supervisor)
+    )
+
+
+@contextlib.contextmanager
+def running(topology: Topology | str | os.PathLike[str]) -> Iterator[Runtime]:
+    """Start a runtime for the duration of a ``with`` block."""
+    runtime = Runtime.start(topology)
+    try:
+        yield runtime
+    finally:
+        runtime.shutdown()
+
+
+__all__ = ["Runtime", "check_workers", "free_port", "running"]
+
+_ = Path  # re-exported type used in annotations of callers

@@ -1,0 +1,664 @@
+"""Supervisor: starts, watches and restarts children with Erlang/OTP's semantics, on Thespian.
+
+Vocabulary (OTP's ``supervisor`` manual)
+    strategy    one_for_one | one_for_all | rest_for_one | simple_one_for_one
+    restart     permanent (always) | transient (only after an abnormal exit) | temporary (never)
+    intensity   more than ``intensity`` restarts within ``period`` seconds: stop every child in
+                reverse start order and exit with reason "shutdown" (the parent sees a child exit)
+    shutdown    seconds to wait for an orderly stop before killing | brutal_kill | infinity
+
+Children start in spec order and stop in reverse order. Like OTP's gen_server, the supervisor
+does one thing at a time: while an operation runs (booting, a restart, a child API call, a
+shutdown) it waits only for the replies that operation needs, and every other message waits
+in ``_inbox`` until the operation ends. Operations are generators that yield an ``_Await``
+describing what they wait for; ``_pump`` feeds them, so each reads top to bottom like
+``supervisor.erl``.
+
+A child process ends in one way: it reports ``_Exiting(reason)`` (or ``_StartFailed``), the
+supervisor sends ``ActorExitRequest``, and Thespian's ``ChildActorExited`` confirms the process
+is gone. A ``ChildActorExited`` with no report first means the process was killed ("killed").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from thespian.actors import ActorAddress, ActorExitRequest
+
+from actors._base import SeamActor, pack_address, unpack_address
+from actors._restart import auto_shutdown_due, record_restart, should_restart
+from actors._restart import affected_children
+from actors._workarounds import die_with_parent, kill_process
+from actors.worker import WorkerActor
+from protocols import codec
+from protocols.common import ErrorReply, Ok
+from protocols.supervision import (
+    KILLED,
+    SHUTDOWN,
+    ChildCounts,
+    ChildInfo,
+    Children,
+    CountChildren,
+    DeleteChild,
+    EventName,
+    RestartChild,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+    _Ack,
+    _Exiting,
+    _Gone,
+    _Init,
+    _Register,
+    _Report,
+    _RetryRestart,
+    _Started,
+    _StartFailed,
+    _Stop,
+    _Unregister,
+    error_reason,
+)
+from protocols.topology import ChildSpec, SupervisorSpec
+
+log = structlog.get_logger("understudy.supervisor")
+
+_timer_tokens = itertools.count(1)
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec | SupervisorSpec
+    dynamic: bool = False
+    status: str = "stopped"  # running | restarting | stopped
+    address: ActorAddress | None = None
+    pid: int | None = None
+    restarts: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def type(self) -> str:
+        return "supervisor" if isinstance(self.spec, SupervisorSpec) else "worker"
+
+
+@dataclass
+class _Ev:
+    """One input to the supervisor: a decoded message or a Thespian system event."""
+
+    kind: str  # started | start_failed | exiting | gone | timer | reply | request
+    address: ActorAddress | None = None
+    payload: Any = None
+    env: codec.Envelope | None = None
+    sender: ActorAddress | None = None
+
+
+@dataclass
+class _Await:
+    """What an operation waits for: events from some children, a timer, or a reply."""
+
+    addresses: list[ActorAddress] = field(default_factory=list)
+    kinds: frozenset[str] = frozenset()
+    timers: frozenset[int] = frozenset()
+    correlation: int | None = None
+
+    def matches(self, ev: _Ev) -> bool:
+        if ev.kind == "timer":
+            return ev.payload in self.timers
+        if ev.kind == "reply":
+            return self.correlation is not None and ev.payload == self.correlation
+        return ev.kind in self.kinds and ev.address in self.addresses
+
+
+Op = Generator[_Await, _Ev, Any]
+
+_CHILD_EVENTS = frozenset({"started", "start_failed", "exiting", "gone"})
+
+
+class SupervisorActor(SeamActor):
+    """One supervisor of the tree; its parent is another supervisor or the guardian."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spec: SupervisorSpec | None = None
+        self._path = "?"
+        self._parent: ActorAddress | None = None
+        self._guardian: ActorAddress | None = None
+        self._children: list[_Child] = []
+        self._history: tuple[float, ...] = ()
+        self._dynamic_ids = itertools.count(1)
+        self._incarnation = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._events_sent = 0
+        self._op: Op | None = None
+        self._awaiting: _Await | None = None
+        self._inbox: deque[_Ev] = deque()
+        self._pumping = False
+        self._exiting = False
+        self._clock: Callable[[], float] = time.monotonic
+
+    def describe(self) -> str:
+        """Return the supervisor's path for logs."""
+        return self._path
+
+    # --- Inputs: everything becomes an _Ev and goes through _pump -----------------------------
+
+    def on_message(
+        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
+    ) -> None:
+        """Turn a decoded message into an input event."""
+        msg = env.message
+        if isinstance(msg, _Started):
+            self._pump(_Ev("started", sender, msg.pid))
+        elif isinstance(msg, _StartFailed):
+            self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
+        elif isinstance(msg, _Exiting):
+            self._pump(_Ev("exiting", sender, msg.reason))
+        elif isinstance(msg, _Ack) or (env.correlation_id is not None and isinstance(msg, Ok)):
+            self._pump(_Ev("reply", sender, env.correlation_id))
+        elif isinstance(msg, ErrorReply):
+            log.warning("error_reply_received", supervisor=self._path, error=msg.error,
+                        detail=msg.message)
+        elif isinstance(msg, _Gone):
+            log.debug("gone_reply_ignored", supervisor=self._path, path=msg.path)
+        else:
+            self._pump(_Ev("request", payload=msg, env=env, sender=sender))
+
+    def on_child_exited(self, address: ActorAddress) -> None:
+        """A child's process is gone."""
+        self._pump(_Ev("gone", address))
+
+    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+        """A stop timer fired."""
+        if isinstance(payload, tuple) and payload and payload[0] == "supervisor_timer":
+            self._pump(_Ev("timer", payload=payload[1]))
+
+    def on_internal_error(self, exc: Exception) -> None:
+        """A defect in the supervisor: stop the tree below and exit, never limp on."""
+        super().on_internal_error(exc)
+        if not self._exiting:
+            for child in reversed(self._children):
+                if child.address is not None:
+                    self._kill(child)
+            self._exit(error_reason(exc))
+
+    def _pump(self, ev: _Ev) -> None:
+        self._inbox.append(ev)
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                nxt = self._next_event()
+                if nxt is None:
+                    return
+                if self._op is not None:
+                    self._step(nxt)
+                else:
+                    self._handle(nxt)
+        finally:
+            self._pumping = False
+
+    def _next_event(self) -> _Ev | None:
+        if self._op is None:
+            return self._inbox.popleft() if self._inbox else None
+        awaiting = self._awaiting
+        assert awaiting is not None  # noqa: S101 - an op always waits for something
+        for index, ev in enumerate(self._inbox):
+            if awaiting.matches(ev):
+                del self._inbox[index]
+                return ev
+        return None
+
+    def _run(self, op: Op) -> None:
+        self._op = op
+        self._step(None)
+
+    def _step(self, ev: _Ev | None) -> None:
+        assert self._op is not None  # noqa: S101
+        try:
+            self._awaiting = self._op.send(ev)  # type: ignore[arg-type]  # None primes it
+        except StopIteration:
+            self._op = None
+            self._awaiting = None
+
+    # --- Top level: one input at a time when no operation runs ---------------------------
+
+    def _handle(self, ev: _Ev) -> None:
+        if ev.kind == "request":
+            self._request(ev)
+            return
+        child = self._by_address(ev.address) if ev.address is not None else None
+        if child is None:
+            log.debug("stale_event_ignored", supervisor=self._path, kind=ev.kind)
+            return
+        if ev.kind == "exiting":
+            self.send(child.address, ActorExitRequest())
+            self._run(self._child_exited(child, ev.payload, await_gone=True))
+        elif ev.kind == "gone":
+            self._run(self._child_exited(child, KILLED, await_gone=False))
+        else:
+            log.debug("stale_event_ignored", supervisor=self._path, kind=ev.kind)
+
+    def _request(self, ev: _Ev) -> None:
+        env, sender = ev.env, ev.sender
+        assert env is not None  # noqa: S101 - requests carry their envelope
+        msg = env.message
+        if isinstance(msg, _Init):
+            self._run(self._boot(msg, sender))
+        elif self._exiting and isinstance(msg, _Stop):
+            log.debug("stop_while_exiting_ignored", supervisor=self._path)
+        elif self._exiting:
+            self.reply(sender, env, _Gone(path=self._path))
+        elif isinstance(msg, _Stop):
+            self._run(self._shutdown(msg.reason, event=None))
+        elif isinstance(msg, _RetryRestart):
+            child = self._by_id(msg.child_id)
+            if child is not None and child.status == "restarting":
+                self._run(self._retry_restart(child))
+        elif isinstance(msg, WhichChildren):
+            self._answer(sender, env, Children(children=[self._info(c) for c in self._children]))
+        elif isinstance(msg, CountChildren):
+            self._answer(sender, env, self._counts())
+        elif isinstance(msg, StartChild):
+            self._run(self._api_start_child(msg, sender, env))
+        elif isinstance(msg, TerminateChild):
+            self._run(self._api_terminate_child(msg.child_id, sender, env))
+        elif isinstance(msg, RestartChild):
+            self._run(self._api_restart_child(msg.child_id, sender, env))
+        elif isinstance(msg, DeleteChild):
+            self._api_delete_child(msg.child_id, sender, env)
+        else:
+            log.warning("unexpected_message", supervisor=self._path, kind=msg.kind)
+            self._answer(sender, env, ErrorReply(
+                error="NotSupported",
+                message=f"a supervisor does not handle {msg.kind!r} messages",
+            ))
+
+    # --- Boot -------------------------------------------------------------------------------
+
+    def _boot(self, msg: _Init, parent: ActorAddress) -> Op:
+        spec = msg.spec
+        assert isinstance(spec, SupervisorSpec)  # noqa: S101 - parents send our own spec
+        self._spec, self._path, self._parent = spec, msg.path, parent
+        self._guardian = unpack_address(msg.guardian)
+        self.max_message_size = msg.max_message_size
+        if msg.parent_pid != os.getpid():
+            die_with_parent(msg.parent_pid)
+        started: list[_Child] = []
+        for child_spec in spec.children:
+            child = _Child(child_spec)
+            self._children.append(child)
+            ok, reason, offender = yield from self._start(child)
+            if not ok:
+                self._emit("start_failed", child.id, reason)
+                for done in reversed(started):
+                    stop_reason = yield from self._stop(done)
+                    self._emit("child_terminated", done.id, stop_reason)
+                self._exiting = True
+                self.send_message(parent, _StartFailed(reason=reason, offender=offender))
+                return
+            started.append(child)
+            self._emit("child_started", child.id)
+        self.send_message(parent, _Started(pid=os.getpid()))
+
+    # --- Starting and stopping one child ----------------------------------------------------
+
+    def _start(self, child: _Child) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
+        """Start ``child``; return (ok, reason, offender path)."""
+        path = self._child_path(child)
+        actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
+        address = self.createActor(actor_class)
+        child.address = address
+        assert self._guardian is not None  # noqa: S101 - set at boot
+        self.send_message(address, _Init(
+            path=path, spec=child.spec, guardian=pack_address(self._guardian),
+            parent_pid=os.getpid(), max_message_size=self.max_message_size,
+        ))
+        ev = yield _Await([address], _CHILD_EVENTS)
+        if ev.kind == "started":
+            child.pid, child.status = ev.payload, "running"
+            ack = self.send_message(self._guardian, _Register(
+                path=path, address=pack_address(address), pid=child.pid,
+            ))
+            yield _Await(correlation=ack)
+            return True, "", path
+        if ev.kind == "start_failed":
+            reason, offender = ev.payload
+        elif ev.kind == "exiting":
+            reason, offender = ev.payload, path
+        else:
+            reason, offender = KILLED, path
+        if ev.kind != "gone":
+            self.send(address, ActorExitRequest())
+            yield _Await([address], frozenset({"gone"}))
+        child.address, child.pid, child.status = None, None, "stopped"
+        return False, reason, offender or path
+
+    def _stop(self, child: _Child, reason: str = SHUTDOWN) -> Generator[_Await, _Ev, str]:
+        """Stop a running child in order (or kill it); return its exit reason."""
+        results = yield from self._stop_many([child], reason)
+        return results[0]
+
+    def _stop_many(
+        self, children: list[_Child], reason: str = SHUTDOWN
+    ) -> Generator[_Await, _Ev, list[str]]:
+        """Stop children in parallel, each within its shutdown time; return their exit reasons."""
+        live = {id(c): c for c in children if c.address is not None}
+        outcome: dict[int, str] = {id(c): SHUTDOWN for c in children if c.address is None}
+        reported: dict[int, str] = {}
+        timers: dict[int, _Child] = {}
+        killed: set[int] = set()
+        for child in live.values():
+            shutdown = child.spec.shutdown
+            if shutdown == "brutal_kill":
+                killed.add(id(child))
+                self._kill(child)
+                continue
+            self.send_message(child.address, _Stop(reason=reason))
+            if shutdown != "infinity":
+                timers[self._start_timer(float(shutdown))] = child
+        pending = list(live.values())
+        while pending:
+            ev = yield _Await([c.address for c in pending],
+                              frozenset({"exiting", "gone", "start_failed"}), frozenset(timers))
+            if ev.kind == "timer":
+                child = timers.pop(ev.payload)
+                if child in pending:
+                    killed.add(id(child))
+                    self._kill(child)
+                continue
+            child = next(c for c in pending if c.address == ev.address)
+            if ev.kind == "exiting":
+                reported[id(child)] = ev.payload
+                self.send(child.address, ActorExitRequest())
+            elif ev.kind == "start_failed":
+                reported[id(child)] = ev.payload[0]
+                self.send(child.address, ActorExitRequest())
+            else:
+                pending.remove(child)
+                outcome[id(child)] = (
+                    KILLED if id(child) in killed else reported.get(id(child), KILLED)
+                )
+                self._forget(child, pending=False)
+        return [outcome[id(c)] for c in children]
+
+    def _kill(self, child: _Child) -> None:
+        if child.pid is not None and child.pid != os.getpid():
+            kill_process(child.pid)
+        elif child.address is not None:
+            self.send(child.address, ActorExitRequest())
+
+    def _start_timer(self, seconds: float) -> int:
+        token = next(_timer_tokens)
+        self.wakeupAfter(timedelta(seconds=seconds), payload=("supervisor_timer", token))
+        return token
+
+    def _forget(self, child: _Child, *, pending: bool) -> None:
+        """Record that the child's process is gone and tell the guardian."""
+        if child.address is not None and self._guardian is not None:
+            self.send_message(self._guardian, _Unregister(
+                path=self._child_path(child), address=pack_address(child.address),
+                pending=pending,
+            ))
+        child.address, child.pid, child.status = None, None, "stopped"
+
+    # --- A child exited by itself -------------------------------------------------------------
+
+    def _child_exited(self, child: _Child, reason: str, *, await_gone: bool) -> Op:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        if await_gone:
+            ev = yield _Await([child.address], frozenset({"gone"}))
+            del ev
+        restart = should_restart(child.spec.restart, reason)
+        self._forget(child, pending=restart)
+        self._emit("child_exited", child.id, reason)
+        if not restart:
+            if child.spec.restart == "temporary" or child.dynamic and spec.strategy == (
+                "simple_one_for_one"
+            ):
+                self._children.remove(child)
+            alive = sum(1 for c in self._children if c.spec.significant and c.address is not None)
+            if auto_shutdown_due(spec.auto_shutdown, exited_significant=child.spec.significant,
+                                 significant_still_alive=alive):
+                yield from self._shutdown(SHUTDOWN, event="auto_shutdown", offender=child.id)
+            return
+        if not self._allow_restart(child.id):
+            yield from self._give_up(child.id)
+            return
+        yield from self._restart_group(child)
+
+    def _allow_restart(self, child_id: str) -> bool:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        allowed, self._history = record_restart(
+            self._history, self._clock(), intensity=spec.intensity, period=spec.period
+        )
+        if not allowed:
+            self._emit("intensity_exceeded", child_id, SHUTDOWN)
+        return allowed
+
+    def _give_up(self, offender: str) -> Op:
+        yield from self._shutdown(SHUTDOWN, event=None, offender=offender)
+
+    def _restart_group(self, failed: _Child) -> Op:
+        """Restart ``failed`` and, per the strategy, its siblings; retry later on start failure."""
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        order = [c.id for c in self._children]
+        group_ids = affected_children(spec.strategy, order, failed.id)
+        group = [c for c in self._children if c.id in group_ids]
+        for sibling in reversed(group):
+            if sibling is not failed and sibling.address is not None:
+                stop_reason = yield from self._stop(sibling)
+                self._emit("child_terminated", sibling.id, stop_reason)
+        for child in group:
+            if child is not failed and child.spec.restart == "temporary":
+                self._children.remove(child)  # OTP: temporary children are never restarted
+        group = [c for c in group if c in self._children]
+        for index, child in enumerate(group):
+            ok, reason, _offender = yield from self._start(child)
+            if not ok:
+                self._emit("start_failed", child.id, reason)
+                for waiting in group[index:]:
+                    waiting.status = "restarting"
+                self.send_message(self.myAddress, _RetryRestart(child_id=child.id))
+                return
+            child.restarts += 1
+            self._emit("child_restarted", child.id)
+
+    def _retry_restart(self, child: _Child) -> Op:
+        if not self._allow_restart(child.id):
+            yield from self._give_up(child.id)
+            return
+        yield from self._restart_group(child)
+
+    # --- Shutdown -------------------------------------------------------------------------------
+
+    def _shutdown(self, reason: str, *, event: EventName | None, offender: str | None = None) -> Op:
+        """Stop every child in reverse start order, then exit with ``reason``."""
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        if event is not None:
+            self._emit(event, offender, reason)
+        running = [c for c in self._children if c.address is not None]
+        if spec.strategy == "simple_one_for_one":
+            reasons = yield from self._stop_many(running)
+            for child, stop_reason in zip(running, reasons, strict=True):
+                self._emit("child_terminated", child.id, stop_reason)
+        else:
+            for child in reversed(running):
+                stop_reason = yield from self._stop(child)
+                self._emit("child_terminated", child.id, stop_reason)
+        for child in self._children:
+            child.status = "stopped"
+        self._emit("supervisor_shutdown", None, reason)
+        self._exit(reason)
+
+    def _exit(self, reason: str) -> None:
+        self._exiting = True
+        if self._parent is not None:
+            self.send_message(self._parent, _Exiting(reason=reason))
+        else:
+            self.send(self.myAddress, ActorExitRequest())
+
+    # --- The child API ---------------------------------------------------------------------------
+
+    def _answer(self, to: ActorAddress, env: codec.Envelope, message: Any) -> None:  # noqa: ANN401
+        self.reply(to, env, message, meta={"ev": [self._incarnation, self._events_sent]})
+
+    def _refuse(self, to: ActorAddress, env: codec.Envelope, error: str, message: str) -> None:
+        self._answer(to, env, ErrorReply(error=error, message=message))
+
+    def _api_start_child(self, msg: StartChild, sender: ActorAddress, env: codec.Envelope) -> Op:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        if spec.strategy == "simple_one_for_one":
+            if msg.spec is not None:
+                self._refuse(sender, env, "NotSupported",
+                             "start_child on a simple_one_for_one supervisor takes args, not a spec")
+                return
+            template = spec.template
+            assert template is not None  # noqa: S101 - validated by the topology
+            child_id = f"{template.id}-{next(self._dynamic_ids)}"
+            child_spec = template.model_copy(
+                update={"id": child_id, "args": {**template.args, **(msg.args or {})}}
+            )
+        else:
+            if msg.spec is None:
+                self._refuse(sender, env, "NotSupported",
+                             f"start_child on a {spec.strategy} supervisor takes a child spec")
+                return
+            child_spec = msg.spec
+            existing = self._by_id(child_spec.id)
+            if existing is not None:
+                if existing.address is not None:
+                    self._refuse(sender, env, "AlreadyStarted",
+                                 f"child {child_spec.id!r} is already started")
+                else:
+                    self._refuse(sender, env, "AlreadyPresent",
+                                 f"child {child_spec.id!r} is already present")
+                return
+            if child_spec.significant and spec.auto_shutdown == "never":
+                self._refuse(sender, env, "TopologyError",
+                             f"child {child_spec.id!r} is significant but auto_shutdown is never")
+                return
+        child = _Child(child_spec, dynamic=True)
+        self._children.append(child)
+        ok, reason, offender = yield from self._start(child)
+        if not ok:
+            self._children.remove(child)
+            self._emit("start_failed", child.id, reason)
+            self._answer(sender, env, ErrorReply(error="StartFailed", message=offender,
+                                                 reason=reason))
+            return
+        self._emit("child_started", child.id)
+        self._answer(sender, env, self._info(child))
+
+    def _api_terminate_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> Op:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        child = self._by_id(child_id)
+        if child is None:
+            self._refuse(sender, env, "ChildNotFound", f"no child {child_id!r}")
+            return
+        if child.address is not None:
+            reason = yield from self._stop(child)
+            self._emit("child_terminated", child.id, reason)
+        child.status = "stopped"
+        if spec.strategy == "simple_one_for_one" or child.spec.restart == "temporary":
+            self._children.remove(child)
+        self._answer(sender, env, Ok())
+
+    def _api_restart_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> Op:
+        refusal = self._check_stopped(child_id, "restart_child")
+        if refusal is not None:
+            self._refuse(sender, env, *refusal)
+            return
+        child = self._by_id(child_id)
+        assert child is not None  # noqa: S101 - checked above
+        ok, reason, offender = yield from self._start(child)
+        if not ok:
+            self._emit("start_failed", child.id, reason)
+            self._answer(sender, env, ErrorReply(error="StartFailed", message=offender,
+                                                 reason=reason))
+            return
+        self._emit("child_started", child.id)
+        self._answer(sender, env, self._info(child))
+
+    def _api_delete_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> None:
+        refusal = self._check_stopped(child_id, "delete_child")
+        if refusal is not None:
+            self._refuse(sender, env, *refusal)
+            return
+        child = self._by_id(child_id)
+        assert child is not None  # noqa: S101 - checked above
+        self._children.remove(child)
+        self._emit("child_deleted", child_id)
+        self._answer(sender, env, Ok())
+
+    def _check_stopped(self, child_id: str, call: str) -> tuple[str, str] | None:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        if spec.strategy == "simple_one_for_one":
+            return "NotSupported", f"{call} is not supported on a simple_one_for_one supervisor"
+        child = self._by_id(child_id)
+        if child is None:
+            return "ChildNotFound", f"no child {child_id!r}"
+        if child.status == "restarting":
+            return "ChildRestarting", f"child {child_id!r} is restarting"
+        if child.address is not None:
+            return "ChildRunning", f"child {child_id!r} is running"
+        return None
+
+    # --- Helpers ---------------------------------------------------------------------------
+
+    def _child_path(self, child: _Child) -> str:
+        return f"{self._path}/{child.id}"
+
+    def _by_id(self, child_id: str) -> _Child | None:
+        return next((c for c in self._children if c.id == child_id), None)
+
+    def _by_address(self, address: ActorAddress) -> _Child | None:
+        return next((c for c in self._children if c.address == address), None)
+
+    def _info(self, child: _Child) -> ChildInfo:
+        status = "running" if child.address is not None else child.status
+        return ChildInfo(id=child.id, status=status, type=child.type,  # type: ignore[arg-type]
+                         restart=child.spec.restart, restarts=child.restarts, pid=child.pid)
+
+    def _counts(self) -> ChildCounts:
+        supervisors = sum(1 for c in self._children if c.type == "supervisor")
+        return ChildCounts(
+            specs=len(self._children),
+            active=sum(1 for c in self._children if c.address is not None),
+            supervisors=supervisors,
+            workers=len(self._children) - supervisors,
+        )
+
+    def _emit(self, event: EventName, child_id: str | None, reason: str | None = None) -> None:
+        """Log one supervision fact with OTP's report keys and report it to the guardian."""
+        self._events_sent += 1
+        context = {
+            "child_exited": "child_terminated",
+            "start_failed": "start_error",
+            "intensity_exceeded": "shutdown",
+            "auto_shutdown": "auto_shutdown",
+        }.get(event)
+        level = "warning" if event in ("start_failed", "intensity_exceeded") else "info"
+        getattr(log, level)(event, supervisor=self._path, offender=child_id, reason=reason,
+                            error_context=context)
+        if self._guardian is not None:
+            self.send_message(self._guardian, _Report(
+                incarnation=self._incarnation, n=self._events_sent, time=time.time(),
+                supervisor=self._path, child_id=child_id, event=event, reason=reason,
+            ))

@@ -1,0 +1,322 @@
+"""The supervision protocol: the child API, what it returns, events, and exit reasons.
+
+Exit reasons are strings, as in OTP:
+    normal | shutdown | shutdown:<detail>   the normal class (transient children stay down)
+    killed                                  the process died (SIGKILL, brutal_kill)
+    error:<Type>: <message>                 a handler or on_start raised
+    anything else                           what the worker passed to ``stop(reason)``
+
+Messages whose names start with an underscore travel only between Understudy's own actors.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+from protocols._base import Message
+from protocols.topology import AnyChildSpec, RestartType
+
+NORMAL = "normal"
+SHUTDOWN = "shutdown"
+KILLED = "killed"
+
+ChildStatus = Literal["running", "restarting", "stopped"]
+ChildType = Literal["worker", "supervisor"]
+EventName = Literal[
+    "child_started",
+    "child_exited",
+    "child_restarted",
+    "child_terminated",
+    "child_deleted",
+    "start_failed",
+    "intensity_exceeded",
+    "supervisor_shutdown",
+    "auto_shutdown",
+]
+
+
+def is_normal_exit(reason: str) -> bool:
+    """Return True for the normal class of exit reasons: normal, shutdown, shutdown:<detail>."""
+    return reason in (NORMAL, SHUTDOWN) or reason.startswith(SHUTDOWN + ":")
+
+
+def error_reason(exc: BaseException) -> str:
+    """Return the exit reason for an exception raised by a handler or ``on_start``."""
+    return f"error:{type(exc).__name__}: {exc}"
+
+
+def _b64_decode(value: object) -> object:
+    if isinstance(value, str):
+        return base64.b64decode(value)
+    return value
+
+
+# A Thespian address, pickled; carried as base64 text in the JSON-mode body.
+AddressBlob = Annotated[
+    bytes,
+    BeforeValidator(_b64_decode),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), when_used="json"),
+]
+
+
+# --- What the child API returns -------------------------------------------------------------
+
+
+class ChildInfo(Message):
+    """One child of a supervisor, as ``which_children`` lists it."""
+
+    kind: Literal["supervision.child_info"] = "supervision.child_info"
+    id: str
+    status: ChildStatus
+    type: ChildType
+    restart: RestartType
+    restarts: int = 0
+    pid: int | None = None
+
+
+class Children(Message):
+    """The reply to WhichChildren, in start order."""
+
+    kind: Literal["supervision.children"] = "supervision.children"
+    children: list[ChildInfo]
+
+
+class ChildCounts(Message):
+    """The reply to CountChildren, as OTP's ``count_children``."""
+
+    kind: Literal["supervision.child_counts"] = "supervision.child_counts"
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+class SupervisionEvent(Message):
+    """One supervision fact; ``seq`` orders all events of a runtime."""
+
+    kind: Literal["supervision.event"] = "supervision.event"
+    seq: int
+    time: float
+    supervisor: str
+    child_id: str | None
+    event: EventName
+    reason: str | None = None
+
+
+class Events(Message):
+    """The reply to GetEvents."""
+
+    kind: Literal["supervision.events"] = "supervision.events"
+    events: list[SupervisionEvent]
+    exit_reason: str | None = None
+
+
+# --- Commands to a supervisor ------------------------------------------------------------------
+
+
+class WhichChildren(Message):
+    """List a supervisor's children."""
+
+    kind: Literal["supervision.which_children"] = "supervision.which_children"
+
+
+class CountChildren(Message):
+    """Count a supervisor's children."""
+
+    kind: Literal["supervision.count_children"] = "supervision.count_children"
+
+
+class StartChild(Message):
+    """Start a child: from a spec, or (simple_one_for_one) from the template with extra args."""
+
+    kind: Literal["supervision.start_child"] = "supervision.start_child"
+    spec: AnyChildSpec | None = None
+    args: dict[str, Any] | None = None
+
+
+class TerminateChild(Message):
+    """Stop a child; its spec stays (except simple_one_for_one and temporary children)."""
+
+    kind: Literal["supervision.terminate_child"] = "supervision.terminate_child"
+    child_id: str
+
+
+class RestartChild(Message):
+    """Start a terminated child again from its kept spec."""
+
+    kind: Literal["supervision.restart_child"] = "supervision.restart_child"
+    child_id: str
+
+
+class DeleteChild(Message):
+    """Remove a terminated child's spec."""
+
+    kind: Literal["supervision.delete_child"] = "supervision.delete_child"
+    child_id: str
+
+
+class GetEvents(Message):
+    """Ask the guardian for the events after ``since``.
+
+    ``barrier`` maps a supervisor incarnation to the event count it had reported in a reply
+    the caller has seen; the guardian answers once it holds those events (or after
+    ``barrier_timeout``), so a caller always sees the events its own calls caused.
+    """
+
+    kind: Literal["supervision.get_events"] = "supervision.get_events"
+    since: int = 0
+    barrier: dict[str, int] = Field(default_factory=dict)
+    barrier_timeout: float = 2.0
+    wait_event: str | None = None
+    wait_child: str | None = None
+    wait_supervisor: str | None = None
+
+    def wanted(self, event: SupervisionEvent) -> bool:
+        """Return True if ``event`` is one this request waits for."""
+        return (
+            event.seq > self.since
+            and event.event == self.wait_event
+            and (self.wait_child is None or event.child_id == self.wait_child)
+            and (self.wait_supervisor is None or event.supervisor == self.wait_supervisor)
+        )
+
+
+# --- Between Understudy's own actors ---------------------------------------------------------
+
+
+class _Init(Message):
+    """Supervisor -> new child: become this child of the tree."""
+
+    kind: Literal["_supervision.init"] = "_supervision.init"
+    path: str
+    spec: AnyChildSpec
+    guardian: AddressBlob
+    parent_pid: int
+    max_message_size: int
+
+
+class _Started(Message):
+    """Child -> supervisor: on_start (or the child supervisor's boot) succeeded."""
+
+    kind: Literal["_supervision.started"] = "_supervision.started"
+    pid: int
+
+
+class _StartFailed(Message):
+    """Child -> supervisor: starting failed with ``reason``; the child waits to be stopped."""
+
+    kind: Literal["_supervision.start_failed"] = "_supervision.start_failed"
+    reason: str
+    offender: str | None = None
+
+
+class _Exiting(Message):
+    """Child -> supervisor: I am done, with ``reason``; stop my process."""
+
+    kind: Literal["_supervision.exiting"] = "_supervision.exiting"
+    reason: str
+
+
+class _Stop(Message):
+    """Supervisor -> child: stop in order (on_stop runs), then report _Exiting."""
+
+    kind: Literal["_supervision.stop"] = "_supervision.stop"
+    reason: str = SHUTDOWN
+
+
+class _Gone(Message):
+    """Reply from an actor that is exiting: the request was not handled; resolve again."""
+
+    kind: Literal["_supervision.gone"] = "_supervision.gone"
+    path: str
+
+
+class _Register(Message):
+    """Supervisor -> guardian: ``path`` now lives at ``address``; the guardian acknowledges."""
+
+    kind: Literal["_supervision.register"] = "_supervision.register"
+    path: str
+    address: AddressBlob
+    pid: int | None = None
+
+
+class _Unregister(Message):
+    """Supervisor -> guardian: the actor at ``path`` has exited.
+
+    ``pending`` says a restart may follow: resolutions of ``path`` wait for it.
+    """
+
+    kind: Literal["_supervision.unregister"] = "_supervision.unregister"
+    path: str
+    address: AddressBlob
+    pending: bool = False
+
+
+class _Resolve(Message):
+    """Anyone -> guardian: where does ``path`` live?
+
+    ``stale`` is an address the asker found dead: the guardian answers with a different one,
+    waiting up to ``wait`` seconds while a restart is pending. ``watch`` subscribes the asker to
+    later changes of ``path`` (sent as unsolicited _Resolved messages).
+    """
+
+    kind: Literal["_supervision.resolve"] = "_supervision.resolve"
+    path: str
+    stale: AddressBlob | None = None
+    wait: float = 0.0
+    watch: bool = False
+
+
+class _Resolved(Message):
+    """Guardian -> asker: ``path`` lives at ``address`` (None: no live actor there)."""
+
+    kind: Literal["_supervision.resolved"] = "_supervision.resolved"
+    path: str
+    address: AddressBlob | None
+    pid: int | None = None
+    detail: str = ""
+
+
+class _RetryRestart(Message):
+    """Supervisor -> itself: try again to restart ``child_id`` (OTP's try_again_restart)."""
+
+    kind: Literal["_supervision.retry_restart"] = "_supervision.retry_restart"
+    child_id: str
+
+
+class _Report(Message):
+    """Supervisor -> guardian: one supervision event; ``n`` numbers it per supervisor."""
+
+    kind: Literal["_supervision.report"] = "_supervision.report"
+    incarnation: str
+    n: int
+    time: float
+    supervisor: str
+    child_id: str | None
+    event: EventName
+    reason: str | None = None
+
+
+class _Boot(Message):
+    """Runtime -> guardian: start the root supervisor from ``spec``."""
+
+    kind: Literal["_supervision.boot"] = "_supervision.boot"
+    spec: AnyChildSpec
+    max_message_size: int
+
+
+class _ShutdownTree(Message):
+    """Runtime -> guardian: stop the root (and so the whole tree) in order."""
+
+    kind: Literal["_supervision.shutdown_tree"] = "_supervision.shutdown_tree"
+
+
+class _Ack(Message):
+    """A bare acknowledgement between Understudy's own actors; ``n`` is the sender's event count."""
+
+    kind: Literal["_supervision.ack"] = "_supervision.ack"
+    incarnation: str = ""
+    n: int = 0

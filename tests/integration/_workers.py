@@ -1,0 +1,102 @@
+"""Workers used by the tests; at module level so multiprocTCPBase processes can import them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+from actors import Worker
+from protocols import Message
+
+
+class Ping(Message):
+    kind: Literal["test.ping"] = "test.ping"
+    token: str = ""
+
+
+class Pong(Message):
+    kind: Literal["test.pong"] = "test.pong"
+    token: str
+    path: str
+    pid: int
+
+
+class Crash(Message):
+    kind: Literal["test.crash"] = "test.crash"
+    text: str = "boom"
+
+
+class StopMe(Message):
+    kind: Literal["test.stop_me"] = "test.stop_me"
+    reason: str = "normal"
+
+
+class Hang(Message):
+    kind: Literal["test.hang"] = "test.hang"
+    seconds: float = 60.0
+
+
+class GetArgs(Message):
+    kind: Literal["test.get_args"] = "test.get_args"
+
+
+class Args(Message):
+    kind: Literal["test.args"] = "test.args"
+    args: dict[str, object]
+
+
+class Count(Message):
+    kind: Literal["test.count"] = "test.count"
+
+
+class Counted(Message):
+    kind: Literal["test.counted"] = "test.counted"
+    n: int
+
+
+class Echo(Worker):
+    """Answers Ping with Pong; Crash raises; StopMe stops; records on_stop to a file if asked."""
+
+    def on_start(self) -> None:
+        self.seen = 0
+        if self.args.get("fail_start"):
+            raise RuntimeError("refusing to start")
+        marker = self.args.get("fail_start_if_exists")
+        if marker and Path(str(marker)).exists():
+            raise RuntimeError("marker says fail")
+        self._journal("start")
+
+    def handle(self, message: Message) -> Message | None:
+        self.seen += 1
+        if isinstance(message, Ping):
+            return Pong(token=message.token, path=self.path, pid=os.getpid())
+        if isinstance(message, Crash):
+            raise ValueError(message.text)
+        if isinstance(message, StopMe):
+            self.stop(message.reason)
+            return None
+        if isinstance(message, Hang):
+            time.sleep(message.seconds)
+            return None
+        if isinstance(message, GetArgs):
+            return Args(args=self.args)
+        if isinstance(message, Count):
+            return Counted(n=self.seen)
+        return None
+
+    def on_stop(self, reason: str) -> None:
+        self._journal(f"stop:{reason}")
+        if self.args.get("slow_stop"):
+            time.sleep(float(self.args["slow_stop"]))  # simulates a cleanup that overruns
+
+    def _journal(self, what: str) -> None:
+        journal = self.args.get("journal")
+        if journal:
+            with Path(str(journal)).open("a") as fh:
+                fh.write(f"{self.child_id}:{what}\n")
+
+
+class NotAWorker:
+    """Not a Worker subclass: starting it must fail at validation."""
