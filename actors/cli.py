@@ -1,0 +1,272 @@
+"""The ``understudy`` command line: up, validate, status, ask, stop.
+
+``up`` starts the tree of a topology file, writes ``<state_dir>/runtime.json`` (its pid and
+admin port) so that ``status``, ``ask`` and ``stop`` in other shells can find it, shows the
+live tree, and on Ctrl-C or SIGTERM stops the tree in order and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import psutil
+from rich.console import Console
+from rich.live import Live
+from rich.tree import Tree
+
+from actors.errors import UnderstudyError
+from actors.logs import configure_logging
+from actors.runtime import Runtime, check_workers
+from protocols._base import message_class
+from protocols.errors import TopologyError
+from protocols.supervision import ChildInfo
+from protocols.topology import Topology
+from protocols.topology_loader import load_topology
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATE_FILE = "runtime.json"
+
+
+@dataclass
+class Node:
+    """One node of the live tree as the CLI shows it."""
+
+    path: str
+    info: ChildInfo | None
+    children: list[Node] = field(default_factory=list)
+
+
+def collect_tree(runtime: Runtime, root: str) -> Node:
+    """Walk the live tree from ``root`` with which_children."""
+    node = Node(root, None)
+    for info in runtime.which_children(root, timeout=5.0):
+        path = f"{root}/{info.id}"
+        if info.type == "supervisor" and info.status == "running":
+            child = collect_tree(runtime, path)
+            child.info = info
+        else:
+            child = Node(path, info)
+        node.children.append(child)
+    return node
+
+
+_STYLE = {"running": "green", "restarting": "yellow", "stopped": "red"}
+
+
+def render_tree(node: Node, title: str) -> Tree:
+    """Render a collected tree with each child's status, restart count and pid."""
+    tree = Tree(f"[bold]{title}[/bold]")
+
+    def add(branch: Tree, n: Node) -> None:
+        for child in n.children:
+            info = child.info
+            assert info is not None  # noqa: S101 - children always carry their info
+            style = _STYLE.get(info.status, "white")
+            label = (
+                f"{info.id} [dim]{info.type}, {info.restart}[/dim] "
+                f"[{style}]{info.status}[/{style}] restarts={info.restarts}"
+                + (f" pid={info.pid}" if info.pid else "")
+            )
+            add(branch.add(label), child)
+
+    add(tree, node)
+    return tree
+
+
+def _state_path(state_dir: str) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def _read_state(state_dir: str) -> dict[str, Any]:
+    path = _state_path(state_dir)
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"no running tree found ({path} is missing); start one with `understudy up`"
+        ) from None
+    if not psutil.pid_exists(int(state["pid"])):
+        raise click.ClickException(
+            f"the tree recorded in {path} (pid {state['pid']}) is not running any more"
+        )
+    return state
+
+
+class _Stop(Exception):  # noqa: N818 - a control-flow signal inside `up`
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+@click.group()
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True, help="structlog events shown on stderr")
+@click.option("--json-logs", is_flag=True, help="log JSON lines instead of text")
+def main(log_level: str, json_logs: bool) -> None:  # noqa: FBT001 - click flags
+    """Understudy: OTP-style supervision trees on Thespian."""
+    configure_logging(log_level, json=json_logs)
+
+
+@main.command()
+@click.argument("file", default="topology.yaml", type=click.Path(dir_okay=False))
+@click.option("--duration", type=float, default=None,
+              help="stop by itself after this many seconds (default: run until Ctrl-C/SIGTERM)")
+@click.option("--refresh", type=float, default=1.0, show_default=True,
+              help="seconds between refreshes of the live tree")
+def up(file: str, duration: float | None, refresh: float) -> None:
+    """Start the tree of FILE (default topology.yaml) and show it live until stopped."""
+    topology = _load(file)
+    state_path = _state_path(topology.system.state_dir)
+    if state_path.exists():
+        try:
+            _read_state(topology.system.state_dir)
+        except click.ClickException:
+            state_path.unlink()  # a stale file from a tree that is gone
+        else:
+            raise click.ClickException(
+                f"a tree is already running from {state_path}; `understudy stop` it first")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        runtime = Runtime.start(topology)
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({
+        "pid": os.getpid(), "admin_port": runtime.admin_port, "base": runtime.base,
+        "topology": str(Path(file).resolve()),
+    }))
+    root = topology.root.id
+    title = f"{root}  [dim]{topology.system.base} admin_port={runtime.admin_port}[/dim]"
+    stopped_by = "duration"
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        live = console.is_terminal
+        with Live(render_tree(collect_tree(runtime, root), title), console=console,
+                  auto_refresh=False, transient=False) if live else _NoLive() as view:
+            if not live:
+                console.print(render_tree(collect_tree(runtime, root), title))
+            while deadline is None or time.monotonic() < deadline:
+                wait = refresh if deadline is None else min(refresh, deadline - time.monotonic())
+                time.sleep(max(wait, 0.0))
+                reason = runtime.exit_reason
+                if reason is not None:
+                    stopped_by = f"root exited: {reason}"
+                    break
+                if live:
+                    view.update(render_tree(collect_tree(runtime, root), title), refresh=True)
+    except _Stop as stop:
+        stopped_by = str(stop)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        runtime.shutdown()
+        state_path.unlink(missing_ok=True)
+    console.print(f"stopped ({stopped_by}); exit reason: {runtime.exit_reason}")
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        """Nothing to update when the output is not a terminal."""
+
+
+def _load(file: str) -> Topology:
+    try:
+        topology = load_topology(file)
+        check_workers(topology)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return topology
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology file: schema, child ids, and that every worker class imports."""
+    topology = _load(file)
+    count = _count(topology.root)
+    console.print(f"{file}: valid ({count} supervisors and workers under {topology.root.id!r})")
+
+
+def _count(spec: Any) -> int:  # noqa: ANN401 - a SupervisorSpec
+    return sum(1 + (_count(c) if c.type == "supervisor" else 0) for c in spec.children)
+
+
+@main.command()
+@click.option("--state-dir", default=".understudy", show_default=True)
+def status(state_dir: str) -> None:
+    """Show the live tree of the running `understudy up`: status and restarts per child."""
+    state = _read_state(state_dir)
+    runtime = Runtime.attach(int(state["admin_port"]))
+    try:
+        tree = collect_tree(runtime, "root")
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(render_tree(tree, f"root  [dim]pid={state['pid']} "
+                                    f"admin_port={state['admin_port']}[/dim]"))
+
+
+@main.command()
+@click.argument("path")
+@click.argument("kind")
+@click.argument("body", default="{}")
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None:
+    """Send a message of KIND with a JSON BODY to the actor at PATH and print the reply."""
+    import actors.demo  # noqa: F401 - registers the demo kinds
+
+    cls = message_class(kind)
+    if cls is None:
+        raise click.ClickException(f"unknown message kind {kind!r}")
+    try:
+        message = cls.model_validate(json.loads(body))
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"invalid {kind} body: {exc}") from exc
+    state = _read_state(state_dir)
+    runtime = Runtime.attach(int(state["admin_port"]))
+    try:
+        reply = runtime.ask(path, message, timeout=timeout)
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print_json(reply.model_dump_json())
+
+
+@main.command()
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def stop(state_dir: str, timeout: float) -> None:
+    """Stop the running `understudy up` (as SIGTERM would) and wait until it is gone."""
+    state = _read_state(state_dir)
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        raise click.ClickException(f"`understudy up` (pid {pid}) still running after {timeout} s")
+    console.print(f"stopped understudy up (pid {pid})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Demo workers for the default topology.yaml: an echo service and dynamic jobs."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from actors.worker import Worker
+from protocols._base import Message
+
+
+class Ping(Message):
+    """Ask a demo worker for a Pong."""
+
+    kind: Literal["demo.ping"] = "demo.ping"
+    token: str = ""
+
+
+class Pong(Message):
+    """A demo worker's answer: who answered, from which process."""
+
+    kind: Literal["demo.pong"] = "demo.pong"
+    token: str
+    path: str
+    pid: int
+
+
+class Fail(Message):
+    """Make a demo worker raise (to watch its supervisor restart it)."""
+
+    kind: Literal["demo.fail"] = "demo.fail"
+    text: str = "asked to fail"
+
+
+class Echo(Worker):
+    """Answers Ping with Pong; Fail raises."""
+
+    def handle(self, message: Message) -> Message | None:
+        """Answer Ping; raise on Fail."""
+        if isinstance(message, Ping):
+            return Pong(token=message.token, path=self.path, pid=os.getpid())
+        if isinstance(message, Fail):
+            raise RuntimeError(message.text)
+        return None

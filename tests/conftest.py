@@ -1,0 +1,76 @@
+"""Shared fixtures: runtimes on each base, and a check that no actor process outlives the suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, settings
+
+from actors import Runtime
+from protocols.topology import SupervisorSpec, SystemConfig, Topology
+
+settings.register_profile(
+    "understudy", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("understudy")
+
+BASES = ["simpleSystemBase", pytest.param("multiprocTCPBase", marks=pytest.mark.integration)]
+
+StartTree = Callable[[SupervisorSpec], Runtime]
+
+
+def _actor_processes() -> set[int]:
+    """Live processes forked from this test process (same command line): admins and actors.
+
+    Thespian's admin daemonizes (its parent becomes init), so descendants are found by the
+    command line they inherited, not by parentage.
+    """
+    me = psutil.Process(os.getpid())
+    mine = me.cmdline()
+    found: set[int] = set()
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        info = proc.info
+        if info["pid"] == me.pid or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if info["cmdline"] == mine:
+            found.add(info["pid"])
+    return found
+
+
+@pytest.fixture(params=BASES)
+def base(request: pytest.FixtureRequest) -> str:
+    """Each Thespian base the runtime supports."""
+    return str(request.param)
+
+
+@pytest.fixture
+def start_tree(base: str) -> Iterator[StartTree]:
+    """Start a runtime for a root spec on the current base; shut every one down afterwards."""
+    started: list[Runtime] = []
+
+    def start(root: SupervisorSpec) -> Runtime:
+        runtime = Runtime.start(Topology(system=SystemConfig(base=base), root=root))  # type: ignore[arg-type]
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        runtime.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail the session if any actor process started by the tests is still alive."""
+    before = _actor_processes()
+    yield
+    leftover = _actor_processes() - before
+    for pid in leftover:
+        try:
+            proc = psutil.Process(pid)
+            desc = " ".join(proc.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        pytest.fail(f"process {pid} ({desc}) outlived the test suite")
