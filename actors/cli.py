@@ -159,6 +159,7 @@ def up(file: str, duration: float | None, refresh: float) -> None:
                   auto_refresh=False, transient=False) if live else _NoLive() as view:
             if not live:
                 console.print(render_tree(collect_tree(runtime, root), title))
+                sys.stdout.flush()
             while deadline is None or time.monotonic() < deadline:
                 wait = refresh if deadline is None else min(refresh, deadline - time.monotonic())
                 time.sleep(max(wait, 0.0))

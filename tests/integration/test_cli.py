@@ -1,0 +1,117 @@
+"""The command line as a user runs it: validate, up, status, ask, stop, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from actors.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY = """\
+system: {base: multiprocTCPBase, state_dir: STATE}
+root:
+  id: root
+  children:
+    - {id: echo, start: actors.demo:Echo}
+    - id: jobs
+      type: supervisor
+      strategy: simple_one_for_one
+      template: {id: job, start: actors.demo:Echo}
+"""
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actors.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=60, env=_env(), check=False)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
+    """Read the process's stdout until it matches ``pattern`` (waiting on the pipe)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        seen += chunk.decode()
+        if re.search(pattern, seen):
+            return seen
+    pytest.fail(f"no output matching {pattern!r} within {timeout} s; output so far:\n{seen}")
+
+
+def test_validate_accepts_the_repository_topology() -> None:
+    result = CliRunner().invoke(main, ["validate", str(REPO / "topology.yaml")])
+
+    assert 0 == result.exit_code, result.output
+    assert "valid" in result.output
+
+
+def test_validate_names_file_line_and_field_of_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("root:\n  id: root\n  strategy: one_for_al\n")
+
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+
+    assert 1 == result.exit_code
+    assert f"{bad}:3" in result.output
+    assert "root.strategy" in result.output
+
+
+@pytest.mark.integration
+def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_path: Path) -> None:
+    (tmp_path / "topology.yaml").write_text(TOPOLOGY.replace("STATE", str(tmp_path / "state")))
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "up"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        _read_until(proc, r"jobs", timeout=60)
+        state = f"--state-dir={tmp_path / 'state'}"
+
+        status = _cli("status", state, cwd=tmp_path)
+        pids = [int(p) for p in re.findall(r"pid=(\d+)", status.stdout)]
+        pong = _cli("ask", "root/echo", "demo.ping", '{"token": "t1"}', state, cwd=tmp_path)
+        unknown = _cli("ask", "root/nope", "demo.ping", "{}", state, cwd=tmp_path)
+        proc.send_signal(signal.SIGTERM)
+        out_bytes, err_bytes = proc.communicate(timeout=60)
+        out, err = out_bytes.decode(), err_bytes.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert 0 == status.returncode, status.stderr
+    assert "echo" in status.stdout and "running" in status.stdout
+    assert '"token": "t1"' in pong.stdout
+    assert "no actor at 'root/nope'" in unknown.stderr
+    assert 0 == proc.returncode, err
+    assert "stopped (SIGTERM); exit reason: shutdown" in out
+    assert not (tmp_path / "state" / "runtime.json").exists()
+    assert pids
+    assert [] == [p for p in pids if psutil.pid_exists(p) and
+                  psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["status", f"--state-dir={tmp_path}"])
+
+    assert 1 == result.exit_code
+    assert "understudy up" in result.output

@@ -1,0 +1,98 @@
+"""Each Thespian defect Understudy works around (actors/_workarounds.py): the defect, then the fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from thespian.actors import ActorSystem
+
+from actors import Runtime
+from actors._workarounds import ask_correlated
+from actors.runtime import free_port
+from protocols import codec
+from protocols.common import Ok
+from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
+from tests.integration._workers import Count, Counted, Crash
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tcp_system() -> Iterator[ActorSystem]:
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": free_port()}, transientUnique=True)
+    yield system
+    system.shutdown()
+
+
+def _spawn(system: ActorSystem, how: str) -> tuple[int, int]:
+    parent = system.createActor("tests.integration._raw_actors.RawParent")
+    answer = system.ask(parent, how, 10)
+    assert isinstance(answer, tuple), answer
+    return answer
+
+
+def test_thespian_leaves_an_orphan_alive_when_its_parent_is_killed(tcp_system: ActorSystem) -> None:
+    parent_pid, leaf_pid = _spawn(tcp_system, "spawn")
+
+    os.kill(parent_pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs([psutil.Process(leaf_pid)], timeout=1.0)
+
+    assert [] == gone
+    assert [leaf_pid] == [p.pid for p in alive]
+    os.kill(leaf_pid, signal.SIGKILL)  # the defect: nobody else would
+
+
+def test_die_with_parent_takes_the_orphan_down_with_its_parent(tcp_system: ActorSystem) -> None:
+    parent_pid, leaf_pid = _spawn(tcp_system, "spawn-protected")
+    leaf = psutil.Process(leaf_pid)
+
+    os.kill(parent_pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs([leaf], timeout=10.0)
+
+    assert [] == alive
+    assert [leaf_pid] == [p.pid for p in gone]
+
+
+def test_thespian_redelivers_a_failing_message_and_keeps_the_actor(tcp_system: ActorSystem) -> None:
+    flaky = tcp_system.createActor("tests.integration._raw_actors.RawFlaky")
+
+    tcp_system.ask(flaky, "boom", 5)  # answered with a PoisonMessage
+    calls = tcp_system.ask(flaky, "count", 5)
+
+    assert calls is not None and calls > 1
+
+
+def test_a_worker_handler_runs_once_per_message_and_the_worker_restarts() -> None:
+    topology = Topology(
+        system=SystemConfig(base="multiprocTCPBase"),
+        root=SupervisorSpec(id="root", intensity=5, children=[
+            ChildSpec(id="echo", start="tests.integration._workers:Echo")]),
+    )
+    with Runtime.start(topology) as rt:
+        assert Counted(n=1) == rt.ask("root/echo", Count())
+        with pytest.raises(Exception, match="boom"):
+            rt.ask("root/echo", Crash())
+        rt.wait_event("child_restarted", child_id="echo")
+
+        assert Counted(n=1) == rt.ask("root/echo", Count())
+        assert 1 == sum(1 for e in rt.events() if e.event == "child_exited")
+
+
+def test_bare_ask_returns_a_stale_reply_but_ask_correlated_skips_it() -> None:
+    system = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        actor = system.createActor("tests.integration._raw_actors.RawDoubleReply")
+        first = codec.decode_envelope(system.ask(actor, codec.encode(Ok(), message_id=100), 5))
+        assert 99 == first.correlation_id  # the defect: whatever arrives next
+
+        result = ask_correlated(system, actor, codec.encode(Ok(), message_id=200), 200, 5.0,
+                                max_size=codec.DEFAULT_MAX_SIZE)
+
+        assert result is not None
+        assert 200 == result[0].correlation_id
+    finally:
+        system.shutdown()

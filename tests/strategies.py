@@ -1,0 +1,362 @@
+"""Hypothesis strategies shared by the property tests.
+
+``messages()`` draws an instance of any registered :class:`~protocols.Message` class. Each class
+is built from its pydantic fields, so a Message class added later is covered without touching
+this module; only the topology specs, whose validity depends on several fields at once, have
+hand-written strategies.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+# Import every module that defines Message classes, so that the registry is full.
+import actors.demo  # noqa: F401
+import protocols.common  # noqa: F401
+import protocols.supervision  # noqa: F401
+from protocols._base import Message, registered_kinds
+from protocols.topology import (
+    CHILD_ID_PATTERN,
+    AutoShutdown,
+    ChildSpec,
+    RestartType,
+    Strategy,
+    SupervisorSpec,
+)
+
+T = TypeVar("T")
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+RESTART_TYPES: tuple[RestartType, ...] = get_args(RestartType)
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+AUTO_SHUTDOWNS: tuple[AutoShutdown, ...] = get_args(AutoShutdown)
+
+#: Kinds defined by the tests themselves; they are not part of the wire protocol.
+TEST_KIND_PREFIX = "test."
+
+
+def message_kinds() -> dict[str, type[Message]]:
+    """Return the registered kinds of the protocol (without the tests' own ``test.*`` kinds)."""
+    return {
+        kind: cls
+        for kind, cls in sorted(registered_kinds().items())
+        if not kind.startswith(TEST_KIND_PREFIX)
+    }
+
+
+# --- Scalars ---------------------------------------------------------------------------------
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+int64s = st.integers(INT64_MIN, INT64_MAX)
+
+json_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(), st.booleans(), int64s, finite_floats, st.text(max_size=12)
+)
+
+#: JSON-able values (what a ``dict[str, Any]`` field may hold), nested a little.
+json_values: st.SearchStrategy[Any] = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+json_objects: st.SearchStrategy[dict[str, Any]] = st.dictionaries(
+    st.text(max_size=8), json_values, max_size=3
+)
+
+
+# --- Topology specs -----------------------------------------------------------------------
+
+child_ids: st.SearchStrategy[str] = st.text(
+    alphabet=string.ascii_letters + string.digits + "_.-", min_size=1, max_size=12
+)
+
+_identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True)
+
+#: Import targets like ``pkg.mod:Cls``.
+start_targets: st.SearchStrategy[str] = st.builds(
+    lambda mods, cls: ".".join(mods) + ":" + cls,
+    st.lists(_identifiers, min_size=1, max_size=3),
+    _identifiers,
+)
+
+shutdowns: st.SearchStrategy[float | str] = st.one_of(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    st.sampled_from(["brutal_kill", "infinity"]),
+)
+
+
+@st.composite
+def _restart_and_significant(
+    draw: st.DrawFn, *, allow_significant: bool
+) -> tuple[RestartType, bool]:
+    restart = draw(st.sampled_from(RESTART_TYPES))
+    significant = allow_significant and restart != "permanent" and draw(st.booleans())
+    return restart, significant
+
+
+@st.composite
+def child_specs(draw: st.DrawFn, *, allow_significant: bool = True) -> ChildSpec:
+    """A valid worker ChildSpec; significant only when ``allow_significant``."""
+    restart, significant = draw(_restart_and_significant(allow_significant=allow_significant))
+    return ChildSpec(
+        id=draw(child_ids),
+        start=draw(start_targets),
+        args=draw(json_objects),
+        restart=restart,
+        shutdown=draw(shutdowns),
+        significant=significant,
+    )
+
+
+@st.composite
+def supervisor_specs(
+    draw: st.DrawFn, *, max_depth: int = 2, allow_significant: bool = True
+) -> SupervisorSpec:
+    """A valid SupervisorSpec, with nested supervisors up to ``max_depth`` levels below it."""
+    strategy = draw(st.sampled_from(STRATEGIES))
+    restart, significant = draw(_restart_and_significant(allow_significant=allow_significant))
+    flags: dict[str, Any] = {
+        "id": draw(child_ids),
+        "strategy": strategy,
+        "intensity": draw(st.integers(0, 20)),
+        "period": draw(st.floats(min_value=0.001, max_value=1e6, allow_nan=False)),
+        "restart": restart,
+        "shutdown": draw(shutdowns),
+        "significant": significant,
+    }
+    if strategy == "simple_one_for_one":
+        flags["auto_shutdown"] = "never"
+        flags["template"] = draw(child_specs(allow_significant=False))
+        return SupervisorSpec(**flags)
+    auto_shutdown = draw(st.sampled_from(AUTO_SHUTDOWNS))
+    kids_significant = auto_shutdown != "never"
+    child = child_specs(allow_significant=kids_significant)
+    if max_depth > 0:
+        child = st.one_of(
+            child,
+            supervisor_specs(max_depth=max_depth - 1, allow_significant=kids_significant),
+        )
+    flags["auto_shutdown"] = auto_shutdown
+    flags["children"] = draw(st.lists(child, max_size=3, unique_by=lambda c: c.id))
+    return SupervisorSpec(**flags)
+
+
+any_child_specs: st.SearchStrategy[ChildSpec | SupervisorSpec] = st.one_of(
+    child_specs(), supervisor_specs()
+)
+
+#: Models whose validity spans several fields get hand-written strategies.
+MODEL_OVERRIDES: dict[type[BaseModel], Callable[[], st.SearchStrategy[Any]]] = {
+    ChildSpec: child_specs,
+    SupervisorSpec: supervisor_specs,
+}
+
+
+# --- Strategies derived from annotations -------------------------------------------------
+
+_CONSTRAINT_NAMES = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
+
+
+def _constraints(metadata: list[Any]) -> dict[str, Any]:
+    """Collect the pydantic / annotated-types constraints found in a field's metadata."""
+    found: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            found.update(_constraints(list(item.metadata)))
+            continue
+        for name in _CONSTRAINT_NAMES:
+            value = getattr(item, name, None)
+            if value is not None:
+                found[name] = value
+    return found
+
+
+def _int_strategy(c: dict[str, Any]) -> st.SearchStrategy[int]:
+    low = INT64_MIN
+    high = INT64_MAX
+    if "ge" in c:
+        low = max(low, int(c["ge"]))
+    if "gt" in c:
+        low = max(low, int(c["gt"]) + 1)
+    if "le" in c:
+        high = min(high, int(c["le"]))
+    if "lt" in c:
+        high = min(high, int(c["lt"]) - 1)
+    return st.integers(low, high)
+
+
+def _float_strategy(c: dict[str, Any]) -> st.SearchStrategy[float]:
+    return st.floats(
+        min_value=c.get("ge", c.get("gt")),
+        max_value=c.get("le", c.get("lt")),
+        exclude_min="gt" in c,
+        exclude_max="lt" in c,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+
+
+def _str_strategy(c: dict[str, Any]) -> st.SearchStrategy[str]:
+    if "pattern" in c:
+        base: st.SearchStrategy[str] = st.from_regex(c["pattern"], fullmatch=True)
+        if "min_length" in c or "max_length" in c:
+            low, high = c.get("min_length", 0), c.get("max_length")
+            base = base.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
+        return base
+    return st.text(min_size=c.get("min_length", 0), max_size=c.get("max_length", 16))
+
+
+def from_annotation(annotation: Any, metadata: list[Any] | None = None) -> st.SearchStrategy[Any]:  # noqa: ANN401, C901, PLR0911, PLR0912
+    """Return a strategy for values valid for ``annotation`` under the constraints in ``metadata``."""
+    c = _constraints(metadata or [])
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is typing.Annotated:
+        base, *extras = args
+        return from_annotation(base, [*(metadata or []), *extras])
+    if origin is Literal:
+        return st.sampled_from(args)
+    if origin in (Union, types.UnionType):
+        return st.one_of(*(from_annotation(arg, metadata) for arg in args))
+    if annotation is type(None) or annotation is None:
+        return st.none()
+    if annotation is Any:
+        return json_values
+    if annotation is bool:
+        return st.booleans()
+    if annotation is int:
+        return _int_strategy(c)
+    if annotation is float:
+        return _float_strategy(c)
+    if annotation is str:
+        return _str_strategy(c)
+    if annotation is bytes:
+        return st.binary(max_size=32)
+    if origin is list:
+        return st.lists(from_annotation(args[0]), max_size=3)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # noqa: PLR2004
+        return st.lists(from_annotation(args[0]), max_size=3).map(tuple)
+    if origin is tuple:
+        return st.tuples(*(from_annotation(arg) for arg in args))
+    if origin is dict:
+        key, value = args
+        return st.dictionaries(from_annotation(key), from_annotation(value), max_size=3)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return model_strategy(annotation)
+    msg = f"tests/strategies.py has no strategy for the annotation {annotation!r}"
+    raise NotImplementedError(msg)
+
+
+def _validated(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel | None:
+    try:
+        return cls(**values)
+    except ValidationError:
+        return None
+
+
+@functools.cache
+def model_strategy(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
+    """Return a strategy for valid instances of a pydantic model, derived from its fields.
+
+    Required fields are always drawn; fields with a default are sometimes left out, so the
+    defaults are exercised too. A Message's ``kind`` is always left to its default.
+    """
+    override = MODEL_OVERRIDES.get(cls)
+    if override is not None:
+        return override()
+    required: dict[str, st.SearchStrategy[Any]] = {}
+    optional: dict[str, st.SearchStrategy[Any]] = {}
+    for name, field in cls.model_fields.items():
+        if name == "kind" and issubclass(cls, Message):
+            continue
+        strategy = from_annotation(field.annotation, list(field.metadata))
+        (required if field.is_required() else optional)[name] = strategy
+    values = st.fixed_dictionaries(required, optional=optional)
+    return values.map(functools.partial(_validated, cls)).filter(lambda m: m is not None)
+
+
+def messages_of(cls: type[Message]) -> st.SearchStrategy[Message]:
+    """Instances of one Message class."""
+    return typing.cast("st.SearchStrategy[Message]", model_strategy(cls))
+
+
+def messages() -> st.SearchStrategy[Message]:
+    """An instance of any registered Message class (resolved when first drawn from)."""
+    return st.deferred(
+        lambda: st.one_of(*(messages_of(cls) for cls in message_kinds().values()))
+    )
+
+
+# --- Codec -----------------------------------------------------------------------------------
+
+message_ids = st.integers(0, 2**63 - 1)
+correlation_ids = st.none() | message_ids
+
+#: Anything msgpack can pack (including values the codec must reject).
+msgpack_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(INT64_MIN, 2**64 - 1),
+    st.floats(),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+)
+
+#: msgpack values whose maps have only text keys (what ``strict_map_key`` lets through).
+msgpack_text_key_values: st.SearchStrategy[Any] = st.recursive(
+    msgpack_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+#: msgpack values whose maps may have integer keys too (the codec rejects those frames).
+msgpack_values: st.SearchStrategy[Any] = st.recursive(
+    msgpack_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.integers(-5, 5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+# --- Restart windows ----------------------------------------------------------------------
+
+#: Multiples of 1/4: sums and differences are exact, so window edges are hit exactly.
+quarters = st.integers(0, 40).map(lambda n: n / 4)
+periods = st.integers(1, 40).map(lambda n: n / 4)
+intensities = st.integers(0, 6)
+
+
+@st.composite
+def restart_times(draw: st.DrawFn, *, max_size: int = 25) -> list[float]:
+    """Non-decreasing restart timestamps (several restarts may share a clock tick)."""
+    start = draw(st.integers(0, 100)) / 4
+    gaps = draw(st.lists(quarters, max_size=max_size))
+    times: list[float] = []
+    now = start
+    for gap in gaps:
+        now += gap
+        times.append(now)
+    return times
+
+
+def restart_histories() -> st.SearchStrategy[tuple[float, ...]]:
+    """A restart history as the supervisor keeps it: ascending timestamps."""
+    return restart_times(max_size=10).map(tuple)
+
+
+def unique_ids(min_size: int = 1, max_size: int = 8) -> st.SearchStrategy[list[str]]:
+    """Child ids in start order, all different."""
+    return st.lists(child_ids, min_size=min_size, max_size=max_size, unique=True)
