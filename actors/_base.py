@@ -9,12 +9,27 @@ Every message an Understudy actor sends or receives passes through :class:`SeamA
   the sender and a ``message_rejected`` log event; they never crash the receiver;
 * no exception ever reaches Thespian (which would retry the message and keep the actor alive,
   see ``actors._workarounds``): an error in Understudy's own code goes to ``on_internal_error``;
-* ``send_message`` is the only way out: encode, then ``self.send``.
+* ``send_message`` sends one control message at once; ``link_send`` is the data path.
+
+The data path (the fast path)
+    Messages an actor sends to the same destination while one Thespian message is being
+    handled travel together as ONE frame (up to ``batch_max`` envelopes); frames are flushed
+    when the handler returns, or as soon as ``batch_max`` envelopes are waiting, so a lone
+    message is never held back beyond the end of the handler that sent it. Each destination
+    is a *link* with credits: at most ``window`` frames in flight; the receiver acknowledges
+    every frame (piggybacked on its own frames to the sender when it has some), naming the
+    envelopes it did NOT hand to its handler (it crashed or was exiting). Beyond the window,
+    messages wait in the link's queue (bounded by ``max_queue``: past it ``link_send`` raises
+    ``Backpressure``). Frames still unacknowledged when the destination is known to be gone
+    are reported undelivered (``on_undelivered``), never silently dropped; per link, order is
+    preserved and nothing is delivered twice.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -31,11 +46,33 @@ from thespian.actors import (
 from protocols import codec
 from protocols._base import Message
 from protocols.common import ErrorReply
-from protocols.errors import CodecError
+from protocols.errors import CodecError, UnderstudyError
 
 log = structlog.get_logger("understudy.seam")
 
 ASK_META: dict[str, Any] = {"ask": 1}
+
+DEFAULT_BATCH_MAX = 512
+DEFAULT_WINDOW = 8
+DEFAULT_MAX_QUEUE = 100_000
+
+
+class Backpressure(UnderstudyError):
+    """A link's queue is full: the destination is slower than its senders."""
+
+
+@dataclass
+class Link:
+    """The data path to one destination: queued envelopes, frames in flight, counters."""
+
+    address: ActorAddress
+    label: str
+    queue: deque[tuple[list[Any], Message]] = field(default_factory=deque)
+    inflight: dict[int, list[tuple[int, Message]]] = field(default_factory=dict)
+    next_seq: int = 1
+    sent: int = 0
+    acknowledged: int = 0
+    undelivered: int = 0
 
 
 def pack_address(address: ActorAddress) -> bytes:
@@ -53,6 +90,17 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
     """Base of every Understudy actor: decode in, encode out, never raise into Thespian."""
 
     max_message_size: int = codec.DEFAULT_MAX_SIZE
+    batch_max: int = DEFAULT_BATCH_MAX
+    window: int = DEFAULT_WINDOW
+    max_queue: int = DEFAULT_MAX_QUEUE
+
+    _links: dict[str, Link]
+    _acks_due: dict[str, tuple[ActorAddress, list[list[Any]]]]
+
+    def _ensure_links(self) -> None:
+        if "_links" not in self.__dict__:
+            self._links = {}
+            self._acks_due = {}
 
     # --- Thespian entry point -------------------------------------------------------------
 
@@ -86,6 +134,10 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
                 )
         except Exception as exc:  # noqa: BLE001 - nothing may reach Thespian's retry
             self.on_internal_error(exc)
+        try:
+            self.flush_links()
+        except Exception as exc:  # noqa: BLE001 - nothing may reach Thespian's retry
+            self.on_internal_error(exc)
 
     def _receive_frame(self, data: bytes, sender: ActorAddress) -> None:
         try:
@@ -95,21 +147,33 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
                         detail=str(exc))
             self.send_message(sender, ErrorReply(error=type(exc).__name__, message=str(exc)))
             return
+        link_seq = meta.get("l") if meta else None
+        if meta and "a" in meta:
+            self._on_acks(sender, meta["a"])
+        refused: list[int] = []
         for env in envelopes:
             if isinstance(env, codec.BadEnvelope):
                 log.warning("message_rejected", actor=self.describe(),
                             error=type(env.error).__name__, kind=env.kind, detail=str(env.error))
-                if isinstance(env.error, CodecError):
-                    text = env.error.kind if hasattr(env.error, "kind") else str(env.error)
-                else:
-                    text = str(env.error)
+                text = getattr(env.error, "kind", None) or str(env.error)
                 self.send_message(
                     sender,
                     ErrorReply(error=type(env.error).__name__, message=str(text)),
                     correlation_id=env.message_id,
                 )
                 continue
+            if link_seq is not None and not self.accepting():
+                refused.append(env.message_id)
+                continue
             self.on_message(env, sender, meta)
+        if link_seq is not None:
+            self._ensure_links()
+            key = str(sender)
+            due = self._acks_due.get(key)
+            if due is None:
+                self._acks_due[key] = (sender, [[link_seq, refused]])
+            else:
+                due[1].append([link_seq, refused])
 
     # --- Sending ------------------------------------------------------------------------
 
@@ -130,6 +194,91 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
         )
         self.send(to, data)
         return mid
+
+    def link_send(
+        self, to: ActorAddress, message: Message, *, correlation_id: int | None = None,
+        label: str = "",
+    ) -> int:
+        """Queue ``message`` on the data path to ``to``; return its message id.
+
+        Raises:
+            Backpressure: ``max_queue`` messages already wait for this destination.
+        """
+        self._ensure_links()
+        key = str(to)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = Link(to, label or key)
+        if len(link.queue) >= self.max_queue:
+            msg = (f"{len(link.queue)} messages already wait for {link.label} "
+                   f"(max_queue={self.max_queue}); it is slower than its senders")
+            raise Backpressure(msg)
+        mid = codec.new_message_id()
+        link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
+        if len(link.queue) >= self.batch_max:
+            self._flush_link(key, link)
+        return mid
+
+    def flush_links(self) -> None:
+        """Send what the links can send now, and the acknowledgements due."""
+        if "_links" not in self.__dict__:
+            return
+        for key, link in self._links.items():
+            if link.queue:
+                self._flush_link(key, link)
+        if self._acks_due:
+            due, self._acks_due = self._acks_due, {}
+            for address, acks in due.values():
+                self.send(address, codec.encode_frame([], meta={"a": acks},
+                                                      max_size=self.max_message_size))
+
+    def _flush_link(self, key: str, link: Link) -> None:
+        while link.queue and len(link.inflight) < self.window:
+            count = min(self.batch_max, len(link.queue))
+            batch = [link.queue.popleft() for _ in range(count)]
+            seq = link.next_seq
+            link.next_seq += 1
+            meta: dict[str, Any] = {"l": seq}
+            due = self._acks_due.pop(key, None)
+            if due is not None:
+                meta["a"] = due[1]
+            data = codec.encode_frame([parts for parts, _ in batch], meta=meta,
+                                      max_size=self.max_message_size)
+            link.inflight[seq] = [(parts[1], message) for parts, message in batch]
+            link.sent += count
+            self.send(link.address, data)
+
+    def _on_acks(self, sender: ActorAddress, acks: list[list[Any]]) -> None:
+        self._ensure_links()
+        link = self._links.get(str(sender))
+        if link is None:
+            return
+        for seq, refused in acks:
+            batch = link.inflight.pop(seq, None)
+            if batch is None:
+                continue
+            link.acknowledged += len(batch) - len(refused)
+            if refused:
+                ids = set(refused)
+                lost = [message for mid, message in batch if mid in ids]
+                self._report_undelivered(link, lost, "the receiver was exiting")
+
+    def fail_link(self, address: ActorAddress, reason: str) -> list[Message]:
+        """The destination is gone: report what was in flight and return what was queued."""
+        self._ensure_links()
+        link = self._links.pop(str(address), None)
+        if link is None:
+            return []
+        lost = [message for batch in link.inflight.values() for _mid, message in batch]
+        if lost:
+            self._report_undelivered(link, lost, reason)
+        return [message for _parts, message in link.queue]
+
+    def _report_undelivered(self, link: Link, messages: list[Message], reason: str) -> None:
+        link.undelivered += len(messages)
+        log.warning("messages_undelivered", actor=self.describe(), to=link.label,
+                    count=len(messages), reason=reason)
+        self.on_undelivered(link.label, messages, reason)
 
     def reply(
         self,
@@ -153,6 +302,13 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
     ) -> None:
         """Handle one decoded message."""
         log.warning("unexpected_message", actor=self.describe(), kind=env.message.kind)
+
+    def accepting(self) -> bool:
+        """Return False when data-path messages must be refused (the actor is exiting)."""
+        return True
+
+    def on_undelivered(self, to: str, messages: list[Message], reason: str) -> None:
+        """Messages sent on the data path to ``to`` were not handled there."""
 
     def on_child_exited(self, address: ActorAddress) -> None:
         """A child actor's process has exited."""

@@ -91,7 +91,7 @@ class Guardian(SeamActor):
         self._shutdown_waiters: list[tuple[ActorAddress, codec.Envelope]] = []
         self._registry: dict[str, _Registration] = {}
         self._pending: set[str] = set()
-        self._watchers: dict[str, set[ActorAddress]] = {}
+        self._watchers: dict[str, dict[str, ActorAddress]] = {}
         self._held_resolves: list[_Held] = []
         self._held_events: list[_Held] = []
         self._events: list[SupervisionEvent] = []
@@ -223,7 +223,7 @@ class Guardian(SeamActor):
         self._registry[msg.path] = _Registration(address, msg.pid)
         self._pending.discard(msg.path)
         self.reply(sender, env, _Ack())
-        for watcher in self._watchers.get(msg.path, ()):
+        for watcher in self._watchers.get(msg.path, {}).values():
             self.send_message(watcher, _Resolved(path=msg.path, address=msg.address, pid=msg.pid))
         self._release_resolves(msg.path)
 
@@ -236,8 +236,9 @@ class Guardian(SeamActor):
             self._pending.add(path)
         else:
             self._pending.discard(path)
-        for watcher in self._watchers.get(path, ()):
-            self.send_message(watcher, _Resolved(path=path, address=None, detail="exited"))
+        detail = "restarting" if pending else "exited"
+        for watcher in self._watchers.get(path, {}).values():
+            self.send_message(watcher, _Resolved(path=path, address=None, detail=detail))
         self._release_resolves(path)
 
     def _unregister_tree(self, prefix: str) -> None:
@@ -248,7 +249,7 @@ class Guardian(SeamActor):
 
     def _resolve(self, msg: _Resolve, sender: ActorAddress, env: codec.Envelope) -> None:
         if msg.watch:
-            self._watchers.setdefault(msg.path, set()).add(sender)
+            self._watchers.setdefault(msg.path, {})[str(sender)] = sender
         answer = self._resolution(msg)
         if answer is not None:
             self.reply(sender, env, answer)

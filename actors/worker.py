@@ -18,12 +18,13 @@ from __future__ import annotations
 import importlib
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors._base import SeamActor, unpack_address
+from actors._base import Backpressure, Link, SeamActor, unpack_address
 from actors._workarounds import die_with_parent
 from protocols import codec
 from protocols._base import Message
@@ -72,8 +73,37 @@ class Worker:
         self._host.request_stop(reason)
 
     def send(self, path: str, message: Message) -> None:
-        """Send ``message`` one-way to the actor at ``path`` (e.g. ``root/workers/w1``)."""
+        """Send ``message`` one-way to the actor at ``path`` (e.g. ``root/workers/w1``).
+
+        Messages to one path keep their order and travel batched (the fast path).
+
+        Raises:
+            Backpressure: too many messages already wait for that destination.
+        """
         self._host.send_to_path(path, message)
+
+    def request(self, path: str, message: Message) -> int:
+        """Send a request to ``path``; its reply arrives in ``on_reply`` with the returned id.
+
+        Several requests may be outstanding at once (pipelined); replies are matched by id.
+        """
+        return self._host.send_to_path(path, message, expect_reply=True)
+
+    def defer_reply(self) -> Callable[[Message], None]:
+        """Answer the message being handled later: call the returned function with the reply.
+
+        ``handle`` then returns None and no automatic reply is sent.
+        """
+        return self._host.defer_reply()
+
+    def on_reply(self, request_id: int, reply: Message) -> None:
+        """Handle the reply to a ``request``; by default it goes to ``handle``."""
+        result = self.handle(reply)
+        if result is not None:
+            log.warning("reply_result_dropped", actor=self.path, kind=result.kind)
+
+    def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
+        """Messages sent to ``path`` were not handled there (it exited); they will not be."""
 
 
 def load_worker_class(start: str) -> type[Worker]:
@@ -103,7 +133,10 @@ class WorkerActor(SeamActor):
         self._exiting = False
         self._stop_reason: str | None = None
         self._routes: dict[str, ActorAddress] = {}
-        self._unrouted: dict[str, deque[Message]] = {}
+        self._unrouted: dict[str, deque[tuple[Message, int]]] = {}
+        self._outstanding: dict[int, str] = {}
+        self._current: tuple[ActorAddress, codec.Envelope, bool] | None = None
+        self._deferred = False
 
     def describe(self) -> str:
         """Return the worker's path for logs."""
@@ -121,7 +154,8 @@ class WorkerActor(SeamActor):
         elif isinstance(msg, _Resolved):
             self._route_resolved(msg)
         elif self._exiting or self._worker is None:
-            self.reply(sender, env, _Gone(path=self._path))
+            if meta is None or "l" not in meta:
+                self.reply(sender, env, _Gone(path=self._path))
         elif isinstance(msg, ErrorReply):
             log.warning("error_reply_received", actor=self._path, error=msg.error,
                         detail=msg.message)
@@ -155,22 +189,62 @@ class WorkerActor(SeamActor):
         self.send_message(supervisor, _Started(pid=os.getpid()))
 
     def _handle(self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None) -> None:
-        assert self._worker is not None  # noqa: S101 - checked by on_message
+        worker = self._worker
+        assert worker is not None  # noqa: S101 - checked by on_message
+        on_link = meta is not None and "l" in meta
+        corr = env.correlation_id
+        self._current, self._deferred = (sender, env, on_link), False
         try:
-            result = self._worker.handle(env.message)
+            if corr is not None and self._outstanding.pop(corr, None) is not None:
+                worker.on_reply(corr, env.message)
+                result = None
+            else:
+                result = worker.handle(env.message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
             reason = error_reason(exc)
             log.error("worker_crashed", actor=self._path, reason=reason, kind=env.message.kind)
-            self.reply(sender, env, ErrorReply(error="ActorCrashed", message=str(exc),
-                                               reason=reason))
+            self._answer(sender, env, ErrorReply(error="ActorCrashed", message=str(exc),
+                                                 reason=reason), on_link=on_link)
             self._exit(reason)
             return
+        finally:
+            self._current = None
         if result is not None:
-            self.reply(sender, env, result)
-        elif meta is not None and meta.get("ask"):
+            self._answer(sender, env, result, on_link=on_link)
+        elif meta is not None and meta.get("ask") and not self._deferred:
             self.reply(sender, env, Ok())
         if self._stop_reason is not None:
             self._orderly_stop(self._stop_reason)
+
+    def _answer(
+        self, to: ActorAddress, request: codec.Envelope, message: Message, *, on_link: bool
+    ) -> None:
+        if on_link:
+            self.link_send(to, message, correlation_id=request.message_id)
+        else:
+            self.reply(to, request, message)
+
+    def defer_reply(self) -> Callable[[Message], None]:
+        """Capture the current request so that the worker can answer it later."""
+        if self._current is None:
+            msg = "defer_reply() can only be called while handling a message"
+            raise RuntimeError(msg)
+        sender, env, on_link = self._current
+        self._deferred = True
+
+        def send_reply(message: Message) -> None:
+            self._answer(sender, env, message, on_link=on_link)
+
+        return send_reply
+
+    def accepting(self) -> bool:
+        """Refuse data-path messages once exiting: the sender reports them undelivered."""
+        return not self._exiting and self._worker is not None
+
+    def on_undelivered(self, to: str, messages: list[Message], reason: str) -> None:
+        """Pass undelivered messages to the worker's hook."""
+        if self._worker is not None and not self._exiting:
+            self._worker.on_undelivered(to, messages, reason)
 
     def request_stop(self, reason: str) -> None:
         """Mark the worker to stop with ``reason`` once the current message is handled."""
@@ -201,29 +275,57 @@ class WorkerActor(SeamActor):
 
     # --- send(path, message): resolution through the guardian -------------------------------
 
-    def send_to_path(self, path: str, message: Message) -> None:
-        """Send one-way to ``path``, resolving it through the guardian once."""
+    def send_to_path(self, path: str, message: Message, *, expect_reply: bool = False) -> int:
+        """Send on the data path to ``path``, resolving it through the guardian once."""
         address = self._routes.get(path)
         if address is not None:
-            self.send_message(address, message)
-            return
-        pending = self._unrouted.get(path)
-        if pending is None:
-            self._unrouted[path] = deque([message])
-            if self._guardian is not None:
-                self.send_message(self._guardian, _Resolve(path=path, watch=True))
+            mid = self.link_send(address, message, label=path)
         else:
-            pending.append(message)
+            mid = codec.new_message_id()
+            pending = self._unrouted.get(path)
+            if pending is None:
+                pending = self._unrouted[path] = deque()
+                if self._guardian is not None:
+                    self.send_message(self._guardian, _Resolve(path=path, watch=True))
+            if len(pending) >= self.max_queue:
+                msg = f"{len(pending)} messages already wait for {path} to be resolved"
+                raise Backpressure(msg)
+            pending.append((message, mid))
+        if expect_reply:
+            self._outstanding[mid] = path
+        return mid
 
     def _route_resolved(self, msg: _Resolved) -> None:
-        pending = self._unrouted.pop(msg.path, deque())
-        if msg.address is None:
-            self._routes.pop(msg.path, None)
-            for dropped in pending:
-                log.warning("dead_letter", actor=self._path, to=msg.path, kind=dropped.kind,
-                            reason="no actor at that path")
+        old = self._routes.get(msg.path)
+        new = unpack_address(msg.address) if msg.address is not None else None
+        carried: list[Message] = []
+        if old is not None and old != new:
+            del self._routes[msg.path]
+            carried = self.fail_link(old, f"{msg.path} exited")
+        if new is None:
+            waiting = [m for m, _ in self._unrouted.pop(msg.path, deque())]
+            if msg.detail == "restarting":
+                queue = self._unrouted.setdefault(msg.path, deque())
+                queue.extend((m, codec.new_message_id()) for m in carried + waiting)
+                return
+            lost = carried + waiting
+            if lost:
+                log.warning("dead_letter", actor=self._path, to=msg.path, count=len(lost),
+                            reason=msg.detail or "no actor at that path")
+                self.on_undelivered(msg.path, lost, msg.detail or "no actor at that path")
             return
-        address = unpack_address(msg.address)
-        self._routes[msg.path] = address
-        for queued in pending:
-            self.send_message(address, queued)
+        self._routes[msg.path] = new
+        for queued in carried:
+            self.link_send(new, queued, label=msg.path)
+        for queued, mid in self._unrouted.pop(msg.path, deque()):
+            self._link_send_with_id(new, queued, mid, msg.path)
+
+    def _link_send_with_id(self, to: ActorAddress, message: Message, mid: int, label: str) -> None:
+        """Queue an already-numbered message (its id may be awaited by ``on_reply``)."""
+        self._ensure_links()
+        link = self._links.get(str(to))
+        if link is None:
+            link = self._links[str(to)] = Link(to, label)
+        link.queue.append((codec.envelope_parts(message, mid), message))
+        if len(link.queue) >= self.batch_max:
+            self._flush_link(str(to), link)

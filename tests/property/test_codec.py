@@ -127,7 +127,7 @@ def hostile_envelopes(draw: st.DrawFn) -> Any:  # noqa: ANN401 - any msgpack-abl
     return [kind, message_id, correlation_id, body]
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(
     st.lists(hostile_envelopes(), max_size=3),
     st.none() | st.dictionaries(st.text(max_size=4), msgpack_text_key_values, max_size=2),
