@@ -12,8 +12,9 @@ from protocols.topology import AutoShutdown, RestartType, Strategy
 
 
 def prune(history: tuple[float, ...], now: float, *, period: float) -> tuple[float, ...]:
-    """Return the restart timestamps of ``history`` that lie within ``period`` seconds of now."""
-    return tuple(t for t in history if now - t < period)
+    """Return the restart timestamps of ``history`` at most ``period`` seconds old (OTP's rule:
+    a restart at exactly ``now - period`` still counts)."""
+    return tuple(t for t in history if t >= now - period)
 
 
 def record_restart(
@@ -72,4 +73,6 @@ def auto_shutdown_due(
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Return the exponential backoff delay before retry ``attempt`` (0-based)."""
+    if attempt >= 64:  # noqa: PLR2004 - 2**64 * any useful base is past every cap
+        return float(cap)
     return float(min(cap, base * (2**attempt)))

@@ -81,8 +81,13 @@ def encode_frame(
 
     Raises:
         MessageTooLarge: the frame is larger than ``max_size`` bytes.
+        MessageInvalid: a value cannot be represented in msgpack (e.g. an int beyond 64 bits).
     """
-    data: bytes = msgpack.packb([FORMAT_VERSION, meta, envelopes], use_bin_type=True)
+    try:
+        data: bytes = msgpack.packb([FORMAT_VERSION, meta, envelopes], use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:
+        msg = f"cannot encode frame: {exc}"
+        raise MessageInvalid(msg) from exc
     if len(data) > max_size:
         raise MessageTooLarge(len(data), max_size)
     return data
@@ -119,7 +124,7 @@ def _unpack(data: bytes, max_size: int) -> tuple[dict[str, Any] | None, list[Any
         msg = "frame must be a 3-element array [version, meta, envelopes]"
         raise DecodeError(msg)
     version, meta, envelopes = frame
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         msg = f"unsupported frame format version {version!r}, expected {FORMAT_VERSION}"
         raise DecodeError(msg)
     if meta is not None and not isinstance(meta, dict):
@@ -139,8 +144,8 @@ def _decode_envelope(raw: Any) -> Envelope:  # noqa: ANN401 - raw msgpack data
     if not isinstance(kind, str):
         msg = f"envelope kind must be a string, got {type(kind).__name__}"
         raise DecodeError(msg)
-    if not isinstance(message_id, int) or not (
-        correlation_id is None or isinstance(correlation_id, int)
+    if type(message_id) is not int or not (
+        correlation_id is None or type(correlation_id) is int
     ):
         msg = "envelope ids must be integers"
         raise DecodeError(msg)

@@ -13,7 +13,7 @@ import string
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -25,15 +25,12 @@ import protocols.common  # noqa: F401
 import protocols.supervision  # noqa: F401
 from protocols._base import Message, registered_kinds
 from protocols.topology import (
-    CHILD_ID_PATTERN,
     AutoShutdown,
     ChildSpec,
     RestartType,
     Strategy,
     SupervisorSpec,
 )
-
-T = TypeVar("T")
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -235,6 +235,7 @@ def test_one_for_one_restarts_only_the_failed_child(start_tree: Any, base: str, 
         assert after["a"].pid == pids["a"] and after["c"].pid == pids["c"]
         assert after["b"].pid != pids["b"]
     assert lines(journal) == ["a:start", "b:start", "c:start", "b:start"]
+    assert ids(rt, "root") == ["a", "b", "c"]  # the restarted child keeps its place
     assert brief(events_after(rt, seq0)) == [
         ("root", "child_exited", "b", BOOM),
         ("root", "child_restarted", "b", None),
@@ -405,6 +406,62 @@ def test_nested_supervisor_giving_up_escalates_to_its_parent(
         assert child(rt, "root", "sub").pid != sub_pid
     assert count(rt, "root/a") == 2  # one_for_one at the root: a is untouched
     assert rt.exit_reason is None
+
+
+def test_escalation_reaches_the_root_when_its_own_intensity_is_exceeded(start_tree: Any) -> None:
+    rt = start_tree(sup(intensity=1, period=60, children=[
+        echo("a"), sup("sub", intensity=0, children=[echo("x")])]))
+    seq = last_seq(rt)
+    crash(rt, "root/sub/x")  # sub gives up; the root restarts it (restart 1 of 1)
+    seq = rt.wait_event("child_restarted", child_id="sub", supervisor="root", after=seq).seq
+    crash(rt, "root/sub/x")  # sub gives up again; the root has no restart left
+    rt.wait_event("supervisor_shutdown", supervisor="root", after=seq)
+
+    assert brief(events_after(rt, seq)) == [
+        ("root/sub", "child_exited", "x", BOOM),
+        ("root/sub", "intensity_exceeded", "x", "shutdown"),
+        ("root/sub", "supervisor_shutdown", None, "shutdown"),
+        ("root", "child_exited", "sub", "shutdown"),
+        ("root", "intensity_exceeded", "sub", "shutdown"),
+        ("root", "child_terminated", "a", "shutdown"),
+        ("root", "supervisor_shutdown", None, "shutdown"),
+    ]
+    assert wait_exit_reason(rt) == "shutdown"
+
+
+def test_killed_supervisor_takes_its_subtree_down_and_is_restarted(
+    start_tree: Any, base: str
+) -> None:
+    if base != TCP:
+        pytest.skip("simpleSystemBase runs every actor in this process: nothing to SIGKILL")
+    rt = start_tree(sup(intensity=5, children=[sup("sub", children=[echo("x"), echo("y")])]))
+    sub_pid = child(rt, "root", "sub").pid
+    old = {c.id: c.pid for c in rt.which_children("root/sub")}
+    assert sub_pid is not None
+    seq0 = last_seq(rt)
+
+    os.kill(sub_pid, signal.SIGKILL)
+    exited = rt.wait_event("child_exited", child_id="sub", supervisor="root", after=seq0)
+    assert exited.reason == "killed"
+    rt.wait_event("child_restarted", child_id="sub", supervisor="root", after=exited.seq)
+
+    procs = [psutil.Process(pid) for pid in old.values() if pid is not None and psutil.pid_exists(pid)]
+    _gone, alive = psutil.wait_procs(procs, timeout=5.0)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "orphans outlived sub"
+    new = {c.id: c for c in rt.which_children("root/sub")}
+    assert [new[c].status for c in ("x", "y")] == ["running", "running"]
+    assert new["x"].pid != old["x"] and new["y"].pid != old["y"]
+    assert count(rt, "root/sub/x") == 1
+
+
+def test_ask_right_after_a_crash_reaches_the_restarted_child(start_tree: Any) -> None:
+    """The Runtime waits for a pending restart instead of failing the call."""
+    rt = start_tree(sup(intensity=5, children=[echo("a")]))
+    count(rt, "root/a")
+    crash(rt, "root/a")
+    reply = rt.ask("root/a", Ping(token="next"), timeout=5.0)
+    assert isinstance(reply, Pong) and reply.token == "next"
+    assert count(rt, "root/a") == 2  # the Ping and this Count: a fresh instance
 
 
 def test_failed_restart_counts_toward_intensity(start_tree: Any, tmp_path: Path) -> None:
@@ -886,3 +943,12 @@ def test_args_reach_the_worker(start_tree: Any) -> None:
     rt = start_tree(sup(children=[echo("a", color="red", n=3)]))
     reply = rt.ask("root/a", GetArgs())
     assert reply.args == {"color": "red", "n": 3}  # type: ignore[attr-defined]
+
+
+def test_ask_a_sibling_restarted_by_one_for_all_right_after_the_crash(start_tree: Any) -> None:
+    """A path first asked while its actor is being restarted reaches the new instance."""
+    rt = start_tree(sup(strategy="one_for_all", intensity=5, children=[echo("a"), echo("b")]))
+    crash(rt, "root/a")
+    reply = rt.ask("root/b", Ping(token="b"), timeout=5.0)
+    assert isinstance(reply, Pong) and reply.token == "b"
+    assert count(rt, "root/b") == 2  # the Ping and this Count: the restarted instance

@@ -1,0 +1,105 @@
+"""Plain Thespian actors: the baselines the benchmarks compare Understudy against."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from thespian.actors import Actor, ActorAddress, ChildActorExited
+
+
+@dataclass
+class RawPing:
+    """A small message, like a small typed message."""
+
+    seq: int
+
+
+class RawEcho(Actor):  # type: ignore[misc]
+    """Answers every message with itself; "pid" answers the process id."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+        if message == "pid":
+            self.send(sender, os.getpid())
+        elif isinstance(message, RawPing | str):
+            self.send(sender, message)
+
+
+class RawCounter(Actor):  # type: ignore[misc]
+    """Counts RawPing; ("expect", n) answers once n have arrived; ("ack", n) acks each one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.expect = 0
+        self.asker: ActorAddress | None = None
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+        if isinstance(message, RawPing):
+            self.count += 1
+            if message.seq < 0:  # windowed mode: acknowledge to the sender
+                self.send(sender, "credit")
+            self._check()
+        elif isinstance(message, tuple) and message[0] == "expect":
+            self.expect, self.asker = message[1], sender
+            self._check()
+
+    def _check(self) -> None:
+        if self.asker is not None and self.count >= self.expect:
+            self.send(self.asker, self.count)
+            self.asker = None
+
+
+class RawBurster(Actor):  # type: ignore[misc]
+    """("burst", target, n) sends n RawPing at once; ("window", target, n, w) with w credits;
+    ("pingpong", target, n) does n sequential request/replies and answers n."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+        if isinstance(message, tuple) and message[0] == "burst":
+            _, target, n = message
+            for seq in range(n):
+                self.send(target, RawPing(seq))
+            self.send(sender, n)
+        elif isinstance(message, tuple) and message[0] == "window":
+            _, self.target, self.left, window = message
+            self.asker = sender
+            for _ in range(min(window, self.left)):
+                self.left -= 1
+                self.send(self.target, RawPing(-1))
+            self.send(self.asker, "started")
+        elif message == "credit":
+            if self.left > 0:
+                self.left -= 1
+                self.send(self.target, RawPing(-1))
+        elif isinstance(message, tuple) and message[0] == "pingpong":
+            _, self.target, self.left = message
+            self.asker, self.done = sender, 0
+            self.send(self.target, RawPing(0))
+        elif isinstance(message, RawPing):
+            self.done += 1
+            if self.done >= self.left:
+                self.send(self.asker, self.done)
+            else:
+                self.send(self.target, RawPing(self.done))
+
+
+class RawParent(Actor):  # type: ignore[misc]
+    """Keeps one RawEcho child; replaces it when it exits. "child" answers the child's address."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+        if message == "child":
+            if getattr(self, "kid", None) is None:
+                self.kid = self.createActor(RawEcho)
+            self.send(sender, self.kid)
+        elif isinstance(message, ChildActorExited):
+            self.kid = self.createActor(RawEcho)
+
+
+class RawTreeParent(Actor):  # type: ignore[misc]
+    """("spawn", n) creates n RawEcho children and answers n (start-time baseline)."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+        if isinstance(message, tuple) and message[0] == "spawn":
+            self.kids = [self.createActor(RawEcho) for _ in range(message[1])]
+            self.send(sender, len(self.kids))

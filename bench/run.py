@@ -1,0 +1,313 @@
+"""Understudy vs raw Thespian, measured in the same run: ``python -m bench.run [--quick]``.
+
+Prints one table (figure, Understudy, raw Thespian, ratio, target) and writes
+``bench/results/latest.json``. Every ActorSystem started here is shut down; each on its own
+free port. The figures (see the README's "Benchmarks" section):
+
+1. ``Runtime.ask`` round trip vs ``ActorSystem.ask`` (median, p99), per base
+2. actor-to-actor one-way throughput of small typed messages vs raw burst and windowed sends
+3. actor-to-actor request/reply rate vs raw ping-pong
+4. crash -> restarted child answers (exception, SIGKILL) vs raw kill -> replacement answers
+5. supervisor with many children: start and shutdown time
+6. codec encode/decode per message vs pickle; memory per actor process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import signal
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+from thespian.actors import ActorSystem
+
+from actors import Runtime
+from actors.runtime import free_port
+from bench._raw import RawPing
+from protocols import codec
+from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
+from tests.integration._fast_workers import Burst, Done, Pipeline, Seen, WaitSeen
+from tests.integration._workers import Crash, Ping
+
+RESULTS = Path(__file__).parent / "results"
+FAST = "tests.integration._fast_workers"
+ECHO = "tests.integration._workers:Echo"
+
+rows: list[dict[str, Any]] = []
+
+
+def record(figure: str, ours: float, raw: float | None, unit: str, target: str = "",
+           higher_is_better: bool = False) -> None:
+    """Add one row: Understudy's value, raw Thespian's, and their ratio."""
+    ratio = None
+    if raw:
+        ratio = ours / raw
+    rows.append({"figure": figure, "understudy": ours, "raw_thespian": raw, "unit": unit,
+                 "ratio": ratio, "target": target, "higher_is_better": higher_is_better})
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+@contextmanager
+def raw_system(base: str) -> Iterator[Any]:
+    caps = {"Admin Port": free_port()} if base == "multiprocTCPBase" else {}
+    system = ActorSystem(base, caps, transientUnique=True)
+    try:
+        yield system
+    finally:
+        system.shutdown()
+
+
+def topology(base: str, children: list[Any], **flags: Any) -> Topology:  # noqa: ANN401
+    return Topology(system=SystemConfig(base=base),  # type: ignore[arg-type]
+                    root=SupervisorSpec(id="root", children=children, **flags))
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# --- 1. ask round trip -------------------------------------------------------------------------
+
+def bench_ask(base: str, n: int) -> None:
+    with raw_system(base) as system:
+        echo = system.createActor("bench._raw.RawEcho")
+        msg = RawPing(1)
+        timed(lambda: system.ask(echo, msg, 5), 50)
+        raw = timed(lambda: system.ask(echo, msg, 5), n)
+    with Runtime.start(topology(base, [ChildSpec(id="echo", start=ECHO)])) as rt:
+        ping = Ping(token="x")
+        timed(lambda: rt.ask("root/echo", ping), 50)
+        ours = timed(lambda: rt.ask("root/echo", ping), n)
+    us = 1e6
+    record(f"ask round trip median [{base}]", statistics.median(ours) * us,
+           statistics.median(raw) * us, "us", "<= 1.15x raw")
+    record(f"ask round trip p99 [{base}]", pct(ours, 99) * us, pct(raw, 99) * us, "us",
+           "<= 1.15x raw")
+
+
+# --- 2. one-way throughput ------------------------------------------------------------------------
+
+def bench_throughput(n: int, raw_n: int) -> None:
+    base = "multiprocTCPBase"
+    with raw_system(base) as system:
+        burster = system.createActor("bench._raw.RawBurster")
+        counter = system.createActor("bench._raw.RawCounter")
+        t0 = time.perf_counter()
+        system.ask(burster, ("burst", counter, raw_n), 600)
+        got = system.ask(counter, ("expect", raw_n), 600)
+        raw_burst = raw_n / (time.perf_counter() - t0)
+        assert got == raw_n, f"raw burst: counted {got} of {raw_n}"
+        counter2 = system.createActor("bench._raw.RawCounter")
+        t0 = time.perf_counter()
+        system.ask(burster, ("window", counter2, raw_n, 10), 600)
+        got = system.ask(counter2, ("expect", raw_n), 600)
+        raw_window = raw_n / (time.perf_counter() - t0)
+        assert got == raw_n, f"raw window: counted {got} of {raw_n}"
+    children = [ChildSpec(id="sink", start=f"{FAST}:Sink"),
+                ChildSpec(id="source", start=f"{FAST}:Source")]
+    with Runtime.start(topology(base, children)) as rt:
+        rt.ask("root/source", Burst(target="root/sink", count=1000), timeout=60)
+        rt.ask("root/sink", WaitSeen(count=1000), timeout=60)
+        t0 = time.perf_counter()
+        rt.ask("root/source", Burst(target="root/sink", start=1000, count=n), timeout=600)
+        seen = rt.ask("root/sink", WaitSeen(count=1000 + n), timeout=600)
+        ours = n / (time.perf_counter() - t0)
+        assert isinstance(seen, Seen) and len(seen.seqs) == 1000 + n
+    record("one-way typed msgs/s vs raw burst [multiprocTCPBase]", ours, raw_burst, "msg/s",
+           ">= 20,000/s and >= 10x raw burst", higher_is_better=True)
+    record("one-way typed msgs/s vs raw window=10 [multiprocTCPBase]", ours, raw_window,
+           "msg/s", "", higher_is_better=True)
+
+
+# --- 3. request/reply -----------------------------------------------------------------------------
+
+def bench_request_reply(n: int, raw_n: int) -> None:
+    base = "multiprocTCPBase"
+    with raw_system(base) as system:
+        burster = system.createActor("bench._raw.RawBurster")
+        echo = system.createActor("bench._raw.RawEcho")
+        t0 = time.perf_counter()
+        got = system.ask(burster, ("pingpong", echo, raw_n), 600)
+        raw = raw_n / (time.perf_counter() - t0)
+        assert got == raw_n
+    children = [ChildSpec(id="sink", start=f"{FAST}:Sink"),
+                ChildSpec(id="requester", start=f"{FAST}:Requester")]
+    with Runtime.start(topology(base, children)) as rt:
+        rt.ask("root/requester", Pipeline(target="root/sink", count=100), timeout=60)
+        t0 = time.perf_counter()
+        done = rt.ask("root/requester", Pipeline(target="root/sink", count=n, window=256),
+                      timeout=600)
+        ours = n / (time.perf_counter() - t0)
+        assert done == Done(count=n)
+    record("request/reply per s, pipelined vs raw ping-pong [multiprocTCPBase]", ours, raw,
+           "req/s", ">= 1.5x raw", higher_is_better=True)
+
+
+# --- 4. crash -> restarted child answers ---------------------------------------------------
+
+def _raw_replacement(system: Any, parent: Any, kill: Callable[[Any], None]) -> float:  # noqa: ANN401
+    child = system.ask(parent, "child", 5)
+    assert system.ask(child, "pid", 5) is not None
+    t0 = time.perf_counter()
+    kill(child)
+    while True:
+        child = system.ask(parent, "child", 5)
+        if system.ask(child, RawPing(0), 0.5) is not None:
+            return time.perf_counter() - t0
+
+
+def bench_restart(base: str, n: int) -> None:
+    ms = 1e3
+    with raw_system(base) as system:
+        parent = system.createActor("bench._raw.RawParent")
+        if base == "multiprocTCPBase":
+            def kill(child: Any) -> None:  # noqa: ANN401
+                os.kill(system.ask(child, "pid", 5), signal.SIGKILL)
+        else:
+            from thespian.actors import ActorExitRequest
+
+            def kill(child: Any) -> None:  # noqa: ANN401
+                system.tell(child, ActorExitRequest())
+        raw = [_raw_replacement(system, parent, kill) for _ in range(n)]
+    spec = [ChildSpec(id="echo", start=ECHO)]
+    with Runtime.start(topology(base, spec, intensity=10 * n, period=1.0)) as rt:
+        crash: list[float] = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            try:
+                rt.ask("root/echo", Crash())
+            except Exception:  # noqa: BLE001, S110 - ActorCrashed is the point
+                pass
+            rt.ask("root/echo", Ping())
+            crash.append(time.perf_counter() - t0)
+        killed: list[float] = []
+        if base == "multiprocTCPBase":
+            for _ in range(n):
+                pid = rt.which_children("root")[0].pid
+                assert pid is not None
+                t0 = time.perf_counter()
+                os.kill(pid, signal.SIGKILL)
+                rt.ask("root/echo", Ping())
+                killed.append(time.perf_counter() - t0)
+    target = "median <= 15 ms, p99 <= 40 ms, <= 1.3x raw" if base == "multiprocTCPBase" \
+        else "median <= 0.3 ms"
+    record(f"exception -> restarted answers median [{base}]", statistics.median(crash) * ms,
+           statistics.median(raw) * ms, "ms", target)
+    record(f"exception -> restarted answers p99 [{base}]", pct(crash, 99) * ms,
+           pct(raw, 99) * ms, "ms", target)
+    if killed:
+        record(f"SIGKILL -> restarted answers median [{base}]", statistics.median(killed) * ms,
+               statistics.median(raw) * ms, "ms", target)
+        record(f"SIGKILL -> restarted answers p99 [{base}]", pct(killed, 99) * ms,
+               pct(raw, 99) * ms, "ms", target)
+
+
+# --- 5. many children ------------------------------------------------------------------------------
+
+def bench_many_children(base: str, n: int) -> None:
+    with raw_system(base) as system:
+        parent = system.createActor("bench._raw.RawTreeParent")
+        t0 = time.perf_counter()
+        system.ask(parent, ("spawn", n), 600)
+        raw_start = time.perf_counter() - t0
+    children = [ChildSpec(id=f"w{i}", start=ECHO) for i in range(n)]
+    t0 = time.perf_counter()
+    rt = Runtime.start(topology(base, children))
+    start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rt.shutdown()
+    stop = time.perf_counter() - t0
+    target = "< 0.5 s each" if base == "simpleSystemBase" else ""
+    record(f"start {n} children [{base}]", start, raw_start, "s", target)
+    record(f"shutdown {n} children [{base}]", stop, None, "s", target)
+
+
+# --- 6. codec and memory ---------------------------------------------------------------------------
+
+def bench_codec(n: int) -> None:
+    msg = Ping(token="abc")
+    raw = RawPing(1)
+    us = 1e6
+    enc = min(timed(lambda: [codec.encode(msg) for _ in range(n)], 5)) / n
+    data = codec.encode(msg)
+    dec = min(timed(lambda: [codec.decode(data) for _ in range(n)], 5)) / n
+    penc = min(timed(lambda: [pickle.dumps(raw) for _ in range(n)], 5)) / n
+    pdata = pickle.dumps(raw)
+    pdec = min(timed(lambda: [pickle.loads(pdata) for _ in range(n)], 5)) / n  # noqa: S301
+    record("codec encode per message vs pickle", enc * us, penc * us, "us")
+    record("codec decode per message vs pickle", dec * us, pdec * us, "us")
+
+
+def _uss(pid: int) -> float:
+    return float(psutil.Process(pid).memory_full_info().uss) / 2**20
+
+
+def bench_memory() -> None:
+    base = "multiprocTCPBase"
+    with raw_system(base) as system:
+        echo = system.createActor("bench._raw.RawEcho")
+        raw = _uss(system.ask(echo, "pid", 5))
+    with Runtime.start(topology(base, [ChildSpec(id="echo", start=ECHO)])) as rt:
+        pid = rt.which_children("root")[0].pid
+        assert pid is not None
+        ours = _uss(pid)
+    record("memory per actor process (USS)", ours, raw, "MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    args = parser.parse_args()
+    q = args.quick
+    started = time.time()
+    for base in ("simpleSystemBase", "multiprocTCPBase"):
+        bench_ask(base, 200 if q else 2000)
+    bench_throughput(5_000 if q else 50_000, 500 if q else 2000)
+    bench_request_reply(2_000 if q else 20_000, 300 if q else 2000)
+    for base in ("simpleSystemBase", "multiprocTCPBase"):
+        bench_restart(base, 10 if q else 50)
+    bench_many_children("simpleSystemBase", 200 if q else 1000)
+    bench_many_children("multiprocTCPBase", 20 if q else 100)
+    bench_codec(2_000 if q else 20_000)
+    bench_memory()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps({"when": started, "quick": q, "rows": rows}, indent=2) + "\n")
+    print_table()
+    print(f"\nwritten: {out}")  # noqa: T201 - a command's output
+
+
+def print_table() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Understudy vs raw Thespian (same run)")
+    for col in ("figure", "understudy", "raw thespian", "ratio", "target"):
+        table.add_column(col, justify="right" if col not in ("figure", "target") else "left")
+    for row in rows:
+        raw = "-" if row["raw_thespian"] is None else f"{row['raw_thespian']:,.2f}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        table.add_row(row["figure"], f"{row['understudy']:,.2f} {row['unit']}", raw, ratio,
+                      row["target"])
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
