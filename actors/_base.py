@@ -27,9 +27,13 @@ The data path (the fast path)
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import pickle
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -51,6 +55,10 @@ from protocols.errors import CodecError, UnderstudyError
 log = structlog.get_logger("understudy.seam")
 
 ASK_META: dict[str, Any] = {"ask": 1}
+
+_TIMER_WAKEUP = "understudy.timer"
+_TIMER_SLACK = 0.001
+_timer_ids = itertools.count(1)
 
 DEFAULT_BATCH_MAX = 512
 DEFAULT_WINDOW = 8
@@ -96,6 +104,9 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
 
     _links: dict[str, Link]
     _acks_due: dict[str, tuple[ActorAddress, list[list[Any]]]]
+    _timers: list[tuple[float, int, Any]]
+    _armed: list[float]
+    _cancelled: set[int]
 
     def _ensure_links(self) -> None:
         if "_links" not in self.__dict__:
@@ -112,7 +123,10 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
             elif isinstance(message, ChildActorExited):
                 self.on_child_exited(message.childAddress)
             elif isinstance(message, WakeupMessage):
-                self.on_wakeup(message.payload)
+                if message.payload == _TIMER_WAKEUP:
+                    self._fire_timers()
+                else:
+                    self.on_wakeup(message.payload)
             elif isinstance(message, ActorExitRequest):
                 self.on_exit_request()
             elif isinstance(message, PoisonMessage):
@@ -290,6 +304,51 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
     ) -> None:
         """Send ``message`` to ``to`` as the answer to ``request``."""
         self.send_message(to, message, correlation_id=request.message_id, meta=meta)
+
+    # --- Timers: one pending Thespian wakeup at a time ---------------------------------------
+    # Thespian wakeups cannot be cancelled, and simpleSystemBase scans every pending wakeup on
+    # every send: thousands of far-off timers made each message cost milliseconds. So timers
+    # live in a heap here and only the earliest is armed with Thespian.
+
+    def set_timer(self, seconds: float, payload: Any) -> int:  # noqa: ANN401 - caller's token
+        """Call ``on_wakeup(payload)`` after ``seconds``; return a token for ``cancel_timer``."""
+        if "_timers" not in self.__dict__:
+            self._timers, self._armed, self._cancelled = [], [], set()
+        token = next(_timer_ids)
+        deadline = time.monotonic() + max(seconds, 0.0)
+        heapq.heappush(self._timers, (deadline, token, payload))
+        self._arm()
+        return token
+
+    def cancel_timer(self, token: int) -> None:
+        """Forget a timer set with ``set_timer`` (it will not fire)."""
+        if "_timers" in self.__dict__:
+            self._cancelled.add(token)
+
+    def _arm(self) -> None:
+        while self._timers and self._timers[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._timers)[1])
+        if not self._timers:
+            return
+        deadline = self._timers[0][0]
+        if any(armed <= deadline for armed in self._armed):
+            return
+        self._armed.append(deadline)
+        self.wakeupAfter(timedelta(seconds=max(0.0, deadline - time.monotonic())),
+                         payload=_TIMER_WAKEUP)
+
+    def _fire_timers(self) -> None:
+        if "_timers" not in self.__dict__:
+            return
+        now = time.monotonic()
+        self._armed = [armed for armed in self._armed if armed > now + _TIMER_SLACK]
+        while self._timers and self._timers[0][0] <= now + _TIMER_SLACK:
+            _deadline, token, payload = heapq.heappop(self._timers)
+            if token in self._cancelled:
+                self._cancelled.discard(token)
+                continue
+            self.on_wakeup(payload)
+        self._arm()
 
     # --- Hooks for subclasses -------------------------------------------------------------
 

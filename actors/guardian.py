@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -97,6 +96,7 @@ class Guardian(SeamActor):
         self._events: list[SupervisionEvent] = []
         self._streams: dict[str, _Stream] = {}
         self._tokens = 0
+        self._timer_ids: dict[int, int] = {}
 
     def describe(self) -> str:
         """Return the guardian's name for logs."""
@@ -280,6 +280,7 @@ class Guardian(SeamActor):
             if answer is None:
                 still.append(held)
             else:
+                self.cancel_timer(self._timer_ids.pop(held.token, 0))
                 self.reply(held.requester, held.env, answer)
         self._held_resolves = still
 
@@ -326,6 +327,7 @@ class Guardian(SeamActor):
             msg = held.env.message
             assert isinstance(msg, GetEvents)  # noqa: S101
             if (force and held.token == token) or self._ready(msg):
+                self.cancel_timer(self._timer_ids.pop(held.token, 0))
                 self._send_events(held.requester, held.env)
             else:
                 still.append(held)
@@ -335,7 +337,7 @@ class Guardian(SeamActor):
 
     def _timer(self, seconds: float, what: str) -> int:
         self._tokens += 1
-        self.wakeupAfter(timedelta(seconds=max(seconds, 0.0)), payload=(what, self._tokens))
+        self._timer_ids[self._tokens] = self.set_timer(seconds, (what, self._tokens))
         return self._tokens
 
     def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload

@@ -123,7 +123,8 @@ class Runtime:
         self.base = base
         self._lock = threading.RLock()
         self._closed = False
-        self._addresses: dict[str, ActorAddress] = {}
+        self._addresses: dict[str, tuple[ActorAddress, int | None]] = {}
+        self._stale: dict[str, ActorAddress] = {}
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
         self._exit_reason: str | None = None
@@ -349,8 +350,12 @@ class Runtime:
                 self._addresses.pop(path, None)
                 address = self._resolve(path, deadline, stale=address)
                 continue
+            if isinstance(reply, ErrorReply) and reply.error == "ActorCrashed":
+                # The actor is exiting: the next call waits for its replacement instead of
+                # sending to an address that is about to die.
+                self._addresses.pop(path, None)
+                self._stale[path] = address
             return reply
-
     def _request(
         self, address: ActorAddress, path: str, message: Message, timeout: float
     ) -> Message:
@@ -368,10 +373,15 @@ class Runtime:
         return env.message
 
     def _address(self, path: str, deadline: float) -> ActorAddress:
-        address = self._addresses.get(path)
-        if address is None:
-            address = self._resolve(path, deadline)
-        return address
+        cached = self._addresses.get(path)
+        if cached is not None:
+            address, pid = cached
+            if pid is None or pid == os.getpid() or _alive(pid):
+                return address
+            # The process is gone: do not pay Thespian's failed-delivery delay to learn it.
+            del self._addresses[path]
+            self._stale[path] = address
+        return self._resolve(path, deadline, stale=self._stale.pop(path, None))
 
     def _resolve(self, path: str, deadline: float, *, stale: ActorAddress | None = None) -> ActorAddress:
         remaining = deadline - time.monotonic()
@@ -390,8 +400,19 @@ class Runtime:
         if reply.address is None:
             raise ActorNotFound(path, reply.detail)
         address = unpack_address(reply.address)
-        self._addresses[path] = address
+        self._addresses[path] = (address, reply.pid)
         return address
+
+
+def _alive(pid: int) -> bool:
+    """Return True if process ``pid`` exists (actors of a runtime live on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _bare(path: str, child_id: str) -> str:

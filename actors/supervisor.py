@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -399,7 +398,7 @@ class SupervisorActor(SeamActor):
 
     def _start_timer(self, seconds: float) -> int:
         token = next(_timer_tokens)
-        self.wakeupAfter(timedelta(seconds=seconds), payload=("supervisor_timer", token))
+        self.set_timer(seconds, ("supervisor_timer", token))
         return token
 
     def _forget(self, child: _Child, *, pending: bool) -> None:

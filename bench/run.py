@@ -30,6 +30,7 @@ import psutil
 from thespian.actors import ActorSystem
 
 from actors import Runtime
+from actors.logs import configure_logging
 from actors.runtime import free_port
 from bench._raw import RawPing
 from protocols import codec
@@ -274,19 +275,35 @@ def bench_memory() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--only", choices=["ask", "throughput", "reqrep", "restart", "children",
+                                           "codec", "memory"], action="append",
+                        help="run only these figures (repeatable)")
     args = parser.parse_args()
+    configure_logging("error")
     q = args.quick
+    only = set(args.only or [])
     started = time.time()
-    for base in ("simpleSystemBase", "multiprocTCPBase"):
-        bench_ask(base, 200 if q else 2000)
-    bench_throughput(5_000 if q else 50_000, 500 if q else 2000)
-    bench_request_reply(2_000 if q else 20_000, 300 if q else 2000)
-    for base in ("simpleSystemBase", "multiprocTCPBase"):
-        bench_restart(base, 10 if q else 50)
-    bench_many_children("simpleSystemBase", 200 if q else 1000)
-    bench_many_children("multiprocTCPBase", 20 if q else 100)
-    bench_codec(2_000 if q else 20_000)
-    bench_memory()
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    if want("ask"):
+        for base in ("simpleSystemBase", "multiprocTCPBase"):
+            bench_ask(base, 200 if q else 2000)
+    if want("throughput"):
+        bench_throughput(5_000 if q else 50_000, 500 if q else 2000)
+    if want("reqrep"):
+        bench_request_reply(2_000 if q else 20_000, 300 if q else 2000)
+    if want("restart"):
+        for base in ("simpleSystemBase", "multiprocTCPBase"):
+            bench_restart(base, 10 if q else 50)
+    if want("children"):
+        bench_many_children("simpleSystemBase", 200 if q else 1000)
+        bench_many_children("multiprocTCPBase", 20 if q else 100)
+    if want("codec"):
+        bench_codec(2_000 if q else 20_000)
+    if want("memory"):
+        bench_memory()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "latest.json"
     out.write_text(json.dumps({"when": started, "quick": q, "rows": rows}, indent=2) + "\n")
@@ -306,7 +323,7 @@ def print_table() -> None:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         table.add_row(row["figure"], f"{row['understudy']:,.2f} {row['unit']}", raw, ratio,
                       row["target"])
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

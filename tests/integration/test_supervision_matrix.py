@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
-from actors import ActorCrashed, ActorNotFound, Runtime, StartFailed
+from actors import ActorCrashed, ActorNotFound, AskTimeout, Runtime, StartFailed
 from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
 from tests.integration._workers import Count, Counted, Crash, GetArgs, Ping, Pong, StopMe
@@ -930,8 +930,6 @@ def test_events_are_ordered_and_include_what_each_call_caused(
 
 
 def test_wait_event_times_out_with_ask_timeout(start_tree: Any) -> None:
-    from actors import AskTimeout
-
     rt = start_tree(sup(children=[echo("a")]))
     started = time.monotonic()
     with pytest.raises(AskTimeout):
