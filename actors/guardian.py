@@ -35,6 +35,7 @@ from protocols.supervision import (
     _Ack,
     _Boot,
     _Exiting,
+    _Gone,
     _Init,
     _Register,
     _Report,
@@ -50,6 +51,10 @@ from protocols.supervision import (
 log = structlog.get_logger("understudy.guardian")
 
 GUARDIAN_NAME = "understudy.guardian"
+# Runtimes (external askers) remembered for answering their dead letters.
+MAX_CLIENTS = 16
+# How long an event waits for the child events that caused it before it is logged anyway.
+REPORT_DEPENDENCY_TIMEOUT = 2.0
 
 
 @dataclass
@@ -95,7 +100,11 @@ class Guardian(SeamActor):
         self._held_events: list[_Held] = []
         self._events: list[SupervisionEvent] = []
         self._streams: dict[str, _Stream] = {}
+        self._waiting_streams: set[str] = set()
+        self._blocked: set[tuple[str, int]] = set()
+        self._overdue: set[tuple[str, int]] = set()
         self._tokens = 0
+        self._clients: dict[str, ActorAddress] = {}
         self._timer_ids: dict[int, int] = {}
 
     def describe(self) -> str:
@@ -107,6 +116,8 @@ class Guardian(SeamActor):
     ) -> None:
         """Dispatch one message; see the module doc."""
         msg = env.message
+        if meta and meta.get("ask"):
+            self._remember_client(sender)
         if isinstance(msg, _Resolve):
             self._resolve(msg, sender, env)
         elif isinstance(msg, _Report):
@@ -207,14 +218,34 @@ class Guardian(SeamActor):
         log.debug("guardian_stopping", exit_reason=self._exit_reason)
 
     def on_dead_letter(self, envelope: DeadEnvelope) -> None:
-        """Log a message Thespian could not deliver."""
-        kind = "?"
-        if isinstance(envelope.deadMessage, bytes):
+        """A message could not be delivered: log it, and unblock a Runtime waiting on it.
+
+        A Runtime's request to an actor that has exited is answered ``_Gone`` on the actor's
+        behalf (to every Runtime client; the others skip it by correlation id), so the caller
+        resolves the path again instead of waiting out its timeout.
+        """
+        kinds: list[str] = []
+        dead = envelope.deadMessage
+        if isinstance(dead, bytes):
             try:
-                kind = codec.decode_envelope(envelope.deadMessage).message.kind
+                meta, envelopes = codec.decode_frame(dead, max_size=self.max_message_size)
             except codec.CodecError:
-                kind = "<undecodable>"
-        log.warning("dead_letter", to=str(envelope.deadAddress), kind=kind)
+                meta, envelopes = None, []
+                kinds.append("<undecodable>")
+            for env in envelopes:
+                kinds.append(env.message.kind if isinstance(env, codec.Envelope) else "<bad>")
+                if meta and meta.get("ask") and isinstance(env, codec.Envelope):
+                    for client in self._clients.values():
+                        self.reply(client, env, _Gone(path=""))
+        else:
+            kinds.append(type(dead).__name__)
+        log.warning("dead_letter", to=str(envelope.deadAddress), kinds=kinds)
+
+    def _remember_client(self, sender: ActorAddress) -> None:
+        key = str(sender)
+        if key not in self._clients and len(self._clients) >= MAX_CLIENTS:
+            self._clients.pop(next(iter(self._clients)))
+        self._clients[key] = sender
 
     # --- The path registry ------------------------------------------------------------------
 
@@ -289,13 +320,40 @@ class Guardian(SeamActor):
     def _report(self, msg: _Report) -> None:
         stream = self._streams.setdefault(msg.incarnation, _Stream())
         stream.early[msg.n] = msg
-        while stream.next_n in stream.early:
-            report = stream.early.pop(stream.next_n)
-            stream.next_n += 1
-            self._append(SupervisionEvent(
-                seq=len(self._events) + 1, time=report.time, supervisor=report.supervisor,
-                child_id=report.child_id, event=report.event, reason=report.reason))
+        self._waiting_streams.add(msg.incarnation)
+        self._drain_reports()
         self._release_events(force=False)
+
+    def _drain_reports(self) -> None:
+        """Append every report whose predecessors (its own stream's, and the child events it
+        was caused by: ``after``) are in; a report blocked too long is appended anyway."""
+        progress = True
+        while progress:
+            progress = False
+            for incarnation in list(self._waiting_streams):
+                stream = self._streams[incarnation]
+                while stream.next_n in stream.early:
+                    report = stream.early[stream.next_n]
+                    key = (incarnation, report.n)
+                    if not self._after_met(report.after) and key not in self._overdue:
+                        if key not in self._blocked:
+                            self._blocked.add(key)
+                            self.set_timer(REPORT_DEPENDENCY_TIMEOUT, ("overdue", key))
+                        break
+                    del stream.early[stream.next_n]
+                    stream.next_n += 1
+                    self._overdue.discard(key)
+                    self._blocked.discard(key)
+                    progress = True
+                    self._append(SupervisionEvent(
+                        seq=len(self._events) + 1, time=report.time,
+                        supervisor=report.supervisor, child_id=report.child_id,
+                        event=report.event, reason=report.reason))
+                if not stream.early:
+                    self._waiting_streams.discard(incarnation)
+
+    def _after_met(self, after: dict[str, int]) -> bool:
+        return all(self._streams.get(i, _Stream()).next_n > n for i, n in after.items())
 
     def _append(self, event: SupervisionEvent) -> None:
         self._events.append(event)
@@ -345,6 +403,12 @@ class Guardian(SeamActor):
         if not isinstance(payload, tuple):
             return
         what, token = payload
+        if what == "overdue":
+            log.warning("event_order_timeout", report=list(token))
+            self._overdue.add(token)
+            self._drain_reports()
+            self._release_events(force=False)
+            return
         if what == "events":
             self._release_events(force=True, token=token)
             return

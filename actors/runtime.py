@@ -327,6 +327,9 @@ class Runtime:
     def _call(self, path: str, request: Message, expected: type[M], timeout: float) -> M:
         with self._lock:
             self._check_open()
+            child_id = getattr(request, "child_id", None)
+            if child_id is not None:
+                self._forget_paths(f"{path}/{child_id}")
             reply = self._ask_path(path, request, timeout)
             if isinstance(reply, ErrorReply):
                 raise error_from_reply(reply, path)
@@ -372,6 +375,11 @@ class Runtime:
             self._barrier[incarnation] = max(self._barrier.get(incarnation, 0), count)
         return env.message
 
+    def _forget_paths(self, path: str) -> None:
+        """Drop cached addresses of ``path`` and below (the call will stop or replace them)."""
+        for cached in [p for p in self._addresses if p == path or p.startswith(path + "/")]:
+            self._stale[cached] = self._addresses.pop(cached)[0]
+
     def _address(self, path: str, deadline: float) -> ActorAddress:
         cached = self._addresses.get(path)
         if cached is not None:
@@ -405,14 +413,22 @@ class Runtime:
 
 
 def _alive(pid: int) -> bool:
-    """Return True if process ``pid`` exists (actors of a runtime live on this host)."""
+    """Return True if process ``pid`` is running (the actors of a runtime live on this host).
+
+    A zombie (killed, not yet reaped by its supervisor's process) counts as dead.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - hot path, no pathlib
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 def _bare(path: str, child_id: str) -> str:

@@ -137,6 +137,7 @@ class SupervisorActor(SeamActor):
         self._dynamic_ids = itertools.count(1)
         self._incarnation = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._events_sent = 0
+        self._after: dict[str, int] = {}
         self._op: Op | None = None
         self._awaiting: _Await | None = None
         self._inbox: deque[_Ev] = deque()
@@ -155,6 +156,8 @@ class SupervisorActor(SeamActor):
     ) -> None:
         """Turn a decoded message into an input event."""
         msg = env.message
+        if isinstance(msg, _Started | _StartFailed | _Exiting) and msg.incarnation:
+            self._after[msg.incarnation] = max(self._after.get(msg.incarnation, 0), msg.events)
         if isinstance(msg, _Started):
             self._pump(_Ev("started", sender, msg.pid))
         elif isinstance(msg, _StartFailed):
@@ -303,11 +306,14 @@ class SupervisorActor(SeamActor):
                     stop_reason = yield from self._stop(done)
                     self._emit("child_terminated", done.id, stop_reason)
                 self._exiting = True
-                self.send_message(parent, _StartFailed(reason=reason, offender=offender))
+                self.send_message(parent, _StartFailed(
+                    reason=reason, offender=offender, incarnation=self._incarnation,
+                    events=self._events_sent))
                 return
             started.append(child)
             self._emit("child_started", child.id)
-        self.send_message(parent, _Started(pid=os.getpid()))
+        self.send_message(parent, _Started(pid=os.getpid(), incarnation=self._incarnation,
+                                           events=self._events_sent))
 
     # --- Starting and stopping one child ----------------------------------------------------
 
@@ -342,13 +348,18 @@ class SupervisorActor(SeamActor):
         child.address, child.pid, child.status = None, None, "stopped"
         return False, reason, offender or path
 
-    def _stop(self, child: _Child, reason: str = SHUTDOWN) -> Generator[_Await, _Ev, str]:
-        """Stop a running child in order (or kill it); return its exit reason."""
-        results = yield from self._stop_many([child], reason)
+    def _stop(
+        self, child: _Child, reason: str = SHUTDOWN, *, pending: bool = False
+    ) -> Generator[_Await, _Ev, str]:
+        """Stop a running child in order (or kill it); return its exit reason.
+
+        ``pending`` tells the guardian that the child will be started again (group restart).
+        """
+        results = yield from self._stop_many([child], reason, pending=pending)
         return results[0]
 
     def _stop_many(
-        self, children: list[_Child], reason: str = SHUTDOWN
+        self, children: list[_Child], reason: str = SHUTDOWN, *, pending: bool = False
     ) -> Generator[_Await, _Ev, list[str]]:
         """Stop children in parallel, each within its shutdown time; return their exit reasons."""
         live = {id(c): c for c in children if c.address is not None}
@@ -365,17 +376,17 @@ class SupervisorActor(SeamActor):
             self.send_message(child.address, _Stop(reason=reason))
             if shutdown != "infinity":
                 timers[self._start_timer(float(shutdown))] = child
-        pending = list(live.values())
-        while pending:
-            ev = yield _Await([c.address for c in pending],
+        waiting = list(live.values())
+        while waiting:
+            ev = yield _Await([c.address for c in waiting],
                               frozenset({"exiting", "gone", "start_failed"}), frozenset(timers))
             if ev.kind == "timer":
                 child = timers.pop(ev.payload)
-                if child in pending:
+                if child in waiting:
                     killed.add(id(child))
                     self._kill(child)
                 continue
-            child = next(c for c in pending if c.address == ev.address)
+            child = next(c for c in waiting if c.address == ev.address)
             if ev.kind == "exiting":
                 reported[id(child)] = ev.payload
                 self.send(child.address, ActorExitRequest())
@@ -383,11 +394,11 @@ class SupervisorActor(SeamActor):
                 reported[id(child)] = ev.payload[0]
                 self.send(child.address, ActorExitRequest())
             else:
-                pending.remove(child)
+                waiting.remove(child)
                 outcome[id(child)] = (
                     KILLED if id(child) in killed else reported.get(id(child), KILLED)
                 )
-                self._forget(child, pending=False)
+                self._forget(child, pending=pending and child.spec.restart != "temporary")
         return [outcome[id(c)] for c in children]
 
     def _kill(self, child: _Child) -> None:
@@ -458,7 +469,7 @@ class SupervisorActor(SeamActor):
         group = [c for c in self._children if c.id in group_ids]
         for sibling in reversed(group):
             if sibling is not failed and sibling.address is not None:
-                stop_reason = yield from self._stop(sibling)
+                stop_reason = yield from self._stop(sibling, pending=True)
                 self._emit("child_terminated", sibling.id, stop_reason)
         for child in group:
             if child is not failed and child.spec.restart == "temporary":
@@ -506,7 +517,8 @@ class SupervisorActor(SeamActor):
     def _exit(self, reason: str) -> None:
         self._exiting = True
         if self._parent is not None:
-            self.send_message(self._parent, _Exiting(reason=reason))
+            self.send_message(self._parent, _Exiting(reason=reason, incarnation=self._incarnation,
+                                                     events=self._events_sent))
         else:
             self.send(self.myAddress, ActorExitRequest())
 
@@ -636,9 +648,12 @@ class SupervisorActor(SeamActor):
                          restart=child.spec.restart, restarts=child.restarts, pid=child.pid)
 
     def _counts(self) -> ChildCounts:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
         supervisors = sum(1 for c in self._children if c.type == "supervisor")
         return ChildCounts(
-            specs=len(self._children),
+            # OTP: a simple_one_for_one supervisor has one spec, its template
+            specs=1 if spec.strategy == "simple_one_for_one" else len(self._children),
             active=sum(1 for c in self._children if c.address is not None),
             supervisors=supervisors,
             workers=len(self._children) - supervisors,
@@ -660,4 +675,6 @@ class SupervisorActor(SeamActor):
             self.send_message(self._guardian, _Report(
                 incarnation=self._incarnation, n=self._events_sent, time=time.time(),
                 supervisor=self._path, child_id=child_id, event=event, reason=reason,
+                after=self._after,
             ))
+            self._after = {}

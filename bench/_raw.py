@@ -97,9 +97,20 @@ class RawParent(Actor):  # type: ignore[misc]
 
 
 class RawTreeParent(Actor):  # type: ignore[misc]
-    """("spawn", n) creates n RawEcho children and answers n (start-time baseline)."""
+    """("spawn", n) creates n RawEcho children one after another, each answering before the
+    next is created (as a supervisor starts children in order), then answers n."""
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
         if isinstance(message, tuple) and message[0] == "spawn":
-            self.kids = [self.createActor(RawEcho) for _ in range(message[1])]
-            self.send(sender, len(self.kids))
+            self.asker, self.todo, self.kids = sender, message[1], []
+            self._next()
+        elif isinstance(message, int):
+            self._next()
+
+    def _next(self) -> None:
+        if len(self.kids) == self.todo:
+            self.send(self.asker, len(self.kids))
+            return
+        kid = self.createActor(RawEcho)
+        self.kids.append(kid)
+        self.send(kid, "pid")

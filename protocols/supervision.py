@@ -199,10 +199,16 @@ class _Init(Message):
 
 
 class _Started(Message):
-    """Child -> supervisor: on_start (or the child supervisor's boot) succeeded."""
+    """Child -> supervisor: on_start (or the child supervisor's boot) succeeded.
+
+    A child supervisor names its event stream (``incarnation``) and how many events it had
+    reported (``events``): the parent's next event is ordered after those.
+    """
 
     kind: Literal["_supervision.started"] = "_supervision.started"
     pid: int
+    incarnation: str = ""
+    events: int = 0
 
 
 class _StartFailed(Message):
@@ -211,6 +217,8 @@ class _StartFailed(Message):
     kind: Literal["_supervision.start_failed"] = "_supervision.start_failed"
     reason: str
     offender: str | None = None
+    incarnation: str = ""
+    events: int = 0
 
 
 class _Exiting(Message):
@@ -218,6 +226,8 @@ class _Exiting(Message):
 
     kind: Literal["_supervision.exiting"] = "_supervision.exiting"
     reason: str
+    incarnation: str = ""
+    events: int = 0
 
 
 class _Stop(Message):
@@ -298,6 +308,7 @@ class _Report(Message):
     child_id: str | None
     event: EventName
     reason: str | None = None
+    after: dict[str, int] = Field(default_factory=dict)
 
 
 class _Boot(Message):
