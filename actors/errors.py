@@ -14,6 +14,7 @@
       + ChildRunning                 restart_child / delete_child on a running child
       + ChildRestarting              restart_child / delete_child on a restarting child
       + NotSupported                 the call does not apply to this supervisor's strategy
+    + RequestRejected                an actor answered with a typed error (.error, .detail)
     + StartFailed                    a child could not start; .child is its path
 """
 
@@ -89,6 +90,19 @@ class NotSupported(SupervisorError):
     """The call does not apply to this supervisor (e.g. delete_child on simple_one_for_one)."""
 
 
+class RequestRejected(UnderstudyError):
+    """An actor answered a request with a typed error of its own protocol.
+
+    ``error`` is the error's name (e.g. ``InvalidTransition``), ``detail`` what was wrong.
+    """
+
+    def __init__(self, path: str, error: str, detail: str) -> None:
+        self.path = path
+        self.error = error
+        self.detail = detail
+        super().__init__(f"{path} rejected the request: {error}: {detail}")
+
+
 class StartFailed(UnderstudyError):
     """A child failed to start; ``child`` is its path and ``reason`` its exit reason."""
 
@@ -127,7 +141,9 @@ def error_from_reply(reply: ErrorReply, path: str) -> UnderstudyError:
         return UnknownMessageKind(reply.message)
     if reply.error == "MessageTooLarge":
         return CodecError(reply.message)
-    cls = _BY_NAME.get(reply.error, UnderstudyError)
+    cls = _BY_NAME.get(reply.error)
+    if cls is None:
+        return RequestRejected(path, reply.error, reply.message)
     return cls(f"{path}: {reply.message}")
 
 
@@ -143,6 +159,7 @@ __all__ = [
     "CodecError",
     "MessageTooLarge",
     "NotSupported",
+    "RequestRejected",
     "RuntimeStopped",
     "StartFailed",
     "SupervisorError",

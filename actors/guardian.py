@@ -31,6 +31,7 @@ from protocols.supervision import (
     KILLED,
     Events,
     GetEvents,
+    SubscribeEvents,
     SupervisionEvent,
     _Ack,
     _Boot,
@@ -105,6 +106,7 @@ class Guardian(SeamActor):
         self._overdue: set[tuple[str, int]] = set()
         self._tokens = 0
         self._clients: dict[str, ActorAddress] = {}
+        self._subscribers: dict[str, ActorAddress] = {}
         self._timer_ids: dict[int, int] = {}
 
     def describe(self) -> str:
@@ -128,6 +130,11 @@ class Guardian(SeamActor):
             self._unregister(msg.path, msg.address, pending=msg.pending)
         elif isinstance(msg, GetEvents):
             self._get_events(msg, sender, env)
+        elif isinstance(msg, SubscribeEvents):
+            self._subscribers[msg.path] = sender
+            if msg.replay:
+                for event in self._events:
+                    self.send_message(sender, event)
         elif isinstance(msg, _Boot):
             self._boot(msg, sender, env)
         elif isinstance(msg, _Started) and sender == self._root:
@@ -162,6 +169,7 @@ class Guardian(SeamActor):
         self.send_message(self._root, _Init(
             path=self._root_path, spec=msg.spec, guardian=pack_address(self.myAddress),
             parent_pid=os.getpid(), max_message_size=msg.max_message_size,
+            state_dir=msg.state_dir,
         ))
 
     def _root_started(self, msg: _Started) -> None:
@@ -263,6 +271,7 @@ class Guardian(SeamActor):
         if current is not None and current.address == unpack_address(address_blob):
             del self._registry[path]
             self._unregister_tree(path + "/")
+            self._subscribers.pop(path, None)
         if pending:
             self._pending.add(path)
         else:
@@ -357,6 +366,8 @@ class Guardian(SeamActor):
 
     def _append(self, event: SupervisionEvent) -> None:
         self._events.append(event)
+        for subscriber in self._subscribers.values():
+            self.send_message(subscriber, event)
 
     def _ready(self, msg: GetEvents) -> bool:
         """Return True once the barrier is met and, if asked, a wanted event exists."""

@@ -159,7 +159,8 @@ class Runtime:
                           max_message_size=config.max_message_size, admin_port=port,
                           base=config.base)
             reply = runtime._request(guardian, "guardian", _Boot(
-                spec=topology.root, max_message_size=config.max_message_size), timeout)
+                spec=topology.root, max_message_size=config.max_message_size,
+                state_dir=str(Path(config.state_dir).resolve())), timeout)
         except BaseException:
             system.shutdown()
             raise
@@ -455,5 +456,3 @@ def running(topology: Topology | str | os.PathLike[str]) -> Iterator[Runtime]:
 
 
 __all__ = ["Runtime", "check_workers", "free_port", "running"]
-
-_ = Path  # re-exported type used in annotations of callers

@@ -144,6 +144,7 @@ class SupervisorActor(SeamActor):
         self._pumping = False
         self._exiting = False
         self._clock: Callable[[], float] = time.monotonic
+        self._state_dir = ".understudy"
 
     def describe(self) -> str:
         """Return the supervisor's path for logs."""
@@ -293,6 +294,7 @@ class SupervisorActor(SeamActor):
         self._spec, self._path, self._parent = spec, msg.path, parent
         self._guardian = unpack_address(msg.guardian)
         self.max_message_size = msg.max_message_size
+        self._state_dir = msg.state_dir
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
         started: list[_Child] = []
@@ -327,6 +329,7 @@ class SupervisorActor(SeamActor):
         self.send_message(address, _Init(
             path=path, spec=child.spec, guardian=pack_address(self._guardian),
             parent_pid=os.getpid(), max_message_size=self.max_message_size,
+            state_dir=self._state_dir,
         ))
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from protocols._base import Message
 from protocols.common import ErrorReply, Ok
 from protocols.supervision import (
     NORMAL,
+    SubscribeEvents,
     _Exiting,
     _Gone,
     _Init,
@@ -56,6 +58,7 @@ class Worker:
     args: dict[str, Any]
     child_id: str
     path: str
+    state_dir: Path
     _host: WorkerActor
 
     def on_start(self) -> None:
@@ -81,6 +84,14 @@ class Worker:
             Backpressure: too many messages already wait for that destination.
         """
         self._host.send_to_path(path, message)
+
+    def subscribe_events(self, *, replay: bool = False) -> None:
+        """Receive every supervision event (``SupervisionEvent``) in ``handle`` from now on.
+
+        With ``replay``, the events logged so far come first. The subscription ends when this
+        worker exits; subscribe again in ``on_start``.
+        """
+        self._host.subscribe_events(replay=replay)
 
     def request(self, path: str, message: Message) -> int:
         """Send a request to ``path``; its reply arrives in ``on_reply`` with the returned id.
@@ -177,6 +188,7 @@ class WorkerActor(SeamActor):
             worker.args = dict(spec.args)
             worker.child_id = spec.id
             worker.path = msg.path
+            worker.state_dir = Path(msg.state_dir)
             worker._host = self  # noqa: SLF001 - the host wires its own worker
             worker.on_start()
         except Exception as exc:  # noqa: BLE001 - any start error is a start failure
@@ -274,6 +286,11 @@ class WorkerActor(SeamActor):
             self._exit(error_reason(exc))
 
     # --- send(path, message): resolution through the guardian -------------------------------
+
+    def subscribe_events(self, *, replay: bool) -> None:
+        """Ask the guardian for supervision events."""
+        if self._guardian is not None:
+            self.send_message(self._guardian, SubscribeEvents(path=self._path, replay=replay))
 
     def send_to_path(self, path: str, message: Message, *, expect_reply: bool = False) -> int:
         """Send on the data path to ``path``, resolving it through the guardian once."""

@@ -184,6 +184,15 @@ class GetEvents(Message):
         )
 
 
+class SubscribeEvents(Message):
+    """Actor -> guardian: send me every supervision event from now on (and past ones if
+    ``replay``), as SupervisionEvent messages, until the actor at ``path`` exits."""
+
+    kind: Literal["supervision.subscribe_events"] = "supervision.subscribe_events"
+    path: str
+    replay: bool = False
+
+
 # --- Between Understudy's own actors ---------------------------------------------------------
 
 
@@ -196,6 +205,7 @@ class _Init(Message):
     guardian: AddressBlob
     parent_pid: int
     max_message_size: int
+    state_dir: str = ".understudy"
 
 
 class _Started(Message):
@@ -317,6 +327,7 @@ class _Boot(Message):
     kind: Literal["_supervision.boot"] = "_supervision.boot"
     spec: AnyChildSpec
     max_message_size: int
+    state_dir: str = ".understudy"
 
 
 class _ShutdownTree(Message):

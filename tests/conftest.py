@@ -47,12 +47,15 @@ def base(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def start_tree(base: str) -> Iterator[StartTree]:
-    """Start a runtime for a root spec on the current base; shut every one down afterwards."""
+def start_tree(base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartTree]:
+    """Start a runtime for a root spec on the current base, with a fresh state directory;
+    shut every one down afterwards."""
     started: list[Runtime] = []
 
     def start(root: SupervisorSpec) -> Runtime:
-        runtime = Runtime.start(Topology(system=SystemConfig(base=base), root=root))  # type: ignore[arg-type]
+        state_dir = str(tmp_path_factory.mktemp("state"))
+        system = SystemConfig(base=base, state_dir=state_dir)  # type: ignore[arg-type]
+        runtime = Runtime.start(Topology(system=system, root=root))
         started.append(runtime)
         return runtime
 

@@ -100,3 +100,31 @@ class Echo(Worker):
 
 class NotAWorker:
     """Not a Worker subclass: starting it must fail at validation."""
+
+
+class Watched(Message):
+    kind: Literal["test.watched"] = "test.watched"
+    events: list[str]
+    state_dir: str
+
+
+class GetWatched(Message):
+    kind: Literal["test.get_watched"] = "test.get_watched"
+
+
+class Watcher(Worker):
+    """Subscribes to supervision events and lists what it saw as "event:child_id"."""
+
+    def on_start(self) -> None:
+        self.seen: list[str] = []
+        self.subscribe_events(replay=bool(self.args.get("replay")))
+
+    def handle(self, message: Message) -> Message | None:
+        from protocols.supervision import SupervisionEvent
+
+        if isinstance(message, SupervisionEvent):
+            self.seen.append(f"{message.event}:{message.child_id}")
+            return None
+        if isinstance(message, GetWatched):
+            return Watched(events=self.seen, state_dir=str(self.state_dir))
+        return None

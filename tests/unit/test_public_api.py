@@ -14,7 +14,7 @@ def test_actors_exports_the_runtime_api_and_the_error_tree() -> None:
         "Runtime", "Worker", "ChildInfo", "ChildCounts", "SupervisionEvent",
         "UnderstudyError", "TopologyError", "AskTimeout", "ActorNotFound", "ActorCrashed",
         "ChildNotFound", "AlreadyStarted", "AlreadyPresent", "ChildRunning", "ChildRestarting",
-        "StartFailed", "NotSupported", "RuntimeStopped", "SupervisorError",
+        "StartFailed", "NotSupported", "RuntimeStopped", "SupervisorError", "RequestRejected",
     }
 
     assert expected == set(actors.__all__)

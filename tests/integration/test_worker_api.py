@@ -1,0 +1,40 @@
+"""What a worker can use besides handle: events, its state directory, deferred replies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actors import ActorCrashed
+from protocols.topology import ChildSpec, SupervisorSpec
+from tests.conftest import StartTree
+from tests.integration._workers import Crash, GetWatched, Watched
+
+import pytest
+
+
+def test_a_subscribed_worker_sees_supervision_events_with_replay(start_tree: StartTree) -> None:
+    rt = start_tree(SupervisorSpec(id="root", intensity=3, children=[
+        ChildSpec(id="echo", start="tests.integration._workers:Echo"),
+        ChildSpec(id="watch", start="tests.integration._workers:Watcher", args={"replay": True}),
+    ]))
+
+    with pytest.raises(ActorCrashed):
+        rt.ask("root/echo", Crash())
+    rt.wait_event("child_restarted", child_id="echo")
+    watched = rt.ask("root/watch", GetWatched())
+
+    assert isinstance(watched, Watched)
+    assert "child_started:echo" in watched.events
+    assert watched.events.index("child_exited:echo") < watched.events.index(
+        "child_restarted:echo")
+
+
+def test_a_worker_knows_the_topology_state_directory(start_tree: StartTree) -> None:
+    rt = start_tree(SupervisorSpec(id="root", children=[
+        ChildSpec(id="watch", start="tests.integration._workers:Watcher")]))
+
+    watched = rt.ask("root/watch", GetWatched())
+
+    assert isinstance(watched, Watched)
+    assert Path(watched.state_dir).is_absolute()
+    assert Path(watched.state_dir).is_dir()
