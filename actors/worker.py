@@ -85,6 +85,17 @@ class Worker:
         """
         self._host.send_to_path(path, message)
 
+    def call_later(self, seconds: float, message: Message) -> int:
+        """Deliver ``message`` to this worker's ``handle`` after ``seconds``.
+
+        Returns a token for ``cancel_call``. Timers do not survive a restart.
+        """
+        return self._host.set_timer(seconds, ("call_later", message))
+
+    def cancel_call(self, token: int) -> None:
+        """Cancel a ``call_later`` that has not fired yet."""
+        self._host.cancel_timer(token)
+
     def subscribe_events(self, *, replay: bool = False) -> None:
         """Receive every supervision event (``SupervisionEvent``) in ``handle`` from now on.
 
@@ -248,6 +259,26 @@ class WorkerActor(SeamActor):
             self._answer(sender, env, message, on_link=on_link)
 
         return send_reply
+
+    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+        """A ``call_later`` fired: hand its message to the worker."""
+        if not (isinstance(payload, tuple) and payload[0] == "call_later"):
+            return
+        worker = self._worker
+        if self._exiting or worker is None:
+            return
+        message: Message = payload[1]
+        try:
+            result = worker.handle(message)
+        except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
+            reason = error_reason(exc)
+            log.error("worker_crashed", actor=self._path, reason=reason, kind=message.kind)
+            self._exit(reason)
+            return
+        if result is not None:
+            log.warning("timer_result_dropped", actor=self._path, kind=result.kind)
+        if self._stop_reason is not None:
+            self._orderly_stop(self._stop_reason)
 
     def accepting(self) -> bool:
         """Refuse data-path messages once exiting: the sender reports them undelivered."""

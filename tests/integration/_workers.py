@@ -128,3 +128,31 @@ class Watcher(Worker):
         if isinstance(message, GetWatched):
             return Watched(events=self.seen, state_dir=str(self.state_dir))
         return None
+
+
+class Remind(Message):
+    kind: Literal["test.remind"] = "test.remind"
+    seconds: float
+    note: str
+
+
+class Reminded(Message):
+    kind: Literal["test.reminded"] = "test.reminded"
+    note: str
+
+
+class Reminder(Worker):
+    """Remind(seconds, note) answers Reminded(note) once call_later has delivered it back."""
+
+    def on_start(self) -> None:
+        self.waiting: dict[str, object] = {}
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, Remind):
+            self.waiting[message.note] = self.defer_reply()
+            self.call_later(message.seconds, Reminded(note=message.note))
+            return None
+        if isinstance(message, Reminded):
+            reply = self.waiting.pop(message.note)
+            reply(message)  # type: ignore[operator]
+        return None

@@ -38,3 +38,14 @@ def test_a_worker_knows_the_topology_state_directory(start_tree: StartTree) -> N
     assert isinstance(watched, Watched)
     assert Path(watched.state_dir).is_absolute()
     assert Path(watched.state_dir).is_dir()
+
+
+def test_call_later_delivers_a_message_to_the_worker_itself(start_tree: StartTree) -> None:
+    from tests.integration._workers import Remind, Reminded
+
+    rt = start_tree(SupervisorSpec(id="root", children=[
+        ChildSpec(id="rem", start="tests.integration._workers:Reminder")]))
+
+    reply = rt.ask("root/rem", Remind(seconds=0.05, note="n1"), timeout=5)
+
+    assert Reminded(note="n1") == reply
