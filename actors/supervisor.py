@@ -53,6 +53,7 @@ from protocols.supervision import (
     TerminateChild,
     WhichChildren,
     _Ack,
+    _Adopt,
     _Exiting,
     _Gone,
     _Init,
@@ -145,6 +146,8 @@ class SupervisorActor(SeamActor):
         self._exiting = False
         self._clock: Callable[[], float] = time.monotonic
         self._state_dir = ".understudy"
+        self._spare: ActorAddress | None = None
+        self._spares = False
 
     def describe(self) -> str:
         """Return the supervisor's path for logs."""
@@ -297,6 +300,10 @@ class SupervisorActor(SeamActor):
         self._state_dir = msg.state_dir
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
+            # One process per actor: creating a process is most of a restart's time, so keep
+            # one worker host ready (when this supervisor has workers to restart).
+            self._spares = spec.template is not None or any(
+                isinstance(c, ChildSpec) for c in spec.children)
         started: list[_Child] = []
         for child_spec in spec.children:
             child = _Child(child_spec)
@@ -308,6 +315,7 @@ class SupervisorActor(SeamActor):
                     stop_reason = yield from self._stop(done)
                     self._emit("child_terminated", done.id, stop_reason)
                 self._exiting = True
+                self._drop_spare()
                 self.send_message(parent, _StartFailed(
                     reason=reason, offender=offender, incarnation=self._incarnation,
                     events=self._events_sent))
@@ -322,8 +330,11 @@ class SupervisorActor(SeamActor):
     def _start(self, child: _Child) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
         """Start ``child``; return (ok, reason, offender path)."""
         path = self._child_path(child)
-        actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
-        address = self.createActor(actor_class)
+        if child.type == "worker" and self._spare is not None:
+            address, self._spare = self._spare, None
+        else:
+            actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
+            address = self.createActor(actor_class)
         child.address = address
         assert self._guardian is not None  # noqa: S101 - set at boot
         self.send_message(address, _Init(
@@ -338,6 +349,7 @@ class SupervisorActor(SeamActor):
                 path=path, address=pack_address(address), pid=child.pid,
             ))
             yield _Await(correlation=ack)
+            self._keep_spare()
             return True, "", path
         if ev.kind == "start_failed":
             reason, offender = ev.payload
@@ -350,6 +362,17 @@ class SupervisorActor(SeamActor):
             yield _Await([address], frozenset({"gone"}))
         child.address, child.pid, child.status = None, None, "stopped"
         return False, reason, offender or path
+
+    def _keep_spare(self) -> None:
+        """Create the ready worker host if this supervisor keeps one and has none."""
+        if self._spares and self._spare is None and not self._exiting:
+            self._spare = self.createActor(WorkerActor)
+            self.send_message(self._spare, _Adopt(parent_pid=os.getpid()))
+
+    def _drop_spare(self) -> None:
+        if self._spare is not None:
+            self.send(self._spare, ActorExitRequest())
+            self._spare = None
 
     def _stop(
         self, child: _Child, reason: str = SHUTDOWN, *, pending: bool = False
@@ -519,6 +542,7 @@ class SupervisorActor(SeamActor):
 
     def _exit(self, reason: str) -> None:
         self._exiting = True
+        self._drop_spare()
         if self._parent is not None:
             self.send_message(self._parent, _Exiting(reason=reason, incarnation=self._incarnation,
                                                      events=self._events_sent))
@@ -681,3 +705,4 @@ class SupervisorActor(SeamActor):
                 after=self._after,
             ))
             self._after = {}
+

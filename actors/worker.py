@@ -32,6 +32,8 @@ from protocols._base import Message
 from protocols.common import ErrorReply, Ok
 from protocols.supervision import (
     NORMAL,
+    _Ack,
+    _Adopt,
     SubscribeEvents,
     _Exiting,
     _Gone,
@@ -171,6 +173,10 @@ class WorkerActor(SeamActor):
         msg = env.message
         if isinstance(msg, _Init):
             self._init(msg, sender)
+        elif isinstance(msg, _Adopt):
+            if msg.parent_pid != os.getpid():
+                die_with_parent(msg.parent_pid)
+            self.reply(sender, env, _Ack())  # opens the connection back to the supervisor
         elif isinstance(msg, _Stop):
             self._orderly_stop(msg.reason)
         elif isinstance(msg, _Resolved):

@@ -208,6 +208,13 @@ class _Init(Message):
     state_dir: str = ".understudy"
 
 
+class _Adopt(Message):
+    """Supervisor -> a spare host it keeps ready: die with me (parent_pid) until used."""
+
+    kind: Literal["_supervision.adopt"] = "_supervision.adopt"
+    parent_pid: int
+
+
 class _Started(Message):
     """Child -> supervisor: on_start (or the child supervisor's boot) succeeded.
 

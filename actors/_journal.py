@@ -1,0 +1,225 @@
+"""The scheduler's journal: its tasks in SQLite, one transaction per command.
+
+Why the reply can promise durability
+    The scheduler commits a command's transaction *before* its handler returns, and the reply
+    is sent only after the handler returns. The database runs in WAL mode: a commit appends
+    the changed pages and a commit record to ``scheduler.db-wal`` with ``write()``.
+
+    * SIGKILL (the failure the supervisor repairs) kills the process, not the kernel: data a
+      finished ``write()`` handed to the kernel is in the page cache and reaches the file
+      whatever happens to the process. So with ``synchronous=NORMAL`` (no fsync at commit) an
+      acknowledged command already survives SIGKILL; the next process replays the WAL on open.
+      A transaction interrupted half way has no commit record and is ignored: nothing is
+      half applied.
+    * Power loss or a kernel crash loses the page cache. Only ``synchronous=FULL`` (fsync of
+      the WAL at every commit) keeps an acknowledged command then.
+
+    The default is ``FULL``: acknowledged means durable even beyond SIGKILL, for about one
+    fsync per state-changing command (the scheduler's commands are few: one per task step).
+    ``NORMAL`` is the cheaper choice that still keeps every guarantee under SIGKILL; the worker's
+    ``synchronous`` arg picks it.
+
+Tables
+    tasks     the last committed state of every task (one row per task)
+    journal   one row per change: when, which command, which task, which new state (history)
+    outbox    audit records committed with the change they describe, deleted once the audit
+              log acknowledged them (so a reap is audited at least once, even across a kill)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from protocols.scheduler import TaskInfo
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    agent TEXT,
+    state TEXT NOT NULL,
+    deadline REAL,
+    max_duration REAL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    result TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS journal (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    command TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    record TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "id", "seq", "description", "priority", "agent", "state", "deadline", "max_duration",
+    "created_at", "started_at", "finished_at", "result", "reason",
+)
+_UPSERT = (
+    f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant columns
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+
+class JournalError(Exception):
+    """The journal file cannot be used (wrong schema version, not a database)."""
+
+
+class Journal:
+    """The SQLite file behind one scheduler.
+
+    Args:
+        path: the database file (created with its directory if missing).
+        synchronous: ``FULL`` (fsync at every commit) or ``NORMAL`` (see the module doc).
+
+    Raises:
+        JournalError: the file has another schema version.
+        sqlite3.Error: the file cannot be opened.
+    """
+
+    def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            msg = f"synchronous must be NORMAL or FULL, got {synchronous!r}"
+            raise ValueError(msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: no implicit transactions; each command opens its own.
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            self._db.close()
+            msg = f"{path} has journal schema version {version}, expected {SCHEMA_VERSION}"
+            raise JournalError(msg)
+        with self._transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @property
+    def synchronous(self) -> int:
+        """SQLite's current ``synchronous`` setting (1 NORMAL, 2 FULL)."""
+        value: int = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        return value
+
+    @property
+    def journal_mode(self) -> str:
+        """SQLite's journal mode (``wal``)."""
+        value: str = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        return value
+
+    def load_tasks(self) -> list[TaskInfo]:
+        """Return every task in its last committed state, in submission order."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM tasks ORDER BY seq"  # noqa: S608 - constant columns
+        ).fetchall()
+        tasks = []
+        for row in rows:
+            fields = dict(zip(_COLUMNS, row, strict=True))
+            fields["result"] = json.loads(fields["result"])
+            tasks.append(TaskInfo.model_validate(fields))
+        return tasks
+
+    def pending_audit(self) -> list[tuple[int, dict[str, Any]]]:
+        """Return the audit records not yet acknowledged, oldest first, with their ids."""
+        rows = self._db.execute("SELECT id, record FROM outbox ORDER BY id").fetchall()
+        return [(row[0], json.loads(row[1])) for row in rows]
+
+    def history(self, task_id: str) -> list[tuple[str, str]]:
+        """Return ``(command, state)`` for each journalled change of ``task_id``, in order."""
+        rows = self._db.execute(
+            "SELECT command, state FROM journal WHERE task_id = ? ORDER BY n", (task_id,)
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def commit(
+        self,
+        command: str,
+        changed: Sequence[tuple[str, TaskInfo]],
+        now: float,
+        *,
+        audit: Sequence[dict[str, Any]] = (),
+    ) -> list[int]:
+        """Write ``changed`` tasks (each with the command that changed it) and ``audit``
+        records in ONE transaction; return the outbox ids of the audit records.
+
+        ``command`` names the unit of work in the journal when a change carries no name.
+
+        Raises:
+            sqlite3.Error: nothing was written.
+        """
+        if not changed and not audit:
+            return []
+        ids = []
+        with self._transaction():
+            for name, task in changed:
+                self._db.execute(_UPSERT, _row(task))
+                self._db.execute(
+                    "INSERT INTO journal (time, command, task_id, state) VALUES (?, ?, ?, ?)",
+                    (now, name or command, task.id, task.state),
+                )
+            for record in audit:
+                cursor = self._db.execute(
+                    "INSERT INTO outbox (record) VALUES (?)", (json.dumps(record),)
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def audit_acknowledged(self, outbox_id: int) -> None:
+        """Forget an audit record the audit log acknowledged."""
+        with self._transaction():
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
+
+    def close(self) -> None:
+        """Close the database (a later Journal on the same file sees every commit)."""
+        self._db.close()
+
+    # --- Internals -----------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _row(task: TaskInfo) -> tuple[Any, ...]:
+    data = task.model_dump(mode="json", exclude={"result"})
+    data["result"] = json.dumps(task.result, allow_nan=False)
+    return tuple(data[column] for column in _COLUMNS)
+
+
+__all__ = ["Journal", "JournalError", "Synchronous"]
