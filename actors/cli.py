@@ -19,8 +19,9 @@ from typing import Any
 
 import click
 import psutil
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 from rich.tree import Tree
 
 from actors.errors import UnderstudyError
@@ -28,7 +29,7 @@ from actors.logs import configure_logging
 from actors.runtime import Runtime, check_workers
 from protocols._base import message_class
 from protocols.errors import TopologyError
-from protocols.supervision import ChildInfo
+from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import Topology
 from protocols.topology_loader import load_topology
 
@@ -82,6 +83,24 @@ def render_tree(node: Node, title: str) -> Tree:
 
     add(tree, node)
     return tree
+
+
+def render_events(events: list[SupervisionEvent], limit: int = 8) -> Table:
+    """Render the last ``limit`` supervision events."""
+    table = Table(title="recent supervision events", title_justify="left", box=None,
+                  show_header=True, header_style="dim")
+    for col in ("seq", "time", "supervisor", "child", "event", "reason"):
+        table.add_column(col)
+    for event in events[-limit:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        table.add_row(str(event.seq), stamp, event.supervisor, event.child_id or "-",
+                      event.event, event.reason or "")
+    return table
+
+
+def _view(runtime: Runtime, root: str, title: str) -> Group:
+    return Group(render_tree(collect_tree(runtime, root), title), "",
+                 render_events(runtime.events()))
 
 
 def _state_path(state_dir: str) -> Path:
@@ -155,8 +174,8 @@ def up(file: str, duration: float | None, refresh: float) -> None:
     try:
         deadline = None if duration is None else time.monotonic() + duration
         live = console.is_terminal
-        with Live(render_tree(collect_tree(runtime, root), title), console=console,
-                  auto_refresh=False, transient=False) if live else _NoLive() as view:
+        with Live(_view(runtime, root, title), console=console, auto_refresh=False,
+                  transient=False) if live else _NoLive() as view:
             if not live:
                 console.print(render_tree(collect_tree(runtime, root), title))
                 sys.stdout.flush()
@@ -168,7 +187,7 @@ def up(file: str, duration: float | None, refresh: float) -> None:
                     stopped_by = f"root exited: {reason}"
                     break
                 if live:
-                    view.update(render_tree(collect_tree(runtime, root), title), refresh=True)
+                    view.update(_view(runtime, root, title), refresh=True)
     except _Stop as stop:
         stopped_by = str(stop)
     finally:

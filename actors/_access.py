@@ -1,0 +1,523 @@
+"""Access decisions, pure: roles, scopes, glob matching and path normalisation (no Thespian).
+
+Actions (what a role may grant)
+    read              read a file                          resource: an absolute path
+    list              list a directory                     resource: an absolute path
+    write             create, change or delete a file      resource: an absolute path
+    execute           call a tool                          resource: the tool's name
+    network           open a network connection            resource: a host or URL (any)
+    task.submit       submit a task to the scheduler
+    task.cancel       cancel or fail a task
+    agent.spawn       start an agent
+    agent.terminate   terminate an agent
+    registry.write    register or unregister an agent card
+    audit.read        read the audit log and its statistics
+    admin.permissions set an agent's tools, paths and network
+    admin.grant       grant or revoke roles (only a superuser grants or revokes superuser)
+
+Roles (each includes the one before)
+    reader      read, list
+    operator    reader + write, execute, network, task.submit
+    admin       operator + task.cancel, agent.spawn, agent.terminate, registry.write,
+                audit.read, admin.permissions, admin.grant
+    superuser   every action, and the scopes below do not apply to it
+
+Decision (default deny), in order
+    1. an unknown subject is denied;
+    2. a subject whose roles do not grant the action is denied;
+    3. a superuser is granted;
+    4. read/list/write: the path is resolved against the real filesystem (``os.path.realpath``:
+       repeated slashes collapse, ``..`` and symlinks are followed) and must match one of the
+       subject's path patterns, whose literal leading directories are resolved the same way;
+       execute: the tool must match one of its tool globs (``fnmatch``, case-sensitive);
+       network: its network switch must be on; any other action needs no scope.
+
+Path patterns are absolute. ``**`` (a whole component) matches zero or more components, so
+``/srv/work/**`` matches ``/srv/work`` and everything below it; ``*`` matches within one
+component (never ``/``), ``?`` one character, ``[abc]`` / ``[!abc]`` one character of (or not
+of) a set. Names starting with a dot are matched like any other. Patterns are normalised
+(repeated and trailing slashes dropped); ``.`` and ``..`` components, ``**`` inside a
+component, unclosed ``[`` and empty patterns are rejected (InvalidPattern). Python 3.13's
+``glob.translate(recursive=True, include_hidden=True)`` has these semantics; 3.11 has not.
+
+The subject ``system`` is built in, holds superuser, and cannot be changed. A check resolves
+the path when it is made: a symlink changed afterwards is the caller's race (check, then open
+with ``O_NOFOLLOW`` or re-check where it matters).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+SYSTEM_SUBJECT = "system"
+SUPERUSER = "superuser"
+TMP_PATTERN = "/tmp/**"  # noqa: S108 - a scope pattern granted to every agent, not a file we use
+
+ACTIONS: dict[str, str] = {
+    "read": "read a file",
+    "list": "list a directory",
+    "write": "create, change or delete a file",
+    "execute": "call a tool",
+    "network": "open a network connection",
+    "task.submit": "submit a task to the scheduler",
+    "task.cancel": "cancel or fail a task",
+    "agent.spawn": "start an agent",
+    "agent.terminate": "terminate an agent",
+    "registry.write": "register or unregister an agent card",
+    "audit.read": "read the audit log and its statistics",
+    "admin.permissions": "set an agent's tools, paths and network",
+    "admin.grant": "grant or revoke roles",
+}
+PATH_ACTIONS = frozenset({"read", "list", "write"})
+
+_READER = frozenset({"read", "list"})
+_OPERATOR = _READER | {"write", "execute", "network", "task.submit"}
+_ADMIN = _OPERATOR | {
+    "task.cancel", "agent.spawn", "agent.terminate", "registry.write", "audit.read",
+    "admin.permissions", "admin.grant",
+}
+ROLES: dict[str, frozenset[str]] = {
+    "reader": _READER,
+    "operator": frozenset(_OPERATOR),
+    "admin": frozenset(_ADMIN),
+    SUPERUSER: frozenset(ACTIONS),
+}
+
+Resolver = Callable[[str], str]
+
+
+# --- Errors: each becomes an ErrorReply named by ``error`` --------------------------------
+
+
+class PolicyError(Exception):
+    """Bad input to the policy; ``error`` is the name the ErrorReply carries."""
+
+    error = "PolicyError"
+
+
+class UnknownSubject(PolicyError):
+    """No subject with that id."""
+
+    error = "UnknownSubject"
+
+
+class UnknownRole(PolicyError):
+    """No role with that name."""
+
+    error = "UnknownRole"
+
+
+class UnknownAction(PolicyError):
+    """No action with that name."""
+
+    error = "UnknownAction"
+
+
+class InvalidSubject(PolicyError):
+    """A subject id is empty or contains whitespace."""
+
+    error = "InvalidSubject"
+
+
+class InvalidPattern(PolicyError):
+    """A tool glob or path pattern is malformed."""
+
+    error = "InvalidPattern"
+
+
+class InvalidResource(PolicyError):
+    """A resource is malformed for its action (e.g. a relative path)."""
+
+    error = "InvalidResource"
+
+
+class PermissionDenied(PolicyError):
+    """The subject named in ``by`` may not make this administrative change."""
+
+    error = "PermissionDenied"
+
+
+# --- Patterns -------------------------------------------------------------------------------
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _char_class(text: str, start: int, where: str) -> tuple[str, int]:
+    """Translate the ``[...]`` starting at ``text[start]``; return (regex, index after it)."""
+    i = start + 1
+    negate = i < len(text) and text[i] == "!"
+    if negate:
+        i += 1
+    first = i
+    # As in fnmatch, a ']' right after '[' or '[!' is a member, not the end.
+    if i < len(text) and text[i] == "]":
+        i += 1
+    end = text.find("]", i)
+    if end < 0:
+        msg = f"unclosed '[' at position {start} in {where!r}"
+        raise InvalidPattern(msg)
+    # Escape what re would read as syntax or warn about (nested sets, set operations).
+    members = re.sub(r"([\\^\[&~|])", r"\\\1", text[first:end])
+    regex = f"[^{members}/]" if negate else f"[{members}]"
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        msg = f"bad character set {text[start:end + 1]!r} in {where!r}: {exc}"
+        raise InvalidPattern(msg) from exc
+    return regex, end + 1
+
+
+def _component_regex(component: str, where: str) -> str:
+    """Translate one path component: ``*`` and ``?`` never match ``/``."""
+    out: list[str] = []
+    i = 0
+    while i < len(component):
+        char = component[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            regex, i = _char_class(component, i, where)
+            out.append(regex)
+            continue
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class PathPattern:
+    """A validated path pattern: literal leading directories, then glob components."""
+
+    text: str
+    prefix: tuple[str, ...]
+    rest: tuple[str, ...]
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    def matches(self, real_path: str, resolve: Resolver = os.path.realpath) -> bool:
+        """Return True if the resolved ``real_path`` lies in this pattern's tree.
+
+        The literal prefix is resolved with ``resolve`` too, so a pattern whose directory is
+        reached through a symlink (``/tmp`` on some systems) still matches its real files.
+        """
+        root = _components(resolve("/" + "/".join(self.prefix)))
+        parts = _components(real_path)
+        if tuple(parts[: len(root)]) != tuple(root):
+            return False
+        remainder = "".join("/" + part for part in parts[len(root):])
+        return self.regex.fullmatch(remainder) is not None
+
+
+def _components(path: str) -> list[str]:
+    return [part for part in path.split("/") if part]
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_path_pattern(pattern: str) -> PathPattern:
+    """Validate and normalise a path pattern (see the module doc for the grammar).
+
+    Raises:
+        InvalidPattern: naming what is wrong with ``pattern``.
+    """
+    if not pattern:
+        raise InvalidPattern("a path pattern must not be empty")
+    if "\x00" in pattern:
+        msg = f"path pattern {pattern!r} contains a NUL character"
+        raise InvalidPattern(msg)
+    if not pattern.startswith("/"):
+        msg = f"path pattern {pattern!r} must be absolute (start with '/')"
+        raise InvalidPattern(msg)
+    parts = _components(pattern)
+    for part in parts:
+        if part in (".", ".."):
+            msg = f"path pattern {pattern!r} must not contain {part!r} components"
+            raise InvalidPattern(msg)
+        if "**" in part and part != "**":
+            msg = f"'**' must be a whole component, got {part!r} in {pattern!r}"
+            raise InvalidPattern(msg)
+    literal = 0
+    while literal < len(parts) and not _GLOB_CHARS & set(parts[literal]):
+        literal += 1
+    rest = tuple(parts[literal:])
+    pieces = ["(?:/[^/]+)*" if part == "**" else "/" + _component_regex(part, pattern)
+              for part in rest]
+    return PathPattern(text="/" + "/".join(parts), prefix=tuple(parts[:literal]), rest=rest,
+                       regex=re.compile("".join(pieces)))
+
+
+def check_tool_pattern(pattern: str) -> str:
+    """Validate a tool glob (fnmatch syntax) and return it.
+
+    Raises:
+        InvalidPattern: empty, whitespace or control characters, or an unclosed ``[``.
+    """
+    if not pattern:
+        raise InvalidPattern("a tool pattern must not be empty")
+    if any(char.isspace() or not char.isprintable() for char in pattern):
+        msg = f"tool pattern {pattern!r} contains whitespace or control characters"
+        raise InvalidPattern(msg)
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            _regex, i = _char_class(pattern, i, pattern)
+        else:
+            i += 1
+    return pattern
+
+
+def normalise_path(resource: str, resolve: Resolver = os.path.realpath) -> str:
+    """Resolve an absolute path against the filesystem: slashes, ``.``, ``..``, symlinks.
+
+    Raises:
+        InvalidResource: the path is empty, relative, or contains a NUL character.
+    """
+    if not resource or "\x00" in resource or not resource.startswith("/"):
+        msg = f"a path resource must be an absolute path without NUL characters, got {resource!r}"
+        raise InvalidResource(msg)
+    # POSIX keeps a leading '//' apart; collapse it so that '//etc' is '/etc'.
+    return resolve(re.sub("/+", "/", resource))
+
+
+def check_subject(subject: str) -> str:
+    """Validate a subject id and return it.
+
+    Raises:
+        InvalidSubject: empty, or containing whitespace or control characters.
+    """
+    if not subject or any(char.isspace() or not char.isprintable() for char in subject):
+        msg = f"a subject id must be non-empty, without whitespace, got {subject!r}"
+        raise InvalidSubject(msg)
+    return subject
+
+
+def check_role(role: str) -> str:
+    """Return ``role`` if it exists.
+
+    Raises:
+        UnknownRole: listing the roles there are.
+    """
+    if role not in ROLES:
+        msg = f"no role {role!r}; roles are {', '.join(ROLES)}"
+        raise UnknownRole(msg)
+    return role
+
+
+# --- Subjects and decisions -----------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """What one subject holds: roles and its scope."""
+
+    roles: set[str] = field(default_factory=set)
+    tools: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    network: bool = False
+
+    def actions(self) -> set[str]:
+        """Return every action the subject's roles grant."""
+        return set().union(*(ROLES[role] for role in self.roles))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to a check: allowed or not, why, and the resource as it was matched."""
+
+    allowed: bool
+    reason: str
+    resolved: str
+
+
+def _add(existing: list[str], new: Iterable[str]) -> bool:
+    changed = False
+    for item in new:
+        if item not in existing:
+            existing.append(item)
+            changed = True
+    return changed
+
+
+class AccessPolicy:
+    """Subjects, their roles and scopes, and the decisions made from them.
+
+    Mutating methods validate everything before they change anything and return whether the
+    state changed. ``by`` checks (``authorize``) are separate, so that replaying the audit log
+    applies changes that were authorised when they were made.
+    """
+
+    def __init__(self, resolve: Resolver = os.path.realpath) -> None:
+        self._resolve = resolve
+        self.subjects: dict[str, Subject] = {SYSTEM_SUBJECT: Subject(roles={SUPERUSER})}
+
+    def get(self, subject: str) -> Subject:
+        """Return the subject's grants.
+
+        Raises:
+            UnknownSubject: no such subject.
+        """
+        found = self.subjects.get(subject)
+        if found is None:
+            msg = f"no subject {subject!r}"
+            raise UnknownSubject(msg)
+        return found
+
+    def authorize(self, by: str, *actions: str, role: str | None = None) -> None:
+        """Check that ``by`` may perform the administrative ``actions`` (and grant ``role``).
+
+        Raises:
+            PermissionDenied: naming the missing action.
+        """
+        holder = self.subjects.get(by)
+        if holder is None:
+            msg = f"unknown subject {by!r} may not administer access (default deny)"
+            raise PermissionDenied(msg)
+        granted = holder.actions()
+        for action in actions:
+            if action not in granted:
+                msg = f"{by!r} lacks {action!r} (roles: {', '.join(sorted(holder.roles)) or 'none'})"
+                raise PermissionDenied(msg)
+        if role == SUPERUSER and SUPERUSER not in holder.roles:
+            msg = f"only a superuser grants or revokes {SUPERUSER!r}; {by!r} is not one"
+            raise PermissionDenied(msg)
+
+    def _mutable(self, subject: str) -> str:
+        check_subject(subject)
+        if subject == SYSTEM_SUBJECT:
+            msg = f"the {SYSTEM_SUBJECT!r} subject is built in and cannot be changed"
+            raise PermissionDenied(msg)
+        return subject
+
+    def grant_role(self, subject: str, role: str) -> bool:
+        """Give ``subject`` the role (creating the subject); return True if that changed it."""
+        self._mutable(subject)
+        check_role(role)
+        holder = self.subjects.setdefault(subject, Subject())
+        changed = role not in holder.roles
+        holder.roles.add(role)
+        return changed
+
+    def revoke_role(self, subject: str, role: str) -> bool:
+        """Take the role from ``subject``; return True if it held it."""
+        self._mutable(subject)
+        check_role(role)
+        holder = self.get(subject)
+        changed = role in holder.roles
+        holder.roles.discard(role)
+        return changed
+
+    def set_permissions(
+        self,
+        subject: str,
+        *,
+        tools: list[str] | None = None,
+        paths: list[str] | None = None,
+        network: bool | None = None,
+    ) -> bool:
+        """Replace the given parts of the subject's scope; return True if that changed it."""
+        self._mutable(subject)
+        new_tools = [check_tool_pattern(t) for t in tools] if tools is not None else None
+        new_paths = [parse_path_pattern(p).text for p in paths] if paths is not None else None
+        holder = self.subjects.setdefault(subject, Subject())
+        before = (list(holder.tools), list(holder.paths), holder.network)
+        if new_tools is not None:
+            holder.tools = list(dict.fromkeys(new_tools))
+        if new_paths is not None:
+            holder.paths = list(dict.fromkeys(new_paths))
+        if network is not None:
+            holder.network = network
+        return before != (holder.tools, holder.paths, holder.network)
+
+    def ensure_permissions(
+        self, agent: str, *, tools: list[str], workspace: str, network: bool, role: str
+    ) -> bool:
+        """Add tools, the workspace, ``/tmp/**``, network (if True) and the role to ``agent``."""
+        self._mutable(agent)
+        checked_tools = [check_tool_pattern(t) for t in tools]
+        paths = [parse_path_pattern(workspace).text, TMP_PATTERN]
+        check_role(role)
+        holder = self.subjects.setdefault(agent, Subject())
+        changed = _add(holder.tools, checked_tools)
+        changed = _add(holder.paths, paths) or changed
+        if network and not holder.network:
+            holder.network = changed = True
+        if role not in holder.roles:
+            holder.roles.add(role)
+            changed = True
+        return changed
+
+    def check(self, subject: str, action: str, resource: str) -> Decision:
+        """Decide whether ``subject`` may do ``action`` on ``resource`` (see the module doc).
+
+        Raises:
+            UnknownAction: ``action`` is not one of ACTIONS.
+            InvalidResource: a path action without an absolute path, or execute without a tool.
+        """
+        if action not in ACTIONS:
+            msg = f"no action {action!r}; actions are {', '.join(ACTIONS)}"
+            raise UnknownAction(msg)
+        resolved = resource
+        if action in PATH_ACTIONS:
+            resolved = normalise_path(resource, self._resolve)
+        elif action == "execute" and not resource:
+            raise InvalidResource("execute needs a tool name as its resource")
+        holder = self.subjects.get(subject)
+        if holder is None:
+            return Decision(False, f"unknown subject {subject!r} (default deny)", resolved)
+        roles = ", ".join(sorted(holder.roles)) or "none"
+        if action not in holder.actions():
+            return Decision(False, f"no role of {subject!r} grants {action!r} (roles: {roles})",
+                            resolved)
+        if SUPERUSER in holder.roles:
+            return Decision(True, f"{subject!r} is a superuser", resolved)
+        return self._scope(subject, holder, action, resource, resolved)
+
+    def _scope(
+        self, subject: str, holder: Subject, action: str, resource: str, resolved: str
+    ) -> Decision:
+        if action in PATH_ACTIONS:
+            via = f" (resolved to {resolved!r})" if resolved != resource else ""
+            for text in holder.paths:
+                if parse_path_pattern(text).matches(resolved, self._resolve):
+                    return Decision(True, f"{resource!r}{via} matches {text!r}", resolved)
+            return Decision(False, f"{resource!r}{via} matches no allowed path of {subject!r}",
+                            resolved)
+        if action == "execute":
+            for pattern in holder.tools:
+                if fnmatch.fnmatchcase(resource, pattern):
+                    return Decision(True, f"tool {resource!r} matches {pattern!r}", resolved)
+            return Decision(False, f"tool {resource!r} matches no allowed tool of {subject!r}",
+                            resolved)
+        if action == "network":
+            if holder.network:
+                return Decision(True, f"network access is on for {subject!r}", resolved)
+            return Decision(False, f"network access is off for {subject!r}", resolved)
+        roles = sorted(r for r in holder.roles if action in ROLES[r])
+        return Decision(True, f"role {roles[0]!r} grants {action!r}", resolved)
+
+
+__all__ = [
+    "ACTIONS",
+    "ROLES",
+    "AccessPolicy",
+    "Decision",
+    "InvalidPattern",
+    "InvalidResource",
+    "InvalidSubject",
+    "PathPattern",
+    "PermissionDenied",
+    "PolicyError",
+    "Subject",
+    "UnknownAction",
+    "UnknownRole",
+    "UnknownSubject",
+    "check_tool_pattern",
+    "normalise_path",
+    "parse_path_pattern",
+]
