@@ -120,8 +120,8 @@ class ChainChecker:
             self.last_hash = stated
         else:
             self.last_hash = hashlib.sha256(raw).hexdigest()
-        self.next_seq = seq + 1 if isinstance(seq, int) and not isinstance(seq, bool) else (
-            self.next_seq + 1)
+        well_numbered = isinstance(seq, int) and not isinstance(seq, bool)
+        self.next_seq = seq + 1 if well_numbered else self.next_seq + 1
         return LineCheck(index, entry, problems, content_ok=content_ok)
 
 
@@ -293,16 +293,19 @@ class AuditLog:
             InvalidAuditDetail: ``detail`` is not JSON; nothing was written.
             OSError: the file could not be written (the caller should fail, not go on).
         """
-        entry: dict[str, Any] = {
-            "seq": self.next_seq, "time": self._clock(), "type": entry_type, "actor": actor,
-            "action": action, "detail": dict(detail), "prev": self.last_hash,
-        }
         try:
-            entry["hash"] = entry_hash(entry)
-            line = canonical_json(entry) + b"\n"
+            # The round trip makes the returned entry what a reader of the file gets back
+            # (tuples become lists, integer keys text).
+            plain = json.loads(canonical_json(dict(detail)))
         except (TypeError, ValueError) as exc:
             msg = f"audit detail for {action!r} is not JSON: {exc}"
             raise InvalidAuditDetail(msg) from exc
+        entry: dict[str, Any] = {
+            "seq": self.next_seq, "time": self._clock(), "type": entry_type, "actor": actor,
+            "action": action, "detail": plain, "prev": self.last_hash,
+        }
+        entry["hash"] = entry_hash(entry)
+        line = canonical_json(entry) + b"\n"
         self._write(line)
         self.entries += 1
         self.next_seq += 1

@@ -384,4 +384,7 @@ class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
 
     def on_internal_error(self, exc: Exception) -> None:
         """An error in Understudy's own code while handling a message."""
-        log.error("internal_error", actor=self.describe(), error=repr(exc), exc_info=exc)
+        try:
+            log.error("internal_error", actor=self.describe(), error=repr(exc), exc_info=exc)
+        except Exception:  # noqa: BLE001, S110 - a broken log stream must not kill the actor
+            pass

@@ -246,7 +246,7 @@ class TaskBook:
     def sweep(self, now: float) -> list[TaskInfo]:
         """Time out every running task whose deadline is at or before ``now``."""
         overdue = [
-            t for t in self._running.values() if t.deadline is not None and t.deadline < now
+            t for t in self._running.values() if t.deadline is not None and t.deadline <= now
         ]
         return [
             self._finish(t, "timed_out", now, reason=f"deadline {t.deadline} passed")

@@ -9,7 +9,11 @@
    on a failed delivery. :func:`ask_correlated` sends one request, skips stale replies by
    correlation id, and tells a failed delivery (``None`` well before the deadline: the target
    process is gone) from a real timeout.
-3. A handler that raises is retried by Thespian with the same message and the actor is kept
+3. The TCP admin is a daemon: when the program that started an ActorSystem dies without
+   shutting it down (SIGKILL), the admin and every actor live on. The guardian watches the
+   owner's pid (:func:`process_alive`) and, when it is gone, stops the tree in order and then
+   the admin; it also dies with the admin (:func:`die_with_parent`).
+4. A handler that raises is retried by Thespian with the same message and the actor is kept
    alive with its possibly corrupted state. ``actors._base.SeamActor.receiveMessage`` never
    lets an exception reach Thespian; the worker turns it into one crash (see actors/worker.py).
 """
@@ -24,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+import psutil
 import structlog
 
 from protocols import codec
@@ -53,6 +58,37 @@ def die_with_parent(parent_pid: int) -> bool:
     if os.getppid() != parent_pid:  # the parent died before the request was installed
         os.kill(os.getpid(), signal.SIGKILL)
     return True
+
+
+def process_alive(pid: int) -> bool:
+    """Return True if process ``pid`` is running (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - hot path, no pathlib
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in (b"Z", b"X")
+
+
+def kill_process_tree(pid: int, *, spare: int | None = None) -> None:
+    """SIGKILL ``pid``'s descendants (but ``spare``), then ``pid`` itself.
+
+    Used when an admin must go: Thespian's logger process is its child and would outlive it.
+    """
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for child in children:
+        if child.pid != spare:
+            kill_process(child.pid)
+    kill_process(pid)
 
 
 def kill_process(pid: int) -> None:

@@ -24,6 +24,8 @@ import structlog
 from thespian.actors import ActorAddress, ActorExitRequest, DeadEnvelope
 
 from actors._base import SeamActor, pack_address, unpack_address
+from actors._workarounds import die_with_parent, kill_process_tree, process_alive
+from actors.logs import ensure_safe_logging
 from actors.supervisor import SupervisorActor
 from protocols import codec
 from protocols.common import ErrorReply, Ok
@@ -52,6 +54,8 @@ from protocols.supervision import (
 log = structlog.get_logger("understudy.guardian")
 
 GUARDIAN_NAME = "understudy.guardian"
+# Seconds between checks that the program owning this ActorSystem is still alive.
+OWNER_CHECK_INTERVAL = 1.0
 # Runtimes (external askers) remembered for answering their dead letters.
 MAX_CLIENTS = 16
 # How long an event waits for the child events that caused it before it is logged anyway.
@@ -107,6 +111,8 @@ class Guardian(SeamActor):
         self._tokens = 0
         self._clients: dict[str, ActorAddress] = {}
         self._subscribers: dict[str, ActorAddress] = {}
+        self._owner_pid: int | None = None
+        self._orphaned = False
         self._timer_ids: dict[int, int] = {}
 
     def describe(self) -> str:
@@ -162,6 +168,13 @@ class Guardian(SeamActor):
             return
         self.handleDeadLetters(startHandling=True)
         self.max_message_size = msg.max_message_size
+        if msg.owner_pid is not None and msg.owner_pid != os.getpid():
+            # The admin daemon outlives the program that started it (Thespian); this guardian
+            # dies with the admin, and stops everything if that program dies without saying so.
+            die_with_parent(os.getppid())
+            ensure_safe_logging()
+            self._owner_pid = msg.owner_pid
+            self.set_timer(OWNER_CHECK_INTERVAL, ("owner", 0))
         self._root_path = msg.spec.id
         self._root_spec = msg.spec
         self._boot_request = (sender, env)
@@ -212,6 +225,28 @@ class Guardian(SeamActor):
             self.reply(requester, env, Ok())
         self._shutdown_waiters.clear()
         self._release_events(force=False)
+        if self._orphaned:
+            self._stop_admin()
+
+    def _check_owner(self) -> None:
+        if self._owner_pid is None:
+            return
+        if process_alive(self._owner_pid):
+            self.set_timer(OWNER_CHECK_INTERVAL, ("owner", 0))
+            return
+        log.error("owner_died", owner_pid=self._owner_pid)
+        self._owner_pid = None
+        self._orphaned = True
+        if self._root is not None:
+            self.send_message(self._root, _Stop())
+        else:
+            self._stop_admin()
+
+    def _stop_admin(self) -> None:
+        """Nobody will shut this ActorSystem down: take the admin and its helpers down."""
+        admin = os.getppid()
+        log.error("admin_stopped", admin_pid=admin)
+        kill_process_tree(admin, spare=os.getpid())
 
     def _shutdown_tree(self, sender: ActorAddress, env: codec.Envelope) -> None:
         if self._root is None:
@@ -414,6 +449,9 @@ class Guardian(SeamActor):
         if not isinstance(payload, tuple):
             return
         what, token = payload
+        if what == "owner":
+            self._check_owner()
+            return
         if what == "overdue":
             log.warning("event_order_timeout", report=list(token))
             self._overdue.add(token)

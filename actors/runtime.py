@@ -26,7 +26,7 @@ import structlog
 from thespian.actors import ActorAddress, ActorSystem
 
 from actors._base import ASK_META, pack_address, unpack_address
-from actors._workarounds import DeliveryFailed, ask_correlated
+from actors._workarounds import DeliveryFailed, ask_correlated, process_alive
 from actors.errors import (
     ActorNotFound,
     AskTimeout,
@@ -160,7 +160,8 @@ class Runtime:
                           base=config.base)
             reply = runtime._request(guardian, "guardian", _Boot(
                 spec=topology.root, max_message_size=config.max_message_size,
-                state_dir=str(Path(config.state_dir).resolve())), timeout)
+                state_dir=str(Path(config.state_dir).resolve()),
+                owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None), timeout)
         except BaseException:
             system.shutdown()
             raise
@@ -385,7 +386,7 @@ class Runtime:
         cached = self._addresses.get(path)
         if cached is not None:
             address, pid = cached
-            if pid is None or pid == os.getpid() or _alive(pid):
+            if pid is None or pid == os.getpid() or process_alive(pid):
                 return address
             # The process is gone: do not pay Thespian's failed-delivery delay to learn it.
             del self._addresses[path]
@@ -411,25 +412,6 @@ class Runtime:
         address = unpack_address(reply.address)
         self._addresses[path] = (address, reply.pid)
         return address
-
-
-def _alive(pid: int) -> bool:
-    """Return True if process ``pid`` is running (the actors of a runtime live on this host).
-
-    A zombie (killed, not yet reaped by its supervisor's process) counts as dead.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - hot path, no pathlib
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in (b"Z", b"X")
 
 
 def _bare(path: str, child_id: str) -> str:

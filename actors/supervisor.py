@@ -36,6 +36,7 @@ from actors._base import SeamActor, pack_address, unpack_address
 from actors._restart import auto_shutdown_due, record_restart, should_restart
 from actors._restart import affected_children
 from actors._workarounds import die_with_parent, kill_process
+from actors.logs import ensure_safe_logging
 from actors.worker import WorkerActor
 from protocols import codec
 from protocols.common import ErrorReply, Ok
@@ -300,6 +301,7 @@ class SupervisorActor(SeamActor):
         self._state_dir = msg.state_dir
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
+            ensure_safe_logging()
             # One process per actor: creating a process is most of a restart's time, so keep
             # one worker host ready (when this supervisor has workers to restart).
             self._spares = spec.template is not None or any(

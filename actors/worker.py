@@ -27,6 +27,7 @@ from thespian.actors import ActorAddress, ActorExitRequest
 
 from actors._base import Backpressure, Link, SeamActor, unpack_address
 from actors._workarounds import die_with_parent
+from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
 from protocols.common import ErrorReply, Ok
@@ -197,6 +198,7 @@ class WorkerActor(SeamActor):
         self.max_message_size = msg.max_message_size
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
+            ensure_safe_logging()
         spec = msg.spec
         assert isinstance(spec, ChildSpec)  # noqa: S101 - supervisors start SupervisorActor
         try:

@@ -434,7 +434,12 @@ class MessageHeld(Message):
 
 
 class RegistryStatistics(Message):
-    """The registry's counters; ``recent_losses`` lists the last undelivered batches."""
+    """The registry's counters.
+
+    ``forwarded`` messages went straight to a registered agent, ``delivered`` ones after being
+    held; ``expired`` and ``overflowed`` count held messages lost; ``recent_losses`` lists the
+    last batches lost (``agent`` is the actor path when no agent was known).
+    """
 
     kind: Literal["registry.statistics"] = "registry.statistics"
     registered: int
@@ -442,7 +447,7 @@ class RegistryStatistics(Message):
     held: int = 0
     held_by_agent: dict[str, int] = Field(default_factory=dict)
     forwarded: int = 0
-    delivered_on_registration: int = 0
+    delivered: int = 0
     expired: int = 0
     overflowed: int = 0
     recent_losses: list[HeldLoss] = Field(default_factory=list)

@@ -335,6 +335,7 @@ class _Boot(Message):
     spec: AnyChildSpec
     max_message_size: int
     state_dir: str = ".understudy"
+    owner_pid: int | None = None
 
 
 class _ShutdownTree(Message):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -96,3 +99,25 @@ def test_bare_ask_returns_a_stale_reply_but_ask_correlated_skips_it() -> None:
         assert 200 == result[0].correlation_id
     finally:
         system.shutdown()
+
+
+def test_a_killed_owner_takes_its_actor_system_down_in_order(tmp_path: Path) -> None:
+    """SIGKILL the program that started a runtime: the guardian notices, stops the tree in
+    order (on_stop runs) and then the admin; no process is left."""
+    journal = tmp_path / "journal"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    owner = subprocess.Popen([sys.executable, "-m", "tests.integration._owner", str(tmp_path),
+                              str(journal)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert owner.stdout is not None
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        actors = [psutil.Process(p) for p in pids]
+    finally:
+        owner.kill()
+        owner.wait()
+
+    gone, alive = psutil.wait_procs(actors, timeout=15)
+
+    assert [] == alive
+    assert len(pids) == len(gone)
+    assert "echo:stop:shutdown" in journal.read_text()

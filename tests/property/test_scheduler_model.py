@@ -112,8 +112,8 @@ class SchedulerModel(RuleBasedStateMachine):
         chosen_id=st.none() | st.sampled_from(["a", "b", "task-2"]),
         priority=st.sampled_from(PRIORITIES),
         agent=st.none() | st.sampled_from(AGENTS),
-        deadline=st.none() | st.integers(0, 20).map(float),
-        max_duration=st.none() | st.integers(1, 10).map(float),
+        deadline=st.none() | st.integers(0, 6).map(float),
+        max_duration=st.none() | st.integers(1, 4).map(float),
     )
     def submit(
         self,
@@ -201,7 +201,7 @@ class SchedulerModel(RuleBasedStateMachine):
         assert expected == handed.id
         assert "running" == handed.state
 
-    @rule(seconds=st.integers(0, 8))
+    @rule(seconds=st.integers(0, 3))
     def time_passes(self, seconds: int) -> None:
         self.now += seconds
 
@@ -279,5 +279,5 @@ class SchedulerModel(RuleBasedStateMachine):
         assert min(running, default=None) == self.book.next_deadline()
 
 
-SchedulerModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
+SchedulerModel.TestCase.settings = settings(max_examples=100, stateful_step_count=40)
 test_scheduler_matches_the_model = SchedulerModel.TestCase

@@ -1,0 +1,215 @@
+"""Access manager: answers CheckAccess, administers roles and scopes, keeps the audit log.
+
+Topology entry (default path ``root/system/access``)::
+
+    - {id: access, start: "actors.access_manager:AccessManager",
+       args: {audit_file: audit.jsonl, fsync: false}}
+
+    audit_file  the audit log, relative to the topology's state directory (default audit.jsonl)
+    fsync       fsync after every entry (default false: an entry survives the access manager's
+                process dying at once, but not the machine losing power)
+
+Every decision (type ``decision``), every administrative change and refusal (type ``admin``)
+and every AppendAudit (type ``external``) becomes one entry of the hash-chained log before the
+reply is sent; if the entry cannot be written the handler raises, the asker gets ActorCrashed
+and nothing is granted (fail closed). Grants are durable through the log itself: at start the
+manager verifies the file, continues its chain from the last line, and replays its intact
+``admin`` entries in order. A broken chain is logged (``audit_chain_broken``) and counted in
+AuditStatistics.problems_at_start; it is never rewritten. The rules themselves (roles,
+actions, patterns) are documented in ``actors._access``; the file format in ``actors._audit``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from actors._access import AccessPolicy, PermissionDenied, PolicyError
+from actors._audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
+from actors.worker import Worker
+from protocols._base import Message
+from protocols.access import (
+    AccessDenied,
+    AccessGranted,
+    AppendAudit,
+    AuditStatistics,
+    CheckAccess,
+    EnsurePermissions,
+    GetAuditStats,
+    GetSubject,
+    GrantRole,
+    RevokeRole,
+    SetAgentPermissions,
+    SubjectGrants,
+    VerifyAudit,
+)
+from protocols.common import ErrorReply, Ok
+
+log = structlog.get_logger("understudy.access")
+
+DEFAULT_AUDIT_FILE = "audit.jsonl"
+
+AdminCommand = GrantRole | RevokeRole | SetAgentPermissions | EnsurePermissions
+
+
+class AccessManager(Worker):
+    """The access manager worker (``actors.access_manager:AccessManager``)."""
+
+    _audit: AuditLog
+    _policy: AccessPolicy
+    _problems_at_start: int
+
+    def on_start(self) -> None:
+        """Open the audit log, report a broken chain, and replay the grants it records."""
+        self._log = log.bind(actor=self.path)
+        path = self.state_dir / str(self.args.get("audit_file", DEFAULT_AUDIT_FILE))
+        self._audit, report = AuditLog.open(path, clock=time.time,
+                                            fsync=bool(self.args.get("fsync", False)))
+        self._problems_at_start = len(report.problems)
+        if report.problems:
+            index, what = report.problems[0]
+            self._log.error("audit_chain_broken", path=str(path), problems=len(report.problems),
+                            first_index=index, first_problem=what)
+        if report.repaired_tail:
+            self._log.warning("audit_tail_completed", path=str(path))
+        self._policy = AccessPolicy()
+        replayed = sum(self._replay(entry) for entry in report.admin_entries)
+        self._log.info("access_manager_started", path=str(path), entries=self._audit.entries,
+                       replayed=replayed, subjects=len(self._policy.subjects))
+
+    def on_stop(self, reason: str) -> None:
+        """Close the audit file."""
+        self._audit.close()
+
+    # --- handle: the messages we accept ---------------------------------------------------
+
+    def handle(self, message: Message) -> Message | None:
+        """Answer one access-protocol message; bad input gets a typed ErrorReply."""
+        try:
+            match message:
+                case CheckAccess():
+                    return self._check(message)
+                case GrantRole() | RevokeRole() | SetAgentPermissions() | EnsurePermissions():
+                    return self._administer(message)
+                case GetSubject():
+                    return self._grants(message.subject)
+                case AppendAudit():
+                    return self._append_external(message)
+                case GetAuditStats():
+                    return self._statistics()
+                case VerifyAudit():
+                    return verify_audit_log(self._audit.path)
+                case _:
+                    self._log.warning("unexpected_message", kind=message.kind)
+                    return ErrorReply(error="UnexpectedMessage",
+                                      message=f"the access manager does not handle {message.kind!r}")
+        except (PolicyError, InvalidAuditDetail) as exc:
+            self._log.info("access_request_rejected", kind=message.kind, error=exc.error,
+                           detail=str(exc))
+            return ErrorReply(error=exc.error, message=str(exc))
+
+    def _check(self, msg: CheckAccess) -> Message:
+        decision = self._policy.check(msg.subject, msg.action, msg.resource)
+        event = "access_granted" if decision.allowed else "access_denied"
+        entry = self._append("decision", msg.subject, event, {
+            "action": msg.action, "resource": msg.resource, "resolved": decision.resolved,
+            "reason": decision.reason,
+        })
+        self._log.info(event, subject=msg.subject, action=msg.action, resource=msg.resource,
+                       reason=decision.reason, audit_seq=entry["seq"])
+        reply = AccessGranted if decision.allowed else AccessDenied
+        return reply(subject=msg.subject, action=msg.action, resource=msg.resource,
+                     resolved=decision.resolved, reason=decision.reason, audit_seq=entry["seq"])
+
+    def _administer(self, msg: AdminCommand) -> Message:
+        """Authorise ``msg.by``, apply the change, audit it (or the refusal), answer the grants."""
+        subject = msg.subject if isinstance(msg, GrantRole | RevokeRole) else msg.agent
+        try:
+            event, detail = self._apply(msg)
+        except PermissionDenied as exc:
+            self._append("admin", msg.by, "admin_denied",
+                         {"command": msg.kind, "subject": subject, "reason": str(exc)})
+            self._log.warning("admin_denied", by=msg.by, command=msg.kind, subject=subject,
+                              reason=str(exc))
+            raise
+        entry = self._append("admin", msg.by, event, {"subject": subject, **detail})
+        self._log.info(event, by=msg.by, subject=subject, audit_seq=entry["seq"], **detail)
+        return self._grants(subject)
+
+    def _apply(self, msg: AdminCommand) -> tuple[str, dict[str, Any]]:
+        policy = self._policy
+        match msg:
+            case GrantRole():
+                policy.authorize(msg.by, "admin.grant", role=msg.role)
+                changed = policy.grant_role(msg.subject, msg.role)
+                return "role_granted", {"role": msg.role, "changed": changed}
+            case RevokeRole():
+                policy.authorize(msg.by, "admin.grant", role=msg.role)
+                changed = policy.revoke_role(msg.subject, msg.role)
+                return "role_revoked", {"role": msg.role, "changed": changed}
+            case SetAgentPermissions():
+                policy.authorize(msg.by, "admin.permissions")
+                changed = policy.set_permissions(msg.agent, tools=msg.tools, paths=msg.paths,
+                                                 network=msg.network)
+                return "permissions_set", {"tools": msg.tools, "paths": msg.paths,
+                                           "network": msg.network, "changed": changed}
+            case EnsurePermissions():
+                policy.authorize(msg.by, "admin.permissions", "admin.grant", role=msg.role)
+                changed = policy.ensure_permissions(msg.agent, tools=msg.tools,
+                                                    workspace=msg.workspace,
+                                                    network=msg.network, role=msg.role)
+                return "permissions_ensured", {"tools": msg.tools, "workspace": msg.workspace,
+                                               "network": msg.network, "role": msg.role,
+                                               "changed": changed}
+
+    def _replay(self, entry: dict[str, Any]) -> bool:
+        """Apply one admin entry from the log (authorised when it was written)."""
+        appliers: dict[str, Callable[[dict[str, Any]], object]] = {
+            "role_granted": lambda d: self._policy.grant_role(d["subject"], d["role"]),
+            "role_revoked": lambda d: self._policy.revoke_role(d["subject"], d["role"]),
+            "permissions_set": lambda d: self._policy.set_permissions(
+                d["subject"], tools=d["tools"], paths=d["paths"], network=d["network"]),
+            "permissions_ensured": lambda d: self._policy.ensure_permissions(
+                d["subject"], tools=d["tools"], workspace=d["workspace"],
+                network=d["network"], role=d["role"]),
+        }
+        apply = appliers.get(entry["action"])
+        if apply is None:
+            return False
+        try:
+            apply(entry["detail"])
+        except (PolicyError, KeyError, TypeError) as exc:
+            self._log.warning("audit_replay_skipped", seq=entry["seq"], action=entry["action"],
+                              error=repr(exc))
+            return False
+        return True
+
+    def _append_external(self, msg: AppendAudit) -> Message:
+        if not msg.actor or not msg.action:
+            msg_text = f"actor and action must be non-empty, got {msg.actor!r}, {msg.action!r}"
+            return ErrorReply(error=InvalidAuditDetail.error, message=msg_text)
+        self._append("external", msg.actor, msg.action, msg.detail)
+        return Ok()
+
+    def _append(
+        self, entry_type: EntryType, actor: str, action: str, detail: dict[str, Any]
+    ) -> dict[str, Any]:
+        entry = self._audit.append(entry_type, actor, action, detail)
+        self._log.debug("audit_appended", seq=entry["seq"], type=entry_type, actor=actor,
+                        audit_action=action)
+        return entry
+
+    def _grants(self, subject: str) -> SubjectGrants:
+        held = self._policy.get(subject)
+        return SubjectGrants(subject=subject, roles=sorted(held.roles),
+                             actions=sorted(held.actions()), tools=list(held.tools),
+                             paths=list(held.paths), network=held.network)
+
+    def _statistics(self) -> AuditStatistics:
+        return AuditStatistics(path=str(self._audit.path), entries=self._audit.entries,
+                               last_hash=self._audit.last_hash,
+                               problems_at_start=self._problems_at_start,
+                               subjects=len(self._policy.subjects))

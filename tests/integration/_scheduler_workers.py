@@ -1,0 +1,59 @@
+"""Workers for the scheduler's tests: a stand-in audit log that records what it is sent."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any, Literal
+
+from actors import Worker
+from protocols import Message
+from protocols.common import Ok
+
+
+class GetAudits(Message):
+    """Reply Audits once at least ``count`` records arrived (or after ``timeout`` seconds)."""
+
+    kind: Literal["test.scheduler.get_audits"] = "test.scheduler.get_audits"
+    count: int = 0
+    timeout: float = 5.0
+
+
+class Audits(Message):
+    kind: Literal["test.scheduler.audits"] = "test.scheduler.audits"
+    records: list[dict[str, Any]]
+
+
+class _AuditWaitExpired(Message):
+    kind: Literal["test.scheduler.audit_wait_expired"] = "test.scheduler.audit_wait_expired"
+    waiter: int
+
+
+class AuditRecorder(Worker):
+    """Answers ``access.append_audit`` with Ok and keeps the records, like the access manager."""
+
+    def on_start(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.waiters: dict[int, tuple[int, Callable[[Message], None]]] = {}
+        self.ids = itertools.count(1)
+
+    def handle(self, message: Message) -> Message | None:
+        if message.kind == "access.append_audit":
+            self.records.append(message.model_dump(mode="json", exclude={"kind"}))
+            for waiter, (count, reply) in list(self.waiters.items()):
+                if len(self.records) >= count:
+                    del self.waiters[waiter]
+                    reply(Audits(records=self.records))
+            return Ok()
+        if isinstance(message, GetAudits):
+            if len(self.records) >= message.count:
+                return Audits(records=self.records)
+            waiter = next(self.ids)
+            self.waiters[waiter] = (message.count, self.defer_reply())
+            self.call_later(message.timeout, _AuditWaitExpired(waiter=waiter))
+            return None
+        if isinstance(message, _AuditWaitExpired):
+            pending = self.waiters.pop(message.waiter, None)
+            if pending is not None:
+                pending[1](Audits(records=self.records))
+        return None
