@@ -1,0 +1,296 @@
+"""The access manager in a running tree: decisions, administration, the audit log, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from actors import RequestRejected, Runtime
+from actors._audit import verify_audit_log
+from protocols._base import Message
+from protocols.access import (
+    AccessDenied,
+    AccessGranted,
+    AppendAudit,
+    AuditStatistics,
+    AuditVerification,
+    CheckAccess,
+    EnsurePermissions,
+    GetAuditStats,
+    GetSubject,
+    GrantRole,
+    RevokeRole,
+    SetAgentPermissions,
+    SubjectGrants,
+    VerifyAudit,
+)
+from protocols.common import Ok
+from protocols.topology import ChildSpec, SupervisorSpec
+from tests.conftest import StartTree
+
+ACCESS = "root/access"
+TCP = "multiprocTCPBase"
+
+
+def tree() -> SupervisorSpec:
+    return SupervisorSpec(id="root", intensity=5, children=[
+        ChildSpec(id="access", start="actors.access_manager:AccessManager")])
+
+
+def ask(rt: Runtime, message: Message) -> Message:
+    return rt.ask(ACCESS, message, timeout=10.0)
+
+
+def stats(rt: Runtime) -> AuditStatistics:
+    reply = ask(rt, GetAuditStats())
+    assert isinstance(reply, AuditStatistics)
+    return reply
+
+
+def entries(path: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in Path(path).read_bytes().splitlines()]
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Path:
+    """A real tree outside /tmp's reach for symlinks: work/ (the workspace) and a link out."""
+    real = Path(os.path.realpath(tmp_path))
+    (real / "work" / "src").mkdir(parents=True)
+    (real / "work" / "src" / "a.py").write_text("")
+    (real / "work" / "etc-link").symlink_to("/etc")
+    return real
+
+
+def ensure(rt: Runtime, area: Path, **extra: object) -> SubjectGrants:
+    reply = ask(rt, EnsurePermissions(agent="coder", tools=["fs.*"],
+                                      workspace=f"{area}/work/**", **extra))  # type: ignore[arg-type]
+    assert isinstance(reply, SubjectGrants)
+    return reply
+
+
+def test_checks_are_answered_with_reasons_and_each_is_audited(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(tree())
+
+    grants = ensure(rt, area)
+    inside = ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/src/a.py"))
+    escape = ask(rt, CheckAccess(subject="coder", action="read",
+                                 resource=f"{area}/work/src/../../../../../../etc/passwd"))
+    link = ask(rt, CheckAccess(subject="coder", action="read",
+                               resource=f"{area}/work/etc-link/passwd"))
+    tool = ask(rt, CheckAccess(subject="coder", action="execute", resource="shell.run"))
+    net = ask(rt, CheckAccess(subject="coder", action="network", resource="example.org"))
+    audit = stats(rt)
+
+    assert ["operator"] == grants.roles
+    assert [f"{area}/work/**", "/tmp/**"] == grants.paths
+    assert isinstance(inside, AccessGranted)
+    assert f"matches '{area}/work/**'" in inside.reason
+    assert isinstance(escape, AccessDenied)
+    assert "/etc/passwd" == escape.resolved
+    assert isinstance(link, AccessDenied)
+    assert "/etc/passwd" == link.resolved
+    assert isinstance(tool, AccessDenied)
+    assert isinstance(net, AccessDenied)
+    assert "network access is off for 'coder'" == net.reason
+    assert [1, 2, 3, 4, 5] == [r.audit_seq for r in (inside, escape, link, tool, net)]
+    assert 6 == audit.entries
+    assert Path(audit.path).parent.is_dir()
+    logged = entries(audit.path)
+    assert ["admin"] + ["decision"] * 5 == [e["type"] for e in logged]
+    assert ["permissions_ensured", "access_granted", "access_denied", "access_denied",
+            "access_denied", "access_denied"] == [e["action"] for e in logged]
+    assert audit.last_hash == logged[-1]["hash"]
+    assert verify_audit_log(audit.path).ok
+    verified = ask(rt, VerifyAudit())
+    assert isinstance(verified, AuditVerification)
+    assert (True, 6) == (verified.ok, verified.entries)
+
+
+def test_bad_input_gets_typed_errors_and_the_manager_keeps_running(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(tree())
+    ensure(rt, area)
+    bad: list[tuple[Message, str]] = [
+        (GetSubject(subject="ghost"), "UnknownSubject"),
+        (RevokeRole(subject="ghost", role="reader"), "UnknownSubject"),
+        (GrantRole(subject="coder", role="wizard"), "UnknownRole"),
+        (GrantRole(subject="two words", role="reader"), "InvalidSubject"),
+        (SetAgentPermissions(agent="coder", paths=["["]), "InvalidPattern"),
+        (SetAgentPermissions(agent="coder", paths=[""]), "InvalidPattern"),
+        (SetAgentPermissions(agent="coder", tools=["fs.["]), "InvalidPattern"),
+        (EnsurePermissions(agent="coder", tools=[], workspace="work/**"), "InvalidPattern"),
+        (CheckAccess(subject="coder", action="read", resource="relative/path"), "InvalidResource"),
+        (CheckAccess(subject="coder", action="teleport", resource="x"), "UnknownAction"),
+        (AppendAudit(actor="x", action="y", detail={"v": float("nan")}), "InvalidAuditDetail"),
+        (GrantRole(subject="coder", role="admin", by="coder"), "PermissionDenied"),
+    ]
+
+    errors = []
+    for message, _expected in bad:
+        with pytest.raises(RequestRejected) as caught:
+            ask(rt, message)
+        errors.append(caught.value.error)
+    after = ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work"))
+
+    assert [expected for _, expected in bad] == errors
+    assert isinstance(after, AccessGranted)
+    assert [] == [e for e in rt.events() if e.event == "child_exited"]
+    logged = entries(stats(rt).path)
+    assert ["permissions_ensured", "admin_denied", "access_granted"] == [
+        e["action"] for e in logged], "bad input is not audited; a refused change is"
+
+
+def test_administration_is_authorised_by_the_subjects_own_roles(start_tree: StartTree) -> None:
+    rt = start_tree(tree())
+
+    ask(rt, GrantRole(subject="user:alice", role="admin"))
+    granted = ask(rt, GrantRole(subject="user:bob", role="operator", by="user:alice"))
+    with pytest.raises(RequestRejected) as refused:
+        ask(rt, GrantRole(subject="user:bob", role="superuser", by="user:alice"))
+    revoked = ask(rt, RevokeRole(subject="user:bob", role="operator", by="user:alice"))
+
+    assert isinstance(granted, SubjectGrants)
+    assert ["operator"] == granted.roles
+    assert "only a superuser" in refused.value.detail
+    assert isinstance(revoked, SubjectGrants)
+    assert [] == revoked.roles
+    assert [] == revoked.actions
+    logged = entries(stats(rt).path)
+    assert [("system", "role_granted"), ("user:alice", "role_granted"),
+            ("user:alice", "admin_denied"), ("user:alice", "role_revoked")] == [
+        (e["actor"], e["action"]) for e in logged]
+
+
+def test_ensure_permissions_is_idempotent_and_audited_each_time(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(tree())
+
+    first = ensure(rt, area, network=True)
+    second = ensure(rt, area, network=True)
+
+    assert first == second
+    assert first.network
+    logged = entries(stats(rt).path)
+    assert [True, False] == [e["detail"]["changed"] for e in logged]  # type: ignore[index]
+
+
+def test_other_actors_append_to_the_audit_log(start_tree: StartTree) -> None:
+    rt = start_tree(tree())
+
+    reply = ask(rt, AppendAudit(actor="root/system/scheduler", action="task_reaped",
+                                detail={"task": "t-7", "agent": "coder"}))
+
+    assert isinstance(reply, Ok)
+    [entry] = entries(stats(rt).path)
+    assert ("external", "root/system/scheduler", "task_reaped") == (
+        entry["type"], entry["actor"], entry["action"])
+    assert {"task": "t-7", "agent": "coder"} == entry["detail"]
+
+
+def restart_access(rt: Runtime, base: str, how: str) -> None:
+    """Make the access manager start again: an orderly terminate/restart, or SIGKILL."""
+    if how == "restart_child":
+        rt.terminate_child("root", "access")
+        rt.restart_child("root", "access")
+        return
+    if base != TCP:
+        pytest.skip("simpleSystemBase runs every actor in this process: nothing to SIGKILL")
+    seq0 = rt.events()[-1].seq
+    [child] = rt.which_children("root")
+    assert child.pid is not None and child.pid != os.getpid()
+    os.kill(child.pid, signal.SIGKILL)
+    exited = rt.wait_event("child_exited", child_id="access", after=seq0, timeout=10)
+    assert "killed" == exited.reason
+    rt.wait_event("child_restarted", child_id="access", after=seq0, timeout=10)
+
+
+@pytest.mark.parametrize("how", ["restart_child", "sigkill"])
+def test_grants_and_the_chain_survive_a_restart_of_the_access_manager(
+    start_tree: StartTree, base: str, area: Path, how: str
+) -> None:
+    rt = start_tree(tree())
+    ensure(rt, area, network=True)
+    ask(rt, GrantRole(subject="user:alice", role="admin"))
+    ask(rt, SetAgentPermissions(agent="coder", tools=["fs.read", "git.*"]))
+    ask(rt, RevokeRole(subject="user:alice", role="admin"))
+    ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/src/a.py"))
+    before = stats(rt)
+    coder_before = ask(rt, GetSubject(subject="coder"))
+
+    restart_access(rt, base, how)
+    coder_after = ask(rt, GetSubject(subject="coder"))
+    alice_after = ask(rt, GetSubject(subject="user:alice"))
+    decision = ask(rt, CheckAccess(subject="coder", action="execute", resource="git.status"))
+    after = stats(rt)
+
+    assert coder_before == coder_after
+    assert isinstance(coder_after, SubjectGrants)
+    assert ["fs.read", "git.*"] == coder_after.tools
+    assert isinstance(alice_after, SubjectGrants)
+    assert [] == alice_after.roles
+    assert isinstance(decision, AccessGranted)
+    assert before.entries == decision.audit_seq, "the chain continues where it was"
+    assert (before.entries + 1, 0) == (after.entries, after.problems_at_start)
+    assert before.path == after.path
+    logged = entries(after.path)
+    assert before.last_hash == logged[before.entries]["prev"]
+    assert verify_audit_log(after.path).ok
+
+
+def test_a_broken_log_is_reported_at_start_and_appended_to_not_rewritten(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(tree())
+    ensure(rt, area)
+    for resource in ("/etc/a", "/etc/b", "/etc/c"):
+        ask(rt, CheckAccess(subject="coder", action="read", resource=resource))
+    path = Path(stats(rt).path)
+    rt.terminate_child("root", "access")
+    lines = path.read_bytes().splitlines()
+    lines[2] = lines[2].replace(b"/etc/b", b"/etc/B")
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    tampered = path.read_bytes()
+
+    rt.restart_child("root", "access")
+    decision = ask(rt, CheckAccess(subject="coder", action="read", resource="/etc/d"))
+    after = stats(rt)
+    verified = ask(rt, VerifyAudit())
+
+    assert isinstance(decision, AccessDenied)
+    assert 4 == decision.audit_seq
+    assert 1 == after.problems_at_start
+    assert 5 == after.entries
+    assert path.read_bytes().startswith(tampered)
+    assert isinstance(verified, AuditVerification)
+    assert [2] == [index for index, _ in verified.problems]
+    assert "edited" in verified.problems[0][1]
+    coder = ask(rt, GetSubject(subject="coder"))
+    assert isinstance(coder, SubjectGrants)
+    assert ["operator"] == coder.roles, "intact admin entries are still replayed"
+
+
+@pytest.mark.parametrize("base", ["simpleSystemBase"])
+def test_decisions_and_changes_are_structlog_events(start_tree: StartTree, area: Path) -> None:
+    rt = start_tree(tree())
+
+    with capture_logs() as logs:
+        ensure(rt, area)
+        ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/src/a.py"))
+        ask(rt, CheckAccess(subject="coder", action="read", resource="/etc/passwd"))
+        ask(rt, AppendAudit(actor="x", action="y"))
+
+    events = [e["event"] for e in logs if e["event"] != "audit_appended"]
+    assert ["permissions_ensured", "access_granted", "access_denied"] == events
+    assert 4 == sum(1 for e in logs if e["event"] == "audit_appended")
+    denied = next(e for e in logs if e["event"] == "access_denied")
+    assert ("coder", "read", "/etc/passwd") == (denied["subject"], denied["action"],
+                                                denied["resource"])
