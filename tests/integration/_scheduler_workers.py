@@ -57,3 +57,49 @@ class AuditRecorder(Worker):
             if pending is not None:
                 pending[1](Audits(records=self.records))
         return None
+
+
+def journal_writer(db: str, seed: int) -> None:
+    """Drive tasks through the journal forever, printing ``<task id> <state>`` after each commit.
+
+    Run as ``python -m tests.integration._scheduler_workers <db> <seed>``; the test SIGKILLs it.
+    A printed line is an acknowledgement: its commit returned before the line was written.
+    """
+    import random
+    import sys
+    import time
+    from pathlib import Path
+
+    from actors._journal import Journal
+    from actors._tasks import TaskBook
+    from protocols.scheduler import SubmitTask
+
+    rng = random.Random(seed)
+    journal = Journal(Path(db))
+    book = TaskBook(journal.load_tasks())
+    n = 0
+    while True:
+        now = time.time()
+        running = book.tasks(state="running")
+        pending = book.tasks(state="pending")
+        roll = rng.random()
+        if running and roll < 0.4:
+            task = rng.choice(running)
+            done = (book.complete(task.id, now, {"n": n}) if rng.random() < 0.5
+                    else book.fail(task.id, now, f"failure {n}"))
+            changed = [("Finish", done)]
+        elif pending and roll < 0.7:
+            changed = [("StartTask", book.start(rng.choice(pending).id, now, agent="w"))]
+        else:
+            n += 1
+            changed = [("SubmitTask", book.submit(SubmitTask(description=f"job {n}"), now))]
+        journal.commit("step", changed, now)
+        for _name, task in changed:
+            sys.stdout.write(f"{task.id} {task.state}\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    import sys
+
+    journal_writer(sys.argv[1], int(sys.argv[2]))

@@ -129,7 +129,7 @@ def test_bad_input_gets_typed_errors_and_the_manager_keeps_running(
         (EnsurePermissions(agent="coder", tools=[], workspace="work/**"), "InvalidPattern"),
         (CheckAccess(subject="coder", action="read", resource="relative/path"), "InvalidResource"),
         (CheckAccess(subject="coder", action="teleport", resource="x"), "UnknownAction"),
-        (AppendAudit(actor="x", action="y", detail={"v": float("nan")}), "InvalidAuditDetail"),
+        (AppendAudit(actor="", action="task_reaped"), "InvalidAuditDetail"),
         (GrantRole(subject="coder", role="admin", by="coder"), "PermissionDenied"),
     ]
 
