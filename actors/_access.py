@@ -28,9 +28,9 @@ Decision (default deny), in order
     3. a superuser is granted;
     4. read/list/write: the path is resolved against the real filesystem (``os.path.realpath``:
        repeated slashes collapse, ``..`` and symlinks are followed) and must match one of the
-       subject's path patterns, whose literal leading directories are resolved the same way;
-       execute: the tool must match one of its tool globs (``fnmatch``, case-sensitive);
-       network: its network switch must be on; any other action needs no scope.
+       subject's path patterns; execute: the tool must match one of its tool globs
+       (``fnmatch``, case-sensitive); network: its network switch must be on; any other action
+       needs no scope.
 
 Path patterns are absolute. ``**`` (a whole component) matches zero or more components, so
 ``/srv/work/**`` matches ``/srv/work`` and everything below it; ``*`` matches within one
@@ -39,6 +39,9 @@ of) a set. Names starting with a dot are matched like any other. Patterns are no
 (repeated and trailing slashes dropped); ``.`` and ``..`` components, ``**`` inside a
 component, unclosed ``[`` and empty patterns are rejected (InvalidPattern). Python 3.13's
 ``glob.translate(recursive=True, include_hidden=True)`` has these semantics; 3.11 has not.
+The literal leading directories of a pattern are resolved ONCE, when it is granted
+(``resolve_pattern``): a workspace given through a symlink is stored as its real directory,
+and replacing a directory by a symlink afterwards does not carry the grant elsewhere.
 
 The subject ``system`` is built in, holds superuser, and cannot be changed. A check resolves
 the path when it is made: a symlink changed afterwards is the caller's race (check, then open
@@ -54,7 +57,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-SYSTEM_SUBJECT = "system"
+from protocols.access import SYSTEM_SUBJECT
 SUPERUSER = "superuser"
 TMP_PATTERN = "/tmp/**"  # noqa: S108 - a scope pattern granted to every agent, not a file we use
 
@@ -95,51 +98,40 @@ Resolver = Callable[[str], str]
 
 
 class PolicyError(Exception):
-    """Bad input to the policy; ``error`` is the name the ErrorReply carries."""
+    """Bad input to the policy; the ErrorReply's ``error`` is the subclass's name."""
 
-    error = "PolicyError"
+    @property
+    def error(self) -> str:
+        """The name an ErrorReply carries for this error."""
+        return type(self).__name__
 
 
 class UnknownSubject(PolicyError):
     """No subject with that id."""
 
-    error = "UnknownSubject"
-
 
 class UnknownRole(PolicyError):
     """No role with that name."""
-
-    error = "UnknownRole"
 
 
 class UnknownAction(PolicyError):
     """No action with that name."""
 
-    error = "UnknownAction"
-
 
 class InvalidSubject(PolicyError):
     """A subject id is empty or contains whitespace."""
-
-    error = "InvalidSubject"
 
 
 class InvalidPattern(PolicyError):
     """A tool glob or path pattern is malformed."""
 
-    error = "InvalidPattern"
-
 
 class InvalidResource(PolicyError):
     """A resource is malformed for its action (e.g. a relative path)."""
 
-    error = "InvalidResource"
-
 
 class PermissionDenied(PolicyError):
     """The subject named in ``by`` may not make this administrative change."""
-
-    error = "PermissionDenied"
 
 
 # --- Patterns -------------------------------------------------------------------------------
@@ -201,18 +193,16 @@ class PathPattern:
     rest: tuple[str, ...]
     regex: re.Pattern[str] = field(compare=False, repr=False)
 
-    def matches(self, real_path: str, resolve: Resolver = os.path.realpath) -> bool:
-        """Return True if the resolved ``real_path`` lies in this pattern's tree.
+    def matches(self, real_path: str) -> bool:
+        """Return True if ``real_path`` (already resolved) lies in this pattern's tree."""
+        return self.regex.fullmatch("".join("/" + p for p in _components(real_path))) is not None
 
-        The literal prefix is resolved with ``resolve`` too, so a pattern whose directory is
-        reached through a symlink (``/tmp`` on some systems) still matches its real files.
-        """
-        root = _components(resolve("/" + "/".join(self.prefix)))
-        parts = _components(real_path)
-        if tuple(parts[: len(root)]) != tuple(root):
-            return False
-        remainder = "".join("/" + part for part in parts[len(root):])
-        return self.regex.fullmatch(remainder) is not None
+    def resolved(self, resolve: Resolver = os.path.realpath) -> str:
+        """Return the pattern's text with its literal leading directories resolved."""
+        root = resolve("/" + "/".join(self.prefix))
+        # A resolved directory name may hold glob characters: make them literal again.
+        literal = [re.sub(r"([*?\[])", r"[\1]", part) for part in _components(root)]
+        return parse_path_pattern("/" + "/".join([*literal, *self.rest])).text
 
 
 def _components(path: str) -> list[str]:
@@ -227,7 +217,8 @@ def parse_path_pattern(pattern: str) -> PathPattern:
         InvalidPattern: naming what is wrong with ``pattern``.
     """
     if not pattern:
-        raise InvalidPattern("a path pattern must not be empty")
+        msg = "a path pattern must not be empty"
+        raise InvalidPattern(msg)
     if "\x00" in pattern:
         msg = f"path pattern {pattern!r} contains a NUL character"
         raise InvalidPattern(msg)
@@ -246,8 +237,9 @@ def parse_path_pattern(pattern: str) -> PathPattern:
     while literal < len(parts) and not _GLOB_CHARS & set(parts[literal]):
         literal += 1
     rest = tuple(parts[literal:])
-    pieces = ["(?:/[^/]+)*" if part == "**" else "/" + _component_regex(part, pattern)
-              for part in rest]
+    pieces = ["/" + re.escape(part) for part in parts[:literal]]
+    pieces += ["(?:/[^/]+)*" if part == "**" else "/" + _component_regex(part, pattern)
+               for part in rest]
     return PathPattern(text="/" + "/".join(parts), prefix=tuple(parts[:literal]), rest=rest,
                        regex=re.compile("".join(pieces)))
 
@@ -259,7 +251,8 @@ def check_tool_pattern(pattern: str) -> str:
         InvalidPattern: empty, whitespace or control characters, or an unclosed ``[``.
     """
     if not pattern:
-        raise InvalidPattern("a tool pattern must not be empty")
+        msg = "a tool pattern must not be empty"
+        raise InvalidPattern(msg)
     if any(char.isspace() or not char.isprintable() for char in pattern):
         msg = f"tool pattern {pattern!r} contains whitespace or control characters"
         raise InvalidPattern(msg)
@@ -381,11 +374,20 @@ class AccessPolicy:
         granted = holder.actions()
         for action in actions:
             if action not in granted:
-                msg = f"{by!r} lacks {action!r} (roles: {', '.join(sorted(holder.roles)) or 'none'})"
+                roles = ", ".join(sorted(holder.roles)) or "none"
+                msg = f"{by!r} lacks {action!r} (roles: {roles})"
                 raise PermissionDenied(msg)
         if role == SUPERUSER and SUPERUSER not in holder.roles:
             msg = f"only a superuser grants or revokes {SUPERUSER!r}; {by!r} is not one"
             raise PermissionDenied(msg)
+
+    def resolve_pattern(self, pattern: str) -> str:
+        """Validate ``pattern`` and resolve its literal leading directories (at grant time).
+
+        Raises:
+            InvalidPattern: naming what is wrong with ``pattern``.
+        """
+        return parse_path_pattern(pattern).resolved(self._resolve)
 
     def _mutable(self, subject: str) -> str:
         check_subject(subject)
@@ -420,7 +422,11 @@ class AccessPolicy:
         paths: list[str] | None = None,
         network: bool | None = None,
     ) -> bool:
-        """Replace the given parts of the subject's scope; return True if that changed it."""
+        """Replace the given parts of the subject's scope; return True if that changed it.
+
+        Path patterns are stored as given (normalised); resolve them first with
+        ``resolve_pattern`` where a grant should follow symlinks as they are now.
+        """
         self._mutable(subject)
         new_tools = [check_tool_pattern(t) for t in tools] if tools is not None else None
         new_paths = [parse_path_pattern(p).text for p in paths] if paths is not None else None
@@ -434,13 +440,23 @@ class AccessPolicy:
             holder.network = network
         return before != (holder.tools, holder.paths, holder.network)
 
-    def ensure_permissions(
-        self, agent: str, *, tools: list[str], workspace: str, network: bool, role: str
+    def ensure_permissions(  # noqa: PLR0913 - the lifecycle step's fields, all keywords
+        self,
+        agent: str,
+        *,
+        tools: list[str],
+        workspace: str,
+        network: bool,
+        role: str,
+        tmp: str = TMP_PATTERN,
     ) -> bool:
-        """Add tools, the workspace, ``/tmp/**``, network (if True) and the role to ``agent``."""
+        """Add tools, the workspace, ``tmp`` (/tmp/**), network (if True) and the role.
+
+        Returns True if that changed the agent's grants (False: it already had them all).
+        """
         self._mutable(agent)
         checked_tools = [check_tool_pattern(t) for t in tools]
-        paths = [parse_path_pattern(workspace).text, TMP_PATTERN]
+        paths = [parse_path_pattern(workspace).text, parse_path_pattern(tmp).text]
         check_role(role)
         holder = self.subjects.setdefault(agent, Subject())
         changed = _add(holder.tools, checked_tools)
@@ -466,41 +482,45 @@ class AccessPolicy:
         if action in PATH_ACTIONS:
             resolved = normalise_path(resource, self._resolve)
         elif action == "execute" and not resource:
-            raise InvalidResource("execute needs a tool name as its resource")
+            msg = "execute needs a tool name as its resource"
+            raise InvalidResource(msg)
         holder = self.subjects.get(subject)
         if holder is None:
-            return Decision(False, f"unknown subject {subject!r} (default deny)", resolved)
-        roles = ", ".join(sorted(holder.roles)) or "none"
+            reason = f"unknown subject {subject!r} (default deny)"
+            return Decision(allowed=False, reason=reason, resolved=resolved)
         if action not in holder.actions():
-            return Decision(False, f"no role of {subject!r} grants {action!r} (roles: {roles})",
-                            resolved)
+            roles = ", ".join(sorted(holder.roles)) or "none"
+            reason = f"no role of {subject!r} grants {action!r} (roles: {roles})"
+            return Decision(allowed=False, reason=reason, resolved=resolved)
         if SUPERUSER in holder.roles:
-            return Decision(True, f"{subject!r} is a superuser", resolved)
+            return Decision(allowed=True, reason=f"{subject!r} is a superuser", resolved=resolved)
         return self._scope(subject, holder, action, resource, resolved)
 
     def _scope(
         self, subject: str, holder: Subject, action: str, resource: str, resolved: str
     ) -> Decision:
+        """Apply the subject's scope for ``action`` (its role already grants the action)."""
         if action in PATH_ACTIONS:
             via = f" (resolved to {resolved!r})" if resolved != resource else ""
-            for text in holder.paths:
-                if parse_path_pattern(text).matches(resolved, self._resolve):
-                    return Decision(True, f"{resource!r}{via} matches {text!r}", resolved)
-            return Decision(False, f"{resource!r}{via} matches no allowed path of {subject!r}",
-                            resolved)
-        if action == "execute":
-            for pattern in holder.tools:
-                if fnmatch.fnmatchcase(resource, pattern):
-                    return Decision(True, f"tool {resource!r} matches {pattern!r}", resolved)
-            return Decision(False, f"tool {resource!r} matches no allowed tool of {subject!r}",
-                            resolved)
-        if action == "network":
-            if holder.network:
-                return Decision(True, f"network access is on for {subject!r}", resolved)
-            return Decision(False, f"network access is off for {subject!r}", resolved)
-        roles = sorted(r for r in holder.roles if action in ROLES[r])
-        return Decision(True, f"role {roles[0]!r} grants {action!r}", resolved)
-
+            found = next((text for text in holder.paths
+                          if parse_path_pattern(text).matches(resolved)), None)
+            allowed = found is not None
+            reason = (f"{resource!r}{via} matches {found!r}" if allowed
+                      else f"{resource!r}{via} matches no allowed path of {subject!r}")
+        elif action == "execute":
+            found = next((glob for glob in holder.tools if fnmatch.fnmatchcase(resource, glob)),
+                         None)
+            allowed = found is not None
+            reason = (f"tool {resource!r} matches {found!r}" if allowed
+                      else f"tool {resource!r} matches no allowed tool of {subject!r}")
+        elif action == "network":
+            allowed = holder.network
+            reason = f"network access is {'on' if allowed else 'off'} for {subject!r}"
+        else:
+            allowed = True
+            role = next(r for r in ROLES if r in holder.roles and action in ROLES[r])  # lowest
+            reason = f"role {role!r} grants {action!r}"
+        return Decision(allowed=allowed, reason=reason, resolved=resolved)
 
 __all__ = [
     "ACTIONS",

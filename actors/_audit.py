@@ -120,8 +120,8 @@ class ChainChecker:
             self.last_hash = stated
         else:
             self.last_hash = hashlib.sha256(raw).hexdigest()
-        well_numbered = isinstance(seq, int) and not isinstance(seq, bool)
-        self.next_seq = seq + 1 if well_numbered else self.next_seq + 1
+        self.next_seq = (
+            seq + 1 if isinstance(seq, int) and not isinstance(seq, bool) else self.next_seq + 1)
         return LineCheck(index, entry, problems, content_ok=content_ok)
 
 
@@ -213,8 +213,9 @@ def verify_audit_log(
     if head is not None and head[0] > 0:
         expected_entries, expected_hash = head
         if entries < expected_entries:
-            problems.append((entries, f"the log ends after {entries} entries, "
-                                      f"{expected_entries} expected (entries removed from its end)"))
+            missing = (f"the log ends after {entries} entries, {expected_entries} expected "
+                       "(entries removed from its end)")
+            problems.append((entries, missing))
         elif head_hash != expected_hash:
             problems.append((expected_entries - 1,
                              f"hash is not the expected head {expected_hash[:16]}..."))

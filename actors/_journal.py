@@ -160,10 +160,10 @@ class Journal:
         *,
         audit: Sequence[dict[str, Any]] = (),
     ) -> list[int]:
-        """Write ``changed`` tasks (each with the command that changed it) and ``audit``
-        records in ONE transaction; return the outbox ids of the audit records.
+        """Write ``changed`` tasks and ``audit`` records in ONE transaction.
 
-        ``command`` names the unit of work in the journal when a change carries no name.
+        Each change carries the name of the command that made it; ``command`` names the unit
+        of work when a change carries no name. Returns the outbox ids of the audit records.
 
         Raises:
             sqlite3.Error: nothing was written.

@@ -133,21 +133,23 @@ class HeldMessages:
                 registry (``max_held_total``) is full.
         """
         config = self._config
-        queue = self._queues.get(agent)
-        dropped: list[Held] = []
-        if queue is not None and len(queue) >= config.max_held:
+        queue = self._queues.setdefault(agent, deque())
+        drop = 0
+        if len(queue) >= config.max_held:
             if config.overflow == "reject":
+                self._set(agent, queue)
                 msg = f"{len(queue)} messages already wait for agent {agent!r} (max_held)"
                 raise Refusal("HoldLimitReached", msg)
-            while len(queue) >= config.max_held:
-                dropped.append(queue.popleft())
-                self._total -= 1
+            drop = len(queue) - config.max_held + 1
         if self._total >= config.max_held_total:
+            # checked before dropping anything: a refusal changes nothing
+            self._set(agent, queue)
             msg = f"{self._total} messages already wait in the registry (max_held_total)"
             raise Refusal("HoldLimitReached", msg)
+        dropped = [queue.popleft() for _ in range(drop)]
         held = Held(message, now, now + config.hold_seconds)
-        self._queues.setdefault(agent, deque()).append(held)
-        self._total += 1
+        queue.append(held)
+        self._total += 1 - drop
         return held, dropped
 
     def expire(self, now: float) -> dict[str, list[Held]]:

@@ -5,7 +5,8 @@ No Thespian here: the supervisor actor calls these and they are tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from protocols.supervision import is_normal_exit
 from protocols.topology import AutoShutdown, RestartType, Strategy
@@ -39,6 +40,27 @@ def should_restart(restart: RestartType, reason: str) -> bool:
     if restart == "transient":
         return not is_normal_exit(reason)
     return False
+
+
+Directive = Literal["restart", "stop", "escalate"]
+Decider = Callable[[str], tuple[Directive, float]]
+
+
+def decide(
+    restart: RestartType, reason: str, decider: Decider | None = None
+) -> tuple[Directive, float]:
+    """Return what to do about a child that exited with ``reason``, and a restart delay.
+
+    The restart type rules first (OTP): a temporary child, or a transient one that exited
+    normally, stops. An abnormal exit of a child with a ``decider`` is then the decider's call
+    (Akka-style Restart / Stop / Escalate); without one it restarts.
+    """
+    if not should_restart(restart, reason):
+        return "stop", 0.0
+    if decider is None or is_normal_exit(reason):
+        return "restart", 0.0
+    directive, delay = decider(reason)
+    return directive, max(0.0, float(delay))
 
 
 def affected_children(strategy: Strategy, order: Sequence[str], failed: str) -> list[str]:

@@ -219,10 +219,8 @@ class TaskBook:
         """
         task = self._check("CompleteTask", task_id)
         if not is_json_value(result):
-            raise TaskError(
-                "InvalidResult",
-                f"CompleteTask for task {task_id!r}: the result is not a JSON value: {result!r:.80}",
-            )
+            detail = f"the result is not a JSON value: {result!r:.80}"
+            raise TaskError("InvalidResult", f"CompleteTask for task {task_id!r}: {detail}")
         return self._finish(task, "completed", now, result=result)
 
     def fail(self, task_id: str, now: float, reason: str) -> TaskInfo:
@@ -254,8 +252,11 @@ class TaskBook:
         ]
 
     def reap(self, path: str, reason: str, exited_at: float, now: float) -> list[TaskInfo]:
-        """Fail the running tasks whose agent is at or below ``path`` and started no later
-        than ``exited_at`` (an exit before a task started belongs to an earlier agent)."""
+        """Fail the running tasks of the agent at (or below) ``path`` that exited at ``exited_at``.
+
+        Only tasks started no later than ``exited_at`` are failed: an exit before a task
+        started belongs to an earlier incarnation of the agent.
+        """
         zombies = [
             t for t in self._running.values()
             if agent_under(t.agent, path) and t.started_at is not None

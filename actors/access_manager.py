@@ -14,7 +14,8 @@ and every AppendAudit (type ``external``) becomes one entry of the hash-chained 
 reply is sent; if the entry cannot be written the handler raises, the asker gets ActorCrashed
 and nothing is granted (fail closed). Grants are durable through the log itself: at start the
 manager verifies the file, continues its chain from the last line, and replays its intact
-``admin`` entries in order. A broken chain is logged (``audit_chain_broken``) and counted in
+``admin`` entries in order (path patterns as recorded: resolved once, when granted; so a
+start costs one pass over the file). A broken chain is logged (``audit_chain_broken``) and counted in
 AuditStatistics.problems_at_start; it is never rewritten. The rules themselves (roles,
 actions, patterns) are documented in ``actors._access``; the file format in ``actors._audit``.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from actors._access import AccessPolicy, PermissionDenied, PolicyError
+from actors._access import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
 from actors._audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
 from actors.worker import Worker
 from protocols._base import Message
@@ -80,13 +81,13 @@ class AccessManager(Worker):
         self._log.info("access_manager_started", path=str(path), entries=self._audit.entries,
                        replayed=replayed, subjects=len(self._policy.subjects))
 
-    def on_stop(self, reason: str) -> None:
+    def on_stop(self, reason: str) -> None:  # noqa: ARG002 - closing is the same for any reason
         """Close the audit file."""
         self._audit.close()
 
     # --- handle: the messages we accept ---------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:
+    def handle(self, message: Message) -> Message | None:  # noqa: PLR0911 - one return per kind
         """Answer one access-protocol message; bad input gets a typed ErrorReply."""
         try:
             match message:
@@ -104,8 +105,8 @@ class AccessManager(Worker):
                     return verify_audit_log(self._audit.path)
                 case _:
                     self._log.warning("unexpected_message", kind=message.kind)
-                    return ErrorReply(error="UnexpectedMessage",
-                                      message=f"the access manager does not handle {message.kind!r}")
+                    text = f"the access manager does not handle {message.kind!r}"
+                    return ErrorReply(error="UnexpectedMessage", message=text)
         except (PolicyError, InvalidAuditDetail) as exc:
             self._log.info("access_request_rejected", kind=message.kind, error=exc.error,
                            detail=str(exc))
@@ -152,21 +153,29 @@ class AccessManager(Worker):
                 return "role_revoked", {"role": msg.role, "changed": changed}
             case SetAgentPermissions():
                 policy.authorize(msg.by, "admin.permissions")
-                changed = policy.set_permissions(msg.agent, tools=msg.tools, paths=msg.paths,
+                paths = (None if msg.paths is None
+                         else [policy.resolve_pattern(p) for p in msg.paths])
+                changed = policy.set_permissions(msg.agent, tools=msg.tools, paths=paths,
                                                  network=msg.network)
-                return "permissions_set", {"tools": msg.tools, "paths": msg.paths,
+                return "permissions_set", {"tools": msg.tools, "paths": paths,
                                            "network": msg.network, "changed": changed}
             case EnsurePermissions():
                 policy.authorize(msg.by, "admin.permissions", "admin.grant", role=msg.role)
+                workspace = policy.resolve_pattern(msg.workspace)
+                tmp = policy.resolve_pattern(TMP_PATTERN)
                 changed = policy.ensure_permissions(msg.agent, tools=msg.tools,
-                                                    workspace=msg.workspace,
-                                                    network=msg.network, role=msg.role)
-                return "permissions_ensured", {"tools": msg.tools, "workspace": msg.workspace,
-                                               "network": msg.network, "role": msg.role,
-                                               "changed": changed}
+                                                    workspace=workspace, network=msg.network,
+                                                    role=msg.role, tmp=tmp)
+                return "permissions_ensured", {"tools": msg.tools, "workspace": workspace,
+                                               "tmp": tmp, "network": msg.network,
+                                               "role": msg.role, "changed": changed}
 
     def _replay(self, entry: dict[str, Any]) -> bool:
-        """Apply one admin entry from the log (authorised when it was written)."""
+        """Apply one admin entry from the log (authorised when it was written).
+
+        Its patterns were resolved when granted and are applied as recorded, never resolved
+        again: a symlink planted since cannot redirect a grant at the next start.
+        """
         appliers: dict[str, Callable[[dict[str, Any]], object]] = {
             "role_granted": lambda d: self._policy.grant_role(d["subject"], d["role"]),
             "role_revoked": lambda d: self._policy.revoke_role(d["subject"], d["role"]),
@@ -174,7 +183,7 @@ class AccessManager(Worker):
                 d["subject"], tools=d["tools"], paths=d["paths"], network=d["network"]),
             "permissions_ensured": lambda d: self._policy.ensure_permissions(
                 d["subject"], tools=d["tools"], workspace=d["workspace"],
-                network=d["network"], role=d["role"]),
+                network=d["network"], role=d["role"], tmp=d["tmp"]),
         }
         apply = appliers.get(entry["action"])
         if apply is None:

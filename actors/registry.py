@@ -15,10 +15,9 @@ Args (all optional): ``max_held`` (100 per agent), ``max_held_total`` (10000),
 HoldLimitReached; ``drop_oldest``: it drops its oldest), ``max_losses`` (50 loss reports kept),
 ``max_syncs`` (64 SyncEvents waiting). Unknown args fail the start.
 
-Expiry is swept at the start of every message the registry handles: commands and the
-supervision events it subscribes to. Where the Worker offers ``call_later(seconds, message)``
-the registry also schedules a sweep at the next deadline, so an idle registry reports
-expiries on time; without it an expiry is reported by the next message.
+Expiry is swept at the start of every message the registry handles (commands and the
+supervision events it subscribes to), and at the next deadline through ``call_later``, so an
+idle registry reports expiries on time too.
 
 Cards follow supervision. The registry subscribes to supervision events (with replay); an
 exit of an actor (``child_exited``, ``child_terminated``, ``start_failed``) removes the cards
@@ -35,8 +34,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
 import structlog
 
 from actors._base import Backpressure
@@ -98,6 +95,7 @@ class Registry(Worker):
         self._applied = 0
         self._syncs: Waiters[Reply] = Waiters(self._config.max_syncs)
         self._sweep_at: float | None = None
+        self._sweep_token: int | None = None
         self._log = log.bind(actor="registry", path=self.path)
         self.subscribe_events(replay=True)
         self._log.info("registry_started", **self._config.model_dump())
@@ -128,7 +126,7 @@ class Registry(Worker):
                 self._on_event(message)
                 return None
             case _Sweep():
-                self._sweep_at = None
+                self._sweep_at = self._sweep_token = None
                 return None
             case RegisterAgent():
                 return self._register(message)
@@ -194,7 +192,7 @@ class Registry(Worker):
         if path is not None and path != self.path:
             for card in self._state.agent_exited(path):
                 self._log.info("agent_removed", agent=card.name, agent_path=card.path,
-                               event=event.event, reason=event.reason)
+                               supervision_event=event.event, reason=event.reason)
         for reply in self._syncs.release(self._applied):
             reply(EventsSynced(seq=self._applied))
 
@@ -226,14 +224,14 @@ class Registry(Worker):
                                   kinds=sorted({m.kind for m in loss.messages}))
 
     def _schedule_sweep(self, now: float) -> None:
-        call_later: Callable[[float, Message], Any] | None = getattr(self, "call_later", None)
+        """Keep one timer, at the earliest deadline of the held messages."""
         deadline = self._state.held.next_deadline()
-        if call_later is None or deadline is None:
+        if deadline is None or (self._sweep_at is not None and self._sweep_at <= deadline):
             return
-        if self._sweep_at is not None and self._sweep_at <= deadline:
-            return
+        if self._sweep_token is not None:
+            self.cancel_call(self._sweep_token)
         self._sweep_at = deadline
-        call_later(max(0.0, deadline - now), _Sweep())
+        self._sweep_token = self.call_later(max(0.0, deadline - now), _Sweep())
 
     # --- Worker hooks -------------------------------------------------------------------
 

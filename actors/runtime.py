@@ -35,7 +35,7 @@ from actors.errors import (
     error_from_reply,
 )
 from actors.guardian import GUARDIAN_NAME, Guardian
-from actors.worker import load_worker_class
+from actors.worker import load_decider, load_worker_class
 from protocols import codec
 from protocols._base import Message
 from protocols.common import ErrorReply, Ok
@@ -100,6 +100,12 @@ def check_workers(topology: Topology) -> None:
             load_worker_class(child.start)
         except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
             raise TopologyError(f"cannot use {child.start!r}: {exc}", field=f"{where}.start") from exc
+        if child.decider is not None:
+            try:
+                load_decider(child.decider)
+            except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
+                raise TopologyError(f"cannot use {child.decider!r}: {exc}",
+                                    field=f"{where}.decider") from exc
 
 
 class Runtime:

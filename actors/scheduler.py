@@ -28,7 +28,6 @@ retries of unacknowledged audit records, default 5).
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import time
 from collections.abc import Callable
@@ -40,7 +39,8 @@ import structlog
 from actors._journal import Journal
 from actors._tasks import TaskBook, TaskError, exited_path
 from actors.worker import Worker
-from protocols._base import Message, message_class
+from protocols._base import Message
+from protocols.access import AppendAudit
 from protocols.common import ErrorReply
 from protocols.scheduler import (
     FINAL_STATES,
@@ -69,7 +69,6 @@ log = structlog.get_logger("understudy.scheduler")
 DEFAULT_AUDIT_PATH = "root/system/access"
 DEFAULT_DB = "scheduler.db"
 DEFAULT_AUDIT_RETRY = 5.0
-AUDIT_KIND = "access.append_audit"
 MAX_TIMER = 3600.0  # a far deadline is reached by re-arming; keeps timer values small
 
 _EVENT_NAMES = {
@@ -115,13 +114,13 @@ class Scheduler(Worker):
         self._send_audit()
         self.subscribe_events(replay=True)
 
-    def on_stop(self, reason: str) -> None:
+    def on_stop(self, reason: str) -> None:  # noqa: ARG002 - the Worker hook's signature
         """Close the journal (every command is already committed)."""
         self._journal.close()
 
     # --- The messages we accept ---------------------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:  # noqa: C901, PLR0911 - one line per command
+    def handle(self, message: Message) -> Message | None:  # noqa: C901, PLR0911, PLR0912 - one case per message
         """Answer one command of ``protocols.scheduler`` (or an internal message)."""
         match message:
             case SubmitTask():
@@ -301,16 +300,12 @@ class Scheduler(Worker):
 
     def _send_audit(self) -> None:
         """Send every outbox record not in flight to the audit log."""
-        cls = _audit_message_class()
         for outbox_id, record in self._journal.pending_audit():
             if outbox_id in self._audit_sent:
                 continue
-            if cls is None:
-                log.warning("audit_unavailable", actor=self.path, kind=AUDIT_KIND,
-                            outbox_id=outbox_id)
-                return
-            detail = {**record["detail"], "audit_id": outbox_id}
-            request_id = self.request(self._audit_path, cls(**{**record, "detail": detail}))
+            message = AppendAudit(actor=record["actor"], action=record["action"],
+                                  detail={**record["detail"], "audit_id": outbox_id})
+            request_id = self.request(self._audit_path, message)
             self._audit_inflight[request_id] = outbox_id
             self._audit_sent.add(outbox_id)
 
@@ -326,7 +321,8 @@ class Scheduler(Worker):
 
     def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
         """The audit log was not there: retry its records after ``audit_retry`` seconds."""
-        lost = {m.detail.get("audit_id") for m in messages if isinstance(getattr(m, "detail", None), dict)}  # type: ignore[attr-defined]
+        details = [getattr(m, "detail", None) for m in messages]
+        lost = {d.get("audit_id") for d in details if isinstance(d, dict)}
         for request_id, outbox_id in list(self._audit_inflight.items()):
             if outbox_id in lost:
                 del self._audit_inflight[request_id]
@@ -335,18 +331,6 @@ class Scheduler(Worker):
                     reason=reason)
         if self._audit_timer is None:
             self._audit_timer = self.call_later(self._audit_retry, _RetryAudit())
-
-
-def _audit_message_class() -> type[Message] | None:
-    """Return the access manager's AppendAudit class (imported lazily), or None if absent."""
-    cls = message_class(AUDIT_KIND)
-    if cls is None:
-        try:
-            importlib.import_module("protocols.access")
-        except ImportError:
-            return None
-        cls = message_class(AUDIT_KIND)
-    return cls
 
 
 __all__ = ["Scheduler"]

@@ -33,11 +33,18 @@ import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
 from actors._base import SeamActor, pack_address, unpack_address
-from actors._restart import auto_shutdown_due, record_restart, should_restart
-from actors._restart import affected_children
+from actors._restart import (
+    Directive,
+    affected_children,
+    auto_shutdown_due,
+    backoff_delay,
+    decide,
+    prune,
+    record_restart,
+)
 from actors._workarounds import die_with_parent, kill_process
 from actors.logs import ensure_safe_logging
-from actors.worker import WorkerActor
+from actors.worker import WorkerActor, load_decider
 from protocols import codec
 from protocols.common import ErrorReply, Ok
 from protocols.supervision import (
@@ -82,6 +89,7 @@ class _Child:
     address: ActorAddress | None = None
     pid: int | None = None
     restarts: int = 0
+    restart_times: tuple[float, ...] = ()
 
     @property
     def id(self) -> str:
@@ -148,6 +156,7 @@ class SupervisorActor(SeamActor):
         self._clock: Callable[[], float] = time.monotonic
         self._state_dir = ".understudy"
         self._spare: ActorAddress | None = None
+        self._delayed: dict[int, str] = {}
         self._spares = False
 
     def describe(self) -> str:
@@ -184,8 +193,12 @@ class SupervisorActor(SeamActor):
         self._pump(_Ev("gone", address))
 
     def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
-        """A stop timer fired."""
+        """A stop timer or a delayed restart fired."""
         if isinstance(payload, tuple) and payload and payload[0] == "supervisor_timer":
+            child_id = self._delayed.pop(payload[1], None)
+            if child_id is not None:
+                self.send_message(self.myAddress, _RetryRestart(child_id=child_id, count=False))
+                return
             self._pump(_Ev("timer", payload=payload[1]))
 
     def on_internal_error(self, exc: Exception) -> None:
@@ -270,7 +283,7 @@ class SupervisorActor(SeamActor):
         elif isinstance(msg, _RetryRestart):
             child = self._by_id(msg.child_id)
             if child is not None and child.status == "restarting":
-                self._run(self._retry_restart(child))
+                self._run(self._retry_restart(child, count=msg.count))
         elif isinstance(msg, WhichChildren):
             self._answer(sender, env, Children(children=[self._info(c) for c in self._children]))
         elif isinstance(msg, CountChildren):
@@ -457,9 +470,15 @@ class SupervisorActor(SeamActor):
         if await_gone:
             ev = yield _Await([child.address], frozenset({"gone"}))
             del ev
-        restart = should_restart(child.spec.restart, reason)
+        directive, delay = self._directive(child, reason)
+        restart = directive == "restart"
         self._forget(child, pending=restart)
         self._emit("child_exited", child.id, reason)
+        if directive == "escalate":
+            log.warning("child_escalated", supervisor=self._path, offender=child.id,
+                        reason=reason)
+            yield from self._shutdown(reason, event=None, offender=child.id)
+            return
         if not restart:
             if child.spec.restart == "temporary" or child.dynamic and spec.strategy == (
                 "simple_one_for_one"
@@ -473,7 +492,35 @@ class SupervisorActor(SeamActor):
         if not self._allow_restart(child.id):
             yield from self._give_up(child.id)
             return
+        delay = max(delay, self._backoff(child))
+        if delay > 0:
+            child.status = "restarting"
+            self._delayed[self._start_timer(delay)] = child.id
+            return
         yield from self._restart_group(child)
+
+    def _directive(self, child: _Child, reason: str) -> tuple[Directive, float]:
+        decider = None
+        if isinstance(child.spec, ChildSpec) and child.spec.decider is not None:
+            decider = load_decider(child.spec.decider)
+        try:
+            return decide(child.spec.restart, reason, decider)
+        except Exception as exc:  # noqa: BLE001 - a broken decider falls back to OTP's rule
+            log.error("decider_failed", supervisor=self._path, offender=child.id,
+                      error=error_reason(exc))
+            return decide(child.spec.restart, reason)
+
+    def _backoff(self, child: _Child) -> float:
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        now = self._clock()
+        child.restart_times = prune(child.restart_times, now, period=spec.period)
+        backoff = child.spec.backoff if isinstance(child.spec, ChildSpec) else None
+        delay = 0.0
+        if backoff is not None:
+            delay = backoff_delay(len(child.restart_times), base=backoff.base, cap=backoff.cap)
+        child.restart_times = (*child.restart_times, now)
+        return delay
 
     def _allow_restart(self, child_id: str) -> bool:
         spec = self._spec
@@ -514,8 +561,8 @@ class SupervisorActor(SeamActor):
             child.restarts += 1
             self._emit("child_restarted", child.id)
 
-    def _retry_restart(self, child: _Child) -> Op:
-        if not self._allow_restart(child.id):
+    def _retry_restart(self, child: _Child, *, count: bool = True) -> Op:
+        if count and not self._allow_restart(child.id):
             yield from self._give_up(child.id)
             return
         yield from self._restart_group(child)

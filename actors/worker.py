@@ -146,6 +146,26 @@ def load_worker_class(start: str) -> type[Worker]:
     return cls
 
 
+_deciders: dict[str, Any] = {}
+
+
+def load_decider(ref: str) -> Any:  # noqa: ANN401 - a Decider; typed in actors._restart
+    """Import a decider function ``module:function`` (cached per process).
+
+    Raises:
+        ImportError, AttributeError, TypeError: with a message naming ``ref``.
+    """
+    decider = _deciders.get(ref)
+    if decider is None:
+        module_name, _, name = ref.partition(":")
+        decider = getattr(importlib.import_module(module_name), name)
+        if not callable(decider):
+            msg = f"{ref} is not callable"
+            raise TypeError(msg)
+        _deciders[ref] = decider
+    return decider
+
+
 class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
 

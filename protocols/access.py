@@ -90,7 +90,7 @@ class GrantRole(Message):
 
 
 class RevokeRole(Message):
-    """Take the role ``role`` from ``subject`` (a no-op if it does not hold it); needs admin.grant."""
+    """Take the role ``role`` from ``subject`` (a no-op if not held); needs admin.grant."""
 
     kind: Literal["access.revoke_role"] = "access.revoke_role"
     subject: str
@@ -102,7 +102,8 @@ class SetAgentPermissions(Message):
     """Replace an agent's scope: tool globs, path patterns, network; None leaves a field as is.
 
     Needs admin.permissions. Tool globs use fnmatch (``fs.*``); path patterns are absolute
-    (``/srv/work/**``: ``**`` spans directories, ``*`` and ``?`` stay within one).
+    (``/srv/work/**``: ``**`` spans directories, ``*`` and ``?`` stay within one). A pattern's
+    literal leading directories are resolved (symlinks) when it is granted.
     """
 
     kind: Literal["access.set_agent_permissions"] = "access.set_agent_permissions"

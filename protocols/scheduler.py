@@ -167,8 +167,11 @@ class GetTask(Message):
 
 
 class WaitTask(Message):
-    """Reply with the task's TaskInfo once it is in a final state, or after ``timeout`` seconds
-    (then in whatever state it is). Waits do not survive a restart of the scheduler."""
+    """Reply with the task's TaskInfo once it is in a final state (or when ``timeout`` passes).
+
+    After ``timeout`` seconds the reply shows the task in whatever state it is then. Waits do
+    not survive a restart of the scheduler.
+    """
 
     kind: Literal["scheduler.wait_task"] = "scheduler.wait_task"
     task_id: TaskId
@@ -185,8 +188,10 @@ class ListTasks(Message):
 
 
 class NextTask(Message):
-    """Hand out AND start the next pending task (see the module doc); replies TaskInfo or
-    NoPendingTask."""
+    """Hand out AND start the next pending task (see the module doc).
+
+    Replies with the started task's TaskInfo, or NoPendingTask.
+    """
 
     kind: Literal["scheduler.next_task"] = "scheduler.next_task"
     agent: str | None = None

@@ -312,6 +312,7 @@ class _RetryRestart(Message):
 
     kind: Literal["_supervision.retry_restart"] = "_supervision.retry_restart"
     child_id: str
+    count: bool = True
 
 
 class _Report(Message):

@@ -42,8 +42,22 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Backoff(_Spec):
+    """Delay restarts exponentially: ``base * 2**n`` seconds for the n-th recent restart, at
+    most ``cap`` (n counts this child's restarts within the supervisor's period)."""
+
+    base: Annotated[float, Field(gt=0)] = 0.1
+    cap: Annotated[float, Field(gt=0)] = 5.0
+
+
 class ChildSpec(_Spec):
-    """A worker child: which class to start, with which args, and how to restart and stop it."""
+    """A worker child: which class to start, with which args, and how to restart and stop it.
+
+    ``decider`` ("module:function") maps an abnormal exit reason to a directive, as Akka's
+    supervisor strategies do: ``(directive, delay)`` with directive "restart", "stop" (stay
+    down, spec kept) or "escalate" (the supervisor exits with that reason); ``delay`` seconds
+    before a restart (e.g. a Retry-After). ``backoff`` delays repeated restarts.
+    """
 
     type: Literal["worker"] = "worker"
     id: Annotated[str, Field(pattern=CHILD_ID_PATTERN, description="unique among siblings")]
@@ -52,6 +66,8 @@ class ChildSpec(_Spec):
     restart: RestartType = "permanent"
     shutdown: Shutdown = 5.0
     significant: bool = False
+    decider: Annotated[str, Field(pattern=START_PATTERN)] | None = None
+    backoff: Backoff | None = None
 
     @model_validator(mode="after")
     def _significant_is_not_permanent(self) -> ChildSpec:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import random
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from actors import Worker
+from actors._journal import Journal
+from actors._tasks import TaskBook
 from protocols import Message
+from protocols.access import AppendAudit
 from protocols.common import Ok
+from protocols.scheduler import SubmitTask
 
 
 class GetAudits(Message):
@@ -30,7 +38,7 @@ class _AuditWaitExpired(Message):
 
 
 class AuditRecorder(Worker):
-    """Answers ``access.append_audit`` with Ok and keeps the records, like the access manager."""
+    """Answers AppendAudit with Ok and keeps the records, as the access manager does."""
 
     def on_start(self) -> None:
         self.records: list[dict[str, Any]] = []
@@ -38,7 +46,7 @@ class AuditRecorder(Worker):
         self.ids = itertools.count(1)
 
     def handle(self, message: Message) -> Message | None:
-        if message.kind == "access.append_audit":
+        if isinstance(message, AppendAudit):
             self.records.append(message.model_dump(mode="json", exclude={"kind"}))
             for waiter, (count, reply) in list(self.waiters.items()):
                 if len(self.records) >= count:
@@ -65,16 +73,7 @@ def journal_writer(db: str, seed: int) -> None:
     Run as ``python -m tests.integration._scheduler_workers <db> <seed>``; the test SIGKILLs it.
     A printed line is an acknowledgement: its commit returned before the line was written.
     """
-    import random
-    import sys
-    import time
-    from pathlib import Path
-
-    from actors._journal import Journal
-    from actors._tasks import TaskBook
-    from protocols.scheduler import SubmitTask
-
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not cryptography
     journal = Journal(Path(db))
     book = TaskBook(journal.load_tasks())
     n = 0
@@ -100,6 +99,4 @@ def journal_writer(db: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     journal_writer(sys.argv[1], int(sys.argv[2]))

@@ -26,6 +26,7 @@ class Pong(Message):
 class Crash(Message):
     kind: Literal["test.crash"] = "test.crash"
     text: str = "boom"
+    error: Literal["ValueError", "KeyError", "RuntimeError"] = "ValueError"
 
 
 class StopMe(Message):
@@ -73,7 +74,8 @@ class Echo(Worker):
         if isinstance(message, Ping):
             return Pong(token=message.token, path=self.path, pid=os.getpid())
         if isinstance(message, Crash):
-            raise ValueError(message.text)
+            raise {"ValueError": ValueError, "KeyError": KeyError,
+                   "RuntimeError": RuntimeError}[message.error](message.text)
         if isinstance(message, StopMe):
             self.stop(message.reason)
             return None
@@ -156,3 +158,12 @@ class Reminder(Worker):
             reply = self.waiting.pop(message.note)
             reply(message)  # type: ignore[operator]
         return None
+
+
+def decide_by_reason(reason: str) -> tuple[str, float]:
+    """A test decider: ValueError restarts after 0.2 s, KeyError stops, anything else escalates."""
+    if reason.startswith("error:ValueError"):
+        return "restart", 0.2
+    if reason.startswith("error:KeyError"):
+        return "stop", 0.0
+    return "escalate", 0.0

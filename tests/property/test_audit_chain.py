@@ -71,7 +71,8 @@ def tamperings(draw: st.DrawFn, lines: list[bytes]) -> tuple[str, list[bytes]]:
         del out[draw(st.integers(0, n - 1))]
     elif what == "insert":
         k = draw(st.integers(0, n))
-        line = draw(st.sampled_from(lines) | st.binary(max_size=40).filter(lambda b: b"\n" not in b))
+        garbage = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
+        line = draw(st.sampled_from(lines) | garbage)
         out.insert(k, line)
     else:
         k, j = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -85,14 +87,13 @@ class SchedulerModel(RuleBasedStateMachine):
             return "InvalidTransition"
         return None
 
-    def _check_refusal(self, error: str, call: object) -> None:
+    def _check_refusal(self, error: str, call: Callable[[], object]) -> None:
         before = self.book.tasks()
-        try:
-            call()  # type: ignore[operator]
-        except TaskError as exc:
-            assert error == exc.error
-        else:
-            raise AssertionError(f"expected {error}")
+
+        with pytest.raises(TaskError) as info:
+            call()
+
+        assert error == info.value.error
         assert before == self.book.tasks()
 
     def _started(self, task_id: str, task: ModelTask, agent: str | None) -> None:
@@ -143,7 +144,7 @@ class SchedulerModel(RuleBasedStateMachine):
     def start(self, task_id: str, agent: str | None) -> None:
         error = self._expect_transition("start", task_id)
         task = self.model.get(task_id)
-        if error is None and task is not None and agent is not None and task.agent not in (None, agent):
+        if error is None and task is not None and task.agent not in (None, agent) and agent:
             error = "AgentMismatch"
         if error is not None:
             self._check_refusal(error, lambda: self.book.start(task_id, self.now, agent=agent))

@@ -186,7 +186,9 @@ def test_a_garbage_line_is_reported_and_the_chain_followed_past_it(tmp_path: Pat
     (b'{"seq": NaN}', "not valid JSON"),
     (b'{"seq": 0}', "missing action, actor, detail, hash, prev, time, type"),
 ])
-def test_lines_that_are_not_entries_are_described(tmp_path: Path, line: bytes, complaint: str) -> None:
+def test_lines_that_are_not_entries_are_described(
+    tmp_path: Path, line: bytes, complaint: str
+) -> None:
     path = tmp_path / "audit.jsonl"
     path.write_bytes(line + b"\n")
 

@@ -110,7 +110,8 @@ def test_a_task_runs_to_completion_with_its_result(rt: Runtime) -> None:
     assert running.started_at is not None
     assert "completed" == done.state
     assert {"output": "42", "steps": [1, 2]} == done.result
-    assert done.finished_at is not None and done.finished_at >= running.started_at
+    assert done.finished_at is not None
+    assert done.finished_at >= running.started_at
     assert done == task(rt, GetTask(task_id=t.id))
 
 
@@ -273,7 +274,8 @@ def test_a_running_task_past_its_deadline_is_timed_out_by_the_next_command(rt: R
     seen = task(rt, GetTask(task_id=t.id))
 
     assert "timed_out" == seen.state
-    assert seen.reason is not None and "deadline" in seen.reason
+    assert seen.reason is not None
+    assert "deadline" in seen.reason
     assert 1 == rt.ask(S, GetStatistics()).timed_out  # type: ignore[attr-defined]
 
 
@@ -287,7 +289,8 @@ def test_a_deadline_timer_times_out_a_running_task_without_any_other_command(
 
     assert "timed_out" == finished.state
     assert t.deadline == pytest.approx(t.started_at + 0.2)
-    assert finished.finished_at is not None and finished.finished_at >= t.started_at + 0.2
+    assert finished.finished_at is not None
+    assert finished.finished_at >= t.started_at + 0.2
 
 
 def test_an_absolute_deadline_earlier_than_the_relative_one_wins(rt: Runtime) -> None:
@@ -389,7 +392,8 @@ def test_an_agent_exit_missed_while_the_scheduler_was_down_reaps_its_task(rt: Ru
     audits = rt.ask("root/audit", GetAudits(count=1))
 
     assert "failed" == reaped.state
-    assert reaped.reason is not None and "while nobody watched" in reaped.reason
+    assert reaped.reason is not None
+    assert "while nobody watched" in reaped.reason
     assert isinstance(audits, Audits)
     assert [t.id] == [r["detail"]["task_id"] for r in audits.records]
 
