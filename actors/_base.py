@@ -94,7 +94,7 @@ def unpack_address(blob: bytes) -> ActorAddress:
     return address
 
 
-class SeamActor(Actor):  # type: ignore[misc] - thespian is untyped
+class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     """Base of every Understudy actor: decode in, encode out, never raise into Thespian."""
 
     max_message_size: int = codec.DEFAULT_MAX_SIZE

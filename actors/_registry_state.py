@@ -141,7 +141,7 @@ class HeldMessages:
                 msg = f"{len(queue)} messages already wait for agent {agent!r} (max_held)"
                 raise Refusal("HoldLimitReached", msg)
             drop = len(queue) - config.max_held + 1
-        if self._total >= config.max_held_total:
+        if self._total - drop >= config.max_held_total:
             # checked before dropping anything: a refusal changes nothing
             self._set(agent, queue)
             msg = f"{self._total} messages already wait in the registry (max_held_total)"

@@ -51,7 +51,8 @@ class TaskError(Exception):
     """A command was refused; ``error`` is the ErrorReply's error name.
 
     Args:
-        error: ``UnknownTask``, ``InvalidTransition``, ``DuplicateTask`` or ``AgentMismatch``.
+        error: ``UnknownTask``, ``InvalidTransition``, ``DuplicateTask``, ``AgentMismatch``
+            or ``InvalidResult``.
         message: what was wrong, naming the task (and its state and the command).
     """
 
@@ -146,7 +147,7 @@ class TaskBook:
     def statistics(self) -> dict[str, int]:
         """Return the number of tasks per state (every state present) and ``total``."""
         counts = Counter(t.state for t in self._tasks.values())
-        stats = {state: counts.get(state, 0) for state in TASK_STATES}
+        stats: dict[str, int] = {state: counts.get(state, 0) for state in TASK_STATES}
         stats["total"] = len(self._tasks)
         return stats
 

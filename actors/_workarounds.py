@@ -32,6 +32,7 @@ import psutil
 import structlog
 
 from protocols import codec
+from protocols.errors import CodecError
 
 log = structlog.get_logger("understudy.workarounds")
 
@@ -135,7 +136,7 @@ def ask_correlated(
         if isinstance(raw, bytes):
             try:
                 meta, envelopes = codec.decode_frame(raw, max_size=max_size)
-            except codec.CodecError as exc:
+            except CodecError as exc:
                 log.warning("reply_undecodable", error=str(exc))
                 envelopes, meta = [], None
             for env in envelopes:

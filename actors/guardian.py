@@ -28,6 +28,7 @@ from actors._workarounds import die_with_parent, kill_process_tree, process_aliv
 from actors.logs import ensure_safe_logging
 from actors.supervisor import SupervisorActor
 from protocols import codec
+from protocols.errors import CodecError
 from protocols.common import ErrorReply, Ok
 from protocols.supervision import (
     KILLED,
@@ -272,7 +273,7 @@ class Guardian(SeamActor):
         if isinstance(dead, bytes):
             try:
                 meta, envelopes = codec.decode_frame(dead, max_size=self.max_message_size)
-            except codec.CodecError:
+            except CodecError:
                 meta, envelopes = None, []
                 kinds.append("<undecodable>")
             for env in envelopes:

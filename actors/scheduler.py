@@ -124,23 +124,23 @@ class Scheduler(Worker):
         """Answer one command of ``protocols.scheduler`` (or an internal message)."""
         match message:
             case SubmitTask():
-                return self._apply("SubmitTask", lambda now: [self._book.submit(message, now)])
+                return self._command("SubmitTask", lambda now: [self._book.submit(message, now)])
             case StartTask():
-                return self._apply("StartTask", lambda now: [
+                return self._command("StartTask", lambda now: [
                     self._book.start(message.task_id, now, agent=message.agent)])
             case CompleteTask():
-                return self._apply("CompleteTask", lambda now: [
+                return self._command("CompleteTask", lambda now: [
                     self._book.complete(message.task_id, now, message.result)])
             case FailTask():
-                return self._apply("FailTask", lambda now: [
+                return self._command("FailTask", lambda now: [
                     self._book.fail(message.task_id, now, message.reason)])
             case CancelTask():
-                return self._apply("CancelTask", lambda now: [
+                return self._command("CancelTask", lambda now: [
                     self._book.cancel(message.task_id, now, message.reason)])
             case NextTask():
                 return self._next_task(message)
             case GetTask():
-                return self._apply("GetTask", lambda _now: [], read=message.task_id)
+                return self._read("GetTask", message.task_id)
             case WaitTask():
                 return self._wait_task(message)
             case ListTasks():
@@ -169,38 +169,52 @@ class Scheduler(Worker):
                 return ErrorReply(error="UnexpectedMessage",
                                   message=f"the scheduler does not handle {message.kind!r}")
 
-    # --- One unit of work: sweep, command, one transaction ---------------------------------
+    # --- One unit of work: sweep, change, one transaction ----------------------------------
 
     def _apply(
         self,
         command: str,
         change: Callable[[float], list[TaskInfo]],
         *,
-        read: str | None = None,
-    ) -> Message:
-        """Time out overdue tasks, apply ``change``, commit both, and return the reply.
+        audit: Callable[[list[TaskInfo]], list[dict[str, Any]]] | None = None,
+    ) -> list[TaskInfo] | ErrorReply:
+        """Time out overdue tasks, apply ``change``, and commit both in ONE transaction.
 
-        The reply is the first changed task, the task ``read`` (GetTask), or the ErrorReply of a
-        refused command (whose refusal changed nothing; the timeouts are still committed).
+        Returns the tasks ``change`` changed, or the ErrorReply of its refusal (a refusal
+        changes nothing; the timeouts are committed all the same). ``audit`` makes the audit
+        records of the changes, committed to the outbox in the same transaction.
         """
         now = self._clock()
         timed_out = self._book.sweep(now)
-        reply: Message | None = None
-        changed: list[TaskInfo] = []
         try:
             changed = change(now)
-            if read is not None:
-                reply = self._book.get(read)
         except TaskError as exc:
             log.info("command_rejected", actor=self.path, command=command, error=exc.error,
                      detail=exc.message)
-            reply = ErrorReply(error=exc.error, message=exc.message)
+            changed, refusal = [], ErrorReply(error=exc.error, message=exc.message)
+        else:
+            refusal = None
+        records = audit(changed) if audit is not None else []
         self._journal.commit(
-            command, [("Timeout", t) for t in timed_out] + [(command, t) for t in changed], now)
+            command, [("Timeout", t) for t in timed_out] + [(command, t) for t in changed],
+            now, audit=records)
         self._after(timed_out + changed, now)
-        if reply is None:
-            reply = changed[0] if changed else NoPendingTask()
-        return reply
+        return refusal if refusal is not None else changed
+
+    def _command(self, command: str, change: Callable[[float], list[TaskInfo]]) -> Message:
+        """Apply a command that changes exactly one task; reply with it (or the refusal)."""
+        result = self._apply(command, change)
+        return result if isinstance(result, ErrorReply) else result[0]
+
+    def _read(self, command: str, task_id: str) -> Message:
+        """Reply with the task ``task_id`` (after the sweep), or UnknownTask."""
+        self._sweep()
+        try:
+            return self._book.get(task_id)
+        except TaskError as exc:
+            log.info("command_rejected", actor=self.path, command=command, error=exc.error,
+                     detail=exc.message)
+            return ErrorReply(error=exc.error, message=exc.message)
 
     def _sweep(self) -> None:
         """Time out the running tasks whose deadline has passed (and commit that)."""
@@ -233,13 +247,13 @@ class Scheduler(Worker):
             task = self._book.next_task(now, agent=message.agent)
             return [task] if task is not None else []
 
-        reply = self._apply("NextTask", change)
-        if isinstance(reply, NoPendingTask):
-            return NoPendingTask(agent=message.agent)
-        return reply
+        started = self._apply("NextTask", change)
+        if isinstance(started, ErrorReply):
+            return started
+        return started[0] if started else NoPendingTask(agent=message.agent)
 
     def _wait_task(self, message: WaitTask) -> Message | None:
-        reply = self._apply("GetTask", lambda _now: [], read=message.task_id)
+        reply = self._read("WaitTask", message.task_id)
         if not isinstance(reply, TaskInfo) or reply.state in FINAL_STATES:
             return reply
         waiter = next(self._waiter_ids)
@@ -265,22 +279,17 @@ class Scheduler(Worker):
         path = exited_path(event)
         if path is None:
             return
-        now = self._clock()
-        timed_out = self._book.sweep(now)
-        reaped = self._book.reap(path, event.reason or "exited", event.time, now)
-        audit = [self._audit_record(task, event) for task in reaped]
-        self._journal.commit(
+        reaped = self._apply(
             "Reap",
-            [("Timeout", t) for t in timed_out] + [("Reap", t) for t in reaped],
-            now,
-            audit=audit,
+            lambda now: self._book.reap(path, event.reason or "exited", event.time, now),
+            audit=lambda tasks: [self._audit_record(task, event) for task in tasks],
         )
+        if isinstance(reaped, ErrorReply) or not reaped:
+            return
         for task in reaped:
             log.warning("task_reaped", actor=self.path, task_id=task.id, agent=task.agent,
                         reason=task.reason, event_seq=event.seq)
-        self._after(timed_out + reaped, now)
-        if reaped:
-            self._send_audit()
+        self._send_audit()
 
     def _audit_record(self, task: TaskInfo, event: SupervisionEvent) -> dict[str, Any]:
         return {

@@ -617,7 +617,7 @@ class SupervisorActor(SeamActor):
             template = spec.template
             assert template is not None  # noqa: S101 - validated by the topology
             child_id = f"{template.id}-{next(self._dynamic_ids)}"
-            child_spec = template.model_copy(
+            child_spec: ChildSpec | SupervisorSpec = template.model_copy(
                 update={"id": child_id, "args": {**template.args, **(msg.args or {})}}
             )
         else:
@@ -720,7 +720,7 @@ class SupervisorActor(SeamActor):
 
     def _info(self, child: _Child) -> ChildInfo:
         status = "running" if child.address is not None else child.status
-        return ChildInfo(id=child.id, status=status, type=child.type,  # type: ignore[arg-type]
+        return ChildInfo(id=child.id, status=status, type=child.type,
                          restart=child.spec.restart, restarts=child.restarts, pid=child.pid)
 
     def _counts(self) -> ChildCounts:

@@ -27,7 +27,13 @@ NextTask
 Errors (``ErrorReply.error``): ``UnknownTask`` (no task with that id), ``InvalidTransition``
 (the command does not apply to the task's state; the message names the command, the task and
 its state; nothing changes), ``DuplicateTask`` (SubmitTask with an id that exists),
-``AgentMismatch`` (StartTask naming another agent than the task's).
+``AgentMismatch`` (StartTask naming another agent than the task's), ``InvalidResult``
+(CompleteTask with a result that is not plain JSON), ``UnexpectedMessage``.
+
+Durability: a reply to a command is sent only after the command's changes are committed to
+the scheduler's SQLite journal (``<state_dir>/scheduler.db``), so an acknowledged command
+survives a SIGKILL of the scheduler; a command whose ask failed was applied entirely or not
+at all.
 """
 
 from __future__ import annotations
@@ -61,8 +67,10 @@ MAX_WAIT = 3600.0
 class TaskInfo(Message):
     """One task as the scheduler knows it (the reply to most commands).
 
-    ``seq`` numbers tasks in submission order. ``result`` is set by CompleteTask; ``reason``
-    says why a task failed, was cancelled or timed out.
+    ``seq`` numbers tasks in submission order. ``deadline`` is absolute (epoch seconds): the
+    submitted one, and from the start on the earlier of it and ``started_at + max_duration``.
+    Times are epoch seconds. ``result`` is set by CompleteTask; ``reason`` says why a task
+    failed, was cancelled or timed out.
     """
 
     kind: Literal["scheduler.task_info"] = "scheduler.task_info"

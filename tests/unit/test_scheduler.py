@@ -69,7 +69,7 @@ def rejected(rt: Runtime, message: Message) -> RequestRejected:
 
 def in_state(rt: Runtime, state: str, **submit: object) -> TaskInfo:
     """Submit a task and drive it to ``state``."""
-    t = task(rt, SubmitTask(description="job", **submit))  # type: ignore[arg-type]
+    t = task(rt, SubmitTask(description="job", **submit))
     steps: dict[str, list[Message]] = {
         "pending": [],
         "running": [StartTask(task_id=t.id)],
@@ -209,7 +209,7 @@ def test_next_task_hands_out_by_priority_then_in_submission_order_and_starts_it(
     rt: Runtime,
 ) -> None:
     for n, priority in enumerate(["low", "normal", "critical", "normal", "high", "critical"]):
-        rt.ask(S, SubmitTask(description=f"{priority}-{n}", priority=priority,  # type: ignore[arg-type]
+        rt.ask(S, SubmitTask(description=f"{priority}-{n}", priority=priority,
                              task_id=f"t{n}"))
 
     handed = [task(rt, NextTask()) for _ in range(6)]
@@ -243,7 +243,7 @@ def test_list_tasks_filters_by_state_agent_and_priority(rt: Runtime) -> None:
     rt.ask(S, StartTask(task_id="c"))
 
     def ids(**filters: object) -> list[str]:
-        reply = rt.ask(S, ListTasks(**filters))  # type: ignore[arg-type]
+        reply = rt.ask(S, ListTasks(**filters))
         assert isinstance(reply, Tasks)
         return [t.id for t in reply.tasks]
 

@@ -13,7 +13,7 @@ from protocols.supervision import SupervisionEvent
 
 def event(name: str, supervisor: str, child_id: str | None) -> SupervisionEvent:
     return SupervisionEvent(seq=1, time=0.0, supervisor=supervisor, child_id=child_id,
-                            event=name, reason="killed")  # type: ignore[arg-type]
+                            event=name, reason="killed")
 
 
 @pytest.mark.parametrize(("name", "supervisor", "child_id", "expected"), [
