@@ -330,7 +330,7 @@ def rebuild_payload(
             raise Refusal("UnknownPayloadKind", msg)
         try:
             importer(module)
-        except Exception as exc:  # noqa: BLE001 - any import failure leaves the kind unknown
+        except Exception as exc:  # any import failure leaves the kind unknown
             msg = f"cannot import {module!r} for kind {command.payload_kind!r}: {exc}"
             raise Refusal("UnknownPayloadKind", msg) from exc
     try:
@@ -362,7 +362,9 @@ class RegistryState:
     also counted and kept (the last ``max_losses``) for ``statistics()``.
     """
 
-    def __init__(self, config: RegistryConfig, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: RegistryConfig, *, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self.config = config
         self.directory = AgentDirectory()
         self.held = HeldMessages(config)
@@ -398,7 +400,7 @@ class RegistryState:
         return self._hold(name, message, now)
 
     def hold_back(self, name: str, message: Message, now: float) -> Kept:
-        """A forward returned by ``deliver`` could not be sent: hold the message instead.
+        """Hold a message that ``deliver`` forwarded but that could not be sent.
 
         Raises:
             Refusal: HoldLimitReached.
@@ -440,11 +442,11 @@ class RegistryState:
         self._counters.delivered -= len(unsent)
 
     def agent_exited(self, path: str) -> list[AgentCard]:
-        """The actor at ``path`` is gone: remove its cards and those of actors below it."""
+        """Remove the cards of the actor at ``path`` (gone) and of the actors below it."""
         return self.directory.remove_under(path)
 
     def undelivered(self, path: str, messages: Iterable[Message], now: float) -> list[Loss]:
-        """Messages sent to ``path`` were not handled there: hold them again for its agent.
+        """Hold again, for its agent, messages that the actor at ``path`` never handled.
 
         The agents registered at ``path`` become ``unavailable`` (their actor is not there), so
         the messages wait until the agent registers again or expire. With no agent registered

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -24,10 +25,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from actors.errors import UnderstudyError
+from actors.errors import ActorNotFound, UnderstudyError
 from actors.logs import configure_logging
 from actors.runtime import Runtime, check_workers
-from protocols._base import message_class
+from protocols._base import Message, message_class
 from protocols.errors import TopologyError
 from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import Topology
@@ -243,6 +244,31 @@ def status(state_dir: str) -> None:
         raise click.ClickException(str(exc)) from exc
     console.print(render_tree(tree, f"root  [dim]pid={state['pid']} "
                                     f"admin_port={state['admin_port']}[/dim]"))
+    for line in _service_summaries(runtime):
+        console.print(line)
+
+
+# What `status` asks each of Understudy's own services for, and how it shows the answer.
+def _service_summaries(runtime: Runtime) -> list[str]:
+    from protocols.access import AuditStatistics, GetAuditStats
+
+    lines: list[str] = []
+    probes: list[tuple[str, Message, Callable[[Message], str]]] = [
+        ("root/system/access", GetAuditStats(), lambda r: (
+            f"audit log: {r.entries} entries, last hash {r.last_hash[:16]}, "
+            f"{r.problems_at_start} problems at start, {r.subjects} subjects ({r.path})"
+            if isinstance(r, AuditStatistics) else str(r))),
+    ]
+    for path, request, show in probes:
+        try:
+            reply = runtime.ask(path, request, timeout=5.0)
+        except ActorNotFound:
+            continue
+        except UnderstudyError as exc:
+            lines.append(f"{path}: {exc}")
+            continue
+        lines.append(f"{path}: {show(reply)}")
+    return lines
 
 
 @main.command()
@@ -286,6 +312,40 @@ def stop(state_dir: str, timeout: float) -> None:
     except psutil.TimeoutExpired:
         raise click.ClickException(f"`understudy up` (pid {pid}) still running after {timeout} s")
     console.print(f"stopped understudy up (pid {pid})")
+
+
+@main.group()
+def audit() -> None:
+    """The access manager's hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--head", default=None, metavar="N:HASH",
+              help="entries and last hash seen earlier (from `understudy status`): also "
+                   "detects entries removed from the end")
+def audit_verify(file: str | None, state_dir: str, head: str | None) -> None:
+    """Check every entry's hash chain; name the line of any edited, removed, inserted or
+    reordered entry. FILE defaults to <state-dir>/audit.jsonl."""
+    from actors._audit import verify_audit_log
+
+    path = Path(file) if file else Path(state_dir) / "audit.jsonl"
+    if not path.exists():
+        raise click.ClickException(f"no audit log at {path}")
+    known: tuple[int, str] | None = None
+    if head is not None:
+        count, _, digest = head.partition(":")
+        if not count.isdigit() or not digest:
+            raise click.ClickException(f"--head must be N:HASH, got {head!r}")
+        known = (int(count), digest)
+    result = verify_audit_log(path, head=known)
+    for index, problem in result.problems:
+        console.print(f"line {index}: {problem}")
+    if not result.ok:
+        raise click.ClickException(f"{path}: {len(result.problems)} problem(s) in "
+                                   f"{result.entries} entries")
+    console.print(f"{path}: ok, {result.entries} entries, chain intact")
 
 
 if __name__ == "__main__":

@@ -319,7 +319,7 @@ class _Masked:
             self.spans.append(match.group(0))
             return f"\x00{len(self.spans) - 1}\x00"
 
-        self.text = _QUOTED.sub(save, text)
+        self.text = _QUOTED.sub(save, text.replace("\x00", ""))
 
     def unmask(self, text: str) -> str:
         return _PLACEHOLDER.sub(lambda m: self.spans[int(m.group(1))], text)
@@ -514,7 +514,7 @@ def syllables(text: str) -> int:
     """Estimate the syllables of English ``text`` (vowel groups, minus a silent final e)."""
     total = 0
     for word in re.findall(r"[a-z]+", text.lower()):
-        groups = len(re.findall(r"[aeiouy]+", word))
+        groups = len(re.findall(r"[aeiouy]+", word)) + word.count("uie")  # qui-et
         if word.endswith("e") and not word.endswith(("le", "ee", "ye")) and groups > 1:
             groups -= 1
         total += max(1, groups)
@@ -531,7 +531,7 @@ _HAIKU_OPENERS: Final = {
 _HAIKU_SEVENS: Final = (
     "one falls, another rises",
     "the watcher waits without sleep",
-    "small failures bloom and fade out",
+    "small faults bloom and fade away",
     "a quiet hand sets it right",
     "each restart a new sunrise",
     "patient as the morning tide",
@@ -621,6 +621,7 @@ need needs just also only own same other more most less least up down out over u
 file files exist exists existing created create creates written write writes saved save
 contain contains containing include includes including mention mentions mentioning describe
 describes say says said output result answer response text content contents agent which what
+cover covers covering discuss discusses explain explains address addresses state states
 who whom whose when where why how one
 """.split())
 _NUMBERS: Final = dict(zip(
@@ -695,10 +696,11 @@ def judge(criteria: Sequence[str], output: str, files: dict[str, str]) -> Evalua
     return Evaluation(score=score, met=tuple(met), unmet=tuple(unmet), feedback=feedback)
 
 
+_CLAUSE_REST = r"(?:[^.;!?]|[.!?](?=\S))*"  # to the end of the clause; "a.txt" stays whole
 _CONSTRAINT = re.compile(
-    r"\b(?:without|do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't)\b[^.;!?]*",
-    _I)
-_SO_THAT = re.compile(r"\bso\s+that\s+(?P<rest>[^.;!?]*)", _I)
+    r"\b(?:without|do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't)\b"
+    + _CLAUSE_REST, _I)
+_SO_THAT = re.compile(r"\bso\s+that\s+(?P<rest>" + _CLAUSE_REST + ")", _I)
 _MUST = re.compile(r"\b(?:must|should)\b", _I)
 
 
@@ -715,16 +717,16 @@ def specify(message: str) -> Specification:
     criteria: list[str] = []
     plan = plan_goal(goal)
     criteria.extend(f"{a.target} exists" for a in plan if a.tool == "write_file")
-    for sentence in _SENTENCE_SPLIT.split(goal):
+    for sentence in re.split(r"(?<=[.!?;])\s+|\n+", goal):
         for found in _CONSTRAINT.finditer(sentence):
-            constraints.append(found.group(0).strip(" ,"))
+            constraints.append(found.group(0).strip(" ,;.!?"))
         positive = _CONSTRAINT.sub("", sentence)
         for found in _SO_THAT.finditer(positive):
-            criteria.append(found.group("rest").strip(" ,"))
+            criteria.append(found.group("rest").strip(" ,;.!?"))
         positive = _SO_THAT.sub("", positive)
         for part in re.split(r",\s*|\s+and\s+(?=\w+\s+(?:must|should)\b)", positive):
             if _MUST.search(part):
-                criteria.append(part.strip(" ,.!?"))
+                criteria.append(part.strip(" ,;.!?"))
     criteria = [c for c in dict.fromkeys(criteria) if c]
     if not criteria:
         criteria = [goal]
@@ -894,13 +896,24 @@ def _describe(done: _Done, step: Action | None, before: Sequence[_Done]) -> str:
         begins = f' It begins: "{_excerpt(first, 120).rstrip(".")}".' if first else ""
         return f"Read {target} ({lines} lines, {words} words).{begins}"
     if done.name == "list_directory":
-        entries = [e.strip() for e in output.splitlines() if e.strip()]
+        entries = _entries(output)
         shown = ", ".join(entries[:20]) + (f" and {len(entries) - 20} more" if len(entries) > 20
                                            else "")
         return f"{target} has {len(entries)} entries" + (f": {shown}." if entries else ".")
     if done.name == "run_command":
         return f"Ran `{target}`. Output: {_excerpt(output, 300) or '(no output)'}"
     return f"Called {done.name}: {_excerpt(output, 200)}"
+
+
+def _entries(output: str) -> list[str]:
+    """Directory entries from a listing: a JSON list, or one entry per line."""
+    try:
+        value = json.loads(output)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [e.strip() for e in output.splitlines() if e.strip()]
 
 
 def _written(content: str, step: Action | None, before: Sequence[_Done]) -> str:
@@ -1175,8 +1188,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if spec.kind not in {"hang", "malformed_tool_call"}:
                     raise _fault_error(spec, request.model, _prompt_tokens(request))
-            completion = state.complete(request, malformed=spec is not None
-                                        and spec.kind == "malformed_tool_call")
+            completion = self._complete(state, request, spec)
         except _HttpError as exc:
             record["status"] = exc.status
             log.info("model_request_rejected", status=exc.status, code=exc.code,
@@ -1192,6 +1204,21 @@ class _Handler(BaseHTTPRequestHandler):
                  prompt_tokens=completion.usage.prompt_tokens,
                  completion_tokens=completion.usage.completion_tokens)
         self._send(200, completion.model_dump(mode="json"))
+
+    @staticmethod
+    def _complete(state: _State, request: ChatCompletionRequest,
+                  spec: FaultSpec | None) -> ChatCompletion:
+        try:
+            return state.complete(request, malformed=spec is not None
+                                  and spec.kind == "malformed_tool_call")
+        except _prompts.PromptFormatError as exc:
+            raise _HttpError(400, str(exc), code="invalid_prompt", param="messages") from exc
+        except _HttpError:
+            raise
+        except Exception as exc:  # a bug here must still answer, as a real server would
+            log.exception("model_request_crashed")
+            raise _HttpError(500, f"the model server failed: {exc!r}", type_="server_error",
+                             code="server_error") from exc
 
     def _authorised_request(self, state: _State) -> ChatCompletionRequest:
         if state.api_key is not None:

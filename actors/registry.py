@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
 import structlog
 
 from actors._base import Backpressure
@@ -120,7 +121,7 @@ class Registry(Worker):
         self._schedule_sweep(now)
         return reply
 
-    def _dispatch(self, message: Message, now: float) -> Message | None:  # noqa: PLR0911 - one return per command
+    def _dispatch(self, message: Message, now: float) -> Message | None:  # noqa: C901, PLR0911 - one case per command
         match message:
             case SupervisionEvent():
                 self._on_event(message)

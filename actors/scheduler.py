@@ -186,14 +186,13 @@ class Scheduler(Worker):
         """
         now = self._clock()
         timed_out = self._book.sweep(now)
+        refusal: ErrorReply | None = None
         try:
             changed = change(now)
         except TaskError as exc:
             log.info("command_rejected", actor=self.path, command=command, error=exc.error,
                      detail=exc.message)
             changed, refusal = [], ErrorReply(error=exc.error, message=exc.message)
-        else:
-            refusal = None
         records = audit(changed) if audit is not None else []
         self._journal.commit(
             command, [("Timeout", t) for t in timed_out] + [(command, t) for t in changed],

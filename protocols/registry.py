@@ -198,35 +198,28 @@ class AgentCard(A2AModel):
         output modes and skills, and on each skill a non-empty id, name, description and tags;
         Understudy requires a well-formed actor path and unique skill ids.
         """
-        found: list[str] = []
-        for field in ("name", "description", "version"):
-            if not getattr(self, field).strip():
-                found.append(f"{field} must not be empty")
+        found = _blank(self, ("name", "description", "version"), "")
         if not all(_PATH_SEGMENT.match(part) for part in self.path.split("/")):
             found.append(f"path must be child ids joined by '/', got {self.path!r}")
         if self.supported_interfaces is not None and not self.supported_interfaces:
             found.append("supportedInterfaces must list at least one interface (or be left out)")
         for index, interface in enumerate(self.interfaces()):
-            for field in ("url", "protocol_binding", "protocol_version"):
-                if not getattr(interface, field).strip():
-                    found.append(f"supportedInterfaces[{index}].{to_camel(field)} must not be empty")
-        for field in ("default_input_modes", "default_output_modes"):
-            if not getattr(self, field):
-                found.append(f"{to_camel(field)} must list at least one media type")
+            found += _blank(interface, ("url", "protocol_binding", "protocol_version"),
+                            f"supportedInterfaces[{index}].")
+        found += [f"{to_camel(name)} must list at least one media type"
+                  for name in ("default_input_modes", "default_output_modes")
+                  if not getattr(self, name)]
         if not self.skills:
             found.append("skills must list at least one skill")
-        seen: set[str] = set()
+        ids = [skill.id for skill in self.skills]
         for index, skill in enumerate(self.skills):
-            for field in ("id", "name", "description"):
-                if not getattr(skill, field).strip():
-                    found.append(f"skills[{index}].{field} must not be empty")
+            found += _blank(skill, ("id", "name", "description"), f"skills[{index}].")
             if not skill.tags:
                 found.append(f"skills[{index}].tags must list at least one tag")
-            if skill.id in seen:
+            if skill.id in ids[:index]:
                 found.append(f"skills[{index}].id {skill.id!r} is used by another skill")
-            seen.add(skill.id)
-        if self.provider is not None and not (self.provider.organization and self.provider.url):
-            found.append("provider needs both organization and url")
+        if self.provider is not None:
+            found += _blank(self.provider, ("organization", "url"), "provider.")
         return found
 
     def has_capability(self, capability: str) -> bool:
@@ -247,6 +240,12 @@ class AgentCard(A2AModel):
         """Return True if one of the card's skills carries ``tag`` (compared case-insensitively)."""
         wanted = tag.casefold()
         return any(t.casefold() == wanted for skill in self.skills for t in skill.tags)
+
+
+def _blank(model: BaseModel, names: tuple[str, ...], prefix: str) -> list[str]:
+    """Return a problem for each of the string fields ``names`` of ``model`` that is blank."""
+    return [f"{prefix}{to_camel(name)} must not be empty"
+            for name in names if not getattr(model, name).strip()]
 
 
 class HeldLoss(BaseModel):

@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 
 # Import every module that defines Message classes, so that the registry is full.
 import actors.demo  # noqa: F401
+import protocols.access  # noqa: F401
 import protocols.common  # noqa: F401
 import protocols.supervision  # noqa: F401
 from protocols._base import Message, registered_kinds

@@ -148,7 +148,7 @@ def test_list_and_run_goals_call_their_tools_and_summarise(client: openai.OpenAI
     messages = conversation("list src and then run `echo hi there`")
 
     first = ask(client, messages)
-    answer(messages, first, "main.py\nutil.py\n")
+    answer(messages, first, '["main.py", "util.py"]')
     second = ask(client, messages)
     answer(messages, second, "hi there\n")
     final = ask(client, messages)
@@ -499,6 +499,8 @@ def test_bad_requests_get_openai_errors(server: ModelServer, client: openai.Open
     unknown = http(server, "GET", "/v2/whatever")
     with pytest.raises(openai.BadRequestError) as streaming:
         ask(client, conversation("Explain supervision"), stream=True)
+    with pytest.raises(openai.BadRequestError) as broken_prompt:
+        ask(client, [{"role": "user", "content": "UNDERSTUDY-EVALUATE\nInput (JSON):\n[1]"}])
 
     assert 400 == not_json[0]
     assert "not valid JSON" in not_json[1]["error"]["message"]
@@ -506,6 +508,7 @@ def test_bad_requests_get_openai_errors(server: ModelServer, client: openai.Open
     assert "messages" in no_messages[1]["error"]["message"]
     assert 404 == unknown[0]
     assert "unsupported_parameter" == streaming.value.code
+    assert "invalid_prompt" == broken_prompt.value.code
 
 
 # --- server options and lifecycle -----------------------------------------------------------

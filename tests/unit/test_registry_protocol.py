@@ -7,7 +7,7 @@ import sys
 from typing import Any, Literal
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from protocols import Message, MessageInvalid, UnknownMessageKind
 from protocols.codec import decode, encode
@@ -27,7 +27,7 @@ from protocols.registry import (
 class Memo(Message):
     kind: Literal["test.registry_protocol_memo"] = "test.registry_protocol_memo"
     text: str
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
 
 def full_card() -> AgentCard:

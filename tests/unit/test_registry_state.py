@@ -254,7 +254,7 @@ def test_is_under_compares_whole_path_segments() -> None:
 ])
 def test_only_exit_events_name_a_path_to_remove(event: str, expected: str | None) -> None:
     ev = SupervisionEvent(seq=1, time=0.0, supervisor="root/agents", child_id="a",
-                          event=event)  # type: ignore[arg-type]
+                          event=event)
 
     assert expected == exited_path(ev)
 

@@ -3,7 +3,7 @@ sweeps with a controlled clock, backpressure, supervision events, deferred repli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,8 @@ from protocols.registry import (
 from protocols.supervision import SupervisionEvent, WhichChildren
 
 PATH = "root/system/registry"
+
+Logs = list[MutableMapping[str, Any]]
 
 
 class Memo(Message):
@@ -110,7 +112,7 @@ def card(name: str, **fields: Any) -> AgentCard:  # noqa: ANN401
 
 def event(seq: int, name: str, child_id: str, supervisor: str = "root/agents") -> SupervisionEvent:
     return SupervisionEvent(seq=seq, time=0.0, supervisor=supervisor, child_id=child_id,
-                            event=name)  # type: ignore[arg-type]
+                            event=name)
 
 
 def memo(n: int) -> DeliverToAgent:
@@ -118,12 +120,12 @@ def memo(n: int) -> DeliverToAgent:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[Logs]:
     with capture_logs() as captured:
         yield captured
 
 
-def events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events_named(logs: Logs, name: str) -> Logs:
     return [entry for entry in logs if entry["event"] == name]
 
 
@@ -138,7 +140,7 @@ def test_bad_args_fail_the_start() -> None:
         start(hold_seconds=-5)
 
 
-def test_expired_messages_are_logged_at_the_next_message(logs: list[dict[str, Any]]) -> None:
+def test_expired_messages_are_logged_at_the_next_message(logs: Logs) -> None:
     worker, _host = start(hold_seconds=10)
     worker.handle(memo(1))
     worker.handle(memo(2))
@@ -154,7 +156,7 @@ def test_expired_messages_are_logged_at_the_next_message(logs: list[dict[str, An
     assert (0, 2) == (stats.held, stats.expired)
 
 
-def test_registration_sends_held_messages_in_order(logs: list[dict[str, Any]]) -> None:
+def test_registration_sends_held_messages_in_order(logs: Logs) -> None:
     worker, host = start()
     worker.handle(memo(1))
     worker.handle(memo(2))
@@ -226,7 +228,7 @@ def test_bad_commands_get_typed_errors_and_the_worker_carries_on() -> None:
     assert isinstance(worker.handle(ListAgents()), Message)
 
 
-def test_an_exit_event_removes_the_card(logs: list[dict[str, Any]]) -> None:
+def test_an_exit_event_removes_the_card(logs: Logs) -> None:
     worker, _host = start()
     worker.handle(RegisterAgent(card=card("a")))
 
@@ -277,7 +279,7 @@ def test_sync_events_beyond_the_limit_abandon_the_oldest() -> None:
     assert [] == host.deferred[1]
 
 
-def test_a_sweep_is_scheduled_at_the_next_deadline(logs: list[dict[str, Any]]) -> None:
+def test_a_sweep_is_scheduled_at_the_next_deadline(logs: Logs) -> None:
     worker, host = start(hold_seconds=30)
     worker.now = 5.0
     worker.handle(memo(1))
@@ -308,7 +310,7 @@ def test_an_earlier_deadline_replaces_the_pending_sweep() -> None:
     assert [] == host.cancelled
 
 
-def test_undelivered_messages_are_held_again(logs: list[dict[str, Any]]) -> None:
+def test_undelivered_messages_are_held_again(logs: Logs) -> None:
     worker, host = start()
     worker.handle(RegisterAgent(card=card("a")))
     worker.handle(memo(1))
@@ -323,7 +325,7 @@ def test_undelivered_messages_are_held_again(logs: list[dict[str, Any]]) -> None
     assert [1] == [e["count"] for e in events_named(logs, "messages_undelivered")]
 
 
-def test_stopping_reports_held_messages_as_discarded(logs: list[dict[str, Any]]) -> None:
+def test_stopping_reports_held_messages_as_discarded(logs: Logs) -> None:
     worker, host = start()
     worker.handle(memo(1))
     worker.handle(SyncEvents(seq=10))
