@@ -274,7 +274,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             link.acknowledged += len(batch) - len(refused)
             if refused:
                 ids = set(refused)
-                lost = [message for mid, message in batch if mid in ids]
+                lost = [(mid, message) for mid, message in batch if mid in ids]
                 self._report_undelivered(link, lost, "the receiver was exiting")
 
     def fail_link(self, address: ActorAddress, reason: str) -> list[Message]:
@@ -283,16 +283,19 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         link = self._links.pop(str(address), None)
         if link is None:
             return []
-        lost = [message for batch in link.inflight.values() for _mid, message in batch]
+        lost = [pair for batch in link.inflight.values() for pair in batch]
         if lost:
             self._report_undelivered(link, lost, reason)
         return [message for _parts, message in link.queue]
 
-    def _report_undelivered(self, link: Link, messages: list[Message], reason: str) -> None:
-        link.undelivered += len(messages)
+    def _report_undelivered(
+        self, link: Link, lost: list[tuple[int, Message]], reason: str
+    ) -> None:
+        link.undelivered += len(lost)
         log.warning("messages_undelivered", actor=self.describe(), to=link.label,
-                    count=len(messages), reason=reason)
-        self.on_undelivered(link.label, messages, reason)
+                    count=len(lost), reason=reason)
+        self.on_undelivered_ids(link.label, [mid for mid, _ in lost], reason)
+        self.on_undelivered(link.label, [message for _, message in lost], reason)
 
     def reply(
         self,
@@ -368,6 +371,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     def on_undelivered(self, to: str, messages: list[Message], reason: str) -> None:
         """Messages sent on the data path to ``to`` were not handled there."""
+
+    def on_undelivered_ids(self, to: str, message_ids: list[int], reason: str) -> None:
+        """The ids of the messages ``on_undelivered`` reports (to fail waiting requests)."""
 
     def on_child_exited(self, address: ActorAddress) -> None:
         """A child actor's process has exited."""

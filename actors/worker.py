@@ -27,6 +27,7 @@ from thespian.actors import ActorAddress, ActorExitRequest
 
 from actors._base import Backpressure, Link, SeamActor, unpack_address
 from actors._workarounds import die_with_parent
+from actors.flow import Flow, Flows
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
@@ -121,6 +122,12 @@ class Worker:
         """
         return self._host.defer_reply()
 
+    def run_flow(self, flow: Flow) -> None:
+        """Run a generator that yields ``actors.flow`` steps (Call, Gather, Sleep) and gets
+        their results back, so a multi-step conversation with other actors reads top to bottom.
+        """
+        self._host.flows.start(flow)
+
     def on_reply(self, request_id: int, reply: Message) -> None:
         """Handle the reply to a ``request``; by default it goes to ``handle``."""
         result = self.handle(reply)
@@ -181,6 +188,7 @@ class WorkerActor(SeamActor):
         self._unrouted: dict[str, deque[tuple[Message, int]]] = {}
         self._outstanding: dict[int, str] = {}
         self._current: tuple[ActorAddress, codec.Envelope, bool] | None = None
+        self.flows = Flows(self)
         self._deferred = False
 
     def describe(self) -> str:
@@ -205,7 +213,7 @@ class WorkerActor(SeamActor):
         elif self._exiting or self._worker is None:
             if meta is None or "l" not in meta:
                 self.reply(sender, env, _Gone(path=self._path))
-        elif isinstance(msg, ErrorReply):
+        elif isinstance(msg, ErrorReply) and env.correlation_id not in self._outstanding:
             log.warning("error_reply_received", actor=self._path, error=msg.error,
                         detail=msg.message)
         else:
@@ -247,7 +255,8 @@ class WorkerActor(SeamActor):
         self._current, self._deferred = (sender, env, on_link), False
         try:
             if corr is not None and self._outstanding.pop(corr, None) is not None:
-                worker.on_reply(corr, env.message)
+                if not self.flows.on_reply(corr, env.message):
+                    worker.on_reply(corr, env.message)
                 result = None
             else:
                 result = worker.handle(env.message)
@@ -290,6 +299,9 @@ class WorkerActor(SeamActor):
 
     def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
         """A ``call_later`` fired: hand its message to the worker."""
+        if isinstance(payload, tuple) and payload[0] == "flow":
+            self.flows.on_timer(payload[1])
+            return
         if not (isinstance(payload, tuple) and payload[0] == "call_later"):
             return
         worker = self._worker
@@ -307,6 +319,13 @@ class WorkerActor(SeamActor):
             log.warning("timer_result_dropped", actor=self._path, kind=result.kind)
         if self._stop_reason is not None:
             self._orderly_stop(self._stop_reason)
+
+    def on_undelivered_ids(self, to: str, message_ids: list[int], reason: str) -> None:
+        """Requests that will never be answered fail now (their flows get ActorNotFound)."""
+        for mid in message_ids:
+            if self._outstanding.pop(mid, None) is not None:
+                self.flows.on_reply(mid, ErrorReply(error="ActorNotFound",
+                                                    message=f"{to}: {reason}"))
 
     def accepting(self) -> bool:
         """Refuse data-path messages once exiting: the sender reports them undelivered."""
@@ -346,6 +365,10 @@ class WorkerActor(SeamActor):
 
     # --- send(path, message): resolution through the guardian -------------------------------
 
+    def forget_request(self, request_id: int) -> None:
+        """Stop waiting for the reply to ``request_id`` (it timed out)."""
+        self._outstanding.pop(request_id, None)
+
     def subscribe_events(self, *, replay: bool) -> None:
         """Ask the guardian for supervision events."""
         if self._guardian is not None:
@@ -379,11 +402,15 @@ class WorkerActor(SeamActor):
             del self._routes[msg.path]
             carried = self.fail_link(old, f"{msg.path} exited")
         if new is None:
-            waiting = [m for m, _ in self._unrouted.pop(msg.path, deque())]
+            unrouted = list(self._unrouted.pop(msg.path, deque()))
+            waiting = [m for m, _ in unrouted]
             if msg.detail == "restarting":
                 queue = self._unrouted.setdefault(msg.path, deque())
-                queue.extend((m, codec.new_message_id()) for m in carried + waiting)
+                queue.extend((m, codec.new_message_id()) for m in carried)
+                queue.extend(unrouted)
                 return
+            self.on_undelivered_ids(msg.path, [mid for _, mid in unrouted],
+                                    msg.detail or "no actor at that path")
             lost = carried + waiting
             if lost:
                 log.warning("dead_letter", actor=self._path, to=msg.path, count=len(lost),

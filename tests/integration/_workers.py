@@ -167,3 +167,44 @@ def decide_by_reason(reason: str) -> tuple[str, float]:
     if reason.startswith("error:KeyError"):
         return "stop", 0.0
     return "escalate", 0.0
+
+
+class Provision(Message):
+    kind: Literal["test.provision"] = "test.provision"
+    pool: str
+    count: int
+    missing: str = ""
+
+
+class Provisioned(Message):
+    kind: Literal["test.provisioned"] = "test.provisioned"
+    paths: list[str]
+    tokens: list[str]
+    missing_error: str
+
+
+class Provisioner(Worker):
+    """Runs a flow: start `count` pool children in parallel, ping each, ask a missing path."""
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, Provision):
+            self.run_flow(self._provision(message, self.defer_reply()))
+        return None
+
+    def _provision(self, order: Provision, answer: object):  # type: ignore[no-untyped-def]
+        from actors.flow import Call, Gather, Sleep
+        from protocols.supervision import StartChild
+
+        infos = yield Gather([Call(order.pool, StartChild(args={"n": i}))
+                              for i in range(order.count)])
+        paths = [f"{order.pool}/{info.id}" for info in infos]
+        yield Sleep(0.01)
+        pongs = yield Gather([Call(p, Ping(token=p)) for p in paths])
+        error = ""
+        if order.missing:
+            try:
+                yield Call(order.missing, Ping(), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - the test reads which error it was
+                error = type(exc).__name__
+        answer(Provisioned(paths=paths, tokens=[p.token for p in pongs],  # type: ignore[operator]
+                           missing_error=error))

@@ -49,3 +49,25 @@ def test_call_later_delivers_a_message_to_the_worker_itself(start_tree: StartTre
     reply = rt.ask("root/rem", Remind(seconds=0.05, note="n1"), timeout=5)
 
     assert Reminded(note="n1") == reply
+
+
+def test_a_flow_runs_parallel_calls_in_order_and_raises_errors_inside(
+    start_tree: StartTree,
+) -> None:
+    from protocols.topology import ChildSpec as Spec
+    from tests.integration._workers import Provision, Provisioned
+
+    rt = start_tree(SupervisorSpec(id="root", children=[
+        SupervisorSpec(id="pool", strategy="simple_one_for_one",
+                       template=Spec(id="job", start="tests.integration._workers:Echo")),
+        ChildSpec(id="prov", start="tests.integration._workers:Provisioner"),
+    ]))
+
+    reply = rt.ask("root/prov", Provision(pool="root/pool", count=3, missing="root/nope"),
+                   timeout=20)
+
+    assert isinstance(reply, Provisioned)
+    assert 3 == len(set(reply.paths))
+    assert reply.paths == reply.tokens
+    assert "ActorNotFound" == reply.missing_error
+    assert 3 == rt.count_children("root/pool").active
