@@ -641,15 +641,9 @@ class SupervisorActor(SeamActor):
                 return
         child = _Child(child_spec, dynamic=True)
         self._children.append(child)
-        ok, reason, offender = yield from self._start(child)
+        ok = yield from self._start_and_answer(child, sender, env)
         if not ok:
             self._children.remove(child)
-            self._emit("start_failed", child.id, reason)
-            self._answer(sender, env, ErrorReply(error="StartFailed", message=offender,
-                                                 reason=reason))
-            return
-        self._emit("child_started", child.id)
-        self._answer(sender, env, self._info(child))
 
     def _api_terminate_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> Op:
         spec = self._spec
@@ -673,14 +667,21 @@ class SupervisorActor(SeamActor):
             return
         child = self._by_id(child_id)
         assert child is not None  # noqa: S101 - checked above
+        yield from self._start_and_answer(child, sender, env)
+
+    def _start_and_answer(
+        self, child: _Child, sender: ActorAddress, env: codec.Envelope
+    ) -> Generator[_Await, _Ev, bool]:
+        """Start ``child`` for a child API call and answer ChildInfo or StartFailed."""
         ok, reason, offender = yield from self._start(child)
         if not ok:
             self._emit("start_failed", child.id, reason)
             self._answer(sender, env, ErrorReply(error="StartFailed", message=offender,
                                                  reason=reason))
-            return
+            return False
         self._emit("child_started", child.id)
         self._answer(sender, env, self._info(child))
+        return True
 
     def _api_delete_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> None:
         refusal = self._check_stopped(child_id, "delete_child")
