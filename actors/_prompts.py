@@ -308,7 +308,8 @@ def _find_object(text: str, model: type[_M]) -> _M:
                     problem = f"a JSON object that is not a valid {model.__name__}: {exc}"
         start = text.find("{", start + 1)
     excerpt = text if len(text) <= 80 else text[:77] + "..."
-    msg = f"expected a {model.__name__} JSON object in the model's answer, found {problem} in {excerpt!r}"
+    msg = (f"expected a {model.__name__} JSON object in the model's answer, "
+           f"found {problem} in {excerpt!r}")
     raise PromptFormatError(msg)
 
 

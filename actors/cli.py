@@ -314,6 +314,23 @@ def stop(state_dir: str, timeout: float) -> None:
     console.print(f"stopped understudy up (pid {pid})")
 
 
+@main.command("model-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", type=int, default=0, show_default=True, help="0: a free port")
+@click.option("--api-key", default=None, help="require this bearer token")
+@click.option("--context-window", type=int, default=None,
+              help="reject prompts estimated above this many tokens")
+def model_server(host: str, port: int, api_key: str | None, context_window: int | None) -> None:
+    """Serve the deterministic OpenAI-compatible model until Ctrl-C or SIGTERM.
+
+    Prints the base URL (for openai.OpenAI(base_url=...)) on stdout.
+    """
+    from actors.model_server import serve_forever
+
+    serve_forever(host, port, ready=lambda url: click.echo(url),
+                  api_key=api_key, context_window=context_window)
+
+
 @main.group()
 def audit() -> None:
     """The access manager's hash-chained audit log."""

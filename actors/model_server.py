@@ -784,7 +784,9 @@ def _in_workspace(path: str, workspace: str) -> str:
         return path or "."
     if not path:
         return workspace
-    return path if posixpath.isabs(path) or path.startswith("~") else posixpath.join(workspace, path)
+    if posixpath.isabs(path) or path.startswith("~"):
+        return path
+    return posixpath.join(workspace, path)
 
 
 def goal_of(messages: Sequence[ChatMessage]) -> _prompts.ParsedGoal:
@@ -1118,7 +1120,10 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("model_client_disconnected", path=self._path())
 
     def _body(self) -> Any:  # noqa: ANN401
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        length = int(declared) if declared.isdigit() else -1
+        if length < 0:
+            raise _HttpError(400, f"Content-Length must be a byte count, got {declared!r}")
         if length > MAX_BODY_BYTES:
             raise _HttpError(413, f"request body must be at most {MAX_BODY_BYTES} bytes, "
                              f"got {length}")

@@ -59,7 +59,9 @@ def steps(goal: str) -> list[tuple[str | None, str, str | None]]:
     ("write the report to /tmp/../etc/report.txt without asking",
      [("write_file", "/tmp/../etc/report.txt", "text")]),
 ])
-def test_goal_grammar_examples(goal: str, expected: list[tuple[str | None, str, str | None]]) -> None:
+def test_goal_grammar_examples(
+    goal: str, expected: list[tuple[str | None, str, str | None]]
+) -> None:
     assert expected == steps(goal)
 
 

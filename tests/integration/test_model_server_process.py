@@ -1,4 +1,4 @@
-"""``python -m actors.model_server`` as its own process: prints its URL, serves, stops on SIGTERM."""
+"""``python -m actors.model_server`` in its own process: prints its URL, serves, stops on TERM."""
 
 from __future__ import annotations
 

@@ -65,7 +65,8 @@ def test_agent_system_prompt_has_labelled_lines_and_bullets() -> None:
     assert "Original request: a haiku please" in lines
     assert "Workspace: /ws" in lines
     assert lines[lines.index("Constraints:") + 1] == "- stay in the workspace"
-    assert lines[lines.index("Acceptance criteria:") + 1:] == ["- haiku.txt exists", "- three lines"]
+    criteria = lines[lines.index("Acceptance criteria:") + 1:]
+    assert ["- haiku.txt exists", "- three lines"] == criteria
 
 
 @given(goal=texts, request=texts, constraints=items, criteria=items, workspace=texts)
@@ -130,7 +131,8 @@ def test_parse_evaluation_accepts_a_code_fence_and_extra_keys() -> None:
     text = ('Here you go:\n```json\n{"score": "0.5", "met": ["a"], "unmet": ["b"], '
             '"feedback": "do b", "reasoning": "..."}\n```')
 
-    assert Evaluation(score=0.5, met=("a",), unmet=("b",), feedback="do b") == parse_evaluation(text)
+    expected = Evaluation(score=0.5, met=("a",), unmet=("b",), feedback="do b")
+    assert expected == parse_evaluation(text)
 
 
 def test_parse_evaluation_skips_objects_that_are_not_evaluations() -> None:
