@@ -42,6 +42,9 @@ from protocols.supervision import SupervisionEvent
 #: actors below it) are removed. A restarted agent registers again from its on_start.
 EXIT_EVENTS = frozenset({"child_exited", "child_terminated", "start_failed"})
 
+#: How many emptied paths the directory remembers the agent names of.
+MAX_FORMER_PATHS = 1000
+
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 T = TypeVar("T")
@@ -231,10 +234,11 @@ def exited_path(event: SupervisionEvent) -> str | None:
 
 
 class AgentDirectory:
-    """The registered cards, by agent name."""
+    """The registered cards, by agent name, and who was registered at the paths now empty."""
 
     def __init__(self) -> None:
         self._cards: dict[str, AgentCard] = {}
+        self._former: dict[str, list[str]] = {}  # path -> names of removed cards, oldest first
 
     def register(self, card: AgentCard) -> AgentCard:
         """Add ``card``, or replace the card of the same name at the same path.
@@ -252,6 +256,7 @@ class AgentDirectory:
                    f"cannot register it for {card.path!r}")
             raise Refusal("DuplicateAgent", msg)
         self._cards[card.name] = card
+        self._former.pop(card.path, None)
         return card
 
     def get(self, name: str) -> AgentCard:
@@ -290,11 +295,24 @@ class AgentDirectory:
         return card
 
     def remove_under(self, path: str) -> list[AgentCard]:
-        """Remove and return the cards whose actor is ``path`` or below it."""
-        gone = [card for card in self._cards.values() if is_under(card.path, path)]
+        """Remove and return the cards whose actor is ``path`` or below it.
+
+        Their names are remembered per path (the last ``MAX_FORMER_PATHS`` paths), so that
+        messages still in flight to those actors can be held for the agents' return.
+        """
+        gone = sorted((c for c in self._cards.values() if is_under(c.path, path)),
+                      key=lambda c: c.name)
         for card in gone:
             del self._cards[card.name]
-        return sorted(gone, key=lambda c: c.name)
+            names = self._former.pop(card.path, [])
+            self._former[card.path] = [*names, card.name]
+        while len(self._former) > MAX_FORMER_PATHS:
+            del self._former[next(iter(self._former))]
+        return gone
+
+    def former_names(self, path: str) -> list[str]:
+        """Return the names whose cards at ``path`` were removed by an exit (oldest first)."""
+        return list(self._former.get(path, ()))
 
     def names_at(self, path: str) -> list[str]:
         """Return the names registered by the actor at ``path``."""
@@ -449,26 +467,28 @@ class RegistryState:
         """Hold again, for its agent, messages that the actor at ``path`` never handled.
 
         The agents registered at ``path`` become ``unavailable`` (their actor is not there), so
-        the messages wait until the agent registers again or expire. With no agent registered
-        at ``path`` any more, the messages are lost (``discarded``).
+        the messages wait until the agent registers again or expire. When the card was already
+        removed (its actor exited), they wait for the agent last registered at ``path``; with
+        no agent known there, they are lost (``discarded``).
         """
         messages = list(messages)
         names = self.directory.names_at(path)
-        if not names:
+        for name in names:
+            self.directory.set_status(name, "unavailable")
+        agent = next(iter(names or self.directory.former_names(path)[-1:]), None)
+        if agent is None:
             loss = Loss(path, "discarded", tuple(messages))
             self._record(loss)
             return [loss]
-        for name in names:
-            self.directory.set_status(name, "unavailable")
         losses: list[Loss] = []
         for message in messages:
             try:
-                _held, dropped = self.held.hold(names[0], message, now)
+                _held, dropped = self.held.hold(agent, message, now)
             except Refusal:
-                losses.append(Loss(names[0], "overflowed", (message,)))
+                losses.append(Loss(agent, "overflowed", (message,)))
                 continue
             if dropped:
-                losses.append(Loss(names[0], "overflowed", tuple(h.message for h in dropped)))
+                losses.append(Loss(agent, "overflowed", tuple(h.message for h in dropped)))
         for loss in losses:
             self._record(loss)
         return losses
@@ -552,6 +572,7 @@ class Waiters(Generic[T]):
 
 __all__ = [
     "EXIT_EVENTS",
+    "MAX_FORMER_PATHS",
     "AgentDirectory",
     "Deliveries",
     "Forwarded",

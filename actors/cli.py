@@ -251,6 +251,7 @@ def status(state_dir: str) -> None:
 # What `status` asks each of Understudy's own services for, and how it shows the answer.
 def _service_summaries(runtime: Runtime) -> list[str]:
     from protocols.access import AuditStatistics, GetAuditStats
+    from protocols.registry import GetRegistryStatistics, RegistryStatistics
 
     lines: list[str] = []
     probes: list[tuple[str, Message, Callable[[Message], str]]] = [
@@ -258,6 +259,8 @@ def _service_summaries(runtime: Runtime) -> list[str]:
             f"audit log: {r.entries} entries, last hash {r.last_hash[:16]}, "
             f"{r.problems_at_start} problems at start, {r.subjects} subjects ({r.path})"
             if isinstance(r, AuditStatistics) else str(r))),
+        ("root/system/registry", GetRegistryStatistics(), lambda r: (
+            "registry: " + r.summary() if isinstance(r, RegistryStatistics) else str(r))),
     ]
     for path, request, show in probes:
         try:

@@ -9,7 +9,9 @@ two and returns a valid A2A AgentCard JSON object.
 The model checks types and shapes only. What A2A requires to be present and non-empty (a
 name, at least one skill, tags on every skill ...) and Understudy's own rules (a well-formed
 path, unique skill ids) are listed by ``card.problems()``; the registry refuses a card with
-problems (``InvalidCard``), so every card it holds is valid A2A.
+problems (``InvalidCard``), so every card it holds is valid A2A. A card of the wrong shape
+(wrong types, unknown fields) never reaches the registry: the seam refuses the message as
+``MessageInvalid``.
 
 Commands and their replies (errors are ``ErrorReply`` with the ``error`` named)::
 

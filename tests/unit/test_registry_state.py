@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors._registry_state import (
+    MAX_FORMER_PATHS,
     AgentDirectory,
     Deliveries,
     Forwarded,
@@ -402,6 +403,30 @@ def test_undelivered_messages_are_held_again_and_the_card_becomes_unavailable() 
     _card, deliveries = state.register(card("a"))
     assert deliveries is not None
     assert [1, 2] == ns(list(deliveries.items))
+
+
+def test_messages_undelivered_after_the_exit_wait_for_the_agent_last_at_that_path() -> None:
+    state = RegistryState(config())
+    state.register(card("a"))
+    state.agent_exited("root/agents/a")
+
+    losses = state.undelivered("root/agents/a", [memo(1)], now=0.0)
+    _card, deliveries = state.register(card("a"))
+
+    assert [] == losses
+    assert deliveries is not None
+    assert [1] == ns(list(deliveries.items))
+    assert [] == state.directory.former_names("root/agents/a")
+
+
+def test_the_directory_remembers_a_bounded_number_of_emptied_paths() -> None:
+    directory = AgentDirectory()
+    for n in range(MAX_FORMER_PATHS + 1):
+        directory.register(card(f"a{n}"))
+        directory.remove_under(f"root/agents/a{n}")
+
+    assert [] == directory.former_names("root/agents/a0")
+    assert ["a1"] == directory.former_names("root/agents/a1")
 
 
 def test_undelivered_messages_with_no_agent_left_are_discarded_losses() -> None:

@@ -3,11 +3,13 @@ sweeps with a controlled clock, backpressure, supervision events, deferred repli
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
@@ -121,8 +123,14 @@ def memo(n: int) -> DeliverToAgent:
 
 @pytest.fixture
 def logs() -> Iterator[Logs]:
-    with capture_logs() as captured:
-        yield captured
+    """Capture every event, info included, whatever level an earlier test configured."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)
 
 
 def events_named(logs: Logs, name: str) -> Logs:
