@@ -155,6 +155,7 @@ def _char_class(text: str, start: int, where: str) -> tuple[str, int]:
         raise InvalidPattern(msg)
     # Escape what re would read as syntax or warn about (nested sets, set operations).
     members = re.sub(r"([\\^\[&~|])", r"\\\1", text[first:end])
+    members = members.replace("--", "-\\-")  # "--" would be a future set difference
     regex = f"[^{members}/]" if negate else f"[{members}]"
     try:
         re.compile(regex)
