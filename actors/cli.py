@@ -252,6 +252,7 @@ def status(state_dir: str) -> None:
 def _service_summaries(runtime: Runtime) -> list[str]:
     from protocols.access import AuditStatistics, GetAuditStats
     from protocols.registry import GetRegistryStatistics, RegistryStatistics
+    from protocols.scheduler import GetStatistics, SchedulerStatistics
 
     lines: list[str] = []
     probes: list[tuple[str, Message, Callable[[Message], str]]] = [
@@ -259,6 +260,8 @@ def _service_summaries(runtime: Runtime) -> list[str]:
             f"audit log: {r.entries} entries, last hash {r.last_hash[:16]}, "
             f"{r.problems_at_start} problems at start, {r.subjects} subjects ({r.path})"
             if isinstance(r, AuditStatistics) else str(r))),
+        ("root/system/scheduler", GetStatistics(), lambda r: (
+            "scheduler: " + r.summary() if isinstance(r, SchedulerStatistics) else str(r))),
         ("root/system/registry", GetRegistryStatistics(), lambda r: (
             "registry: " + r.summary() if isinstance(r, RegistryStatistics) else str(r))),
     ]
@@ -283,6 +286,9 @@ def _service_summaries(runtime: Runtime) -> list[str]:
 def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None:
     """Send a message of KIND with a JSON BODY to the actor at PATH and print the reply."""
     import actors.demo  # noqa: F401 - registers the demo kinds
+    import protocols.access  # noqa: F401 - and those of the system services
+    import protocols.registry  # noqa: F401
+    import protocols.scheduler  # noqa: F401
 
     cls = message_class(kind)
     if cls is None:

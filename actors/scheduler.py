@@ -21,7 +21,8 @@ nothing; the scheduler keeps running. A journal that cannot be written crashes t
 its supervisor restarts it from the last committed state.
 
 Args (in the topology): ``audit`` (path of the access manager, default
-``root/system/access``), ``synchronous`` (``FULL`` default, or ``NORMAL``), ``db`` (file name
+``root/system/access``), ``synchronous`` (``NORMAL``, the default: durable under SIGKILL; or
+``FULL``: also under power loss, see ``actors._journal``), ``db`` (file name
 under the state directory, default ``scheduler.db``), ``audit_retry`` (seconds between
 retries of unacknowledged audit records, default 5).
 """
@@ -100,7 +101,7 @@ class Scheduler(Worker):
         self._audit_path = str(self.args.get("audit", DEFAULT_AUDIT_PATH))
         self._audit_retry = float(self.args.get("audit_retry", DEFAULT_AUDIT_RETRY))
         self._journal = Journal(self.state_dir / str(self.args.get("db", DEFAULT_DB)),
-                                synchronous=self.args.get("synchronous", "FULL"))
+                                synchronous=self.args.get("synchronous", "NORMAL"))
         self._book = TaskBook(self._journal.load_tasks())
         self._tick: tuple[int, float] | None = None  # (timer token, deadline it is for)
         self._waiters: dict[int, _Waiter] = {}

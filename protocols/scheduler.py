@@ -115,6 +115,12 @@ class SchedulerStatistics(Message):
     timed_out: int = 0
     total: int = 0
 
+    def summary(self) -> str:
+        """Return one line for ``understudy status``: the total, then each non-empty state."""
+        counts = [f"{getattr(self, state)} {state}" for state in TASK_STATES
+                  if getattr(self, state)]
+        return f"{self.total} tasks" + (f" ({', '.join(counts)})" if counts else "")
+
 
 # --- Commands -------------------------------------------------------------------------------
 

@@ -70,6 +70,15 @@ def no_leftover_processes() -> Iterator[None]:
     before = _actor_processes()
     yield
     leftover = _actor_processes() - before
+    # Processes of the last system may still be exiting: wait for them (not a sleep: an exit).
+    procs = []
+    for pid in leftover:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _gone, alive = psutil.wait_procs(procs, timeout=10)
+    leftover = {p.pid for p in alive}
     for pid in leftover:
         try:
             proc = psutil.Process(pid)

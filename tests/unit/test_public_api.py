@@ -38,7 +38,8 @@ def test_protocols_exports_message_and_codec_errors() -> None:
 def test_protocols_never_imports_actors_or_thespian() -> None:
     code = (
         "import sys, protocols, protocols.codec, protocols.supervision, protocols.topology,"
-        " protocols.topology_loader, protocols.common;"
+        " protocols.topology_loader, protocols.common, protocols.scheduler, protocols.access,"
+        " protocols.registry, protocols.agent;"
         " bad = [m for m in sys.modules if m.split('.')[0] in ('actors', 'thespian')];"
         " print(','.join(bad))"
     )

@@ -263,6 +263,16 @@ def test_statistics_count_the_tasks_in_each_state(rt: Runtime) -> None:
 
     assert SchedulerStatistics(pending=2, running=1, completed=1, failed=1, cancelled=1,
                                timed_out=0, total=6) == stats
+    assert isinstance(stats, SchedulerStatistics)
+    assert "6 tasks (2 pending, 1 running, 1 completed, 1 failed, 1 cancelled)" == stats.summary()
+
+
+def test_statistics_of_an_empty_scheduler_say_so(rt: Runtime) -> None:
+    stats = rt.ask(S, GetStatistics())
+
+    assert isinstance(stats, SchedulerStatistics)
+    assert SchedulerStatistics() == stats
+    assert "0 tasks" == stats.summary()
 
 
 # --- Deadlines ---------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ def test_the_journal_uses_wal_with_the_chosen_synchronous_level(
     journal.close()
 
 
-def test_the_default_is_full_and_other_levels_are_refused(tmp_path: Path) -> None:
+def test_the_default_is_normal_and_other_levels_are_refused(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "s.db")
-    assert 2 == journal.synchronous
+    assert 1 == journal.synchronous
     journal.close()
 
     with pytest.raises(ValueError, match="synchronous must be NORMAL or FULL, got 'OFF'"):
