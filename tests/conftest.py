@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 from actors import Runtime
@@ -38,6 +39,13 @@ def _actor_processes() -> set[int]:
         if info["cmdline"] == mine:
             found.add(info["pid"])
     return found
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """CLI tests configure structlog (level filters): do not let that leak into other tests."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=BASES)
