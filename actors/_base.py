@@ -277,8 +277,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 lost = [(mid, message) for mid, message in batch if mid in ids]
                 self._report_undelivered(link, lost, "the receiver was exiting")
 
-    def fail_link(self, address: ActorAddress, reason: str) -> list[Message]:
-        """The destination is gone: report what was in flight and return what was queued."""
+    def fail_link(self, address: ActorAddress, reason: str) -> list[tuple[Message, int]]:
+        """The destination is gone: report what was in flight; return what was still queued
+        (never sent), with the message ids it was given."""
         self._ensure_links()
         link = self._links.pop(str(address), None)
         if link is None:
@@ -286,7 +287,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         lost = [pair for batch in link.inflight.values() for pair in batch]
         if lost:
             self._report_undelivered(link, lost, reason)
-        return [message for _parts, message in link.queue]
+        return [(message, parts[1]) for parts, message in link.queue]
 
     def _report_undelivered(
         self, link: Link, lost: list[tuple[int, Message]], reason: str

@@ -160,9 +160,12 @@ def up(file: str, duration: float | None, refresh: float) -> None:
                 f"a tree is already running from {state_path}; `understudy stop` it first")
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
+    model_server = _configure_model(topology)
     try:
         runtime = Runtime.start(topology)
     except UnderstudyError as exc:
+        if model_server is not None:
+            model_server.stop()
         raise click.ClickException(str(exc)) from exc
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state_path.write_text(json.dumps({
@@ -195,8 +198,30 @@ def up(file: str, duration: float | None, refresh: float) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         runtime.shutdown()
+        if model_server is not None:
+            model_server.stop()
         state_path.unlink(missing_ok=True)
     console.print(f"stopped ({stopped_by}); exit reason: {runtime.exit_reason}")
+
+
+def _configure_model(topology: Topology) -> Any:  # noqa: ANN401 - a ModelServer or None
+    """Point agents at a model: the topology's model block, else OPENAI_BASE_URL, else the
+    embedded model server started here (agents inherit the environment)."""
+    model = topology.system.model
+    if model is not None:
+        os.environ["OPENAI_BASE_URL"] = model.base_url
+        os.environ["UNDERSTUDY_MODEL"] = model.model
+        if model.api_key_env != "OPENAI_API_KEY" and model.api_key_env in os.environ:
+            os.environ["OPENAI_API_KEY"] = os.environ[model.api_key_env]
+        return None
+    if os.environ.get("OPENAI_BASE_URL"):
+        return None
+    from actors.model_server import ModelServer
+
+    server = ModelServer()
+    os.environ["OPENAI_BASE_URL"] = server.start()
+    os.environ.setdefault("OPENAI_API_KEY", "understudy-embedded")
+    return server
 
 
 class _NoLive:

@@ -397,30 +397,25 @@ class WorkerActor(SeamActor):
     def _route_resolved(self, msg: _Resolved) -> None:
         old = self._routes.get(msg.path)
         new = unpack_address(msg.address) if msg.address is not None else None
-        carried: list[Message] = []
+        # Queued messages were never sent: they keep their ids (a flow may await a reply).
+        carried: list[tuple[Message, int]] = []
         if old is not None and old != new:
             del self._routes[msg.path]
             carried = self.fail_link(old, f"{msg.path} exited")
+        pending = carried + list(self._unrouted.pop(msg.path, deque()))
         if new is None:
-            unrouted = list(self._unrouted.pop(msg.path, deque()))
-            waiting = [m for m, _ in unrouted]
             if msg.detail == "restarting":
-                queue = self._unrouted.setdefault(msg.path, deque())
-                queue.extend((m, codec.new_message_id()) for m in carried)
-                queue.extend(unrouted)
+                self._unrouted[msg.path] = deque(pending)
                 return
-            self.on_undelivered_ids(msg.path, [mid for _, mid in unrouted],
-                                    msg.detail or "no actor at that path")
-            lost = carried + waiting
-            if lost:
-                log.warning("dead_letter", actor=self._path, to=msg.path, count=len(lost),
-                            reason=msg.detail or "no actor at that path")
-                self.on_undelivered(msg.path, lost, msg.detail or "no actor at that path")
+            reason = msg.detail or "no actor at that path"
+            self.on_undelivered_ids(msg.path, [mid for _, mid in pending], reason)
+            if pending:
+                log.warning("dead_letter", actor=self._path, to=msg.path, count=len(pending),
+                            reason=reason)
+                self.on_undelivered(msg.path, [m for m, _ in pending], reason)
             return
         self._routes[msg.path] = new
-        for queued in carried:
-            self.link_send(new, queued, label=msg.path)
-        for queued, mid in self._unrouted.pop(msg.path, deque()):
+        for queued, mid in pending:
             self._link_send_with_id(new, queued, mid, msg.path)
 
     def _link_send_with_id(self, to: ActorAddress, message: Message, mid: int, label: str) -> None:

@@ -136,6 +136,15 @@ def _check_significant(significant: bool, restart: RestartType) -> None:  # noqa
 AnyChildSpec = Annotated[ChildSpec | SupervisorSpec, Field(discriminator="type")]
 
 
+class ModelConfig(_Spec):
+    """The chat-completions endpoint agents use (else OPENAI_BASE_URL / OPENAI_API_KEY, else
+    `understudy up` starts the embedded model server)."""
+
+    base_url: str
+    api_key_env: str = "OPENAI_API_KEY"
+    model: str = "understudy-embedded"
+
+
 class SystemConfig(_Spec):
     """Which Thespian base runs the tree, and the runtime's knobs."""
 
@@ -144,6 +153,7 @@ class SystemConfig(_Spec):
     state_dir: str = DEFAULT_STATE_DIR
     max_message_size: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    model: ModelConfig | None = None
 
 
 class Topology(_Spec):

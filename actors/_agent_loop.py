@@ -1,0 +1,776 @@
+"""One agent run, pure: the conversation as a state machine, its budgets, its rate limiter, the
+model's circuit breaker and the classification of model errors (no Thespian, no I/O).
+
+The run (``AgentRun``) is driven by inputs and answers each with a list of effects for its
+host (``actors.agent.Agent``) to carry out::
+
+    start()                        -> CallModel | Finish
+    model_replied(turn)            -> Progress, then CheckTool (first tool call) | CallModel |
+                                      Finish (a final answer, or a budget exceeded)
+    model_failed(exc)              -> Progress, Wait (an in-place retry) | Finish (with exit)
+    access_decided(allowed, ...)   -> ExecuteTool | Progress, Audit, then the next step
+    tool_done(outcome)             -> Progress, Audit, then CheckTool | Wait | CallModel
+    resume()                       -> after a Wait: the step that waited
+    expire()                       -> Finish (max execution time exceeded)
+    abort(reason)                  -> Finish (the agent is stopping)
+
+An input that does not fit the run's phase (a stale reply, a late timer) yields no effects.
+
+Limits (``protocols.agent.AgentLimits``), checked between steps
+    max_execution_time   before every model call and tool call, after a model error, and when
+                         the host's deadline timer fires (``expire``)
+    token_budget         input + output tokens as the model reports them: the run stops as soon
+                         as a response takes the total past the budget (its tool calls are not
+                         run), and before a call when nothing is left
+    max_steps            model turns (successful model calls) per run; a call beyond it stops
+    tool_calls_per_second  tool calls are spaced at least 1/rate seconds apart (``Wait``)
+A run stopped by a limit fails with ``error_class`` None: nothing failed, a limit was reached.
+
+Model errors (``classify``), and what the run does with them
+    retryable   429 (Retry-After honoured), 408, 409, 5xx, timeouts, connection errors, an
+                open circuit: retried in place up to ``model_retries`` times, waiting
+                max(Retry-After, backoff(attempt), the breaker's cool-down); then the run
+                fails and the host exits with ``error:retryable:<Type>: <message>[;
+                retry_after=<s>]`` (its supervisor restarts it, see ``decide``)
+    fatal       every other 4xx (401, 403, 400 such as a context length, 404, 422) and a
+                second malformed tool call in one run: ``error:fatal:<Type>: <message>``
+    unknown     anything else (an unexpected response, a bug): ``error:<Type>: <message>``
+A malformed tool call (arguments that are not a JSON object) is answered once per run with an
+``ERROR MalformedToolCall`` tool result, so the model can correct itself; the second is fatal,
+since the same model on the same conversation is unlikely to do better.
+
+The circuit breaker (``CircuitBreaker``) belongs to the agent, not the run: it counts
+consecutive retryable and unknown model failures, opens after ``failures`` of them, lets one
+trial call through after ``cooldown`` seconds (half open) and closes on a success.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import openai
+
+from actors._prompts import agent_system_prompt, format_tool_error, tool_definitions
+from actors._restart import Directive, backoff_delay
+from actors._tools import (
+    OUTPUT_LIMIT,
+    TOOLS,
+    ToolArgumentError,
+    ToolOutcome,
+    ToolPlan,
+    plan_tool,
+)
+from protocols.agent import AgentResult, ErrorClass, RunGoal, ToolCallRecord, Usage
+
+Clock = Callable[[], float]
+
+MALFORMED_TOLERATED: Final = 1
+RESULT_EXCERPT: Final = 200
+ARGUMENT_LIMIT: Final = 2000
+AUDIT_ARGUMENT_LIMIT: Final = 200
+REASON_LIMIT: Final = 300
+_EPSILON: Final = 1e-6
+_TIMEOUT_SLACK: Final = 0.02
+_PATH_ACTIONS: Final = frozenset({"read", "write", "list"})
+
+
+# --- Error classification -------------------------------------------------------------------
+
+
+class CircuitOpen(Exception):  # noqa: N818 - named for the state, as openai names its errors
+    """The model's circuit breaker is open: no call was made."""
+
+    def __init__(self, retry_in: float) -> None:
+        """Record how long until the breaker lets a trial call through."""
+        super().__init__(f"the model's circuit breaker is open; next trial in {retry_in:.3g}s")
+        self.retry_in = retry_in
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A classified model error: its class, the exception's type name and message."""
+
+    error_class: ErrorClass
+    type_name: str
+    message: str
+    retry_after: float | None = None
+
+    def error(self) -> str:
+        """Return ``<Type>: <message>[; retry_after=<seconds>]`` (the AgentResult's error)."""
+        text = f"{self.type_name}: {self.message}"
+        if self.retry_after is not None:
+            text += f"; retry_after={self.retry_after!r}"
+        return text
+
+    def exit_reason(self) -> str:
+        """Return the agent's exit reason for this failure (see ``protocols.agent``)."""
+        if self.error_class == "unknown":
+            return f"error:{self.error()}"
+        return f"error:{self.error_class}:{self.error()}"
+
+
+_RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Return the seconds a response asks to wait: ``retry-after-ms``, else ``retry-after``
+    (seconds, or an HTTP date compared with ``now``, the wall clock); None when absent or
+    unreadable. Negative waits are 0."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _one_line(text: str) -> str:
+    # The retry_after suffix is ours alone: a message that imitates it must not be read as one.
+    flat = " ".join(str(text).split()).replace("; retry_after=", "; retry-after=")
+    return flat if len(flat) <= REASON_LIMIT else flat[: REASON_LIMIT - 3] + "..."
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    text = body.get("message") if isinstance(body, dict) else None
+    return _one_line(f"HTTP {exc.status_code}: {text or exc.message}")
+
+
+def classify(exc: BaseException, *, now: float | None = None) -> ModelFailure:
+    """Classify an exception raised by a model call (see the module doc for the classes).
+
+    Args:
+        exc: what the ``openai`` client (or the run itself) raised.
+        now: the wall clock, for a Retry-After given as an HTTP date.
+
+    Returns:
+        The failure: retryable, fatal or unknown, with the Retry-After when one was sent.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, CircuitOpen):
+        return ModelFailure("retryable", name, _one_line(str(exc)), exc.retry_in)
+    if isinstance(exc, MalformedToolCall):
+        return ModelFailure("fatal", name, _one_line(str(exc)))
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+        return ModelFailure("retryable", name, _one_line(exc.message))
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in _RETRYABLE_STATUS or 500 <= status <= 599:  # noqa: PLR2004 - HTTP 5xx
+            retry_after = parse_retry_after(exc.response.headers, now)
+            return ModelFailure("retryable", name, _status_message(exc), retry_after)
+        if 400 <= status <= 499:  # noqa: PLR2004 - HTTP 4xx
+            return ModelFailure("fatal", name, _status_message(exc))
+        return ModelFailure("unknown", name, _status_message(exc))
+    return ModelFailure("unknown", name, _one_line(str(exc) or repr(exc)))
+
+
+_RETRY_AFTER = re.compile(r"; retry_after=([0-9eE.+-]+)$")
+
+
+def decide(reason: str) -> tuple[Directive, float]:
+    """Map an agent's exit reason to a supervisor directive (a ChildSpec ``decider``).
+
+    ``error:retryable:...`` restarts after its ``retry_after`` (0 without one; the spec's
+    ``backoff`` adds exponential delay on top), ``error:fatal:...`` stops (the spec is kept),
+    anything else escalates.
+    """
+    if reason.startswith("error:retryable:"):
+        found = _RETRY_AFTER.search(reason)
+        delay = 0.0
+        if found is not None:
+            try:
+                delay = float(found.group(1))
+            except ValueError:
+                delay = 0.0
+        return "restart", delay if math.isfinite(delay) and delay > 0 else 0.0
+    if reason.startswith("error:fatal:"):
+        return "stop", 0.0
+    return "escalate", 0.0
+
+
+# --- Circuit breaker, rate limiter, token account ---------------------------------------------
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    """Fail fast after repeated model failures; let one trial through after a cool-down.
+
+    closed      calls pass; ``failures`` consecutive failures open it
+    open        calls are refused until ``cooldown`` seconds have passed since it opened
+    half_open   exactly one trial call passes; its success closes the breaker, its failure
+                opens it again for another ``cooldown``
+    """
+
+    def __init__(self, failures: int = 3, cooldown: float = 5.0, *,
+                 clock: Clock = time.monotonic) -> None:
+        """Configure a closed breaker.
+
+        Raises:
+            ValueError: ``failures`` < 1 or ``cooldown`` < 0.
+        """
+        if failures < 1:
+            msg = f"failures must be >= 1, got {failures}"
+            raise ValueError(msg)
+        if not cooldown >= 0:
+            msg = f"cooldown must be >= 0, got {cooldown}"
+            raise ValueError(msg)
+        self.failures, self.cooldown, self._clock = failures, cooldown, clock
+        self.consecutive = 0
+        self._opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def state(self) -> BreakerState:
+        """The state now (an open breaker whose cool-down has passed is half open)."""
+        if self._opened_at is None:
+            return "closed"
+        if self._trial or self._clock() - self._opened_at >= self.cooldown:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Return True if a call may be made now (in half open: the one trial call)."""
+        if self._opened_at is None:
+            return True
+        if self._trial or self._clock() - self._opened_at < self.cooldown:
+            return False
+        self._trial = True
+        return True
+
+    def retry_in(self) -> float:
+        """Seconds until ``allow`` may return True (0 when closed or half open)."""
+        if self._opened_at is None or self._trial:
+            return 0.0
+        return max(0.0, self._opened_at + self.cooldown - self._clock())
+
+    def record_success(self) -> None:
+        """A call succeeded: close the breaker."""
+        self.consecutive, self._opened_at, self._trial = 0, None, False
+
+    def record_failure(self) -> None:
+        """A call failed: count it; open the breaker at the threshold or after a failed trial."""
+        self.consecutive += 1
+        if self._opened_at is not None or self.consecutive >= self.failures:
+            self._opened_at, self._trial = self._clock(), False
+
+
+class RateLimiter:
+    """Space calls at least ``1 / per_second`` seconds apart (None: no limit)."""
+
+    def __init__(self, per_second: float | None, *, clock: Clock = time.monotonic) -> None:
+        """Configure the limiter.
+
+        Raises:
+            ValueError: ``per_second`` is not positive.
+        """
+        if per_second is not None and not per_second > 0:
+            msg = f"per_second must be > 0, got {per_second}"
+            raise ValueError(msg)
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self._clock = clock
+        self._next = -math.inf
+
+    def try_acquire(self) -> float:
+        """Take the next slot if it is due and return 0; else return the seconds to wait."""
+        now = self._clock()
+        if now + _EPSILON >= self._next:
+            self._next = now + self.interval
+            return 0.0
+        return self._next - now
+
+
+@dataclass
+class TokenAccount:
+    """Tokens used by one run against its budget (None: unlimited)."""
+
+    budget: int | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Input plus output tokens so far."""
+        return self.input_tokens + self.output_tokens
+
+    def add(self, input_tokens: int, output_tokens: int) -> None:
+        """Count one response's tokens (negative counts are taken as 0)."""
+        self.input_tokens += max(0, int(input_tokens))
+        self.output_tokens += max(0, int(output_tokens))
+
+    def exceeded(self) -> bool:
+        """True when more tokens were used than the budget allows."""
+        return self.budget is not None and self.total > self.budget
+
+    def exhausted(self) -> bool:
+        """True when no token is left for another call."""
+        return self.budget is not None and self.total >= self.budget
+
+    def usage(self) -> Usage:
+        """The tokens so far, as the protocol's Usage."""
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+
+    def describe(self) -> str:
+        """``token budget exceeded: used N of B tokens``."""
+        return f"token budget exceeded: used {self.total} of {self.budget} tokens"
+
+
+# --- The model's answer -------------------------------------------------------------------
+
+
+class MalformedToolCall(Exception):  # noqa: N818 - named like the model fault it reports
+    """The model sent a second malformed tool call in one run."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call the model asked for; ``arguments`` is None when they are not a JSON object."""
+
+    id: str
+    name: str
+    raw_arguments: str
+    arguments: dict[str, Any] | None
+    problem: str | None = None
+
+    @classmethod
+    def parse(cls, call_id: str, name: str, raw_arguments: str) -> ToolCall:
+        """Read a tool call's JSON arguments; keep the problem when they are not an object."""
+        try:
+            value = json.loads(raw_arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return cls(call_id, name, raw_arguments, None, f"arguments are not JSON: {exc}")
+        if not isinstance(value, dict):
+            problem = f"arguments must be a JSON object, got {type(value).__name__}"
+            return cls(call_id, name, raw_arguments, None, problem)
+        return cls(call_id, name, raw_arguments, value)
+
+
+@dataclass(frozen=True)
+class ModelTurn:
+    """A model response: its text, its tool calls and the tokens it reports."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.raw_arguments}}
+                for c in self.tool_calls]
+        return message
+
+
+def turn_from_completion(completion: Any) -> ModelTurn:  # noqa: ANN401 - openai's ChatCompletion
+    """Read a chat completion (``openai.types.chat.ChatCompletion``) into a ModelTurn.
+
+    Raises:
+        ValueError: the completion has no choice.
+    """
+    choices = getattr(completion, "choices", None) or []
+    if not choices:
+        msg = "the model's response has no choices"
+        raise ValueError(msg)
+    message = choices[0].message
+    calls = []
+    for call in getattr(message, "tool_calls", None) or []:
+        function = getattr(call, "function", None)
+        if function is None:
+            calls.append(ToolCall(str(call.id), str(getattr(call, "type", "tool")), "", None,
+                                  "only function tool calls are supported"))
+        else:
+            calls.append(ToolCall.parse(str(call.id), str(function.name),
+                                        str(function.arguments or "")))
+    usage = getattr(completion, "usage", None)
+    return ModelTurn(
+        content=message.content,
+        tool_calls=tuple(calls),
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+# --- Effects --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallModel:
+    """Call the model with this conversation and these tools, within ``timeout`` seconds."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class CheckTool:
+    """Ask the access manager whether the current tool call may run."""
+
+    tool: str
+    action: str
+    resource: str
+
+
+@dataclass(frozen=True)
+class ExecuteTool:
+    """Run the current tool call on ``target`` (the resolved path, or the command)."""
+
+    tool: str
+    arguments: dict[str, Any]
+    target: str
+    workspace: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Call ``resume`` after ``seconds`` (a rate limit or an in-place retry)."""
+
+    seconds: float
+    why: Literal["rate_limit", "retry"]
+
+
+ProgressKind = Literal["model_call", "tool_call", "tool_denied", "tokens", "finished"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Tell the run's ``progress_to`` what happened."""
+
+    what: ProgressKind
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Append a tool call to the audit log."""
+
+    action: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Answer the RunGoal with ``result``; then exit with ``exit_reason`` if it is set."""
+
+    result: AgentResult
+    exit_reason: str | None = None
+
+
+Effect = CallModel | CheckTool | ExecuteTool | Wait | Progress | Audit | Finish
+Phase = Literal["new", "model", "access", "tool", "waiting", "done"]
+
+
+def _clip_value(value: Any, limit: int) -> Any:  # noqa: ANN401 - JSON values
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"... [{len(value) - limit} more characters]"
+    return value
+
+
+def _excerpt(text: str, limit: int = RESULT_EXCERPT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# --- The run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Current:
+    call: ToolCall
+    plan: ToolPlan | None = None
+    started: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class AgentRun:
+    """One goal being run: the conversation, the limits, and what to do next.
+
+    Args:
+        goal: the RunGoal.
+        agent: the agent's name (its access subject).
+        breaker: the agent's circuit breaker (shared by its runs).
+        clock: monotonic seconds.
+        model_retries: retryable model errors retried in place per run.
+        retry_backoff: (base, cap) of the exponential backoff between in-place retries.
+        command_timeout: seconds a run_command may take (at most the time left).
+    """
+
+    goal: RunGoal
+    agent: str
+    breaker: CircuitBreaker
+    clock: Clock = time.monotonic
+    model_retries: int = 0
+    retry_backoff: tuple[float, float] = (0.1, 5.0)
+    command_timeout: float = 30.0
+    phase: Phase = "new"
+    steps: list[ToolCallRecord] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    turns: int = 0
+    retries: int = 0
+    malformed: int = 0
+    result: AgentResult | None = None
+
+    def __post_init__(self) -> None:
+        """Build the conversation and the per-run budgets."""
+        spec, limits = self.goal.spec, self.goal.limits
+        names = ["read_file", "write_file", "list_directory"]
+        if limits.allow_commands:
+            names.append("run_command")
+        self.tool_names: tuple[str, ...] = tuple(names)
+        self.tools = tool_definitions(self.tool_names)
+        system = agent_system_prompt(spec.goal, spec.original_request, spec.constraints,
+                                     spec.acceptance_criteria, spec.workspace)
+        self.messages: list[dict[str, Any]] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": spec.original_request or spec.goal},
+        ]
+        self.tokens = TokenAccount(limits.token_budget)
+        self.limiter = RateLimiter(limits.tool_calls_per_second, clock=self.clock)
+        self.started_at = 0.0
+        self.deadline = math.inf
+        self._queue: deque[ToolCall] = deque()
+        self._current: _Current | None = None
+        self._after_wait: Literal["model", "tool"] = "model"
+        self._wake_at = 0.0
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.goal.run_id
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def start(self) -> list[Effect]:
+        """Begin the run: the first model call."""
+        if self.phase != "new":
+            return []
+        self.started_at = self.clock()
+        self.deadline = self.started_at + self.goal.limits.max_execution_time
+        return self._next_model()
+
+    def model_replied(self, turn: ModelTurn) -> list[Effect]:
+        """The model answered: count its tokens, then run its tool calls or finish."""
+        if self.phase != "model":
+            return []
+        self.breaker.record_success()
+        self.turns += 1
+        self.tokens.add(turn.input_tokens, turn.output_tokens)
+        effects: list[Effect] = [Progress("model_call", {
+            "step": self.turns, "input_tokens": turn.input_tokens,
+            "output_tokens": turn.output_tokens, "total_tokens": self.tokens.total,
+            "tool_calls": [c.name for c in turn.tool_calls]})]
+        if self.tokens.exceeded():
+            return effects + self._finish(False, error=self.tokens.describe())
+        self.messages.append(turn.assistant_message())
+        if not turn.tool_calls:
+            return effects + self._finish(True, output=turn.content or "")
+        self._queue.extend(turn.tool_calls)
+        return effects + self._next_tool()
+
+    def model_failed(self, exc: BaseException) -> list[Effect]:
+        """The model call raised: retry in place, or fail the run (and exit the agent)."""
+        if self.phase != "model":
+            return []
+        failure = classify(exc)
+        if failure.error_class != "fatal":
+            self.breaker.record_failure()
+        return self._model_error(failure)
+
+    def access_decided(self, *, allowed: bool, reason: str, resolved: str = "") -> list[Effect]:
+        """The access manager answered the current tool call's check."""
+        current = self._current
+        if self.phase != "access" or current is None or current.plan is None:
+            return []
+        current.reason = reason
+        if not allowed:
+            return self._complete(False, format_tool_error("AccessDenied", reason),
+                                  allowed=False)
+        plan = current.plan
+        target = resolved if plan.action in _PATH_ACTIONS and resolved else plan.resource
+        self.phase = "tool"
+        assert current.call.arguments is not None  # noqa: S101 - planned calls have arguments
+        timeout = max(0.1, min(self.command_timeout, self.deadline - self.clock()))
+        return [ExecuteTool(current.call.name, current.call.arguments, target,
+                            self.goal.spec.workspace, timeout)]
+
+    def tool_done(self, outcome: ToolOutcome) -> list[Effect]:
+        """The current tool call ran."""
+        if self.phase != "tool" or self._current is None:
+            return []
+        if outcome.written is not None and outcome.written not in self.files:
+            self.files.append(outcome.written)
+        return self._complete(outcome.ok, outcome.output, allowed=True)
+
+    def resume(self) -> list[Effect]:
+        """A Wait is over: take up the step that waited (or wait the rest of it)."""
+        if self.phase != "waiting":
+            return []
+        early = self._wake_at - self.clock()
+        if early > _EPSILON:
+            return [Wait(early, "retry" if self._after_wait == "model" else "rate_limit")]
+        return self._next_model() if self._after_wait == "model" else self._next_tool()
+
+    def expire(self) -> list[Effect]:
+        """The host's deadline timer fired: stop the run if it is still going."""
+        if self.phase in ("new", "done"):
+            return []
+        return self._out_of_time()
+
+    def abort(self, reason: str) -> list[Effect]:
+        """The agent is stopping: end the run as failed."""
+        if self.phase == "done":
+            return []
+        return self._finish(False, error=f"the agent stopped ({reason}) before the run finished")
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _out_of_time(self) -> list[Effect]:
+        elapsed = self.clock() - self.started_at
+        limit = self.goal.limits.max_execution_time
+        return self._finish(False, error=f"max execution time exceeded: ran {elapsed:.2f}s, "
+                                         f"the limit is {limit:g}s")
+
+    def _next_model(self) -> list[Effect]:
+        if self.clock() >= self.deadline:
+            return self._out_of_time()
+        if self.tokens.exhausted():
+            return self._finish(False, error=self.tokens.describe())
+        max_steps = self.goal.limits.max_steps
+        if self.turns >= max_steps:
+            return self._finish(False, error=f"max steps exceeded: {max_steps} model turns "
+                                             "without a final answer")
+        if not self.breaker.allow():
+            return self._model_error(classify(CircuitOpen(self.breaker.retry_in())))
+        self.phase = "model"
+        return [CallModel(list(self.messages), self.tools, self.deadline - self.clock())]
+
+    def _model_error(self, failure: ModelFailure) -> list[Effect]:
+        now = self.clock()
+        # A call cut off by the run's own deadline times out as it ends: allow for rounding.
+        slack = _TIMEOUT_SLACK if failure.type_name == "APITimeoutError" else 0.0
+        if now + slack >= self.deadline:
+            return self._out_of_time()
+        effects: list[Effect] = []
+        if failure.error_class == "retryable" and self.retries < self.model_retries:
+            base, cap = self.retry_backoff
+            wait = max(failure.retry_after or 0.0, backoff_delay(self.retries, base=base, cap=cap),
+                       self.breaker.retry_in())
+            if now + wait < self.deadline:
+                self.retries += 1
+                self.phase, self._after_wait, self._wake_at = "waiting", "model", now + wait
+                effects.append(Progress("model_call", {
+                    "error": failure.error(), "error_class": failure.error_class,
+                    "retry": self.retries, "retry_in": wait, "total_tokens": self.tokens.total}))
+                return [*effects, Wait(wait, "retry")]
+        effects.append(Progress("model_call", {
+            "error": failure.error(), "error_class": failure.error_class,
+            "total_tokens": self.tokens.total}))
+        return effects + self._finish(False, error=failure.error(),
+                                      error_class=failure.error_class,
+                                      exit_reason=failure.exit_reason())
+
+    def _next_tool(self) -> list[Effect]:  # noqa: PLR0911 - one return per way a call ends
+        if self.clock() >= self.deadline:
+            return self._out_of_time()
+        if self._current is None:
+            if not self._queue:
+                return self._next_model()
+            self._current = _Current(self._queue.popleft())
+        call = self._current.call
+        if call.arguments is None:
+            self.malformed += 1
+            problem = f"{call.name}: {call.problem}"
+            if self.malformed > MALFORMED_TOLERATED:
+                failure = classify(MalformedToolCall(problem))
+                return self._finish(False, error=failure.error(), error_class="fatal",
+                                    exit_reason=failure.exit_reason())
+            return self._complete(False, format_tool_error("MalformedToolCall", problem))
+        if call.name not in self.tool_names:
+            error = "ToolNotAvailable" if call.name in TOOLS else "UnknownTool"
+            return self._complete(False, format_tool_error(
+                error, f"{call.name!r} is not one of this run's tools: "
+                       f"{', '.join(self.tool_names)}"))
+        try:
+            plan = plan_tool(call.name, call.arguments, self.goal.spec.workspace)
+        except ToolArgumentError as exc:
+            return self._complete(False, format_tool_error("InvalidArguments", str(exc)))
+        wait = self.limiter.try_acquire()
+        if wait > 0:
+            now = self.clock()
+            self.phase, self._after_wait, self._wake_at = "waiting", "tool", now + wait
+            return [Wait(wait, "rate_limit")]
+        self._current.plan, self._current.started = plan, self.clock()
+        self.phase = "access"
+        return [CheckTool(call.name, plan.action, plan.resource)]
+
+    def _complete(self, ok: bool, output: str, *, allowed: bool | None = None) -> list[Effect]:  # noqa: FBT001
+        current = self._current
+        assert current is not None  # noqa: S101 - called with a current tool call
+        self._current = None
+        call = current.call
+        duration = self.clock() - current.started if current.started is not None else 0.0
+        arguments = call.arguments if call.arguments is not None else {
+            "raw_arguments": call.raw_arguments}
+        self.steps.append(ToolCallRecord(
+            name=call.name, duration=duration, error=not ok, result=_excerpt(output),
+            arguments={k: _clip_value(v, ARGUMENT_LIMIT) for k, v in arguments.items()}))
+        clipped = output if len(output) <= OUTPUT_LIMIT else output[:OUTPUT_LIMIT] + "\n[...]"
+        self.messages.append({"role": "tool", "tool_call_id": call.id, "content": clipped})
+        denied = allowed is False
+        detail: dict[str, Any] = {"name": call.name, "error": not ok,
+                                  "duration": duration, "total_tokens": self.tokens.total}
+        if denied:
+            detail["reason"] = current.reason
+        audit = {
+            "run_id": self.run_id, "tool": call.name,
+            "arguments": {str(k): _clip_value(v if isinstance(v, str) else json.dumps(v),
+                                              AUDIT_ARGUMENT_LIMIT)
+                          for k, v in arguments.items()},
+            "allowed": allowed, "reason": current.reason, "error": not ok,
+            "duration": round(duration, 6), "result": _excerpt(output),
+        }
+        effects: list[Effect] = [Progress("tool_denied" if denied else "tool_call", detail),
+                                 Audit(f"tool.{call.name}", audit)]
+        return effects + self._next_tool()
+
+    def _finish(self, success: bool, *, output: str = "", error: str | None = None,  # noqa: FBT001
+                error_class: ErrorClass | None = None,
+                exit_reason: str | None = None) -> list[Effect]:
+        self.phase = "done"
+        self._queue.clear()
+        self._current = None
+        self.result = AgentResult(
+            run_id=self.run_id, agent=self.agent, success=success, output=output,
+            steps=list(self.steps), usage=self.tokens.usage(), error=error,
+            error_class=error_class, files=list(self.files))
+        detail = {"success": success, "error": error, "error_class": error_class,
+                  "steps": len(self.steps), "turns": self.turns,
+                  "total_tokens": self.tokens.total}
+        return [Progress("finished", detail), Finish(self.result, exit_reason)]

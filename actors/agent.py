@@ -1,0 +1,407 @@
+"""Agent: an LLM agent actor that runs one goal at a time (``actors.agent:Agent``).
+
+Topology entry (agents usually run under a simple_one_for_one supervisor)::
+
+    template: {id: agent, start: "actors.agent:Agent", restart: transient,
+               decider: "actors.agent:decide", backoff: {base: 0.1, cap: 5},
+               args: {base_url: "http://127.0.0.1:8000/v1", model_retries: 0}}
+
+Args (all optional)
+    name              the agent's access subject (default: its child id)
+    base_url          the chat-completions endpoint (default env OPENAI_BASE_URL, else OpenAI's)
+    api_key           (default env OPENAI_API_KEY, else a placeholder: local servers need none)
+    model             (default env UNDERSTUDY_MODEL, else "understudy-embedded")
+    timeout           seconds per model call (default 60; never past the run's deadline)
+    access            the access manager's path (default root/system/access)
+    breaker_failures  consecutive model failures that open the circuit breaker (default 3)
+    breaker_cooldown  seconds the breaker stays open before one trial call (default 5)
+    model_retries     retryable model errors retried in place per run (default 0)
+    retry_backoff     {base, cap} of the backoff between in-place retries (default 0.1, 5)
+    command_timeout   seconds a run_command may take (default 30)
+    check_timeout     seconds to wait for an access decision before denying (default 10)
+    audit_wait        seconds the result waits for the audit log's acknowledgements (default 2)
+
+A run (``RunGoal``, answered with ``AgentResult``) is a message-driven loop: a model call
+through the real ``openai`` client (``max_retries=0``: retries are ours), then each tool call
+checked with the access manager by ``request`` (the answer arrives in ``on_reply``; the actor
+never blocks on it), run if granted, recorded, audited (``AppendAudit``) and answered to the
+model, then the next model call. The pure loop, its limits and its error classes are in
+``actors._agent_loop``; the tools in ``actors._tools``. A model call itself is synchronous:
+the actor is busy for its duration (bounded by ``timeout`` and the run's deadline).
+
+The result is sent once the access manager has acknowledged the run's audit entries (or after
+``audit_wait``), so a caller that reads the audit log after the result finds them.
+
+Failures and exits (``protocols.agent`` lists the exit reasons)
+    a limit (tokens, time, steps)   AgentResult(success=False, error=..., error_class=None);
+                                    the agent keeps running
+    a model error                   AgentResult(success=False, error_class=...), then the agent
+                                    exits with ``error:retryable:...``, ``error:fatal:...`` or
+                                    ``error:<Type>: ...``; ``decide`` is the matching decider
+                                    (restart after Retry-After / stop / escalate)
+Retrying a run after a retryable failure is the caller's job (the lifecycle re-sends RunGoal to
+the restarted agent); ``model_retries`` > 0 retries the model call in place instead, waiting at
+least the Retry-After each time (``call_later``, never sleeping).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Literal
+
+import openai
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from actors._agent_loop import (
+    AgentRun,
+    Audit,
+    CallModel,
+    CheckTool,
+    CircuitBreaker,
+    Effect,
+    ExecuteTool,
+    Finish,
+    Progress,
+    Wait,
+    decide,
+    turn_from_completion,
+)
+from actors._tools import execute_tool
+from actors.worker import Worker
+from protocols._base import Message
+from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
+from protocols.agent import AgentProgress, RunGoal
+from protocols.common import ErrorReply, Ok
+from protocols.topology import Backoff
+
+__all__ = ["DEFAULT_ACCESS", "DEFAULT_MODEL", "Agent", "AgentConfig", "decide"]
+
+log = structlog.get_logger("understudy.agent")
+
+DEFAULT_ACCESS: Final = "root/system/access"
+DEFAULT_MODEL: Final = "understudy-embedded"
+PLACEHOLDER_KEY: Final = "understudy-no-key"
+
+
+class AgentConfig(BaseModel):
+    """The agent's args (see the module doc); unknown keys are ignored with a warning."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    access: str = DEFAULT_ACCESS
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: float = Field(default=5.0, ge=0)
+    model_retries: int = Field(default=0, ge=0)
+    retry_backoff: Backoff = Field(default_factory=Backoff)
+    command_timeout: float = Field(default=30.0, gt=0)
+    check_timeout: float = Field(default=10.0, gt=0)
+    audit_wait: float = Field(default=2.0, ge=0)
+
+
+# --- Internal messages (timers), never exported ---------------------------------------------
+
+
+class _Resume(Message):
+    """A Wait of run ``run`` is over."""
+
+    kind: Literal["_agent.resume"] = "_agent.resume"
+    run: int
+
+
+class _Deadline(Message):
+    """Run ``run`` has reached its max execution time."""
+
+    kind: Literal["_agent.deadline"] = "_agent.deadline"
+    run: int
+
+
+class _CheckExpired(Message):
+    """Check ``check`` of run ``run`` got no answer in time (or could not be delivered)."""
+
+    kind: Literal["_agent.check_expired"] = "_agent.check_expired"
+    run: int
+    check: int
+    reason: str
+
+
+class _Flush(Message):
+    """Stop waiting for audit acknowledgements and send run ``run``'s result."""
+
+    kind: Literal["_agent.flush"] = "_agent.flush"
+    run: int
+    lost: int = 0
+
+
+class Agent(Worker):
+    """The agent worker (``actors.agent:Agent``): one RunGoal at a time."""
+
+    def on_start(self) -> None:
+        """Read the args and make the model client (raising makes the start fail)."""
+        unknown = sorted(set(self.args) - set(AgentConfig.model_fields))
+        try:
+            config = AgentConfig.model_validate(self.args)
+        except ValidationError as exc:
+            msg = f"invalid agent args: {exc}"
+            raise ValueError(msg) from exc
+        self._config = config
+        self._name = config.name or self.child_id
+        self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_MODEL
+        base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                                     timeout=config.timeout)
+        self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown)
+        self._log = log.bind(actor=self.path, agent=self._name)
+        self._seq = 0
+        self._run: AgentRun | None = None
+        self._answer: Callable[[Message], None] | None = None
+        self._progress_to: str | None = None
+        self._deadline_timer: int | None = None
+        self._check: tuple[int, CheckTool, int] | None = None  # (number, check, timer)
+        self._checks = 0
+        self._audits_pending = 0
+        self._finished: Finish | None = None
+        if unknown:
+            self._log.warning("agent_args_ignored", keys=unknown)
+        self._log.info("agent_started", model=self._model, base_url=str(self._client.base_url))
+
+    def on_stop(self, reason: str) -> None:
+        """End a run in progress as failed (its asker gets the result), close the client."""
+        if self._run is not None and self._finished is None:
+            for effect in self._run.abort(reason):
+                if isinstance(effect, Progress):
+                    self._progress(self._run, effect)
+                elif isinstance(effect, Finish):
+                    self._finished = effect
+        if self._finished is not None:
+            self._deliver(stop=False)
+        self._client.close()
+
+    # --- handle: the messages we accept ---------------------------------------------------
+
+    def handle(self, message: Message) -> Message | None:  # noqa: PLR0911 - one return per kind
+        """Start a run, or take up a timer or a late reply of the current one."""
+        match message:
+            case RunGoal():
+                return self._start(message)
+            case AccessGranted() | AccessDenied() | Ok():
+                self._reply(message)  # a reply whose request was re-sent (resolution)
+                return None
+            case _Resume() if self._current(message.run):
+                self._drive(self._current_run().resume())
+                return None
+            case _Deadline() if self._current(message.run):
+                self._drive(self._current_run().expire())
+                return None
+            case _CheckExpired():
+                self._check_expired(message)
+                return None
+            case _Flush():
+                self._flush(message)
+                return None
+            case _Resume() | _Deadline():
+                return None  # a timer of a run that has ended
+            case _:
+                self._log.warning("unexpected_message", kind=message.kind)
+                return ErrorReply(error="UnexpectedMessage",
+                                  message=f"the agent does not handle {message.kind!r}")
+
+    def on_reply(self, request_id: int, reply: Message) -> None:
+        """An access decision or an audit acknowledgement arrived."""
+        del request_id  # matched by content: a re-sent request gets a new id
+        self._reply(reply)
+
+    def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
+        """The access manager could not take our requests: deny the check, stop waiting."""
+        if path != self._config.access:
+            self._log.info("progress_undelivered", to=path, count=len(messages), reason=reason)
+            return
+        if self._check is not None and any(isinstance(m, CheckAccess) for m in messages):
+            number = self._check[0]
+            self.call_later(0, _CheckExpired(run=self._seq, check=number,
+                                             reason=f"the access manager is unavailable: {reason}"))
+        lost = sum(isinstance(m, AppendAudit) for m in messages)
+        if lost:
+            self._log.error("audit_entries_undelivered", count=lost, reason=reason)
+            self.call_later(0, _Flush(run=self._seq, lost=lost))
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def _start(self, goal: RunGoal) -> Message | None:
+        if self._run is not None:
+            busy = self._run.run_id
+            return ErrorReply(error="AgentBusy",
+                              message=f"agent {self._name!r} is running {busy!r}; "
+                                      "it runs one goal at a time")
+        if not posixpath.isabs(goal.spec.workspace) or "\x00" in goal.spec.workspace:
+            return ErrorReply(error="InvalidGoal", message="the workspace must be an absolute "
+                              f"path, got {goal.spec.workspace!r}")
+        config = self._config
+        self._seq += 1
+        self._answer = self.defer_reply()
+        self._progress_to = goal.progress_to
+        self._finished = None
+        self._run = AgentRun(goal, agent=self._name, breaker=self._breaker, clock=time.monotonic,
+                             model_retries=config.model_retries,
+                             retry_backoff=(config.retry_backoff.base, config.retry_backoff.cap),
+                             command_timeout=config.command_timeout)
+        self._deadline_timer = self.call_later(goal.limits.max_execution_time,
+                                               _Deadline(run=self._seq))
+        self._log.info("agent_run_started", run_id=goal.run_id, goal=goal.spec.goal[:200],
+                       workspace=goal.spec.workspace)
+        self._drive(self._run.start())
+        return None
+
+    def _current(self, run: int) -> bool:
+        return run == self._seq and self._run is not None and self._finished is None
+
+    def _current_run(self) -> AgentRun:
+        assert self._run is not None  # noqa: S101 - checked by _current
+        return self._run
+
+    def _drive(self, effects: list[Effect]) -> None:
+        """Carry out effects in order; those answered at once feed the run straight back."""
+        queue = deque(effects)
+        while queue:
+            effect = queue.popleft()
+            run = self._run
+            if run is None:
+                return
+            match effect:
+                case CallModel():
+                    queue.extend(self._call_model(run, effect))
+                case ExecuteTool():
+                    outcome = execute_tool(effect.tool, effect.arguments, effect.target,
+                                           workspace=effect.workspace, timeout=effect.timeout)
+                    queue.extend(run.tool_done(outcome))
+                case CheckTool():
+                    self._request_check(effect)
+                case Wait():
+                    self.call_later(effect.seconds, _Resume(run=self._seq))
+                case Progress():
+                    self._progress(run, effect)
+                case Audit():
+                    self._audits_pending += 1
+                    self.request(self._config.access,
+                                 AppendAudit(actor=self.path, action=effect.action,
+                                             detail=effect.detail))
+                case Finish():
+                    self._finish(effect)
+
+    def _call_model(self, run: AgentRun, call: CallModel) -> list[Effect]:
+        timeout = max(0.01, min(self._config.timeout, call.timeout))
+        started = time.monotonic()
+        try:
+            completion = self._client.chat.completions.create(
+                model=self._model, messages=call.messages,  # type: ignore[arg-type]
+                tools=call.tools, timeout=timeout)  # type: ignore[arg-type]
+            turn = turn_from_completion(completion)
+        except Exception as exc:  # noqa: BLE001 - every model error is classified by the run
+            self._log.warning("model_call_failed", run_id=run.run_id, error=type(exc).__name__,
+                              detail=str(exc)[:300], seconds=round(time.monotonic() - started, 3))
+            return run.model_failed(exc)
+        return run.model_replied(turn)
+
+    def _request_check(self, check: CheckTool) -> None:
+        self._checks += 1
+        timer = self.call_later(self._config.check_timeout, _CheckExpired(
+            run=self._seq, check=self._checks,
+            reason=f"no answer from the access manager within {self._config.check_timeout:g}s"))
+        self._check = (self._checks, check, timer)
+        self.request(self._config.access, CheckAccess(subject=self._name, action=check.action,
+                                                      resource=check.resource))
+
+    def _reply(self, reply: Message) -> None:
+        if isinstance(reply, Ok):
+            if self._audits_pending > 0:
+                self._audits_pending -= 1
+                if self._audits_pending == 0 and self._finished is not None:
+                    self._deliver()
+            return
+        if not isinstance(reply, AccessGranted | AccessDenied) or self._check is None:
+            return
+        _number, check, timer = self._check
+        if (reply.action, reply.resource) != (check.action, check.resource):
+            return  # the answer to a check of a run that has ended
+        self.cancel_call(timer)
+        self._check = None
+        run = self._run
+        if run is None:
+            return
+        allowed = isinstance(reply, AccessGranted)
+        if not allowed:
+            self._log.info("tool_call_denied", run_id=run.run_id, tool=check.tool,
+                           resource=check.resource, reason=reply.reason)
+        self._drive(run.access_decided(allowed=allowed, reason=reply.reason,
+                                       resolved=reply.resolved))
+
+    def _check_expired(self, expired: _CheckExpired) -> None:
+        if self._check is None or self._check[0] != expired.check or expired.run != self._seq:
+            return  # answered meanwhile, or a check of a run that has ended
+        self._check = None  # its own timer, if this is not it, fires later and is ignored
+        run = self._run
+        if run is not None:
+            self._log.warning("access_check_failed", run_id=run.run_id, reason=expired.reason)
+            self._drive(run.access_decided(allowed=False, reason=expired.reason))
+
+    def _flush(self, flush: _Flush) -> None:
+        if flush.lost:
+            self._audits_pending = max(0, self._audits_pending - flush.lost)
+            if self._audits_pending == 0 and self._finished is not None:
+                self._deliver()
+        elif flush.run == self._seq and self._finished is not None:
+            self._deliver()
+
+    def _progress(self, run: AgentRun, progress: Progress) -> None:
+        if self._progress_to is None:
+            return
+        message = AgentProgress(run_id=run.run_id, agent=self._name, what=progress.what,
+                                detail=progress.detail)
+        try:
+            self.send(self._progress_to, message)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort (e.g. Backpressure)
+            self._log.warning("progress_dropped", to=self._progress_to, error=repr(exc))
+
+    def _finish(self, finish: Finish) -> None:
+        self._finished = finish
+        if self._deadline_timer is not None:
+            self.cancel_call(self._deadline_timer)
+            self._deadline_timer = None
+        if self._check is not None:
+            self.cancel_call(self._check[2])
+            self._check = None
+        if self._audits_pending == 0:
+            self._deliver()
+        else:
+            self.call_later(self._config.audit_wait, _Flush(run=self._seq))
+
+    def _deliver(self, *, stop: bool = True) -> None:
+        """Answer the RunGoal with the finished result; exit if the run says so."""
+        finish, answer = self._finished, self._answer
+        if finish is None:
+            return
+        result = finish.result
+        if self._audits_pending:
+            self._log.warning("audit_acknowledgements_missing", run_id=result.run_id,
+                              count=self._audits_pending)
+        self._run, self._finished, self._answer, self._audits_pending = None, None, None, 0
+        self._log.info("agent_run_finished", run_id=result.run_id, success=result.success,
+                       error=result.error, error_class=result.error_class,
+                       steps=len(result.steps), input_tokens=result.usage.input_tokens,
+                       output_tokens=result.usage.output_tokens, files=len(result.files))
+        if answer is not None:
+            answer(result)
+        if stop and finish.exit_reason is not None:
+            self._log.warning("agent_exiting", reason=finish.exit_reason)
+            self.stop(finish.exit_reason)
+
