@@ -193,8 +193,11 @@ def decide(reason: str) -> tuple[Directive, float]:
 
     ``error:retryable:...`` restarts after its ``retry_after`` (0 without one; the spec's
     ``backoff`` adds exponential delay on top), ``error:fatal:...`` stops (the spec is kept),
-    anything else escalates.
+    ``killed`` (the process died: SIGKILL, OOM, a timeout kill) restarts, anything else
+    escalates.
     """
+    if reason == "killed":
+        return "restart", 0.0
     if reason.startswith("error:retryable:"):
         found = _RETRY_AFTER.search(reason)
         delay = 0.0

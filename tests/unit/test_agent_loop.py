@@ -238,7 +238,7 @@ def test_the_exit_reason_of_each_class_follows_the_protocol() -> None:
     ("error:retryable:X: y; retry_after=1e-07", ("restart", 1e-07)),
     ("error:fatal:AuthenticationError: HTTP 401: no", ("stop", 0.0)),
     ("error:ValueError: no choices", ("escalate", 0.0)),
-    ("killed", ("escalate", 0.0)),
+    ("killed", ("restart", 0.0)),
     ("budget", ("escalate", 0.0)),
 ])
 def test_decide_restarts_retryable_stops_fatal_and_escalates_the_rest(
