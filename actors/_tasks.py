@@ -43,6 +43,7 @@ _FROM: dict[str, tuple[TaskState, ...]] = {
     "NextTask": ("pending",),
     "CompleteTask": ("running",),
     "FailTask": ("running",),
+    "TimeOutTask": ("running",),
     "CancelTask": ("pending", "running"),
 }
 
@@ -232,6 +233,16 @@ class TaskBook:
         """
         task = self._check("FailTask", task_id)
         return self._finish(task, "failed", now, reason=reason)
+
+    def time_out(self, task_id: str, now: float, reason: str) -> TaskInfo:
+        """Mark a running task timed_out (its runner gave up on it: a maximum execution time
+        that the caller enforces, and may change while the task runs).
+
+        Raises:
+            TaskError: UnknownTask or InvalidTransition.
+        """
+        task = self._check("TimeOutTask", task_id)
+        return self._finish(task, "timed_out", now, reason=reason)
 
     def cancel(self, task_id: str, now: float, reason: str = "cancelled") -> TaskInfo:
         """Cancel a pending or running task.

@@ -8,6 +8,7 @@ their results, the way the supervisor's operations do::
         info = yield Call("root/agents", StartChild(args={"name": name}))
         yield Call("root/system/access", EnsurePermissions(agent=info.id, ...))
         results = yield Gather([Call(p, Ping()) for p in peers])   # in parallel, in order
+        outcomes = yield All([self.subtask(t) for t in tasks])     # sub-flows, in parallel
         yield Sleep(0.5)
         return info
 
@@ -56,14 +57,22 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class All:
+    """Run sub-flows concurrently; the result is the list of their return values (or the
+    exceptions they raised), in order."""
+
+    flows: list[Flow]
+
+
+@dataclass(frozen=True)
 class Sleep:
     """Resume the flow after ``seconds`` (other messages are handled meanwhile)."""
 
     seconds: float
 
 
-Step = Call | Gather | Sleep
-Flow = Generator[Step, Any, Any]
+Step = Call | Gather | Sleep | All
+Flow = Generator[Any, Any, Any]
 
 
 @dataclass
@@ -74,6 +83,8 @@ class _Running:
     gather: bool = False
     timers: dict[int, int] = field(default_factory=dict)  # request id -> timer token
     paths: dict[int, str] = field(default_factory=dict)
+    parent: tuple[_Running, int] | None = None  # (the flow that runs this one in All, slot)
+    children_left: int = 0
 
 
 _flow_ids = itertools.count(1)
@@ -124,6 +135,15 @@ class Flows:
         self._host.forget_request(key)
         self._deliver(running, key, AskTimeout(path, timeout_ms / 1000))
 
+    def _finished(self, running: _Running, outcome: Any) -> None:  # noqa: ANN401
+        if running.parent is None:
+            return
+        parent, slot = running.parent
+        parent.results[slot] = outcome
+        parent.children_left -= 1
+        if parent.children_left == 0:
+            self._advance(parent, parent.results, None)
+
     def _deliver(self, running: _Running, request_id: int, outcome: Any) -> None:  # noqa: ANN401
         slot = running.waiting.pop(request_id)
         running.results[slot] = outcome
@@ -139,10 +159,21 @@ class Flows:
     def _advance(self, running: _Running, value: Any, error: Exception | None) -> None:  # noqa: ANN401
         try:
             step = running.flow.throw(error) if error is not None else running.flow.send(value)
-        except StopIteration:
+        except StopIteration as stop:
+            self._finished(running, stop.value)
             return
         except Exception as exc:  # noqa: BLE001 - a failed flow is logged, the worker goes on
-            log.error("flow_failed", actor=self._host.describe(), error=repr(exc))
+            if running.parent is None:
+                log.error("flow_failed", actor=self._host.describe(), error=repr(exc))
+            self._finished(running, exc)
+            return
+        if isinstance(step, All):
+            running.results = [None] * len(step.flows)
+            running.children_left = len(step.flows)
+            if not step.flows:
+                self._advance(running, [], None)
+            for slot, flow in enumerate(step.flows):
+                self._advance(_Running(flow, parent=(running, slot)), None, None)
             return
         if isinstance(step, Sleep):
             key = next(_flow_ids)

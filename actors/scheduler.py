@@ -48,6 +48,7 @@ from protocols.scheduler import (
     CancelTask,
     CompleteTask,
     FailTask,
+    TimeOutTask,
     GetStatistics,
     GetTask,
     ListTasks,
@@ -135,6 +136,9 @@ class Scheduler(Worker):
             case FailTask():
                 return self._command("FailTask", lambda now: [
                     self._book.fail(message.task_id, now, message.reason)])
+            case TimeOutTask():
+                return self._command("TimeOutTask", lambda now: [
+                    self._book.time_out(message.task_id, now, message.reason)])
             case CancelTask():
                 return self._command("CancelTask", lambda now: [
                     self._book.cancel(message.task_id, now, message.reason)])

@@ -165,6 +165,14 @@ class FailTask(Message):
     reason: str
 
 
+class TimeOutTask(Message):
+    """Mark a running task timed_out: its runner enforced a maximum execution time."""
+
+    kind: Literal["scheduler.time_out_task"] = "scheduler.time_out_task"
+    task_id: TaskId
+    reason: str = "maximum execution time exceeded"
+
+
 class CancelTask(Message):
     """Cancel a pending or running task; replies TaskInfo."""
 
@@ -260,6 +268,7 @@ __all__ = [
     "CancelTask",
     "CompleteTask",
     "FailTask",
+    "TimeOutTask",
     "GetStatistics",
     "GetTask",
     "ListTasks",

@@ -1,0 +1,166 @@
+"""Goals end to end: lifecycle, timeouts, kills, parallel subtasks (against the embedded model)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actors import Runtime
+from actors.model_server import ModelServer
+from protocols.orchestrator import (
+    GetRunProgress,
+    RunAccepted,
+    RunGoalRequest,
+    RunOutcome,
+    RunProgress,
+    WaitRun,
+)
+from protocols.registry import GetAgent
+from protocols.scheduler import ListTasks, Tasks
+from protocols.topology import ChildSpec, SupervisorSpec
+from tests.conftest import StartTree
+
+ORCH = "root/orchestrator"
+
+
+@pytest.fixture
+def model() -> Iterator[ModelServer]:
+    with ModelServer() as server:
+        yield server
+
+
+def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> SupervisorSpec:
+    return SupervisorSpec(id="root", intensity=10, children=[
+        SupervisorSpec(id="system", children=[
+            ChildSpec(id="access", start="actors.access_manager:AccessManager"),
+            ChildSpec(id="scheduler", start="actors.scheduler:Scheduler"),
+            ChildSpec(id="registry", start="actors.registry:Registry"),
+        ]),
+        SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
+                       template=ChildSpec(id="agent", start="actors.agent:Agent",
+                                          restart="transient", shutdown=1,
+                                          decider="actors.agent:decide",
+                                          args={"base_url": model.url, "api_key": "k"})),
+        ChildSpec(id="orchestrator", start="actors.orchestrator:Orchestrator",
+                  args={"base_url": model.url, "api_key": "k"}),
+        *(extra or []),
+    ])
+
+
+def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 60) -> RunOutcome:
+    accepted = rt.ask(ORCH, request)
+    assert isinstance(accepted, RunAccepted)
+    outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=timeout), timeout=timeout + 5)
+    assert isinstance(outcome, RunOutcome), outcome
+    return outcome
+
+
+def _tasks(rt: Runtime) -> Tasks:
+    tasks = rt.ask("root/system/scheduler", ListTasks())
+    assert isinstance(tasks, Tasks)
+    return tasks
+
+
+def test_a_goal_that_writes_a_file_succeeds_and_the_file_is_there(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    workspace = tmp_path / "ws"
+
+    outcome = _run(rt, RunGoalRequest(goal="write a haiku about supervision to haiku.txt",
+                                      workspace=str(workspace)))
+    progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
+
+    assert outcome.success, outcome
+    assert 1.0 == outcome.score
+    haiku = (workspace / "haiku.txt").read_text()
+    assert 3 == len(haiku.strip().splitlines())
+    assert isinstance(progress, RunProgress)
+    phases = [(e.phase, e.what) for e in progress.events]
+    for phase in ("specification", "execution", "evaluation"):
+        assert (phase, "started") in phases and (phase, "finished") in phases
+    assert ["completed"] == [t.state for t in _tasks(rt).tasks]
+
+
+def test_a_timeout_kills_the_agent_marks_the_task_timed_out_and_removes_its_card(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    model.inject("hang", seconds=30, match="slowly")
+
+    outcome = _run(rt, RunGoalRequest(goal="write notes slowly to notes.txt", evolutions=0,
+                                      max_execution_time=1.0, workspace=str(tmp_path / "ws")))
+    killed = rt.wait_event("child_terminated", supervisor="root/agents", timeout=10)
+    card = _card_gone(rt, killed.child_id or "")
+
+    assert not outcome.success
+    assert outcome.result is not None and "maximum execution time" in (outcome.result.error or "")
+    assert ["timed_out"] == [t.state for t in _tasks(rt).tasks]
+    assert card
+    assert [] == rt.which_children("root/agents")
+
+
+def _card_gone(rt: Runtime, name: str) -> bool:
+    from actors import RequestRejected
+
+    try:
+        rt.ask("root/system/registry", GetAgent(name=name))
+    except RequestRejected as exc:
+        return exc.error == "UnknownAgent"
+    return False
+
+
+@pytest.mark.integration
+def test_an_agent_sigkilled_mid_run_leaves_its_task_failed_never_running(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    model.inject("hang", seconds=30, match="patiently")
+    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem patiently to p.txt", evolutions=0,
+                                           max_execution_time=30, workspace=str(tmp_path)))
+    assert isinstance(accepted, RunAccepted)
+    started = rt.wait_event("child_started", supervisor="root/agents", timeout=10)
+    model.wait_requests(1, timeout=10)
+    pid = next(c.pid for c in rt.which_children("root/agents") if c.id == started.child_id)
+    assert pid is not None
+
+    os.kill(pid, signal.SIGKILL)
+    outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=30), timeout=35)
+
+    assert isinstance(outcome, RunOutcome)
+    assert not outcome.success
+    states = [t.state for t in _tasks(rt).tasks]
+    assert states and "running" not in states
+    assert set(states) <= {"failed"}
+
+
+def test_parallel_subtasks_come_back_in_order_with_a_failing_delegate_retried_then_run_directly(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    delegate = ChildSpec(id="flaky", start="tests.integration._orchestrator_workers:FailingDelegate")
+    rt = start_tree(_tree(model, [delegate]))
+    rt.wait_event("child_started", child_id="flaky")
+    subtasks = ["write a haiku about actors to one.txt", "write a haiku about supervisors to two.txt",
+                "write a haiku about restarts to three.txt"]
+
+    outcome = _run(rt, RunGoalRequest(goal="three haikus", subtasks=subtasks, evolutions=0,
+                                      criteria=["one.txt exists", "two.txt exists",
+                                                "three.txt exists"],
+                                      workspace=str(tmp_path / "ws")), timeout=120)
+    progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
+
+    assert outcome.success, outcome
+    assert [Path(r.files[0]).name for r in outcome.subtask_results] == [
+        "one.txt", "two.txt", "three.txt"]
+    assert isinstance(progress, RunProgress)
+    attempts = [e.detail for e in progress.events
+                if e.phase == "delegation" and "attempt" in e.detail]
+    fallbacks = [e.detail["subtask"] for e in progress.events
+                 if e.phase == "delegation" and e.detail.get("fallback") == "direct"]
+    assert sorted(fallbacks) == [0, 1, 2]
+    assert all(not a["success"] for a in attempts)
+    assert len(attempts) >= 3
