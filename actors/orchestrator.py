@@ -337,7 +337,6 @@ class Orchestrator(Worker):
         run.executing[generation] = (path, None, name)
         self._phase(run, "execution", "progress", step="agent_started", agent=path)
         task_id: str | None = None
-        succeeded = False
         try:
             skills = [AgentSkill(id=tag, name=tag, description=f"can do {tag}", tags=[tag])
                       for tag in infer_capabilities(spec.goal)]
@@ -353,26 +352,24 @@ class Orchestrator(Worker):
             yield Call(self.scheduler_path, StartTask(task_id=task_id))
             run.executing[generation] = (path, task_id, name)
             self._arm(run, generation)
+            # The agent's own time limit is a backstop: this lifecycle kills it first.
             limits = AgentLimits(token_budget=run.request.token_budget,
-                                 max_execution_time=run.max_time)
-            try:
-                result = yield Call(path, RunGoal(run_id=run.run_id, spec=spec, limits=limits,
-                                                  progress_to=None), timeout=None)
-                assert isinstance(result, AgentResult)  # noqa: S101 - the agent's answer
-            except UnderstudyError as exc:
-                why = ("maximum execution time exceeded" if generation in run.timed_out
-                       else f"the agent failed: {exc}")
-                result = AgentResult(run_id=run.run_id, agent=path, success=False, error=why)
-            self._phase(run, "execution", "progress", step="agent_finished", agent=path,
-                        success=result.success, tools=[s.name for s in result.steps],
-                        tokens=result.usage.total, error=result.error)
-            succeeded = result.success
-            return result
-        finally:
-            run.executing.pop(generation, None)
-            self._disarm(run, generation)
-            self.run_flow(self._cleanup(run, generation, name, child_id, task_id,
-                                        succeeded=succeeded))
+                                 max_execution_time=run.max_time * 1.5 + 1.0)
+            result = yield Call(path, RunGoal(run_id=run.run_id, spec=spec, limits=limits,
+                                              progress_to=None), timeout=None)
+            assert isinstance(result, AgentResult)  # noqa: S101 - the agent's answer
+        except UnderstudyError as exc:
+            why = ("maximum execution time exceeded" if generation in run.timed_out
+                   else f"the agent failed: {exc}")
+            result = AgentResult(run_id=run.run_id, agent=path, success=False, error=why)
+        run.executing.pop(generation, None)
+        self._disarm(run, generation)
+        self._phase(run, "execution", "progress", step="agent_finished", agent=path,
+                    success=result.success, tools=[s.name for s in result.steps],
+                    tokens=result.usage.total, error=result.error)
+        yield from self._cleanup(run, generation, name, child_id, task_id,
+                                 succeeded=result.success)
+        return result
 
     def _cleanup(self, run: _Run, generation: int, name: str, child_id: str,
                  task_id: str | None, *, succeeded: bool) -> Flow:

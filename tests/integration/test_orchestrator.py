@@ -87,8 +87,10 @@ def test_a_goal_that_writes_a_file_succeeds_and_the_file_is_there(
 
 
 def test_a_timeout_kills_the_agent_marks_the_task_timed_out_and_removes_its_card(
-    start_tree: StartTree, model: ModelServer, tmp_path: Path
+    start_tree: StartTree, model: ModelServer, tmp_path: Path, base: str
 ) -> None:
+    if base == "simpleSystemBase":
+        pytest.skip("one thread: an agent blocked in a model call blocks every timer")
     rt = start_tree(_tree(model))
     model.inject("hang", seconds=30, match="slowly")
 
@@ -114,10 +116,11 @@ def _card_gone(rt: Runtime, name: str) -> bool:
     return False
 
 
-@pytest.mark.integration
 def test_an_agent_sigkilled_mid_run_leaves_its_task_failed_never_running(
-    start_tree: StartTree, model: ModelServer, tmp_path: Path
+    start_tree: StartTree, model: ModelServer, tmp_path: Path, base: str
 ) -> None:
+    if base == "simpleSystemBase":
+        pytest.skip("one process: there is no agent process to kill")
     rt = start_tree(_tree(model))
     model.inject("hang", seconds=30, match="patiently")
     accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem patiently to p.txt", evolutions=0,
