@@ -348,6 +348,77 @@ def stop(state_dir: str, timeout: float) -> None:
     console.print(f"stopped understudy up (pid {pid})")
 
 
+@main.command()
+@click.argument("goal")
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--workspace", default=None, help="absolute path (default: a fresh one per run)")
+@click.option("--criterion", "criteria", multiple=True, help="an acceptance criterion (repeat)")
+@click.option("--subtask", "subtasks", multiple=True,
+              help="run this part in parallel with the others (repeat)")
+@click.option("--evolutions", type=int, default=2, show_default=True)
+@click.option("--threshold", type=float, default=1.0, show_default=True)
+@click.option("--max-time", type=float, default=60.0, show_default=True,
+              help="maximum execution time of each agent run, seconds")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, ...],
+        subtasks: tuple[str, ...], evolutions: int, threshold: float, max_time: float,
+        timeout: float) -> None:
+    """Run GOAL on the running `understudy up` and show its progress as it happens."""
+    from protocols.orchestrator import (
+        GetRunProgress,
+        RunAccepted,
+        RunGoalRequest,
+        RunProgress,
+    )
+
+    state = _read_state(state_dir)
+    runtime = Runtime.attach(int(state["admin_port"]))
+    request = RunGoalRequest(goal=goal, workspace=workspace and str(Path(workspace).resolve()),
+                             criteria=list(criteria), subtasks=list(subtasks),
+                             evolutions=evolutions, threshold=threshold,
+                             max_execution_time=max_time)
+    try:
+        accepted = runtime.ask("root/orchestrator", request, timeout=30)
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    assert isinstance(accepted, RunAccepted)  # noqa: S101 - the orchestrator's answer
+    console.print(f"run {accepted.run_id} (workspace {accepted.workspace})")
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            progress = runtime.ask("root/orchestrator",
+                                   GetRunProgress(run_id=accepted.run_id, since=seen), timeout=30)
+        except UnderstudyError as exc:
+            raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
+        assert isinstance(progress, RunProgress)  # noqa: S101 - the orchestrator's answer
+        for event in progress.events:
+            console.print(_describe_event(event))
+        seen += len(progress.events)
+        if progress.outcome is not None:
+            outcome = progress.outcome
+            result = outcome.result
+            console.print(f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
+                          f"score {outcome.score:.2f} (attempts: {outcome.scores})")
+            if result is not None:
+                console.print(f"output: {result.output}")
+                for path in result.files:
+                    console.print(f"file: {path}")
+                console.print(f"tokens: {result.usage.input_tokens} in, "
+                              f"{result.usage.output_tokens} out")
+            if not outcome.success:
+                raise SystemExit(1)
+            return
+        time.sleep(0.2)  # polling a running `up` from another process; not a test
+    raise click.ClickException(f"run {accepted.run_id} still running after {timeout} s")
+
+
+def _describe_event(event: Any) -> str:  # noqa: ANN401 - a PhaseEvent
+    detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, [], ""))
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+    return f"[dim]{stamp}[/dim] {event.phase} {event.what}" + (f": {detail}" if detail else "")
+
+
 @main.command("model-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", type=int, default=0, show_default=True, help="0: a free port")

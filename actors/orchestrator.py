@@ -53,7 +53,7 @@ from actors.flow import All, Call, Flow, Sleep
 from actors.worker import Worker
 from protocols._base import Message
 from protocols.access import EnsurePermissions
-from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
+from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal
 from protocols.common import ErrorReply
 from protocols.orchestrator import (
     GetRunProgress,
@@ -166,6 +166,12 @@ class Orchestrator(Worker):
             return self._wait(message)
         if isinstance(message, SetMaxExecutionTime):
             return self._set_max_time(message)
+        if isinstance(message, AgentProgress):
+            run = self.runs.get(message.run_id.split(".", 1)[0])
+            if run is not None and message.what != "finished":
+                detail = {**message.detail, "step": message.what, "agent": message.agent}
+                self._phase(run, "execution", "progress", **detail)
+            return None
         if isinstance(message, _RunTimer):
             self._on_timer(message)
             return None
@@ -356,7 +362,7 @@ class Orchestrator(Worker):
             limits = AgentLimits(token_budget=run.request.token_budget,
                                  max_execution_time=run.max_time * 1.5 + 1.0)
             result = yield Call(path, RunGoal(run_id=run.run_id, spec=spec, limits=limits,
-                                              progress_to=None), timeout=None)
+                                              progress_to=self.path), timeout=None)
             assert isinstance(result, AgentResult)  # noqa: S101 - the agent's answer
         except UnderstudyError as exc:
             why = ("maximum execution time exceeded" if generation in run.timed_out
