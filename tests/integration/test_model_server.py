@@ -270,7 +270,7 @@ def test_each_status_fault_raises_its_openai_error_once(
     assert int(kind) == caught.value.status_code
     assert code == caught.value.code
     assert "stop" == after.choices[0].finish_reason
-    assert {kind: 1} == server.stats().faults_fired
+    assert {kind: 1} == _settled(server).faults_fired
 
 
 def test_rate_limit_carries_retry_after(server: ModelServer, client: openai.OpenAI) -> None:
@@ -289,7 +289,7 @@ def test_the_client_retry_waits_at_least_retry_after(server: ModelServer) -> Non
     with make_client(server, max_retries=1) as retrying:
         completion = ask(retrying, conversation("Explain supervision"))
 
-    log = server.stats().request_log
+    log = _settled(server).request_log
     assert "stop" == completion.choices[0].finish_reason
     assert [429, 200] == [r.status for r in log]
     assert log[1].at - log[0].at >= 0.3
@@ -307,7 +307,7 @@ def test_hang_outlasts_a_short_client_timeout_and_ends_when_the_client_leaves(
 
     assert idle
     assert time.monotonic() - started < 5.0
-    record = server.stats().request_log[-1]
+    record = _settled(server).request_log[-1]
     assert (record.fault, record.disconnected, record.status) == ("hang", True, None)
 
 
@@ -370,7 +370,7 @@ def test_match_targets_only_matching_requests(server: ModelServer, client: opena
     beta = ask(client, conversation("write beta to beta.txt"))
     with pytest.raises(openai.InternalServerError):
         ask(client, conversation("write alpha to alpha.txt"))
-    pending = server.stats().pending_faults
+    pending = _settled(server).pending_faults
 
     assert "write_file" == only_call(beta)[0]
     assert [("500", 1, "alpha")] == [(f.kind, f.count, f.match) for f in pending]
@@ -390,7 +390,7 @@ def test_faults_fire_in_queue_order_one_per_request(
     ask(client, conversation("Explain supervision"))
 
     assert [401, 500, 500] == raised
-    assert {"401": 1, "500": 2} == server.stats().faults_fired
+    assert {"401": 1, "500": 2} == _settled(server).faults_fired
 
 
 def test_clear_faults_drops_pending_firings(server: ModelServer, client: openai.OpenAI) -> None:
@@ -474,7 +474,7 @@ def test_invalid_fault_requests_are_rejected_with_the_reason(
 
     assert 400 == status
     assert "invalid_request_error" == payload["error"]["type"]
-    assert [] == server.stats().pending_faults
+    assert [] == _settled(server).pending_faults
 
 
 def test_stats_count_requests_served_and_log_each_one(
@@ -486,7 +486,7 @@ def test_stats_count_requests_served_and_log_each_one(
     for _ in range(3):
         ask(client, conversation("write a haiku about stats to s.txt"))
 
-    stats = server.stats()
+    stats = _settled(server)
 
     assert (4, 3) == (stats.requests, stats.served)
     assert [500, 200, 200, 200] == [r.status for r in stats.request_log]
@@ -551,3 +551,10 @@ def test_url_start_and_stop_follow_the_lifecycle() -> None:
     assert url.endswith("/v1")
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.url
+
+
+def _settled(server: ModelServer) -> Any:  # noqa: ANN401 - ServerStats
+    """The server's stats once the requests in progress have been recorded (the client can
+    see a response before the server has finished logging it)."""
+    assert server.wait_idle(10)
+    return server.stats()
