@@ -277,6 +277,7 @@ def status(state_dir: str) -> None:
 def _service_summaries(runtime: Runtime) -> list[str]:
     from protocols.access import AuditStatistics, GetAuditStats
     from protocols.registry import GetRegistryStatistics, RegistryStatistics
+    from protocols.runs import GetRunStatistics, RunStatistics
     from protocols.scheduler import GetStatistics, SchedulerStatistics
 
     lines: list[str] = []
@@ -287,6 +288,10 @@ def _service_summaries(runtime: Runtime) -> list[str]:
             if isinstance(r, AuditStatistics) else str(r))),
         ("root/system/scheduler", GetStatistics(), lambda r: (
             "scheduler: " + r.summary() if isinstance(r, SchedulerStatistics) else str(r))),
+        ("root/system/runs", GetRunStatistics(), lambda r: (
+            f"runs: {r.running} running, {r.stopped} stopped, {r.completed} completed, "
+            f"{r.failed} failed ({r.total} total), {r.pending_terminations} agent "
+            "terminations pending" if isinstance(r, RunStatistics) else str(r))),
         ("root/system/registry", GetRegistryStatistics(), lambda r: (
             "registry: " + r.summary() if isinstance(r, RegistryStatistics) else str(r))),
     ]
@@ -313,6 +318,7 @@ def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None
     import actors.demo  # noqa: F401 - registers the demo kinds
     import protocols.access  # noqa: F401 - and those of the system services
     import protocols.registry  # noqa: F401
+    import protocols.runs  # noqa: F401
     import protocols.scheduler  # noqa: F401
 
     cls = message_class(kind)

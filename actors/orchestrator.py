@@ -76,6 +76,7 @@ from protocols.registry import (
     RegisterAgent,
     UnregisterAgent,
 )
+from protocols.runs import AttachAgent, CompleteRun, CreateRun, FailRun, RunInfo
 from protocols.scheduler import (
     CompleteTask,
     FailTask,
@@ -125,6 +126,7 @@ class _Run:
     executing: dict[int, tuple[str, str | None, str]] = field(default_factory=dict)
     timed_out: set[int] = field(default_factory=set)
     timers: dict[int, int] = field(default_factory=dict)
+    record: RunInfo | None = None  # the run manager's record of this run, when there is one
 
 
 class Orchestrator(Worker):
@@ -137,6 +139,7 @@ class Orchestrator(Worker):
         self.access_path = str(args.get("access", "root/system/access"))
         self.scheduler_path = str(args.get("scheduler", "root/system/scheduler"))
         self.registry_path = str(args.get("registry", "root/system/registry"))
+        self.runs_path = str(args.get("runs", "root/system/runs"))
         self.model = str(args.get("model") or os.environ.get("UNDERSTUDY_MODEL")
                          or "understudy-embedded")
         self.base_url = args.get("base_url") or os.environ.get("OPENAI_BASE_URL")
@@ -226,6 +229,11 @@ class Orchestrator(Worker):
         request = run.request
         self._phase(run, "run", "started", goal=request.goal, workspace=run.workspace)
         try:
+            record = yield Call(self.runs_path, CreateRun(owner=request.owner, goal=request.goal))
+            run.record = record if isinstance(record, RunInfo) else None
+        except UnderstudyError as exc:
+            log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
+        try:
             spec = self._specify(run)
             best: tuple[float, AgentResult | None, list[AgentResult]] = (-1.0, None, [])
             scores: list[float] = []
@@ -261,6 +269,17 @@ class Orchestrator(Worker):
             outcome = RunOutcome(run_id=run.run_id, success=False, score=0.0, scores=[],
                                  spec=GoalSpec(goal=request.goal, workspace=run.workspace),
                                  error=repr(exc))
+        if run.record is not None:
+            report: Message = (
+                CompleteRun(run_id=run.record.id, owner=request.owner, epoch=run.record.epoch,
+                            result={"score": outcome.score, "run_id": run.run_id})
+                if outcome.success else
+                FailRun(run_id=run.record.id, owner=request.owner, epoch=run.record.epoch,
+                        reason=outcome.error or f"score {outcome.score}"))
+            try:
+                yield Call(self.runs_path, report)
+            except UnderstudyError as exc:
+                log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
         self._finish(run, outcome)
 
     def _finish(self, run: _Run, outcome: RunOutcome) -> None:
@@ -343,6 +362,12 @@ class Orchestrator(Worker):
         run.executing[generation] = (path, None, name)
         self._phase(run, "execution", "progress", step="agent_started", agent=path)
         task_id: str | None = None
+        if run.record is not None:
+            try:
+                yield Call(self.runs_path, AttachAgent(run_id=run.record.id,
+                                                       owner=run.request.owner, agent_path=path))
+            except UnderstudyError as exc:
+                log.warning("agent_not_attached", run_id=run.run_id, error=str(exc))
         try:
             skills = [AgentSkill(id=tag, name=tag, description=f"can do {tag}", tags=[tag])
                       for tag in infer_capabilities(spec.goal)]

@@ -24,6 +24,7 @@ import actors.demo  # noqa: F401
 import protocols.access  # noqa: F401
 import protocols.common  # noqa: F401
 import protocols.registry  # noqa: F401
+import protocols.runs  # noqa: F401
 import protocols.scheduler  # noqa: F401
 import protocols.supervision  # noqa: F401
 from protocols._base import Message, registered_kinds

@@ -20,6 +20,7 @@ from protocols.orchestrator import (
     WaitRun,
 )
 from protocols.registry import GetAgent
+from protocols.runs import ListRuns, Runs
 from protocols.scheduler import ListTasks, Tasks
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
@@ -39,6 +40,8 @@ def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> Superviso
             ChildSpec(id="access", start="actors.access_manager:AccessManager"),
             ChildSpec(id="scheduler", start="actors.scheduler:Scheduler"),
             ChildSpec(id="registry", start="actors.registry:Registry"),
+            ChildSpec(id="runs", start="actors.runs:RunManager",
+                      args={"agents_supervisor": "root/agents"}),
         ]),
         SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
                        template=ChildSpec(id="agent", start="actors.agent:Agent",
@@ -84,6 +87,10 @@ def test_a_goal_that_writes_a_file_succeeds_and_the_file_is_there(
     for phase in ("specification", "execution", "evaluation"):
         assert (phase, "started") in phases and (phase, "finished") in phases
     assert ["completed"] == [t.state for t in _tasks(rt).tasks]
+    runs = rt.ask("root/system/runs", ListRuns(owner="cli"))
+    assert isinstance(runs, Runs)
+    assert ["completed"] == [r.status for r in runs.runs]
+    assert 1 == len(runs.runs[0].agents)
 
 
 def test_a_timeout_kills_the_agent_marks_the_task_timed_out_and_removes_its_card(
