@@ -174,3 +174,44 @@ def test_parallel_subtasks_come_back_in_order_with_a_failing_delegate_retried_th
     assert sorted(fallbacks) == [0, 1, 2]
     assert all(not a["success"] for a in attempts)
     assert len(attempts) >= 3
+
+
+def test_the_maximum_execution_time_can_be_changed_while_a_run_runs(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path, base: str
+) -> None:
+    """A run started with a long limit is cut short after its limit is lowered."""
+    if base == "simpleSystemBase":
+        pytest.skip("one thread: an agent blocked in a model call blocks every timer")
+    from protocols.orchestrator import SetMaxExecutionTime
+
+    rt = start_tree(_tree(model))
+    model.inject("hang", seconds=30, match="leisurely")
+    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem leisurely to p.txt", evolutions=0,
+                                           max_execution_time=60, workspace=str(tmp_path)))
+    assert isinstance(accepted, RunAccepted)
+    model.wait_requests(1, timeout=10)
+
+    rt.ask(ORCH, SetMaxExecutionTime(run_id=accepted.run_id, seconds=0.5))
+    outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=20), timeout=25)
+
+    assert isinstance(outcome, RunOutcome)
+    assert outcome.result is not None
+    assert "maximum execution time" in (outcome.result.error or "")
+    assert ["timed_out"] == [t.state for t in _tasks(rt).tasks]
+
+
+def test_specifications_and_outcomes_are_persisted_in_the_state_directory(
+    start_tree: StartTree, model: ModelServer
+) -> None:
+    rt = start_tree(_tree(model))
+
+    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a haiku about persistence to p.txt"))
+    assert isinstance(accepted, RunAccepted)
+    outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=60), timeout=65)
+    state_dir = Path(accepted.workspace).parents[1]  # default: <state_dir>/workspaces/<run id>
+    folder = state_dir / "orchestrator" / accepted.run_id
+
+    assert isinstance(outcome, RunOutcome) and outcome.success
+    assert (Path(accepted.workspace) / "p.txt").exists()
+    assert {"outcome.json", "spec-0.json"} <= {p.name for p in folder.glob("*.json")}
+    assert outcome == RunOutcome.model_validate_json((folder / "outcome.json").read_text())
