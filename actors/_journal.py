@@ -31,11 +31,12 @@ Tables
 from __future__ import annotations
 
 import json
-import sqlite3
+from contextlib import AbstractContextManager
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from actors._sqlite import open_store, transaction
 from protocols.scheduler import TaskInfo
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -99,25 +100,9 @@ class Journal:
     """
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            msg = f"synchronous must be NORMAL or FULL, got {synchronous!r}"
-            raise ValueError(msg)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # isolation_level=None: no implicit transactions; each command opens its own.
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            self._db.close()
-            msg = f"{path} has journal schema version {version}, expected {SCHEMA_VERSION}"
-            raise JournalError(msg)
-        with self._transaction():
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = open_store(path, synchronous=synchronous, schema=_SCHEMA,
+                              version=SCHEMA_VERSION, what="journal", error=JournalError)
 
     @property
     def synchronous(self) -> int:
@@ -199,24 +184,9 @@ class Journal:
 
     # --- Internals -----------------------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
 
 
 def _row(task: TaskInfo) -> tuple[Any, ...]:

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
+from contextlib import AbstractContextManager
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from actors._sqlite import open_store, transaction
 from actors._runs import RunBook, RunError, Stale
 from actors.worker import Worker
 from protocols._base import Message
@@ -121,24 +121,9 @@ class RunStore:
     """
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            msg = f"synchronous must be NORMAL or FULL, got {synchronous!r}"
-            raise ValueError(msg)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)  # explicit transactions only
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            self._db.close()
-            msg = f"{path} has runs schema version {version}, expected {SCHEMA_VERSION}"
-            raise StoreError(msg)
-        with self._transaction():
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = open_store(path, synchronous=synchronous, schema=_SCHEMA,
+                              version=SCHEMA_VERSION, what="runs", error=StoreError)
 
     @property
     def journal_mode(self) -> str:
@@ -188,16 +173,8 @@ class RunStore:
         """Close the database (a later RunStore on the same file sees every commit)."""
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
 
 def _row(run: RunInfo) -> tuple[Any, ...]:
