@@ -22,7 +22,7 @@ class RawEcho(Actor):  # type: ignore[misc]
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
         if message == "pid":
             self.send(sender, os.getpid())
-        elif isinstance(message, RawPing | str):
+        elif isinstance(message, RawPing | str | bytes):
             self.send(sender, message)
 
 
