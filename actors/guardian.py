@@ -155,6 +155,8 @@ class Guardian(SeamActor):
             self._shutdown_tree(sender, env)
         elif isinstance(msg, ErrorReply):
             log.warning("error_reply_received", error=msg.error, detail=msg.message)
+        elif isinstance(msg, _Gone):
+            log.debug("gone_reply_ignored", path=msg.path)  # a notice reached an exiting actor
         else:
             log.warning("unexpected_message", actor="guardian", kind=msg.kind)
             self.reply(sender, env, ErrorReply(
