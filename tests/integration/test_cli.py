@@ -115,3 +115,37 @@ def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> 
 
     assert 1 == result.exit_code
     assert "understudy up" in result.output
+
+
+@pytest.mark.integration
+def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: Path) -> None:
+    """`understudy up` on the repository's topology.yaml (embedded model), then
+    `understudy run` writes the file and prints phases, tool calls and the result."""
+    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
+    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "up"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        _read_until(proc, r"orchestrator", timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "actors.cli", "run",
+             "write a haiku about supervision to haiku.txt"],
+            cwd=tmp_path, text=True, capture_output=True, timeout=120, env=env, check=False)
+        status = _cli("status", cwd=tmp_path)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert 0 == result.returncode, result.stdout + result.stderr
+    for phase in ("specification", "execution", "evaluation"):
+        assert f"{phase} finished" in result.stdout
+    assert "name=write_file" in result.stdout
+    assert "succeeded score 1.00" in result.stdout
+    written = list((tmp_path / ".understudy" / "workspaces").glob("*/haiku.txt"))
+    assert 1 == len(written)
+    assert 3 == len(written[0].read_text().strip().splitlines())
+    assert "1 completed" in status.stdout
+    assert 0 == proc.returncode

@@ -215,3 +215,37 @@ def test_specifications_and_outcomes_are_persisted_in_the_state_directory(
     assert (Path(accepted.workspace) / "p.txt").exists()
     assert {"outcome.json", "spec-0.json"} <= {p.name for p in folder.glob("*.json")}
     assert outcome == RunOutcome.model_validate_json((folder / "outcome.json").read_text())
+
+
+def test_a_failed_attempt_is_evolved_and_the_best_result_kept(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    model.inject("500", count=1, match="evolve")
+
+    outcome = _run(rt, RunGoalRequest(goal="write a haiku about evolve steps to e.txt",
+                                      evolutions=2, workspace=str(tmp_path / "ws")))
+    progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
+
+    assert outcome.success, outcome
+    assert [0.0, 1.0] == outcome.scores
+    assert isinstance(progress, RunProgress)
+    evolution = [e for e in progress.events if e.phase == "evolution" and e.what == "finished"]
+    assert 1 == len(evolution)
+    assert (tmp_path / "ws" / "e.txt").exists()
+
+
+def test_a_complex_goal_gets_its_specification_from_the_model(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    goal = "write a haiku about supervision to a.txt and then write notes about restarts to b.txt"
+
+    outcome = _run(rt, RunGoalRequest(goal=goal, evolutions=0, workspace=str(tmp_path / "ws")))
+    progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
+
+    assert isinstance(progress, RunProgress)
+    spec_done = next(e for e in progress.events
+                     if e.phase == "specification" and e.what == "finished")
+    assert "model" == spec_done.detail["source"]
+    assert any("a.txt" in c for c in outcome.spec.acceptance_criteria)

@@ -1,0 +1,56 @@
+"""How `understudy up` points agents at a model: topology block, environment, or embedded."""
+
+from __future__ import annotations
+
+import os
+
+import openai
+import pytest
+
+from actors.cli import _configure_model
+from protocols.topology import ModelConfig, SupervisorSpec, SystemConfig, Topology
+
+
+def _topology(model: ModelConfig | None = None) -> Topology:
+    return Topology(system=SystemConfig(model=model), root=SupervisorSpec(id="root"))
+
+
+def test_the_topology_model_block_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere/v1")
+    monkeypatch.setenv("MY_KEY", "secret")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # restored after the test
+    monkeypatch.delenv("UNDERSTUDY_MODEL", raising=False)
+
+    server = _configure_model(_topology(ModelConfig(base_url="http://model:8000/v1",
+                                                    api_key_env="MY_KEY", model="m1")))
+
+    assert server is None
+    assert "http://model:8000/v1" == os.environ["OPENAI_BASE_URL"]
+    assert "secret" == os.environ["OPENAI_API_KEY"]
+    assert "m1" == os.environ["UNDERSTUDY_MODEL"]
+
+
+def test_an_openai_base_url_in_the_environment_is_used_as_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere/v1")
+
+    assert _configure_model(_topology()) is None
+
+
+def test_without_any_endpoint_the_embedded_model_is_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    server = _configure_model(_topology())
+    try:
+        client = openai.OpenAI(base_url=os.environ["OPENAI_BASE_URL"],
+                               api_key=os.environ["OPENAI_API_KEY"], max_retries=0)
+        models = client.models.list()
+    finally:
+        assert server is not None
+        server.stop()
+
+    assert models.data
