@@ -152,6 +152,35 @@ class Orchestrator(Worker):
         self._ids = itertools.count(1)
         self._prefix = f"run-{int(time.time())}-{os.getpid()}"
         self.store = self.state_dir / "orchestrator"
+        self._reload()
+
+    def _reload(self) -> None:
+        """Bring back the runs of earlier incarnations from the store: an ended run keeps its
+        outcome; a run that was still going when this orchestrator stopped is failed (and
+        said so), never silently forgotten."""
+        if not self.store.is_dir():
+            return
+        for folder in sorted(p for p in self.store.iterdir() if p.is_dir()):
+            try:
+                outcome_file = folder / "outcome.json"
+                if outcome_file.exists():
+                    outcome = RunOutcome.model_validate_json(outcome_file.read_text())
+                    spec = outcome.spec
+                else:
+                    specs = sorted(folder.glob("spec-*.json"))
+                    if not specs:
+                        continue
+                    spec = GoalSpec.model_validate_json(specs[-1].read_text())
+                    outcome = RunOutcome(run_id=folder.name, success=False, score=0.0,
+                                         scores=[], spec=spec, error=(
+                                             "the orchestrator restarted before the run ended"))
+                    outcome_file.write_text(outcome.model_dump_json(indent=2) + "\n")
+                    log.warning("run_interrupted", run_id=folder.name)
+            except (OSError, ValueError) as exc:
+                log.error("run_not_reloaded", run_id=folder.name, error=repr(exc))
+                continue
+            request = RunGoalRequest(goal=spec.goal, workspace=spec.workspace)
+            self.runs[folder.name] = _Run(folder.name, request, spec.workspace, outcome=outcome)
 
     # --- Messages -------------------------------------------------------------------------
 

@@ -249,3 +249,38 @@ def test_a_complex_goal_gets_its_specification_from_the_model(
                      if e.phase == "specification" and e.what == "finished")
     assert "model" == spec_done.detail["source"]
     assert any("a.txt" in c for c in outcome.spec.acceptance_criteria)
+
+
+def test_runs_survive_a_restart_of_the_orchestrator(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    outcome = _run(rt, RunGoalRequest(goal="write a haiku about memory to m.txt",
+                                      workspace=str(tmp_path / "ws")))
+
+    rt.terminate_child("root", "orchestrator")
+    rt.restart_child("root", "orchestrator")
+    again = rt.ask(ORCH, WaitRun(run_id=outcome.run_id, timeout=5))
+
+    assert outcome == again
+
+
+def test_a_run_interrupted_by_an_orchestrator_restart_is_failed_not_forgotten(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path, base: str
+) -> None:
+    if base == "simpleSystemBase":
+        pytest.skip("one thread: an agent blocked in a model call blocks the restart")
+    rt = start_tree(_tree(model))
+    model.inject("hang", seconds=30, match="interrupted")
+    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem interrupted to i.txt",
+                                           evolutions=0, workspace=str(tmp_path)))
+    assert isinstance(accepted, RunAccepted)
+    model.wait_requests(1, timeout=10)
+
+    rt.terminate_child("root", "orchestrator")
+    rt.restart_child("root", "orchestrator")
+    outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=5))
+
+    assert isinstance(outcome, RunOutcome)
+    assert not outcome.success
+    assert "restarted before the run ended" in (outcome.error or "")
