@@ -62,6 +62,19 @@ def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 60) -> RunOutcom
     return outcome
 
 
+def _start_hanging(rt: Runtime, model: ModelServer, word: str, workspace: Path,
+                   max_time: float) -> RunAccepted:
+    """Start a run whose model call hangs (the goal contains ``word``); return once the agent
+    is waiting on the model."""
+    model.inject("hang", seconds=30, match=word)
+    accepted = rt.ask(ORCH, RunGoalRequest(goal=f"write a poem {word} to p.txt", evolutions=0,
+                                           max_execution_time=max_time,
+                                           workspace=str(workspace)))
+    assert isinstance(accepted, RunAccepted)
+    assert model.wait_requests(1, timeout=10)
+    return accepted
+
+
 def _tasks(rt: Runtime) -> Tasks:
     tasks = rt.ask("root/system/scheduler", ListTasks())
     assert isinstance(tasks, Tasks)
@@ -129,12 +142,8 @@ def test_an_agent_sigkilled_mid_run_leaves_its_task_failed_never_running(
     if base == "simpleSystemBase":
         pytest.skip("one process: there is no agent process to kill")
     rt = start_tree(_tree(model))
-    model.inject("hang", seconds=30, match="patiently")
-    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem patiently to p.txt", evolutions=0,
-                                           max_execution_time=30, workspace=str(tmp_path)))
-    assert isinstance(accepted, RunAccepted)
+    accepted = _start_hanging(rt, model, "patiently", tmp_path, 30)
     started = rt.wait_event("child_started", supervisor="root/agents", timeout=10)
-    model.wait_requests(1, timeout=10)
     pid = next(c.pid for c in rt.which_children("root/agents") if c.id == started.child_id)
     assert pid is not None
 
@@ -185,11 +194,7 @@ def test_the_maximum_execution_time_can_be_changed_while_a_run_runs(
     from protocols.orchestrator import SetMaxExecutionTime
 
     rt = start_tree(_tree(model))
-    model.inject("hang", seconds=30, match="leisurely")
-    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem leisurely to p.txt", evolutions=0,
-                                           max_execution_time=60, workspace=str(tmp_path)))
-    assert isinstance(accepted, RunAccepted)
-    model.wait_requests(1, timeout=10)
+    accepted = _start_hanging(rt, model, "leisurely", tmp_path, 60)
 
     rt.ask(ORCH, SetMaxExecutionTime(run_id=accepted.run_id, seconds=0.5))
     outcome = rt.ask(ORCH, WaitRun(run_id=accepted.run_id, timeout=20), timeout=25)
@@ -271,11 +276,7 @@ def test_a_run_interrupted_by_an_orchestrator_restart_is_failed_not_forgotten(
     if base == "simpleSystemBase":
         pytest.skip("one thread: an agent blocked in a model call blocks the restart")
     rt = start_tree(_tree(model))
-    model.inject("hang", seconds=30, match="interrupted")
-    accepted = rt.ask(ORCH, RunGoalRequest(goal="write a poem interrupted to i.txt",
-                                           evolutions=0, workspace=str(tmp_path)))
-    assert isinstance(accepted, RunAccepted)
-    model.wait_requests(1, timeout=10)
+    accepted = _start_hanging(rt, model, "interrupted", tmp_path, 60)
 
     rt.terminate_child("root", "orchestrator")
     rt.restart_child("root", "orchestrator")
