@@ -12,14 +12,14 @@ from protocols._base import Message
 class Ping(Message):
     """Ask a demo worker for a Pong."""
 
-    kind: Literal["demo.ping"] = "demo.ping"
+    kind: Literal["example.ping"] = "example.ping"
     token: str = ""
 
 
 class Pong(Message):
     """A demo worker's answer: who answered, from which process."""
 
-    kind: Literal["demo.pong"] = "demo.pong"
+    kind: Literal["example.pong"] = "example.pong"
     token: str
     path: str
     pid: int
@@ -28,7 +28,7 @@ class Pong(Message):
 class Fail(Message):
     """Make a demo worker raise (to watch its supervisor restart it)."""
 
-    kind: Literal["demo.fail"] = "demo.fail"
+    kind: Literal["example.fail"] = "example.fail"
     text: str = "asked to fail"
 
 

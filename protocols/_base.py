@@ -2,7 +2,9 @@
 
 Every message Understudy moves is a frozen pydantic model with a stable ``kind`` tag. The tag
 is declared as ``kind: Literal["area.name"] = "area.name"`` and is registered when the class is
-defined; the codec looks classes up by it. Tags are never derived from class names, so a class
+defined; the codec looks classes up by it. A tag of Understudy's own protocols cannot be taken
+by another class (TypeError); a user tag defined again by another class is taken over by it,
+with a ``message_kind_redefined`` warning. Tags are never derived from class names, so a class
 can be renamed without breaking the wire.
 """
 
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict
+
+log = structlog.get_logger("understudy.protocols")
 
 _REGISTRY: dict[str, type[Message]] = {}
 
@@ -33,11 +38,16 @@ class Message(BaseModel):
             return  # an intermediate base class without its own tag
         existing = _REGISTRY.get(tag)
         if existing is not None and _qualname(existing) != _qualname(cls):
-            msg = (
-                f"message kind {tag!r} is already registered by {_qualname(existing)}, "
-                f"cannot register it again for {_qualname(cls)}"
-            )
-            raise TypeError(msg)
+            if existing.__module__.startswith("protocols."):
+                msg = (
+                    f"message kind {tag!r} belongs to Understudy's protocol "
+                    f"({_qualname(existing)}); {_qualname(cls)} must use a kind of its own"
+                )
+                raise TypeError(msg)
+            # Two user modules may each define the same tag (test suites often do): the later
+            # definition serves this process from now on, and that is said, not hidden.
+            log.warning("message_kind_redefined", kind=tag, previous=_qualname(existing),
+                        now=_qualname(cls))
         _REGISTRY[tag] = cls
 
 

@@ -88,8 +88,8 @@ def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_p
 
         status = _cli("status", state, cwd=tmp_path)
         pids = [int(p) for p in re.findall(r"pid=(\d+)", status.stdout)]
-        pong = _cli("ask", "root/echo", "demo.ping", '{"token": "t1"}', state, cwd=tmp_path)
-        unknown = _cli("ask", "root/nope", "demo.ping", "{}", state, cwd=tmp_path)
+        pong = _cli("ask", "root/echo", "example.ping", '{"token": "t1"}', state, cwd=tmp_path)
+        unknown = _cli("ask", "root/nope", "example.ping", "{}", state, cwd=tmp_path)
         proc.send_signal(signal.SIGTERM)
         out_bytes, err_bytes = proc.communicate(timeout=60)
         out, err = out_bytes.decode(), err_bytes.decode()

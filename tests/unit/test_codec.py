@@ -341,16 +341,21 @@ def test_defining_a_message_class_registers_its_kind() -> None:
 
 
 @pytest.mark.usefixtures("isolated_registry")
-def test_two_different_message_classes_with_the_same_kind_raise_type_error() -> None:
+def test_a_user_kind_defined_again_is_taken_over_by_the_later_class_with_a_warning() -> None:
+    from structlog.testing import capture_logs
+
     class First(Message):
         kind: Literal["test.codec.dup"] = "test.codec.dup"
 
-    with pytest.raises(TypeError, match="test.codec.dup"):
+    with capture_logs() as logs:
 
         class Second(Message):
             kind: Literal["test.codec.dup"] = "test.codec.dup"
 
-    assert message_class("test.codec.dup") is First
+    assert message_class("test.codec.dup") is Second
+    assert First is not Second
+    assert ["message_kind_redefined"] == [e["event"] for e in logs]
+    assert "test.codec.dup" == logs[0]["kind"]
 
 
 @pytest.mark.usefixtures("isolated_registry")

@@ -46,3 +46,24 @@ def test_protocols_never_imports_actors_or_thespian() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert "" == out.stdout.strip()
+
+
+def test_every_protocol_class_owns_its_kind() -> None:
+    """No two of Understudy's own message classes share a wire tag."""
+    import importlib
+
+    from protocols._base import Message, message_class
+
+    modules = ["protocols.common", "protocols.supervision", "protocols.access",
+               "protocols.scheduler", "protocols.registry", "protocols.agent", "protocols.runs",
+               "protocols.orchestrator"]
+    owned = 0
+    for name in modules:
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, Message) and obj.__module__ == name
+                    and isinstance(obj.model_fields["kind"].default, str)):
+                assert message_class(obj.model_fields["kind"].default) is obj, obj
+                owned += 1
+
+    assert owned > 50
