@@ -106,6 +106,8 @@ class DeliveryFailed(Exception):  # noqa: N818 - internal signal, never escapes 
 
 # A None that comes back this much before the deadline is a failed delivery, not a timeout.
 _EARLY_NONE_MARGIN = 0.05
+# A reply this much past the deadline counts as no reply (the caller has given up on it).
+_LATE_MARGIN = 0.05
 
 
 def ask_correlated(
@@ -141,6 +143,12 @@ def ask_correlated(
                 envelopes, meta = [], None
             for env in envelopes:
                 if isinstance(env, codec.Envelope) and env.correlation_id == message_id:
+                    if time.monotonic() > deadline + _LATE_MARGIN:
+                        # simpleSystemBase ignores ask timeouts and blocks until the handler
+                        # returns: a reply after the deadline is a timeout all the same.
+                        log.warning("late_reply_dropped", kind=env.message.kind,
+                                    late_by=round(time.monotonic() - deadline, 3))
+                        return None
                     return env, meta
             log.debug("stale_reply_skipped", expected=message_id)
         else:

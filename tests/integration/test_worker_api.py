@@ -71,3 +71,18 @@ def test_a_flow_runs_parallel_calls_in_order_and_raises_errors_inside(
     assert reply.paths == reply.tokens
     assert "ActorNotFound" == reply.missing_error
     assert 3 == rt.count_children("root/pool").active
+
+
+def test_an_ask_times_out_on_every_base_when_the_handler_outlasts_the_timeout(
+    start_tree: StartTree,
+) -> None:
+    from actors import AskTimeout
+    from tests.integration._workers import Hang, Ping, Pong
+
+    rt = start_tree(SupervisorSpec(id="root", children=[
+        ChildSpec(id="echo", start="tests.integration._workers:Echo")]))
+
+    with pytest.raises(AskTimeout):
+        rt.ask("root/echo", Hang(seconds=0.5), timeout=0.1)
+
+    assert isinstance(rt.ask("root/echo", Ping(token="after"), timeout=5), Pong)
