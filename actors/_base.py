@@ -211,9 +211,12 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     def link_send(
         self, to: ActorAddress, message: Message, *, correlation_id: int | None = None,
-        label: str = "",
+        label: str = "", message_id: int | None = None,
     ) -> int:
         """Queue ``message`` on the data path to ``to``; return its message id.
+
+        A ``message_id`` re-queues a message that was already admitted (it keeps its id, which
+        a request may be awaiting, and is not counted against ``max_queue`` again).
 
         Raises:
             Backpressure: ``max_queue`` messages already wait for this destination.
@@ -223,11 +226,11 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         link = self._links.get(key)
         if link is None:
             link = self._links[key] = Link(to, label or key)
-        if len(link.queue) >= self.max_queue:
+        if message_id is None and len(link.queue) >= self.max_queue:
             msg = (f"{len(link.queue)} messages already wait for {link.label} "
                    f"(max_queue={self.max_queue}); it is slower than its senders")
             raise Backpressure(msg)
-        mid = codec.new_message_id()
+        mid = codec.new_message_id() if message_id is None else message_id
         link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
         if len(link.queue) >= self.batch_max:
             self._flush_link(key, link)

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors._base import Backpressure, Link, SeamActor, unpack_address
+from actors._base import Backpressure, SeamActor, unpack_address
 from actors._workarounds import die_with_parent
 from actors.flow import Flow, Flows
 from actors.logs import ensure_safe_logging
@@ -416,14 +416,4 @@ class WorkerActor(SeamActor):
             return
         self._routes[msg.path] = new
         for queued, mid in pending:
-            self._link_send_with_id(new, queued, mid, msg.path)
-
-    def _link_send_with_id(self, to: ActorAddress, message: Message, mid: int, label: str) -> None:
-        """Queue an already-numbered message (its id may be awaited by ``on_reply``)."""
-        self._ensure_links()
-        link = self._links.get(str(to))
-        if link is None:
-            link = self._links[str(to)] = Link(to, label)
-        link.queue.append((codec.envelope_parts(message, mid), message))
-        if len(link.queue) >= self.batch_max:
-            self._flush_link(str(to), link)
+            self.link_send(new, queued, label=msg.path, message_id=mid)
