@@ -36,11 +36,6 @@ from protocols.registry import (
     HeldLoss,
     RegistryStatistics,
 )
-from protocols.supervision import SupervisionEvent
-
-#: Supervision events after which the child's actor is gone: its cards (and those of the
-#: actors below it) are removed. A restarted agent registers again from its on_start.
-EXIT_EVENTS = frozenset({"child_exited", "child_terminated", "start_failed"})
 
 #: How many emptied paths the directory remembers the agent names of.
 MAX_FORMER_PATHS = 1000
@@ -224,13 +219,6 @@ def matches(card: AgentCard, query: FindAgents) -> bool:
 def is_under(path: str, ancestor: str) -> bool:
     """Return True if ``path`` is ``ancestor`` or lies below it in the tree."""
     return path == ancestor or path.startswith(ancestor + "/")
-
-
-def exited_path(event: SupervisionEvent) -> str | None:
-    """Return the path of the actor an exit event reports, or None for other events."""
-    if event.event not in EXIT_EVENTS or event.child_id is None:
-        return None
-    return f"{event.supervisor}/{event.child_id}"
 
 
 class AgentDirectory:
@@ -571,7 +559,6 @@ class Waiters(Generic[T]):
 
 
 __all__ = [
-    "EXIT_EVENTS",
     "MAX_FORMER_PATHS",
     "AgentDirectory",
     "Deliveries",
@@ -585,7 +572,6 @@ __all__ = [
     "RegistryState",
     "Waiters",
     "deliverable",
-    "exited_path",
     "is_under",
     "matches",
     "rebuild_payload",

@@ -33,7 +33,6 @@ from protocols.scheduler import (
     TaskInfo,
     TaskState,
 )
-from protocols.supervision import SupervisionEvent
 
 PRIORITY_RANK: dict[Priority, int] = {p: rank for rank, p in enumerate(PRIORITIES)}
 """0 for the most urgent priority."""
@@ -74,19 +73,6 @@ def is_json_value(value: Any) -> bool:  # noqa: ANN401 - checking any value is t
         return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
     except (TypeError, ValueError, RecursionError):
         return False
-
-
-def exited_path(event: SupervisionEvent) -> str | None:
-    """Return the path of the actor whose exit ``event`` reports, or None for other events.
-
-    ``child_exited`` and ``child_terminated`` name a child of ``event.supervisor``;
-    ``supervisor_shutdown`` names the supervisor itself (and so everything below it).
-    """
-    if event.event in ("child_exited", "child_terminated") and event.child_id is not None:
-        return f"{event.supervisor}/{event.child_id}"
-    if event.event == "supervisor_shutdown":
-        return event.supervisor
-    return None
 
 
 def queue_key(task: TaskInfo) -> tuple[int, int]:
@@ -336,7 +322,6 @@ __all__ = [
     "TaskBook",
     "TaskError",
     "agent_under",
-    "exited_path",
     "is_json_value",
     "queue_key",
 ]

@@ -47,7 +47,6 @@ from actors._registry_state import (
     RegistryConfig,
     RegistryState,
     Waiters,
-    exited_path,
     rebuild_payload,
 )
 from actors.worker import Worker
@@ -73,7 +72,7 @@ from protocols.registry import (
     UpdateStatus,
     _Sweep,
 )
-from protocols.supervision import SupervisionEvent
+from protocols.supervision import SupervisionEvent, exited_path
 
 log = structlog.get_logger("understudy.registry")
 

@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from actors._journal import Journal
-from actors._tasks import TaskBook, TaskError, exited_path
+from actors._tasks import TaskBook, TaskError
 from actors.worker import Worker
 from protocols._base import Message
 from protocols.access import AppendAudit
@@ -64,7 +64,7 @@ from protocols.scheduler import (
     _Tick,
     _WaitExpired,
 )
-from protocols.supervision import SupervisionEvent
+from protocols.supervision import SupervisionEvent, exited_path
 
 log = structlog.get_logger("understudy.scheduler")
 

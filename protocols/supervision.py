@@ -43,6 +43,20 @@ def is_normal_exit(reason: str) -> bool:
     return reason in (NORMAL, SHUTDOWN) or reason.startswith(SHUTDOWN + ":")
 
 
+def exited_path(event: SupervisionEvent) -> str | None:
+    """Return the path of the actor whose process an event says is gone, or None.
+
+    ``child_exited``, ``child_terminated`` and ``start_failed`` name a child of
+    ``event.supervisor``; ``supervisor_shutdown`` names the supervisor itself (and so everything
+    below it).
+    """
+    if event.event in ("child_exited", "child_terminated", "start_failed"):
+        return None if event.child_id is None else f"{event.supervisor}/{event.child_id}"
+    if event.event == "supervisor_shutdown":
+        return event.supervisor
+    return None
+
+
 def error_reason(exc: BaseException) -> str:
     """Return the exit reason for an exception raised by a handler or ``on_start``."""
     return f"error:{type(exc).__name__}: {exc}"

@@ -19,11 +19,11 @@ from actors._registry_state import (
     RegistryConfig,
     RegistryState,
     Waiters,
-    exited_path,
     is_under,
     rebuild_payload,
 )
 from protocols import Message
+from protocols.supervision import exited_path
 from protocols.registry import (
     AgentCapabilities,
     AgentCard,

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from actors._tasks import TaskBook, TaskError, agent_under, exited_path, is_json_value
+from actors._tasks import TaskBook, TaskError, agent_under, is_json_value
+from protocols.supervision import exited_path
 from protocols.scheduler import SubmitTask
 from protocols.supervision import SupervisionEvent
 
