@@ -261,8 +261,7 @@ class WorkerActor(SeamActor):
             else:
                 result = worker.handle(env.message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
-            reason = error_reason(exc)
-            log.error("worker_crashed", actor=self._path, reason=reason, kind=env.message.kind)
+            reason = self._crash_reason(exc, env.message)
             self._answer(sender, env, ErrorReply(error="ActorCrashed", message=str(exc),
                                                  reason=reason), on_link=on_link)
             self._exit(reason)
@@ -273,6 +272,16 @@ class WorkerActor(SeamActor):
             self._answer(sender, env, result, on_link=on_link)
         elif meta is not None and meta.get("ask") and not self._deferred:
             self.reply(sender, env, Ok())
+        self._stop_if_asked()
+
+    def _crash_reason(self, exc: Exception, message: Message) -> str:
+        """Log a handler exception as this worker's crash and return its exit reason."""
+        reason = error_reason(exc)
+        log.error("worker_crashed", actor=self._path, reason=reason, kind=message.kind)
+        return reason
+
+    def _stop_if_asked(self) -> None:
+        """Carry out a ``self.stop(reason)`` made by the handler that just returned."""
         if self._stop_reason is not None:
             self._orderly_stop(self._stop_reason)
 
@@ -311,14 +320,11 @@ class WorkerActor(SeamActor):
         try:
             result = worker.handle(message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
-            reason = error_reason(exc)
-            log.error("worker_crashed", actor=self._path, reason=reason, kind=message.kind)
-            self._exit(reason)
+            self._exit(self._crash_reason(exc, message))
             return
         if result is not None:
             log.warning("timer_result_dropped", actor=self._path, kind=result.kind)
-        if self._stop_reason is not None:
-            self._orderly_stop(self._stop_reason)
+        self._stop_if_asked()
 
     def on_undelivered_ids(self, to: str, message_ids: list[int], reason: str) -> None:
         """Requests that will never be answered fail now (their flows get ActorNotFound)."""

@@ -23,7 +23,6 @@ from actors._registry_state import (
     rebuild_payload,
 )
 from protocols import Message
-from protocols.supervision import exited_path
 from protocols.registry import (
     AgentCapabilities,
     AgentCard,
@@ -32,7 +31,7 @@ from protocols.registry import (
     DeliverToAgent,
     FindAgents,
 )
-from protocols.supervision import SupervisionEvent
+from protocols.supervision import SupervisionEvent, exited_path
 
 
 class Memo(Message):

@@ -7,9 +7,8 @@ import math
 import pytest
 
 from actors._tasks import TaskBook, TaskError, agent_under, is_json_value
-from protocols.supervision import exited_path
 from protocols.scheduler import SubmitTask
-from protocols.supervision import SupervisionEvent
+from protocols.supervision import SupervisionEvent, exited_path
 
 
 def event(name: str, supervisor: str, child_id: str | None) -> SupervisionEvent:
