@@ -104,6 +104,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     _links: dict[str, Link]
     _acks_due: dict[str, tuple[ActorAddress, list[list[Any]]]]
+    _waiting: set[str]
     _timers: list[tuple[float, int, Any]]
     _armed: list[float]
     _cancelled: set[int]
@@ -112,6 +113,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         if "_links" not in self.__dict__:
             self._links = {}
             self._acks_due = {}
+            self._waiting = set()  # keys of links with queued messages
 
     # --- Thespian entry point -------------------------------------------------------------
 
@@ -232,6 +234,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             raise Backpressure(msg)
         mid = codec.new_message_id() if message_id is None else message_id
         link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
+        self._waiting.add(key)
         if len(link.queue) >= self.batch_max:
             self._flush_link(key, link)
         return mid
@@ -240,9 +243,12 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         """Send what the links can send now, and the acknowledgements due."""
         if "_links" not in self.__dict__:
             return
-        for key, link in self._links.items():
-            if link.queue:
+        for key in list(self._waiting):
+            link = self._links.get(key)
+            if link is not None and link.queue:
                 self._flush_link(key, link)
+            if link is None or not link.queue:
+                self._waiting.discard(key)
         if self._acks_due:
             due, self._acks_due = self._acks_due, {}
             for address, acks in due.values():
