@@ -56,6 +56,15 @@ log = structlog.get_logger("understudy.seam")
 
 ASK_META: dict[str, Any] = {"ask": 1}
 
+
+def encode_external(
+    message: Message, *, message_id: int, ask: bool, max_size: int = codec.DEFAULT_MAX_SIZE
+) -> bytes:
+    """Frame a message sent from outside the actors (the Runtime): an ask is marked so that
+    the receiver always answers it (Ok when its handler returns nothing)."""
+    return codec.encode_frame([codec.envelope_parts(message, message_id)],
+                              meta=ASK_META if ask else None, max_size=max_size)
+
 _TIMER_WAKEUP = "understudy.timer"
 _TIMER_SLACK = 0.001
 _timer_ids = itertools.count(1)

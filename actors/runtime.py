@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import structlog
 from thespian.actors import ActorAddress, ActorSystem
 
-from actors._base import ASK_META, pack_address, unpack_address
+from actors._base import encode_external, pack_address, unpack_address
 from actors._workarounds import DeliveryFailed, ask_correlated, process_alive
 from actors.errors import (
     ActorNotFound,
@@ -234,7 +234,8 @@ class Runtime:
         with self._lock:
             self._check_open()
             address = self._address(path, time.monotonic() + DEFAULT_ASK_TIMEOUT)
-            self._system.tell(address, codec.encode(message, max_size=self._max_size))
+            self._system.tell(address, encode_external(
+                message, message_id=codec.new_message_id(), ask=False, max_size=self._max_size))
 
     # --- The child API ---------------------------------------------------------------------------
 
@@ -372,8 +373,7 @@ class Runtime:
     ) -> Message:
         """One request/reply exchange; raises AskTimeout or DeliveryFailed."""
         mid = codec.new_message_id()
-        data = codec.encode_frame([codec.envelope_parts(message, mid)], meta=ASK_META,
-                                  max_size=self._max_size)
+        data = encode_external(message, message_id=mid, ask=True, max_size=self._max_size)
         result = ask_correlated(self._system, address, data, mid, timeout, max_size=self._max_size)
         if result is None:
             raise AskTimeout(path, round(timeout, 3))
