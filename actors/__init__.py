@@ -22,8 +22,8 @@ from actors.errors import (
     TopologyError,
     UnderstudyError,
 )
-from actors.runtime import Runtime
-from actors.worker import Worker
+from actors.core.runtime import Runtime
+from actors.core.worker import Worker
 from protocols.supervision import ChildCounts, ChildInfo, SupervisionEvent
 
 __all__ = [

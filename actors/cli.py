@@ -27,7 +27,7 @@ from rich.tree import Tree
 
 from actors.errors import ActorNotFound, UnderstudyError
 from actors.logs import configure_logging
-from actors.runtime import Runtime, check_workers
+from actors.core.runtime import Runtime, check_workers
 from protocols._base import Message, message_class
 from protocols.errors import TopologyError
 from protocols.supervision import ChildInfo, SupervisionEvent
@@ -216,7 +216,7 @@ def _configure_model(topology: Topology) -> Any:  # noqa: ANN401 - a ModelServer
         return None
     if os.environ.get("OPENAI_BASE_URL"):
         return None
-    from actors.model_server import ModelServer
+    from actors.model.server import ModelServer
 
     server = ModelServer()
     os.environ["OPENAI_BASE_URL"] = server.start()
@@ -436,7 +436,7 @@ def model_server(host: str, port: int, api_key: str | None, context_window: int 
 
     Prints the base URL (for openai.OpenAI(base_url=...)) on stdout.
     """
-    from actors.model_server import serve_forever
+    from actors.model.server import serve_forever
 
     serve_forever(host, port, ready=lambda url: click.echo(url),
                   api_key=api_key, context_window=context_window)
@@ -456,7 +456,7 @@ def audit() -> None:
 def audit_verify(file: str | None, state_dir: str, head: str | None) -> None:
     """Check every entry's hash chain; name the line of any edited, removed, inserted or
     reordered entry. FILE defaults to <state-dir>/audit.jsonl."""
-    from actors._audit import verify_audit_log
+    from actors.services.access_audit import verify_audit_log
 
     path = Path(file) if file else Path(state_dir) / "audit.jsonl"
     if not path.exists():

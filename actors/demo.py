@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from actors.worker import Worker
+from actors.core.worker import Worker
 from protocols._base import Message
 
 

@@ -31,7 +31,7 @@ from thespian.actors import ActorSystem
 
 from actors import Runtime
 from actors.logs import configure_logging
-from actors.runtime import free_port
+from actors.core.runtime import free_port
 from bench._raw import RawPing
 from protocols import codec
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology

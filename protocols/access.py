@@ -6,7 +6,7 @@ Vocabulary
     role        a named set of actions: reader < operator < admin < superuser
     action      what is done: read, list, write, execute, network, task.submit, task.cancel,
                 agent.spawn, agent.terminate, registry.write, audit.read, admin.permissions,
-                admin.grant (the table is in ``actors._access``)
+                admin.grant (the table is in ``actors.services.access_policy``)
     resource    what it is done to: an absolute path (read, list, write), a tool name
                 (execute), a host (network), or free text (every other action)
     scope       per-subject tool globs, path patterns and a network switch; default deny

@@ -1,6 +1,6 @@
 """The agent protocol: one goal run by an LLM agent actor, its limits, progress and result.
 
-An agent actor (``actors.agent:Agent``) runs one ``RunGoal`` at a time: it calls a
+An agent actor (``actors.agents.agent:Agent``) runs one ``RunGoal`` at a time: it calls a
 chat-completions model through the ``openai`` client with function tools until the model
 answers without a tool call, checking every tool call with the access manager first.
 

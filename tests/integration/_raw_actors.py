@@ -7,7 +7,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress
 
-from actors._workarounds import die_with_parent
+from actors.core.workarounds import die_with_parent
 from protocols import codec
 from protocols.common import Ok
 

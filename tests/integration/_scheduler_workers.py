@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors import Worker
-from actors._journal import Journal
-from actors._tasks import TaskBook
+from actors.services.scheduler_journal import Journal
+from actors.services.scheduler_tasks import TaskBook
 from protocols import Message
 from protocols.access import AppendAudit
 from protocols.common import Ok

@@ -192,7 +192,7 @@ class Provisioner(Worker):
         return None
 
     def _provision(self, order: Provision, answer: object):  # type: ignore[no-untyped-def]
-        from actors.flow import Call, Gather, Sleep
+        from actors.core.flow import Call, Gather, Sleep
         from protocols.supervision import StartChild
 
         infos = yield Gather([Call(order.pool, StartChild(args={"n": i}))

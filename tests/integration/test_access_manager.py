@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors import RequestRejected, Runtime
-from actors._audit import verify_audit_log
+from actors.services.access_audit import verify_audit_log
 from protocols._base import Message
 from protocols.access import (
     AccessDenied,
@@ -40,7 +40,7 @@ TCP = "multiprocTCPBase"
 
 def tree() -> SupervisorSpec:
     return SupervisorSpec(id="root", intensity=5, children=[
-        ChildSpec(id="access", start="actors.access_manager:AccessManager")])
+        ChildSpec(id="access", start="actors.services.access_manager:AccessManager")])
 
 
 def ask(rt: Runtime, message: Message) -> Message:

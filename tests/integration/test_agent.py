@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from actors import Runtime
-from actors.model_server import ModelServer, RequestRecord
+from actors.model.server import ModelServer, RequestRecord
 from protocols._base import Message
 from protocols.access import (
     AuditStatistics,
@@ -43,9 +43,9 @@ def ws(tmp_path: Path) -> Path:
 
 def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
     return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="access", start="actors.access_manager:AccessManager"),
+        ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
         ChildSpec(id="progress", start="tests.integration._agent_workers:ProgressCollector"),
-        ChildSpec(id="agent", start="actors.agent:Agent", decider="actors.agent:decide",
+        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.agent:decide",
                   backoff=Backoff(base=0.1, cap=5),
                   args={"base_url": server.url, "access": ACCESS, **args}),
     ])

@@ -19,7 +19,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from actors._prompts import (
+from protocols.prompts import (
     agent_system_prompt,
     estimate_tokens,
     evaluation_prompt,
@@ -29,7 +29,7 @@ from actors._prompts import (
     specification_prompt,
     tool_definitions,
 )
-from actors.model_server import DEFAULT_MODEL, ModelServer
+from actors.model.server import DEFAULT_MODEL, ModelServer
 
 TOOLS = tool_definitions()
 

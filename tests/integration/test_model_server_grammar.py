@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._prompts import agent_system_prompt
-from actors.model_server import (
+from protocols.prompts import agent_system_prompt
+from actors.model.server import (
     Action,
     ChatCompletionRequest,
     haiku,

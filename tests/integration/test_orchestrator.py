@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors import Runtime
-from actors.model_server import ModelServer
+from actors.model.server import ModelServer
 from protocols.orchestrator import (
     GetRunProgress,
     RunAccepted,
@@ -37,18 +37,18 @@ def model() -> Iterator[ModelServer]:
 def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> SupervisorSpec:
     return SupervisorSpec(id="root", intensity=10, children=[
         SupervisorSpec(id="system", children=[
-            ChildSpec(id="access", start="actors.access_manager:AccessManager"),
-            ChildSpec(id="scheduler", start="actors.scheduler:Scheduler"),
-            ChildSpec(id="registry", start="actors.registry:Registry"),
-            ChildSpec(id="runs", start="actors.runs:RunManager",
+            ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+            ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
+            ChildSpec(id="registry", start="actors.services.registry:Registry"),
+            ChildSpec(id="runs", start="actors.services.runs:RunManager",
                       args={"agents_supervisor": "root/agents"}),
         ]),
         SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
-                       template=ChildSpec(id="agent", start="actors.agent:Agent",
+                       template=ChildSpec(id="agent", start="actors.agents.agent:Agent",
                                           restart="transient", shutdown=1,
-                                          decider="actors.agent:decide",
+                                          decider="actors.agents.agent:decide",
                                           args={"base_url": model.url, "api_key": "k"})),
-        ChildSpec(id="orchestrator", start="actors.orchestrator:Orchestrator",
+        ChildSpec(id="orchestrator", start="actors.agents.orchestrator:Orchestrator",
                   args={"base_url": model.url, "api_key": "k"}),
         *(extra or []),
     ])

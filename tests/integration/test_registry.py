@@ -44,7 +44,7 @@ AGENT = "tests.integration._registry_workers:CardAgent"
 def tree(agents: list[ChildSpec], **registry_args: Any) -> SupervisorSpec:  # noqa: ANN401
     return SupervisorSpec(id="root", children=[
         SupervisorSpec(id="system", children=[
-            ChildSpec(id="registry", start="actors.registry:Registry", args=registry_args)]),
+            ChildSpec(id="registry", start="actors.services.registry:Registry", args=registry_args)]),
         SupervisorSpec(id="agents", children=agents),
     ])
 

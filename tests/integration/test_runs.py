@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors import RequestRejected, Runtime
-from actors.runs import RunStore
+from actors.services.runs import RunStore
 from protocols import Message
 from protocols.runs import (
     AttachAgent,
@@ -40,7 +40,7 @@ def tree(agents_supervisor: str = AGENTS, **args: object) -> SupervisorSpec:
     return SupervisorSpec(id="root", intensity=10, children=[
         SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
                        template=ChildSpec(id="agent", start="tests.integration._workers:Echo")),
-        ChildSpec(id="runs", start="actors.runs:RunManager",
+        ChildSpec(id="runs", start="actors.services.runs:RunManager",
                   args={"agents_supervisor": agents_supervisor, **args}),
     ])
 

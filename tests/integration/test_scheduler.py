@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from actors import ActorCrashed, ActorNotFound, AskTimeout, RequestRejected, Runtime
-from actors._journal import Journal
+from actors.services.scheduler_journal import Journal
 from protocols import Message
 from protocols.scheduler import (
     CancelTask,
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def scheduler(**args: object) -> ChildSpec:
-    return ChildSpec(id="scheduler", start="actors.scheduler:Scheduler",
+    return ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler",
                      args={"audit": "root/audit", **args})
 
 

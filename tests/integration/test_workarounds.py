@@ -14,8 +14,8 @@ import pytest
 from thespian.actors import ActorSystem
 
 from actors import Runtime
-from actors._workarounds import ask_correlated
-from actors.runtime import free_port
+from actors.core.workarounds import ask_correlated
+from actors.core.runtime import free_port
 from protocols import codec
 from protocols.common import Ok
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology

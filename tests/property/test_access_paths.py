@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors._access import (
+from actors.services.access_policy import (
     AccessPolicy,
     InvalidPattern,
     InvalidResource,

@@ -10,7 +10,7 @@ import openai
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._agent_loop import (
+from actors.agents.agent_loop import (
     AgentRun,
     Audit,
     CallModel,
@@ -184,7 +184,7 @@ def test_retries_wait_at_least_retry_after_and_failures_exit_with_their_class(
 def test_the_decider_reads_back_every_exit_reason_exactly(
     message: str, type_name: str, retry_after: float | None, error_class: Any,  # noqa: ANN401
 ) -> None:
-    from actors._agent_loop import _one_line  # noqa: PLC0415 - the classifier's own cleaning
+    from actors.agents.agent_loop import _one_line  # noqa: PLC0415 - the classifier's own cleaning
 
     failure = ModelFailure(error_class, type_name, _one_line(message), retry_after)
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors._audit import ENTRY_TYPES, AuditLog, verify_audit_log
+from actors.services.access_audit import ENTRY_TYPES, AuditLog, verify_audit_log
 from tests.strategies import json_objects
 
 appends = st.tuples(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors._registry_state import (
+from actors.services.registry_state import (
     AgentDirectory,
     HeldMessages,
     Refusal,

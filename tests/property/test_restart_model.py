@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._restart import (
+from actors.core.restart import (
     affected_children,
     auto_shutdown_due,
     backoff_delay,

@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors._runs import RunBook, RunError, Stale
-from actors.runs import RunStore
+from actors.services.runs_book import RunBook, RunError, Stale
+from actors.services.runs import RunStore
 from protocols.runs import RunInfo
 
 OWNERS = ("alice", "bob", "carol")

@@ -25,8 +25,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors._journal import Journal
-from actors._tasks import TaskBook, TaskError
+from actors.services.scheduler_journal import Journal
+from actors.services.scheduler_tasks import TaskBook, TaskError
 from protocols.scheduler import PRIORITIES, Priority, SubmitTask, TaskInfo
 
 AGENTS = ["root/agents/a1", "root/agents/a2", "root/other/a3"]

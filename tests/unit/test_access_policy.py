@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._access import (
+from actors.services.access_policy import (
     ACTIONS,
     ROLES,
     AccessPolicy,

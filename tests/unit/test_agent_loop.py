@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from actors._agent_loop import (
+from actors.agents.agent_loop import (
     AgentRun,
     Audit,
     CallModel,
@@ -36,7 +36,7 @@ from actors._agent_loop import (
     parse_retry_after,
     turn_from_completion,
 )
-from actors._tools import ToolOutcome
+from actors.agents.agent_tools import ToolOutcome
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
 
 URL = "http://model.test/v1/chat/completions"

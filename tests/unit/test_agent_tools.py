@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors._tools import (
+from actors.agents.agent_tools import (
     OUTPUT_LIMIT,
     READ_LIMIT,
     ToolArgumentError,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from actors import RequestRejected, Runtime
-from actors.model_server import ModelServer
+from actors.model.server import ModelServer
 from protocols.access import EnsurePermissions, SubjectGrants
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
 from protocols.topology import ChildSpec, SupervisorSpec
@@ -36,8 +36,8 @@ def server() -> Iterator[ModelServer]:
 
 def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
     return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="access", start="actors.access_manager:AccessManager"),
-        ChildSpec(id="agent", start="actors.agent:Agent", decider="actors.agent:decide",
+        ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.agent:decide",
                   args={"base_url": server.url, "access": ACCESS, **args}),
     ])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._audit import (
+from actors.services.access_audit import (
     GENESIS_HASH,
     AuditLog,
     InvalidAuditDetail,

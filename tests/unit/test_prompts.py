@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._prompts import (
+from protocols.prompts import (
     EVALUATE_MARKER,
     SPECIFY_MARKER,
     TOOL_NAMES,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import ValidationError
 
-from actors._registry_state import (
+from actors.services.registry_state import (
     MAX_FORMER_PATHS,
     AgentDirectory,
     Deliveries,

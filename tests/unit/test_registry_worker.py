@@ -13,8 +13,8 @@ import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from actors._base import Backpressure
-from actors.registry import Registry
+from actors.core.seam import Backpressure
+from actors.services.registry import Registry
 from protocols import Message
 from protocols.common import ErrorReply
 from protocols.registry import (

@@ -1,10 +1,10 @@
-"""Examples of the pure supervision decisions in ``actors._restart`` and the exit reason helpers."""
+"""Examples of the pure supervision decisions in ``actors.core.restart`` and the exit reason helpers."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors._restart import (
+from actors.core.restart import (
     affected_children,
     auto_shutdown_due,
     backoff_delay,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors._runs import RunBook, RunError, Stale, check_json
+from actors.services.runs_book import RunBook, RunError, Stale, check_json
 
 T0 = 1_000.0
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actors._runs import RunBook
-from actors.runs import RunStore, StoreError
+from actors.services.runs_book import RunBook
+from actors.services.runs import RunStore, StoreError
 
 T0 = 1_000.0
 

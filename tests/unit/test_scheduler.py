@@ -45,7 +45,7 @@ def tree(**args: object) -> SupervisorSpec:
             ChildSpec(id="a1", start="tests.integration._workers:Echo"),
             ChildSpec(id="a2", start="tests.integration._workers:Echo"),
         ]),
-        ChildSpec(id="scheduler", start="actors.scheduler:Scheduler",
+        ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler",
                   args={"audit": "root/audit", **args}),
     ])
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actors._journal import Journal, JournalError
-from actors._tasks import TaskBook
+from actors.services.scheduler_journal import Journal, JournalError
+from actors.services.scheduler_tasks import TaskBook
 from protocols.scheduler import SubmitTask, TaskInfo
 
 

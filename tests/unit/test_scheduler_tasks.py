@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from actors._tasks import TaskBook, TaskError, agent_under, is_json_value
+from actors.services.scheduler_tasks import TaskBook, TaskError, agent_under, is_json_value
 from protocols.scheduler import SubmitTask
 from protocols.supervision import SupervisionEvent, exited_path
 

@@ -1,13 +1,13 @@
 """Scheduler: tasks with priorities, deadlines and agents, journalled in SQLite.
 
 The protocol (commands, replies, the life cycle of a task) is ``protocols.scheduler``; the
-state machine is ``actors._tasks.TaskBook`` (pure); the journal is ``actors._journal``. This
+state machine is ``actors.services.scheduler_tasks.TaskBook`` (pure); the journal is ``actors.services.scheduler_journal``. This
 worker wires them to messages, time and supervision events:
 
     every message   first times out the running tasks whose deadline has passed
     a command       is applied to the book, then ONE SQLite transaction (the timeouts and the
                     command's changes) commits, then the handler returns the reply: whatever
-                    was acknowledged survives a SIGKILL (see ``actors._journal``)
+                    was acknowledged survives a SIGKILL (see ``actors.services.scheduler_journal``)
     a deadline      a ``_Tick`` timer (``call_later``) fires at the earliest running deadline
     an agent exit   ``child_exited`` / ``child_terminated`` / ``supervisor_shutdown`` events
                     (subscribed with replay, so exits missed while the scheduler was down are
@@ -22,7 +22,7 @@ its supervisor restarts it from the last committed state.
 
 Args (in the topology): ``audit`` (path of the access manager, default
 ``root/system/access``), ``synchronous`` (``NORMAL``, the default: durable under SIGKILL; or
-``FULL``: also under power loss, see ``actors._journal``), ``db`` (file name
+``FULL``: also under power loss, see ``actors.services.scheduler_journal``), ``db`` (file name
 under the state directory, default ``scheduler.db``), ``audit_retry`` (seconds between
 retries of unacknowledged audit records, default 5).
 """
@@ -37,9 +37,9 @@ from typing import Any
 
 import structlog
 
-from actors._journal import Journal
-from actors._tasks import TaskBook, TaskError
-from actors.worker import Worker
+from actors.services.scheduler_journal import Journal
+from actors.services.scheduler_tasks import TaskBook, TaskError
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AppendAudit
 from protocols.common import ErrorReply
@@ -91,7 +91,7 @@ class _Waiter:
 
 
 class Scheduler(Worker):
-    """The scheduler worker (``start: actors.scheduler:Scheduler``)."""
+    """The scheduler worker (``start: actors.services.scheduler:Scheduler``)."""
 
     _clock: Callable[[], float] = staticmethod(time.time)
 

@@ -14,7 +14,7 @@
    owner's pid (:func:`process_alive`) and, when it is gone, stops the tree in order and then
    the admin; it also dies with the admin (:func:`die_with_parent`).
 4. A handler that raises is retried by Thespian with the same message and the actor is kept
-   alive with its possibly corrupted state. ``actors._base.SeamActor.receiveMessage`` never
+   alive with its possibly corrupted state. ``actors.core.seam.SeamActor.receiveMessage`` never
    lets an exception reach Thespian; the worker turns it into one crash (see actors/worker.py).
 """
 

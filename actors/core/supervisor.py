@@ -32,8 +32,8 @@ from typing import Any
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors._base import SeamActor, pack_address, unpack_address
-from actors._restart import (
+from actors.core.seam import SeamActor, pack_address, unpack_address
+from actors.core.restart import (
     Directive,
     affected_children,
     auto_shutdown_due,
@@ -42,9 +42,9 @@ from actors._restart import (
     prune,
     record_restart,
 )
-from actors._workarounds import die_with_parent, kill_process
+from actors.core.workarounds import die_with_parent, kill_process
 from actors.logs import ensure_safe_logging
-from actors.worker import WorkerActor, load_decider
+from actors.core.worker import WorkerActor, load_decider
 from protocols import codec
 from protocols.common import ErrorReply, Ok
 from protocols.supervision import (

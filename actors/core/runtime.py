@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 import structlog
 from thespian.actors import ActorAddress, ActorSystem
 
-from actors._base import encode_external, pack_address, unpack_address
-from actors._workarounds import DeliveryFailed, ask_correlated, process_alive
+from actors.core.seam import encode_external, pack_address, unpack_address
+from actors.core.workarounds import DeliveryFailed, ask_correlated, process_alive
 from actors.errors import (
     ActorNotFound,
     AskTimeout,
@@ -34,8 +34,8 @@ from actors.errors import (
     StartFailed,
     error_from_reply,
 )
-from actors.guardian import GUARDIAN_NAME, Guardian
-from actors.worker import load_decider, load_worker_class
+from actors.core.guardian import GUARDIAN_NAME, Guardian
+from actors.core.worker import load_decider, load_worker_class
 from protocols import codec
 from protocols._base import Message
 from protocols.common import ErrorReply, Ok

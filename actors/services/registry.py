@@ -1,6 +1,6 @@
 """Registry: the A2A agent registry (cards, discovery, messages held for absent agents).
 
-Vocabulary (the decisions live in ``actors._registry_state``, without Thespian)
+Vocabulary (the decisions live in ``actors.services.registry_state``, without Thespian)
     card         an A2A AgentCard plus the agent's actor ``path`` and ``status``, by name
     deliverable  registered with a status other than ``unavailable``
     held         DeliverToAgent for an agent that is not deliverable: the message waits,
@@ -37,8 +37,8 @@ from collections.abc import Callable
 
 import structlog
 
-from actors._base import Backpressure
-from actors._registry_state import (
+from actors.core.seam import Backpressure
+from actors.services.registry_state import (
     Deliveries,
     Forwarded,
     Kept,
@@ -49,7 +49,7 @@ from actors._registry_state import (
     Waiters,
     rebuild_payload,
 )
-from actors.worker import Worker
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.common import ErrorReply
 from protocols.registry import (

@@ -8,7 +8,7 @@ Every message an Understudy actor sends or receives passes through :class:`SeamA
 * bad bytes, unknown kinds, invalid fields and oversized frames get a typed ``ErrorReply`` to
   the sender and a ``message_rejected`` log event; they never crash the receiver;
 * no exception ever reaches Thespian (which would retry the message and keep the actor alive,
-  see ``actors._workarounds``): an error in Understudy's own code goes to ``on_internal_error``;
+  see ``actors.core.workarounds``): an error in Understudy's own code goes to ``on_internal_error``;
 * ``send_message`` sends one control message at once; ``link_send`` is the data path.
 
 The data path (the fast path)

@@ -2,7 +2,7 @@
 
 Topology entry (default path ``root/system/access``)::
 
-    - {id: access, start: "actors.access_manager:AccessManager",
+    - {id: access, start: "actors.services.access_manager:AccessManager",
        args: {audit_file: audit.jsonl, fsync: false}}
 
     audit_file  the audit log, relative to the topology's state directory (default audit.jsonl)
@@ -17,7 +17,7 @@ manager verifies the file, continues its chain from the last line, and replays i
 ``admin`` entries in order (path patterns as recorded: resolved once, when granted; so a
 start costs one pass over the file). A broken chain is logged (``audit_chain_broken``) and counted in
 AuditStatistics.problems_at_start; it is never rewritten. The rules themselves (roles,
-actions, patterns) are documented in ``actors._access``; the file format in ``actors._audit``.
+actions, patterns) are documented in ``actors.services.access_policy``; the file format in ``actors.services.access_audit``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 
 import structlog
 
-from actors._access import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
-from actors._audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
-from actors.worker import Worker
+from actors.services.access_policy import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
+from actors.services.access_audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import (
     AccessDenied,
@@ -57,7 +57,7 @@ AdminCommand = GrantRole | RevokeRole | SetAgentPermissions | EnsurePermissions
 
 
 class AccessManager(Worker):
-    """The access manager worker (``actors.access_manager:AccessManager``)."""
+    """The access manager worker (``actors.services.access_manager:AccessManager``)."""
 
     _audit: AuditLog
     _policy: AccessPolicy

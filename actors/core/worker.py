@@ -25,9 +25,9 @@ from typing import Any
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors._base import Backpressure, SeamActor, unpack_address
-from actors._workarounds import die_with_parent
-from actors.flow import Flow, Flows
+from actors.core.seam import Backpressure, SeamActor, unpack_address
+from actors.core.workarounds import die_with_parent
+from actors.core.flow import Flow, Flows
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
@@ -123,7 +123,7 @@ class Worker:
         return self._host.defer_reply()
 
     def run_flow(self, flow: Flow) -> None:
-        """Run a generator that yields ``actors.flow`` steps (Call, Gather, Sleep) and gets
+        """Run a generator that yields ``actors.core.flow`` steps (Call, Gather, Sleep) and gets
         their results back, so a multi-step conversation with other actors reads top to bottom.
         """
         self._host.flows.start(flow)
@@ -156,7 +156,7 @@ def load_worker_class(start: str) -> type[Worker]:
 _deciders: dict[str, Any] = {}
 
 
-def load_decider(ref: str) -> Any:  # noqa: ANN401 - a Decider; typed in actors._restart
+def load_decider(ref: str) -> Any:  # noqa: ANN401 - a Decider; typed in actors.core.restart
     """Import a decider function ``module:function`` (cached per process).
 
     Raises:

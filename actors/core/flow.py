@@ -35,7 +35,7 @@ from protocols.common import ErrorReply
 from protocols.supervision import _Gone
 
 if TYPE_CHECKING:
-    from actors.worker import WorkerActor
+    from actors.core.worker import WorkerActor
 
 log = structlog.get_logger("understudy.flow")
 

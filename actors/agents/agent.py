@@ -1,9 +1,9 @@
-"""Agent: an LLM agent actor that runs one goal at a time (``actors.agent:Agent``).
+"""Agent: an LLM agent actor that runs one goal at a time (``actors.agents.agent:Agent``).
 
 Topology entry (agents usually run under a simple_one_for_one supervisor)::
 
-    template: {id: agent, start: "actors.agent:Agent", restart: transient,
-               decider: "actors.agent:decide", backoff: {base: 0.1, cap: 5},
+    template: {id: agent, start: "actors.agents.agent:Agent", restart: transient,
+               decider: "actors.agents.agent:decide", backoff: {base: 0.1, cap: 5},
                args: {base_url: "http://127.0.0.1:8000/v1", model_retries: 0}}
 
 Args (all optional)
@@ -26,7 +26,7 @@ through the real ``openai`` client (``max_retries=0``: retries are ours), then e
 checked with the access manager by ``request`` (the answer arrives in ``on_reply``; the actor
 never blocks on it), run if granted, recorded, audited (``AppendAudit``) and answered to the
 model, then the next model call. The pure loop, its limits and its error classes are in
-``actors._agent_loop``; the tools in ``actors._tools``. A model call itself is synchronous:
+``actors.agents.agent_loop``; the tools in ``actors.agents.agent_tools``. A model call itself is synchronous:
 the actor is busy for its duration (bounded by ``timeout`` and the run's deadline).
 
 The result is sent once the access manager has acknowledged the run's audit entries (or after
@@ -57,7 +57,7 @@ import openai
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from actors._agent_loop import (
+from actors.agents.agent_loop import (
     AgentRun,
     Audit,
     CallModel,
@@ -71,8 +71,8 @@ from actors._agent_loop import (
     decide,
     turn_from_completion,
 )
-from actors._tools import execute_tool
-from actors.worker import Worker
+from actors.agents.agent_tools import execute_tool
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
 from protocols.agent import AgentProgress, RunGoal
@@ -143,7 +143,7 @@ class _Flush(Message):
 
 
 class Agent(Worker):
-    """The agent worker (``actors.agent:Agent``): one RunGoal at a time."""
+    """The agent worker (``actors.agents.agent:Agent``): one RunGoal at a time."""
 
     def on_start(self) -> None:
         """Read the args and make the model client (raising makes the start fail)."""

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from actors._sqlite import open_store, transaction
+from actors.services._sqlite import open_store, transaction
 from protocols.scheduler import TaskInfo
 
 Synchronous = Literal["NORMAL", "FULL"]

@@ -4,7 +4,7 @@ Everything here is I/O-free and deterministic: every answer is a pure function o
 request. :func:`plan_goal` turns a goal into tool calls, :func:`respond` answers a whole
 chat request (agent turn, ``UNDERSTUDY-EVALUATE`` or ``UNDERSTUDY-SPECIFY``), and
 :func:`haiku`, :func:`paragraph` and :func:`summarise` generate the text that writes hold.
-:mod:`actors.model_server` wraps it in HTTP and fault injection and re-exports every
+:mod:`actors.model.server` wraps it in HTTP and fault injection and re-exports every
 public name here.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from actors import _prompts
-from actors._model_wire import ChatCompletionRequest, ChatMessage, FunctionCall
-from actors._prompts import Evaluation, Specification, ToolResult
+from protocols import prompts
+from actors.model.wire import ChatCompletionRequest, ChatMessage, FunctionCall
+from protocols.prompts import Evaluation, Specification, ToolResult
 
 __all__ = [
     "Action",
@@ -565,7 +565,7 @@ def _history(messages: Sequence[ChatMessage]) -> list[_Done]:
             function = calls.get(message.tool_call_id or "")
             name = function.name if function else (message.name or "tool")
             done.append(_Done(name, function.arguments if function else "{}",
-                              _prompts.parse_tool_result(message.text())))
+                              prompts.parse_tool_result(message.text())))
     return done
 
 
@@ -579,10 +579,10 @@ def _in_workspace(path: str, workspace: str) -> str:
     return posixpath.join(workspace, path)
 
 
-def goal_of(messages: Sequence[ChatMessage]) -> _prompts.ParsedGoal:
+def goal_of(messages: Sequence[ChatMessage]) -> prompts.ParsedGoal:
     """Return the goal fields of a conversation: the system prompt's, else the first user text."""
     system = "\n".join(m.text() for m in messages if m.role in {"system", "developer"})
-    parsed = _prompts.parse_goal(system)
+    parsed = prompts.parse_goal(system)
     if not parsed.goal.strip():
         first_user = next((m.text() for m in messages if m.role == "user"), "")
         parsed = parsed.model_copy(update={"goal": first_user})
@@ -593,13 +593,13 @@ def respond(request: ChatCompletionRequest) -> Reply:
     """Return the deterministic answer to a chat request (no HTTP, no faults)."""
     for message in reversed(request.messages):
         if message.role in {"system", "developer", "user"}:
-            kind = _prompts.prompt_kind(message.text())
+            kind = prompts.prompt_kind(message.text())
             if kind == "evaluate":
-                asked = _prompts.parse_evaluation_request(message.text())
+                asked = prompts.parse_evaluation_request(message.text())
                 verdict = judge(asked.criteria, asked.output, asked.files)
                 return Reply(verdict.model_dump_json())
             if kind == "specify":
-                spec = specify(_prompts.parse_specification_request(message.text()))
+                spec = specify(prompts.parse_specification_request(message.text()))
                 return Reply(spec.model_dump_json())
     return _agent_turn(request)
 

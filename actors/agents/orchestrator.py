@@ -21,7 +21,7 @@ through a circuit breaker with retries and exponential backoff (base 100 ms, cap
 falling back to running the subtask directly; results come back in the subtasks' order.
 Specifications and outcomes are written to ``<state_dir>/orchestrator/<run id>/``.
 
-Every conversation with another actor is a flow (``actors.flow``): the orchestrator never
+Every conversation with another actor is a flow (``actors.core.flow``): the orchestrator never
 blocks on an actor; it does block on its own model calls (specification, evaluation).
 """
 
@@ -40,17 +40,17 @@ from typing import Any, Literal
 import openai
 import structlog
 
-from actors._agent_loop import CircuitBreaker
-from actors._prompts import (
+from actors.agents.agent_loop import CircuitBreaker
+from protocols.prompts import (
     evaluation_prompt,
     parse_evaluation,
     parse_specification,
     specification_prompt,
 )
-from actors._restart import backoff_delay
+from actors.core.restart import backoff_delay
 from actors.errors import UnderstudyError
-from actors.flow import All, Call, Flow, Sleep
-from actors.worker import Worker
+from actors.core.flow import All, Call, Flow, Sleep
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import EnsurePermissions
 from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal

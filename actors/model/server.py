@@ -11,7 +11,7 @@ Endpoints (on 127.0.0.1 by default; ``start()`` returns the ``base_url`` ending 
     GET    /_control/stats        requests, faults fired, pending faults, a request log
 
 How it answers (every answer is a pure function of the request; see :func:`plan_goal`)
-    agent runs    the goal is read from the system prompt (``_prompts.agent_system_prompt``) or
+    agent runs    the goal is read from the system prompt (``prompts.agent_system_prompt``) or
                   the first user message; its clauses become tool calls (``write_file``,
                   ``read_file``, ``list_directory``, ``run_command``), one per turn, and the
                   number of ``tool`` messages so far says which step is next; after the last
@@ -49,8 +49,8 @@ from typing import Any, Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from actors import _prompts
-from actors._model_brain import (
+from protocols import prompts
+from actors.model.brain import (
     Action,
     Content,
     ContentKind,
@@ -65,7 +65,7 @@ from actors._model_brain import (
     summarise,
     syllables,
 )
-from actors._model_wire import (
+from actors.model.wire import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
@@ -77,7 +77,7 @@ from actors._model_wire import (
     ToolDefinition,
     Usage,
 )
-from actors._prompts import estimate_tokens
+from protocols.prompts import estimate_tokens
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -490,7 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return state.complete(request, malformed=spec is not None
                                   and spec.kind == "malformed_tool_call")
-        except _prompts.PromptFormatError as exc:
+        except prompts.PromptFormatError as exc:
             raise _HttpError(400, str(exc), code="invalid_prompt", param="messages") from exc
         except _HttpError:
             raise
@@ -695,10 +695,10 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, *,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m actors.model_server [--host H] [--port N]``; print the base URL."""
+    """Run ``python -m actors.model.server [--host H] [--port N]``; print the base URL."""
     from actors.logs import configure_logging  # noqa: PLC0415 - only the command configures logs
 
-    parser = argparse.ArgumentParser(prog="python -m actors.model_server",
+    parser = argparse.ArgumentParser(prog="python -m actors.model.server",
                                      description="Serve the deterministic Understudy model.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")

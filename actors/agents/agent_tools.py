@@ -1,6 +1,6 @@
 """The agent's tools: what each one needs from the access manager, and running it.
 
-Tools (the names and JSON schemas the model sees come from ``actors._prompts``)
+Tools (the names and JSON schemas the model sees come from ``protocols.prompts``)
     read_file(path)            action ``read`` on the path; the file's text (at most 64 KiB)
     write_file(path, content)  action ``write`` on the path; creates missing parent directories
     list_directory(path)       action ``list`` on the path; one entry per line, ``/`` after dirs
@@ -27,7 +27,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Final
 
-from actors._prompts import format_tool_error
+from protocols.prompts import format_tool_error
 
 READ_LIMIT: Final = 64 * 1024
 OUTPUT_LIMIT: Final = 16 * 1024

@@ -2,7 +2,7 @@
 
 Pydantic models for the request body of ``POST /v1/chat/completions`` and the
 ``chat.completion`` object it returns. Unknown fields are ignored, as OpenAI's own clients
-expect. :mod:`actors.model_server` re-exports every public name here.
+expect. :mod:`actors.model.server` re-exports every public name here.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Choice(_Wire):
 
 
 class Usage(_Wire):
-    """Token counts, estimated with ``_prompts.estimate_tokens``."""
+    """Token counts, estimated with ``prompts.estimate_tokens``."""
 
     prompt_tokens: int
     completion_tokens: int

@@ -2,7 +2,7 @@
 model's circuit breaker and the classification of model errors (no Thespian, no I/O).
 
 The run (``AgentRun``) is driven by inputs and answers each with a list of effects for its
-host (``actors.agent.Agent``) to carry out::
+host (``actors.agents.agent.Agent``) to carry out::
 
     start()                        -> CallModel | Finish
     model_replied(turn)            -> Progress, then CheckTool (first tool call) | CallModel |
@@ -58,9 +58,9 @@ from typing import Any, Final, Literal
 
 import openai
 
-from actors._prompts import agent_system_prompt, format_tool_error, tool_definitions
-from actors._restart import Directive, backoff_delay
-from actors._tools import (
+from protocols.prompts import agent_system_prompt, format_tool_error, tool_definitions
+from actors.core.restart import Directive, backoff_delay
+from actors.agents.agent_tools import (
     OUTPUT_LIMIT,
     TOOLS,
     ToolArgumentError,

@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest, DeadEnvelope
 
-from actors._base import SeamActor, pack_address, unpack_address
-from actors._workarounds import die_with_parent, kill_process_tree, process_alive
+from actors.core.seam import SeamActor, pack_address, unpack_address
+from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
 from actors.logs import ensure_safe_logging
-from actors.supervisor import SupervisorActor
+from actors.core.supervisor import SupervisorActor
 from protocols import codec
 from protocols.errors import CodecError
 from protocols.common import ErrorReply, Ok

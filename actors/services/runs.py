@@ -1,7 +1,7 @@
 """Run manager: delegated runs with owners, a tree, epochs and cascading stops, in SQLite.
 
 The protocol (commands, replies, the life cycle of a run) is ``protocols.runs``; the state
-machine is ``actors._runs.RunBook`` (pure). This worker wires them to messages, the store and
+machine is ``actors.services.runs_book.RunBook`` (pure). This worker wires them to messages, the store and
 the agents' supervisor:
 
     a command       is applied to the book, its changes are committed to ``runs.db`` (SQLite,
@@ -25,7 +25,7 @@ errors to ``on_reply``) counts as already gone.
 
 Args (in the topology): ``agents_supervisor`` (path of the simple_one_for_one supervisor of
 the agents, default ``root/agents``), ``db`` (file name under the state directory, default
-``runs.db``), ``synchronous`` (``FULL`` default, or ``NORMAL``; see ``actors._journal``),
+``runs.db``), ``synchronous`` (``FULL`` default, or ``NORMAL``; see ``actors.services.scheduler_journal``),
 ``terminate_retry`` (seconds between retries of unconfirmed terminations, default 5).
 """
 
@@ -42,9 +42,9 @@ from typing import Any
 
 import structlog
 
-from actors._sqlite import open_store, transaction
-from actors._runs import RunBook, RunError, Stale
-from actors.worker import Worker
+from actors.services._sqlite import open_store, transaction
+from actors.services.runs_book import RunBook, RunError, Stale
+from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.common import ErrorReply, Ok
 from protocols.runs import (
@@ -203,7 +203,7 @@ class _StopOp:
 
 
 class RunManager(Worker):
-    """The run manager worker (``start: actors.runs:RunManager``)."""
+    """The run manager worker (``start: actors.services.runs:RunManager``)."""
 
     _clock: Callable[[], float] = staticmethod(time.time)
 
