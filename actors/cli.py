@@ -25,7 +25,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from actors.errors import ActorNotFound, UnderstudyError
+from actors.errors import ActorNotFound
+from protocols.errors import UnderstudyError
 from actors.logs import configure_logging
 from actors.core.runtime import Runtime, check_workers
 from protocols._base import Message, message_class
@@ -33,6 +34,8 @@ from protocols.errors import TopologyError
 from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import Topology
 from protocols.topology_loader import load_topology
+
+__all__ = ["main"]
 
 console = Console()
 err_console = Console(stderr=True)

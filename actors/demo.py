@@ -8,6 +8,13 @@ from typing import Literal
 from actors.core.worker import Worker
 from protocols._base import Message
 
+__all__ = [
+    "Echo",
+    "Fail",
+    "Ping",
+    "Pong",
+]
+
 
 class Ping(Message):
     """Ask a demo worker for a Pong."""

@@ -16,11 +16,12 @@
       + NotSupported                 the call does not apply to this supervisor's strategy
     + RequestRejected                an actor answered with a typed error (.error, .detail)
     + StartFailed                    a child could not start; .child is its path
+    + Backpressure                   a link's queue is full (``max_queue``): the receiver is slower
 """
 
 from __future__ import annotations
 
-from protocols.common import ErrorReply
+from protocols.common import ErrorName, ErrorReply
 from protocols.errors import (
     CodecError,
     DecodeError,
@@ -103,6 +104,10 @@ class RequestRejected(UnderstudyError):
         super().__init__(f"{path} rejected the request: {error}: {detail}")
 
 
+class Backpressure(UnderstudyError):
+    """A link's queue is full: the destination is slower than its senders."""
+
+
 class StartFailed(UnderstudyError):
     """A child failed to start; ``child`` is its path and ``reason`` its exit reason."""
 
@@ -131,15 +136,15 @@ _BY_NAME: dict[str, type[UnderstudyError]] = {
 
 def error_from_reply(reply: ErrorReply, path: str) -> UnderstudyError:
     """Turn an ErrorReply from the actor at ``path`` into the exception the caller raises."""
-    if reply.error == "ActorCrashed":
+    if reply.error == ErrorName.ACTOR_CRASHED:
         return ActorCrashed(path, reply.reason or reply.message)
-    if reply.error == "ActorNotFound":
+    if reply.error == ErrorName.ACTOR_NOT_FOUND:
         return ActorNotFound(path, reply.message)
-    if reply.error == "StartFailed":
+    if reply.error == ErrorName.START_FAILED:
         return StartFailed(reply.message, reply.reason or "")
-    if reply.error == "UnknownMessageKind":
+    if reply.error == ErrorName.UNKNOWN_MESSAGE_KIND:
         return UnknownMessageKind(reply.message)
-    if reply.error == "MessageTooLarge":
+    if reply.error == ErrorName.MESSAGE_TOO_LARGE:
         return CodecError(reply.message)
     cls = _BY_NAME.get(reply.error)
     if cls is None:
@@ -153,6 +158,7 @@ __all__ = [
     "AlreadyPresent",
     "AlreadyStarted",
     "AskTimeout",
+    "Backpressure",
     "ChildNotFound",
     "ChildRestarting",
     "ChildRunning",

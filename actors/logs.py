@@ -8,6 +8,13 @@ from typing import TextIO
 
 import structlog
 
+__all__ = [
+    "SafePrintLogger",
+    "SafePrintLoggerFactory",
+    "configure_logging",
+    "ensure_safe_logging",
+]
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 

@@ -15,6 +15,12 @@ from typing import Any, ClassVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+__all__ = [
+    "Message",
+    "message_class",
+    "registered_kinds",
+]
+
 log = structlog.get_logger("understudy.protocols")
 
 _REGISTRY: dict[str, type[Message]] = {}

@@ -26,6 +26,26 @@ from pydantic import Field
 
 from protocols._base import Message
 
+__all__ = [
+    "SYSTEM_SUBJECT",
+    "AccessDenied",
+    "AccessGranted",
+    "AccessInbox",
+    "AccessReply",
+    "AppendAudit",
+    "AuditStatistics",
+    "AuditVerification",
+    "CheckAccess",
+    "EnsurePermissions",
+    "GetAuditStats",
+    "GetSubject",
+    "GrantRole",
+    "RevokeRole",
+    "SetAgentPermissions",
+    "SubjectGrants",
+    "VerifyAudit",
+]
+
 #: The subject every administrative command acts as unless it names another (``by``).
 SYSTEM_SUBJECT = "system"
 

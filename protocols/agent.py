@@ -18,6 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols._base import Message
 
+__all__ = [
+    "AgentLimits",
+    "AgentProgress",
+    "AgentResult",
+    "ErrorClass",
+    "GoalSpec",
+    "RunGoal",
+    "ToolCallRecord",
+    "Usage",
+]
+
 ErrorClass = Literal["retryable", "fatal", "unknown"]
 
 

@@ -28,6 +28,20 @@ from pydantic import ValidationError
 from protocols._base import Message, message_class
 from protocols.errors import DecodeError, MessageInvalid, MessageTooLarge, UnknownMessageKind
 
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "FORMAT_VERSION",
+    "BadEnvelope",
+    "Envelope",
+    "decode",
+    "decode_envelope",
+    "decode_frame",
+    "encode",
+    "encode_frame",
+    "envelope_parts",
+    "new_message_id",
+]
+
 FORMAT_VERSION = 1
 DEFAULT_MAX_SIZE = 8 * 1024 * 1024
 

@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from protocols._base import Message
+
+__all__ = ["ErrorName", "ErrorReply", "Ok"]
+
+
+class ErrorName(StrEnum):
+    """The ``error`` of an ``ErrorReply``: one name per failure, compared by constant only.
+
+    The names are those of ``actors``' error tree (the Runtime raises the matching exception)
+    and of the failures the system services and agents answer with.
+    """
+
+    ACTOR_CRASHED = "ActorCrashed"
+    ACTOR_NOT_FOUND = "ActorNotFound"
+    START_FAILED = "StartFailed"
+    NOT_SUPPORTED = "NotSupported"
+    ALREADY_STARTED = "AlreadyStarted"
+    ALREADY_PRESENT = "AlreadyPresent"
+    CHILD_NOT_FOUND = "ChildNotFound"
+    CHILD_RUNNING = "ChildRunning"
+    CHILD_RESTARTING = "ChildRestarting"
+    TOPOLOGY_ERROR = "TopologyError"
+    DECODE_ERROR = "DecodeError"
+    UNKNOWN_MESSAGE_KIND = "UnknownMessageKind"
+    MESSAGE_INVALID = "MessageInvalid"
+    MESSAGE_TOO_LARGE = "MessageTooLarge"
+    UNEXPECTED_MESSAGE = "UnexpectedMessage"
+    INVALID_GOAL = "InvalidGoal"
+    UNKNOWN_RUN = "UnknownRun"
+    AGENT_BUSY = "AgentBusy"
+    SYNC_ABANDONED = "SyncAbandoned"
 
 
 class ErrorReply(Message):

@@ -14,6 +14,16 @@ The whole tree is re-exported from ``actors``::
 
 from __future__ import annotations
 
+__all__ = [
+    "CodecError",
+    "DecodeError",
+    "MessageInvalid",
+    "MessageTooLarge",
+    "TopologyError",
+    "UnderstudyError",
+    "UnknownMessageKind",
+]
+
 
 class UnderstudyError(Exception):
     """Base class of every error Understudy raises."""

@@ -15,6 +15,18 @@ from pydantic import Field
 from protocols._base import Message
 from protocols.agent import AgentResult, GoalSpec
 
+__all__ = [
+    "GetRunProgress",
+    "Phase",
+    "PhaseEvent",
+    "RunAccepted",
+    "RunGoalRequest",
+    "RunOutcome",
+    "RunProgress",
+    "SetMaxExecutionTime",
+    "WaitRun",
+]
+
 Phase = Literal["specification", "execution", "evaluation", "evolution", "delegation",
                 "cleanup", "run"]
 

@@ -29,6 +29,34 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.errors import UnderstudyError
 
+__all__ = [
+    "AGENT_PREAMBLE",
+    "EVALUATE_MARKER",
+    "INPUT_LABEL",
+    "SPECIFY_MARKER",
+    "TOOL_ERROR_PREFIX",
+    "TOOL_NAMES",
+    "Evaluation",
+    "EvaluationRequest",
+    "ParsedGoal",
+    "PromptFormatError",
+    "Specification",
+    "ToolResult",
+    "agent_system_prompt",
+    "estimate_tokens",
+    "evaluation_prompt",
+    "format_tool_error",
+    "parse_evaluation",
+    "parse_evaluation_request",
+    "parse_goal",
+    "parse_specification",
+    "parse_specification_request",
+    "parse_tool_result",
+    "prompt_kind",
+    "specification_prompt",
+    "tool_definitions",
+]
+
 EVALUATE_MARKER: Final = "UNDERSTUDY-EVALUATE"
 SPECIFY_MARKER: Final = "UNDERSTUDY-SPECIFY"
 AGENT_PREAMBLE: Final = (

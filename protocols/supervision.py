@@ -6,18 +6,42 @@ Exit reasons are strings, as in OTP:
     error:<Type>: <message>                 a handler or on_start raised
     anything else                           what the worker passed to ``stop(reason)``
 
-Messages whose names start with an underscore travel only between Understudy's own actors.
+The messages that travel only between Understudy's own actors are in ``protocols._lifecycle``.
 """
 
 from __future__ import annotations
 
-import base64
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import Field
 
 from protocols._base import Message
 from protocols.topology import AnyChildSpec, RestartType
+
+__all__ = [
+    "KILLED",
+    "NORMAL",
+    "SHUTDOWN",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildStatus",
+    "ChildType",
+    "Children",
+    "CountChildren",
+    "DeleteChild",
+    "EventName",
+    "Events",
+    "GetEvents",
+    "RestartChild",
+    "StartChild",
+    "SubscribeEvents",
+    "SupervisionEvent",
+    "TerminateChild",
+    "WhichChildren",
+    "error_reason",
+    "exited_path",
+    "is_normal_exit",
+]
 
 NORMAL = "normal"
 SHUTDOWN = "shutdown"
@@ -60,20 +84,6 @@ def exited_path(event: SupervisionEvent) -> str | None:
 def error_reason(exc: BaseException) -> str:
     """Return the exit reason for an exception raised by a handler or ``on_start``."""
     return f"error:{type(exc).__name__}: {exc}"
-
-
-def _b64_decode(value: object) -> object:
-    if isinstance(value, str):
-        return base64.b64decode(value)
-    return value
-
-
-# A Thespian address, pickled; carried as base64 text in the JSON-mode body.
-AddressBlob = Annotated[
-    bytes,
-    BeforeValidator(_b64_decode),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), when_used="json"),
-]
 
 
 # --- What the child API returns -------------------------------------------------------------
@@ -205,163 +215,3 @@ class SubscribeEvents(Message):
     kind: Literal["supervision.subscribe_events"] = "supervision.subscribe_events"
     path: str
     replay: bool = False
-
-
-# --- Between Understudy's own actors ---------------------------------------------------------
-
-
-class _Init(Message):
-    """Supervisor -> new child: become this child of the tree."""
-
-    kind: Literal["_supervision.init"] = "_supervision.init"
-    path: str
-    spec: AnyChildSpec
-    guardian: AddressBlob
-    parent_pid: int
-    max_message_size: int
-    state_dir: str = ".understudy"
-
-
-class _Adopt(Message):
-    """Supervisor -> a spare host it keeps ready: die with me (parent_pid) until used."""
-
-    kind: Literal["_supervision.adopt"] = "_supervision.adopt"
-    parent_pid: int
-
-
-class _Started(Message):
-    """Child -> supervisor: on_start (or the child supervisor's boot) succeeded.
-
-    A child supervisor names its event stream (``incarnation``) and how many events it had
-    reported (``events``): the parent's next event is ordered after those.
-    """
-
-    kind: Literal["_supervision.started"] = "_supervision.started"
-    pid: int
-    incarnation: str = ""
-    events: int = 0
-
-
-class _StartFailed(Message):
-    """Child -> supervisor: starting failed with ``reason``; the child waits to be stopped."""
-
-    kind: Literal["_supervision.start_failed"] = "_supervision.start_failed"
-    reason: str
-    offender: str | None = None
-    incarnation: str = ""
-    events: int = 0
-
-
-class _Exiting(Message):
-    """Child -> supervisor: I am done, with ``reason``; stop my process."""
-
-    kind: Literal["_supervision.exiting"] = "_supervision.exiting"
-    reason: str
-    incarnation: str = ""
-    events: int = 0
-
-
-class _Stop(Message):
-    """Supervisor -> child: stop in order (on_stop runs), then report _Exiting."""
-
-    kind: Literal["_supervision.stop"] = "_supervision.stop"
-    reason: str = SHUTDOWN
-
-
-class _Gone(Message):
-    """Reply from an actor that is exiting: the request was not handled; resolve again."""
-
-    kind: Literal["_supervision.gone"] = "_supervision.gone"
-    path: str
-
-
-class _Register(Message):
-    """Supervisor -> guardian: ``path`` now lives at ``address``; the guardian acknowledges."""
-
-    kind: Literal["_supervision.register"] = "_supervision.register"
-    path: str
-    address: AddressBlob
-    pid: int | None = None
-
-
-class _Unregister(Message):
-    """Supervisor -> guardian: the actor at ``path`` has exited.
-
-    ``pending`` says a restart may follow: resolutions of ``path`` wait for it.
-    """
-
-    kind: Literal["_supervision.unregister"] = "_supervision.unregister"
-    path: str
-    address: AddressBlob
-    pending: bool = False
-
-
-class _Resolve(Message):
-    """Anyone -> guardian: where does ``path`` live?
-
-    ``stale`` is an address the asker found dead: the guardian answers with a different one,
-    waiting up to ``wait`` seconds while a restart is pending. ``watch`` subscribes the asker to
-    later changes of ``path`` (sent as unsolicited _Resolved messages).
-    """
-
-    kind: Literal["_supervision.resolve"] = "_supervision.resolve"
-    path: str
-    stale: AddressBlob | None = None
-    wait: float = 0.0
-    watch: bool = False
-
-
-class _Resolved(Message):
-    """Guardian -> asker: ``path`` lives at ``address`` (None: no live actor there)."""
-
-    kind: Literal["_supervision.resolved"] = "_supervision.resolved"
-    path: str
-    address: AddressBlob | None
-    pid: int | None = None
-    detail: str = ""
-
-
-class _RetryRestart(Message):
-    """Supervisor -> itself: try again to restart ``child_id`` (OTP's try_again_restart)."""
-
-    kind: Literal["_supervision.retry_restart"] = "_supervision.retry_restart"
-    child_id: str
-    count: bool = True
-
-
-class _Report(Message):
-    """Supervisor -> guardian: one supervision event; ``n`` numbers it per supervisor."""
-
-    kind: Literal["_supervision.report"] = "_supervision.report"
-    incarnation: str
-    n: int
-    time: float
-    supervisor: str
-    child_id: str | None
-    event: EventName
-    reason: str | None = None
-    after: dict[str, int] = Field(default_factory=dict)
-
-
-class _Boot(Message):
-    """Runtime -> guardian: start the root supervisor from ``spec``."""
-
-    kind: Literal["_supervision.boot"] = "_supervision.boot"
-    spec: AnyChildSpec
-    max_message_size: int
-    state_dir: str = ".understudy"
-    owner_pid: int | None = None
-
-
-class _ShutdownTree(Message):
-    """Runtime -> guardian: stop the root (and so the whole tree) in order."""
-
-    kind: Literal["_supervision.shutdown_tree"] = "_supervision.shutdown_tree"
-
-
-class _Ack(Message):
-    """A bare acknowledgement between Understudy's own actors; ``n`` is the sender's event count."""
-
-    kind: Literal["_supervision.ack"] = "_supervision.ack"
-    incarnation: str = ""
-    n: int = 0

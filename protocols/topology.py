@@ -26,6 +26,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+__all__ = [
+    "CHILD_ID_PATTERN",
+    "DEFAULT_STATE_DIR",
+    "START_PATTERN",
+    "AnyChildSpec",
+    "AutoShutdown",
+    "Backoff",
+    "Base",
+    "ChildSpec",
+    "ModelConfig",
+    "RestartType",
+    "Shutdown",
+    "Strategy",
+    "SupervisorSpec",
+    "SystemConfig",
+    "Topology",
+]
+
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]

@@ -3,7 +3,7 @@
 Topology entry (agents usually run under a simple_one_for_one supervisor)::
 
     template: {id: agent, start: "actors.agents.agent:Agent", restart: transient,
-               decider: "actors.agents.agent:decide", backoff: {base: 0.1, cap: 5},
+               decider: "actors.agents.model_guard:decide", backoff: {base: 0.1, cap: 5},
                args: {base_url: "http://127.0.0.1:8000/v1", model_retries: 0}}
 
 Args (all optional)
@@ -62,21 +62,23 @@ from actors.agents.agent_loop import (
     Audit,
     CallModel,
     CheckTool,
-    CircuitBreaker,
     Effect,
     ExecuteTool,
     Finish,
     Progress,
     Wait,
-    decide,
     turn_from_completion,
+)
+from actors.agents.model_guard import (
+    CircuitBreaker,
+    decide,
 )
 from actors.agents.agent_tools import execute_tool
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
 from protocols.agent import AgentProgress, RunGoal
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.topology import Backoff
 
 __all__ = ["DEFAULT_ACCESS", "DEFAULT_MODEL", "Agent", "AgentConfig", "decide"]
@@ -213,7 +215,7 @@ class Agent(Worker):
                 return None  # a timer of a run that has ended
             case _:
                 self._log.warning("unexpected_message", kind=message.kind)
-                return ErrorReply(error="UnexpectedMessage",
+                return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
                                   message=f"the agent does not handle {message.kind!r}")
 
     def on_reply(self, request_id: int, reply: Message) -> None:
@@ -240,11 +242,11 @@ class Agent(Worker):
     def _start(self, goal: RunGoal) -> Message | None:
         if self._run is not None:
             busy = self._run.run_id
-            return ErrorReply(error="AgentBusy",
+            return ErrorReply(error=ErrorName.AGENT_BUSY,
                               message=f"agent {self._name!r} is running {busy!r}; "
                                       "it runs one goal at a time")
         if not posixpath.isabs(goal.spec.workspace) or "\x00" in goal.spec.workspace:
-            return ErrorReply(error="InvalidGoal", message="the workspace must be an absolute "
+            return ErrorReply(error=ErrorName.INVALID_GOAL, message="the workspace must be an absolute "
                               f"path, got {goal.spec.workspace!r}")
         config = self._config
         self._seq += 1

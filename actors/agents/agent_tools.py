@@ -29,6 +29,19 @@ from typing import Any, Final
 
 from protocols.prompts import format_tool_error
 
+__all__ = [
+    "COMMAND_TIMEOUT",
+    "OUTPUT_LIMIT",
+    "READ_LIMIT",
+    "TOOLS",
+    "ToolArgumentError",
+    "ToolOutcome",
+    "ToolPlan",
+    "execute_tool",
+    "in_workspace",
+    "plan_tool",
+]
+
 READ_LIMIT: Final = 64 * 1024
 OUTPUT_LIMIT: Final = 16 * 1024
 COMMAND_TIMEOUT: Final = 30.0

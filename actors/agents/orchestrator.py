@@ -40,7 +40,7 @@ from typing import Any, Literal
 import openai
 import structlog
 
-from actors.agents.agent_loop import CircuitBreaker
+from actors.agents.model_guard import CircuitBreaker
 from protocols.prompts import (
     evaluation_prompt,
     parse_evaluation,
@@ -48,13 +48,13 @@ from protocols.prompts import (
     specification_prompt,
 )
 from actors.core.restart import backoff_delay
-from actors.errors import UnderstudyError
+from protocols.errors import UnderstudyError
 from actors.core.flow import All, Call, Flow, Sleep
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import EnsurePermissions
 from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal
-from protocols.common import ErrorReply
+from protocols.common import ErrorName, ErrorReply
 from protocols.orchestrator import (
     GetRunProgress,
     Phase,
@@ -86,6 +86,15 @@ from protocols.scheduler import (
     TimeOutTask,
 )
 from protocols.supervision import ChildInfo, StartChild, TerminateChild
+
+__all__ = [
+    "DELEGATE_BACKOFF",
+    "DELEGATE_TRIES",
+    "MAX_FILE_BYTES",
+    "Orchestrator",
+    "infer_capabilities",
+    "is_complex",
+]
 
 log = structlog.get_logger("understudy.orchestrator")
 
@@ -214,16 +223,16 @@ class Orchestrator(Worker):
                 reply(RunProgress(run_id=run.run_id, events=run.events, outcome=run.outcome))
             return None
         log.warning("unexpected_message", actor=self.path, kind=message.kind)
-        return ErrorReply(error="UnexpectedMessage",
+        return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
                           message=f"the orchestrator does not handle {message.kind!r}")
 
     def _start_run(self, request: RunGoalRequest) -> Message:
         if not request.goal.strip():
-            return ErrorReply(error="InvalidGoal", message="the goal is empty")
+            return ErrorReply(error=ErrorName.INVALID_GOAL, message="the goal is empty")
         run_id = f"{self._prefix}-{next(self._ids)}"
         workspace = request.workspace or str(self.state_dir / "workspaces" / run_id)
         if not os.path.isabs(workspace):
-            return ErrorReply(error="InvalidGoal",
+            return ErrorReply(error=ErrorName.INVALID_GOAL,
                               message=f"workspace must be an absolute path, got {workspace!r}")
         Path(workspace).mkdir(parents=True, exist_ok=True)
         run = _Run(run_id, request, workspace, max_time=request.max_execution_time)
@@ -571,4 +580,4 @@ def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unknown(run_id: str) -> ErrorReply:
-    return ErrorReply(error="UnknownRun", message=f"unknown run {run_id!r}")
+    return ErrorReply(error=ErrorName.UNKNOWN_RUN, message=f"unknown run {run_id!r}")

@@ -32,7 +32,17 @@ import structlog
 from actors.errors import ActorNotFound, AskTimeout, error_from_reply
 from protocols._base import Message
 from protocols.common import ErrorReply
-from protocols.supervision import _Gone
+from protocols._lifecycle import _Gone
+
+__all__ = [
+    "All",
+    "Call",
+    "Flow",
+    "Flows",
+    "Gather",
+    "Sleep",
+    "Step",
+]
 
 if TYPE_CHECKING:
     from actors.core.worker import WorkerActor

@@ -29,13 +29,15 @@ from actors.logs import ensure_safe_logging
 from actors.core.supervisor import SupervisorActor
 from protocols import codec
 from protocols.errors import CodecError
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.supervision import (
     KILLED,
     Events,
     GetEvents,
     SubscribeEvents,
     SupervisionEvent,
+)
+from protocols._lifecycle import (
     _Ack,
     _Boot,
     _Exiting,
@@ -51,6 +53,14 @@ from protocols.supervision import (
     _Stop,
     _Unregister,
 )
+
+__all__ = [
+    "GUARDIAN_NAME",
+    "MAX_CLIENTS",
+    "OWNER_CHECK_INTERVAL",
+    "REPORT_DEPENDENCY_TIMEOUT",
+    "Guardian",
+]
 
 log = structlog.get_logger("understudy.guardian")
 
@@ -160,13 +170,13 @@ class Guardian(SeamActor):
         else:
             log.warning("unexpected_message", actor="guardian", kind=msg.kind)
             self.reply(sender, env, ErrorReply(
-                error="NotSupported", message=f"the guardian does not handle {msg.kind!r}"))
+                error=ErrorName.NOT_SUPPORTED, message=f"the guardian does not handle {msg.kind!r}"))
 
     # --- The root -------------------------------------------------------------------------
 
     def _boot(self, msg: _Boot, sender: ActorAddress, env: codec.Envelope) -> None:
         if self._root is not None or self._exit_reason is not None:
-            self.reply(sender, env, ErrorReply(error="AlreadyStarted",
+            self.reply(sender, env, ErrorReply(error=ErrorName.ALREADY_STARTED,
                                                message="this runtime's root is already booted"))
             return
         self.handleDeadLetters(startHandling=True)
@@ -204,7 +214,7 @@ class Guardian(SeamActor):
             requester, env = self._boot_request
             self._boot_request = None
             self.reply(requester, env, ErrorReply(
-                error="StartFailed", message=msg.offender or self._root_path, reason=msg.reason))
+                error=ErrorName.START_FAILED, message=msg.offender or self._root_path, reason=msg.reason))
 
     def on_child_exited(self, address: ActorAddress) -> None:
         """The root's process is gone: record the exit and release everyone waiting."""
@@ -223,7 +233,7 @@ class Guardian(SeamActor):
             requester, env = self._boot_request
             self._boot_request = None
             self.reply(requester, env, ErrorReply(
-                error="StartFailed", message=self._root_path, reason=reason))
+                error=ErrorName.START_FAILED, message=self._root_path, reason=reason))
         for requester, env in self._shutdown_waiters:
             self.reply(requester, env, Ok())
         self._shutdown_waiters.clear()

@@ -11,6 +11,18 @@ from typing import Literal
 from protocols.supervision import is_normal_exit
 from protocols.topology import AutoShutdown, RestartType, Strategy
 
+__all__ = [
+    "Decider",
+    "Directive",
+    "affected_children",
+    "auto_shutdown_due",
+    "backoff_delay",
+    "decide",
+    "prune",
+    "record_restart",
+    "should_restart",
+]
+
 
 def prune(history: tuple[float, ...], now: float, *, period: float) -> tuple[float, ...]:
     """Return the restart timestamps of ``history`` at most ``period`` seconds old (OTP's rule:

@@ -35,10 +35,11 @@ from actors.errors import (
     error_from_reply,
 )
 from actors.core.guardian import GUARDIAN_NAME, Guardian
-from actors.core.worker import load_decider, load_worker_class
+from actors.core.loading import load_class, load_decider
+from actors.core.worker import Worker
 from protocols import codec
 from protocols._base import Message
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
 from protocols.supervision import (
     ChildCounts,
@@ -53,6 +54,8 @@ from protocols.supervision import (
     SupervisionEvent,
     TerminateChild,
     WhichChildren,
+)
+from protocols._lifecycle import (
     _Boot,
     _Gone,
     _Resolve,
@@ -97,7 +100,7 @@ def check_workers(topology: Topology) -> None:
 
     for where, child in walk(topology.root, "root"):
         try:
-            load_worker_class(child.start)
+            load_class(child.start, Worker)
         except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
             raise TopologyError(f"cannot use {child.start!r}: {exc}", field=f"{where}.start") from exc
         if child.decider is not None:
@@ -362,7 +365,7 @@ class Runtime:
                 self._addresses.pop(path, None)
                 address = self._resolve(path, deadline, stale=address)
                 continue
-            if isinstance(reply, ErrorReply) and reply.error == "ActorCrashed":
+            if isinstance(reply, ErrorReply) and reply.error == ErrorName.ACTOR_CRASHED:
                 # The actor is exiting: the next call waits for its replacement instead of
                 # sending to an address that is about to die.
                 self._addresses.pop(path, None)

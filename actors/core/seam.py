@@ -49,8 +49,21 @@ from thespian.actors import (
 
 from protocols import codec
 from protocols._base import Message
-from protocols.common import ErrorReply
-from protocols.errors import CodecError, UnderstudyError
+from protocols.common import ErrorName, ErrorReply
+from actors.errors import Backpressure
+from protocols.errors import CodecError
+
+__all__ = [
+    "ASK_META",
+    "DEFAULT_BATCH_MAX",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_WINDOW",
+    "Link",
+    "SeamActor",
+    "encode_external",
+    "pack_address",
+    "unpack_address",
+]
 
 log = structlog.get_logger("understudy.seam")
 
@@ -72,10 +85,6 @@ _timer_ids = itertools.count(1)
 DEFAULT_BATCH_MAX = 512
 DEFAULT_WINDOW = 8
 DEFAULT_MAX_QUEUE = 100_000
-
-
-class Backpressure(UnderstudyError):
-    """A link's queue is full: the destination is slower than its senders."""
 
 
 @dataclass
@@ -153,7 +162,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 self.send_message(
                     sender,
                     ErrorReply(
-                        error="DecodeError",
+                        error=ErrorName.DECODE_ERROR,
                         message=f"expected an Understudy frame (bytes), got {type(message).__name__}",
                     ),
                 )

@@ -44,9 +44,10 @@ from actors.core.restart import (
 )
 from actors.core.workarounds import die_with_parent, kill_process
 from actors.logs import ensure_safe_logging
-from actors.core.worker import WorkerActor, load_decider
+from actors.core.loading import load_decider
+from actors.core.worker import WorkerActor
 from protocols import codec
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.supervision import (
     KILLED,
     SHUTDOWN,
@@ -60,6 +61,9 @@ from protocols.supervision import (
     StartChild,
     TerminateChild,
     WhichChildren,
+    error_reason,
+)
+from protocols._lifecycle import (
     _Ack,
     _Adopt,
     _Exiting,
@@ -72,9 +76,13 @@ from protocols.supervision import (
     _StartFailed,
     _Stop,
     _Unregister,
-    error_reason,
 )
 from protocols.topology import ChildSpec, SupervisorSpec
+
+__all__ = [
+    "Op",
+    "SupervisorActor",
+]
 
 log = structlog.get_logger("understudy.supervisor")
 
@@ -299,7 +307,7 @@ class SupervisorActor(SeamActor):
         else:
             log.warning("unexpected_message", supervisor=self._path, kind=msg.kind)
             self._answer(sender, env, ErrorReply(
-                error="NotSupported",
+                error=ErrorName.NOT_SUPPORTED,
                 message=f"a supervisor does not handle {msg.kind!r} messages",
             ))
 
@@ -611,7 +619,7 @@ class SupervisorActor(SeamActor):
         assert spec is not None  # noqa: S101
         if spec.strategy == "simple_one_for_one":
             if msg.spec is not None:
-                self._refuse(sender, env, "NotSupported",
+                self._refuse(sender, env, ErrorName.NOT_SUPPORTED,
                              "start_child on a simple_one_for_one supervisor takes args, not a spec")
                 return
             template = spec.template
@@ -622,21 +630,21 @@ class SupervisorActor(SeamActor):
             )
         else:
             if msg.spec is None:
-                self._refuse(sender, env, "NotSupported",
+                self._refuse(sender, env, ErrorName.NOT_SUPPORTED,
                              f"start_child on a {spec.strategy} supervisor takes a child spec")
                 return
             child_spec = msg.spec
             existing = self._by_id(child_spec.id)
             if existing is not None:
                 if existing.address is not None:
-                    self._refuse(sender, env, "AlreadyStarted",
+                    self._refuse(sender, env, ErrorName.ALREADY_STARTED,
                                  f"child {child_spec.id!r} is already started")
                 else:
-                    self._refuse(sender, env, "AlreadyPresent",
+                    self._refuse(sender, env, ErrorName.ALREADY_PRESENT,
                                  f"child {child_spec.id!r} is already present")
                 return
             if child_spec.significant and spec.auto_shutdown == "never":
-                self._refuse(sender, env, "TopologyError",
+                self._refuse(sender, env, ErrorName.TOPOLOGY_ERROR,
                              f"child {child_spec.id!r} is significant but auto_shutdown is never")
                 return
         child = _Child(child_spec, dynamic=True)
@@ -650,7 +658,7 @@ class SupervisorActor(SeamActor):
         assert spec is not None  # noqa: S101
         child = self._by_id(child_id)
         if child is None:
-            self._refuse(sender, env, "ChildNotFound", f"no child {child_id!r}")
+            self._refuse(sender, env, ErrorName.CHILD_NOT_FOUND, f"no child {child_id!r}")
             return
         if child.address is not None:
             reason = yield from self._stop(child)
@@ -676,7 +684,7 @@ class SupervisorActor(SeamActor):
         ok, reason, offender = yield from self._start(child)
         if not ok:
             self._emit("start_failed", child.id, reason)
-            self._answer(sender, env, ErrorReply(error="StartFailed", message=offender,
+            self._answer(sender, env, ErrorReply(error=ErrorName.START_FAILED, message=offender,
                                                  reason=reason))
             return False
         self._emit("child_started", child.id)

@@ -34,6 +34,15 @@ import structlog
 from protocols import codec
 from protocols.errors import CodecError
 
+__all__ = [
+    "DeliveryFailed",
+    "ask_correlated",
+    "die_with_parent",
+    "kill_process",
+    "kill_process_tree",
+    "process_alive",
+]
+
 log = structlog.get_logger("understudy.workarounds")
 
 _PR_SET_PDEATHSIG = 1

@@ -15,7 +15,6 @@ ask again) until the supervisor stops the process. So a handler runs exactly onc
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from collections import deque
@@ -25,18 +24,19 @@ from typing import Any
 import structlog
 from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors.core.seam import Backpressure, SeamActor, unpack_address
+from actors.core.seam import SeamActor, unpack_address
+from actors.errors import Backpressure
 from actors.core.workarounds import die_with_parent
 from actors.core.flow import Flow, Flows
+from actors.core.loading import load_class
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
-from protocols.common import ErrorReply, Ok
-from protocols.supervision import (
-    NORMAL,
+from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.supervision import NORMAL, SubscribeEvents, error_reason
+from protocols._lifecycle import (
     _Ack,
     _Adopt,
-    SubscribeEvents,
     _Exiting,
     _Gone,
     _Init,
@@ -45,9 +45,13 @@ from protocols.supervision import (
     _Started,
     _StartFailed,
     _Stop,
-    error_reason,
 )
 from protocols.topology import ChildSpec
+
+__all__ = [
+    "Worker",
+    "WorkerActor",
+]
 
 log = structlog.get_logger("understudy.worker")
 
@@ -138,41 +142,6 @@ class Worker:
         """Messages sent to ``path`` were not handled there (it exited); they will not be."""
 
 
-def load_worker_class(start: str) -> type[Worker]:
-    """Import ``module:Class`` and check that it is a Worker subclass.
-
-    Raises:
-        ImportError, AttributeError, TypeError: with a message naming ``start``.
-    """
-    module_name, _, class_name = start.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Worker)):
-        msg = f"{start} is not a subclass of actors.Worker"
-        raise TypeError(msg)
-    return cls
-
-
-_deciders: dict[str, Any] = {}
-
-
-def load_decider(ref: str) -> Any:  # noqa: ANN401 - a Decider; typed in actors.core.restart
-    """Import a decider function ``module:function`` (cached per process).
-
-    Raises:
-        ImportError, AttributeError, TypeError: with a message naming ``ref``.
-    """
-    decider = _deciders.get(ref)
-    if decider is None:
-        module_name, _, name = ref.partition(":")
-        decider = getattr(importlib.import_module(module_name), name)
-        if not callable(decider):
-            msg = f"{ref} is not callable"
-            raise TypeError(msg)
-        _deciders[ref] = decider
-    return decider
-
-
 class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
 
@@ -230,7 +199,7 @@ class WorkerActor(SeamActor):
         spec = msg.spec
         assert isinstance(spec, ChildSpec)  # noqa: S101 - supervisors start SupervisorActor
         try:
-            cls = load_worker_class(spec.start)
+            cls = load_class(spec.start, Worker)
             worker = cls()
             worker.args = dict(spec.args)
             worker.child_id = spec.id
@@ -262,7 +231,7 @@ class WorkerActor(SeamActor):
                 result = worker.handle(env.message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
             reason = self._crash_reason(exc, env.message)
-            self._answer(sender, env, ErrorReply(error="ActorCrashed", message=str(exc),
+            self._answer(sender, env, ErrorReply(error=ErrorName.ACTOR_CRASHED, message=str(exc),
                                                  reason=reason), on_link=on_link)
             self._exit(reason)
             return
@@ -330,7 +299,7 @@ class WorkerActor(SeamActor):
         """Requests that will never be answered fail now (their flows get ActorNotFound)."""
         for mid in message_ids:
             if self._outstanding.pop(mid, None) is not None:
-                self.flows.on_reply(mid, ErrorReply(error="ActorNotFound",
+                self.flows.on_reply(mid, ErrorReply(error=ErrorName.ACTOR_NOT_FOUND,
                                                     message=f"{to}: {reason}"))
 
     def accepting(self) -> bool:

@@ -47,72 +47,39 @@ from types import FrameType, TracebackType
 from typing import Any, Final, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
 from protocols import prompts
 from actors.model.brain import (
-    Action,
-    Content,
-    ContentKind,
     Reply,
-    goal_of,
-    haiku,
-    judge,
-    paragraph,
-    plan_goal,
     respond,
-    specify,
-    summarise,
-    syllables,
 )
 from actors.model.wire import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
-    ChatMessage,
     Choice,
     FunctionCall,
-    FunctionDefinition,
     ToolCall,
-    ToolDefinition,
     Usage,
+)
+from actors.model.faults import (
+    FaultKind,
+    FaultQueue,
+    FaultSpec,
+    FaultsRequest,
+    HttpError,
+    fault_error,
 )
 from protocols.prompts import estimate_tokens
 
 __all__ = [
     "DEFAULT_MODEL",
     "MAX_BODY_BYTES",
-    "Action",
-    "AssistantMessage",
-    "ChatCompletion",
-    "ChatCompletionRequest",
-    "ChatMessage",
-    "Choice",
-    "Content",
-    "ContentKind",
-    "FaultKind",
-    "FaultSpec",
-    "FaultsRequest",
-    "FunctionCall",
-    "FunctionDefinition",
     "ModelServer",
-    "Reply",
     "RequestRecord",
     "ServerStats",
-    "ToolCall",
-    "ToolDefinition",
-    "Usage",
-    "goal_of",
-    "haiku",
-    "judge",
-    "main",
-    "paragraph",
-    "plan_goal",
-    "respond",
     "serve_forever",
-    "specify",
-    "summarise",
-    "syllables",
 ]
 
 log = structlog.get_logger("understudy.model_server")
@@ -121,37 +88,7 @@ DEFAULT_MODEL: Final = "understudy-stub"
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
-# --- faults and statistics ------------------------------------------------------------------
-
-FaultKind = Literal["429", "500", "401", "400", "hang", "malformed_tool_call"]
-
-
-class FaultSpec(BaseModel):
-    """A fault to inject into the next ``count`` matching chat requests."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: FaultKind
-    count: int = Field(default=1, ge=1)
-    retry_after: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)
-    match: str | None = None
-    message: str | None = None
-    code: str | None = None
-
-    @field_validator("kind", mode="before")
-    @classmethod
-    def _status_as_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value
-
-
-class FaultsRequest(BaseModel):
-    """The body of ``POST /_control/faults``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    faults: list[FaultSpec]
-
+# --- statistics ------------------------------------------------------------------
 
 class RequestRecord(BaseModel):
     """One chat request as the server handled it; times come from the server's clock."""
@@ -175,73 +112,7 @@ class ServerStats(BaseModel):
     request_log: list[RequestRecord]
 
 
-class _FaultQueue:
-    """Queued faults, consumed in order by matching requests (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: list[list[Any]] = []  # [spec, remaining]
-
-    def add(self, specs: Sequence[FaultSpec]) -> None:
-        with self._lock:
-            self._queue.extend([spec, spec.count] for spec in specs)
-
-    def clear(self) -> int:
-        with self._lock:
-            cleared: int = sum(remaining for _, remaining in self._queue)
-            self._queue.clear()
-            return cleared
-
-    def take(self, text: str) -> FaultSpec | None:
-        with self._lock:
-            for entry in self._queue:
-                spec: FaultSpec = entry[0]
-                if spec.match is None or spec.match in text:
-                    entry[1] -= 1
-                    if entry[1] == 0:
-                        self._queue.remove(entry)
-                    return spec
-            return None
-
-    def pending(self) -> list[FaultSpec]:
-        with self._lock:
-            return [spec.model_copy(update={"count": n}) for spec, n in self._queue]
-
-
 # --- HTTP -----------------------------------------------------------------------------------
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = (
-            status, message, type_, code, param)
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
-
-
-def _fault_error(spec: FaultSpec, model: str, prompt_tokens: int) -> _HttpError:
-    if spec.kind == "429":
-        seconds = format(spec.retry_after, "g")
-        return _HttpError(429, spec.message or f"Rate limit reached for {model}: "
-                          f"please try again in {seconds}s.", type_="requests",
-                          code=spec.code or "rate_limit_exceeded",
-                          headers={"Retry-After": seconds})
-    if spec.kind == "401":
-        return _HttpError(401, spec.message or "Incorrect API key provided.",
-                          code=spec.code or "invalid_api_key")
-    if spec.kind == "400":
-        return _HttpError(400, spec.message or "This model's maximum context length is "
-                          f"{max(1, prompt_tokens - 1)} tokens, however you requested "
-                          f"{prompt_tokens} tokens.", code=spec.code or "context_length_exceeded",
-                          param="messages")
-    return _HttpError(500, spec.message or "The server had an error while processing your "
-                      "request.", type_="server_error", code=spec.code or "server_error")
 
 
 def _match_text(request: ChatCompletionRequest) -> str:
@@ -268,7 +139,7 @@ class _State:
                  clock: Callable[[], float], log_limit: int) -> None:
         self.model, self.api_key, self.context_window, self.clock = (
             model, api_key, context_window, clock)
-        self.faults = _FaultQueue()
+        self.faults = FaultQueue()
         self.stopping = threading.Event()
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
@@ -317,7 +188,7 @@ class _State:
     def complete(self, request: ChatCompletionRequest, *, malformed: bool) -> ChatCompletion:
         prompt_tokens = _prompt_tokens(request)
         if self.context_window is not None and prompt_tokens > self.context_window:
-            raise _HttpError(400, f"This model's maximum context length is "
+            raise HttpError(400, f"This model's maximum context length is "
                              f"{self.context_window} tokens, however you requested "
                              f"{prompt_tokens} tokens.", code="context_length_exceeded",
                              param="messages")
@@ -397,15 +268,15 @@ class _Handler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length") or "0"
         length = int(declared) if declared.isdigit() else -1
         if length < 0:
-            raise _HttpError(400, f"Content-Length must be a byte count, got {declared!r}")
+            raise HttpError(400, f"Content-Length must be a byte count, got {declared!r}")
         if length > MAX_BODY_BYTES:
-            raise _HttpError(413, f"request body must be at most {MAX_BODY_BYTES} bytes, "
+            raise HttpError(413, f"request body must be at most {MAX_BODY_BYTES} bytes, "
                              f"got {length}")
         raw = self.rfile.read(length) if length else b""
         try:
             return json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _HttpError(400, f"request body is not valid JSON: {exc}") from exc
+            raise HttpError(400, f"request body is not valid JSON: {exc}") from exc
 
     def do_GET(self) -> None:
         path = self._path()
@@ -416,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_control/stats":
             self._send(200, state.stats().model_dump(mode="json"))
         else:
-            self._send(404, _HttpError(404, f"no route GET {path}").body())
+            self._send(404, HttpError(404, f"no route GET {path}").body())
 
     def do_DELETE(self) -> None:
         if self._path() == "/_control/faults":
@@ -424,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("faults_cleared", cleared=cleared)
             self._send(200, {"cleared": cleared})
         else:
-            self._send(404, _HttpError(404, f"no route DELETE {self._path()}").body())
+            self._send(404, HttpError(404, f"no route DELETE {self._path()}").body())
 
     def do_POST(self) -> None:
         path = self._path()
@@ -433,17 +304,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_control/faults":
             try:
                 faults = FaultsRequest.model_validate(self._body()).faults
-            except _HttpError as exc:
+            except HttpError as exc:
                 self._send(exc.status, exc.body())
                 return
             except ValidationError as exc:
-                self._send(400, _HttpError(400, f"invalid faults: {exc}").body())
+                self._send(400, HttpError(400, f"invalid faults: {exc}").body())
                 return
             self.server.state.faults.add(faults)
             log.info("faults_queued", kinds=[f.kind for f in faults])
             self._send(200, {"queued": len(faults)})
         else:
-            self._send(404, _HttpError(404, f"no route POST {path}").body())
+            self._send(404, HttpError(404, f"no route POST {path}").body())
 
     def _chat(self) -> None:
         state = self.server.state
@@ -466,9 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
                     record["disconnected"] = True
                     return
                 if spec.kind not in {"hang", "malformed_tool_call"}:
-                    raise _fault_error(spec, request.model, _prompt_tokens(request))
+                    raise fault_error(spec, request.model, _prompt_tokens(request))
             completion = self._complete(state, request, spec)
-        except _HttpError as exc:
+        except HttpError as exc:
             record["status"] = exc.status
             log.info("model_request_rejected", status=exc.status, code=exc.code,
                      error=exc.message)
@@ -491,25 +362,25 @@ class _Handler(BaseHTTPRequestHandler):
             return state.complete(request, malformed=spec is not None
                                   and spec.kind == "malformed_tool_call")
         except prompts.PromptFormatError as exc:
-            raise _HttpError(400, str(exc), code="invalid_prompt", param="messages") from exc
-        except _HttpError:
+            raise HttpError(400, str(exc), code="invalid_prompt", param="messages") from exc
+        except HttpError:
             raise
         except Exception as exc:  # a bug here must still answer, as a real server would
             log.exception("model_request_crashed")
-            raise _HttpError(500, f"the model server failed: {exc!r}", type_="server_error",
+            raise HttpError(500, f"the model server failed: {exc!r}", type_="server_error",
                              code="server_error") from exc
 
     def _authorised_request(self, state: _State) -> ChatCompletionRequest:
         if state.api_key is not None:
             given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if given != state.api_key:
-                raise _HttpError(401, "Incorrect API key provided.", code="invalid_api_key")
+                raise HttpError(401, "Incorrect API key provided.", code="invalid_api_key")
         try:
             request = ChatCompletionRequest.model_validate(self._body())
         except ValidationError as exc:
-            raise _HttpError(400, f"invalid chat completion request: {exc}") from exc
+            raise HttpError(400, f"invalid chat completion request: {exc}") from exc
         if request.stream:
-            raise _HttpError(400, "stream=true is not supported by the Understudy model server",
+            raise HttpError(400, "stream=true is not supported by the Understudy model server",
                              code="unsupported_parameter", param="stream")
         return request
 

@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = [
+    "open_store",
+    "transaction",
+]
+
 
 def open_store(
     path: Path, *, synchronous: str, schema: str, version: int, what: str,

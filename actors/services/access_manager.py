@@ -47,7 +47,13 @@ from protocols.access import (
     SubjectGrants,
     VerifyAudit,
 )
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
+
+__all__ = [
+    "DEFAULT_AUDIT_FILE",
+    "AccessManager",
+    "AdminCommand",
+]
 
 log = structlog.get_logger("understudy.access")
 
@@ -106,7 +112,7 @@ class AccessManager(Worker):
                 case _:
                     self._log.warning("unexpected_message", kind=message.kind)
                     text = f"the access manager does not handle {message.kind!r}"
-                    return ErrorReply(error="UnexpectedMessage", message=text)
+                    return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE, message=text)
         except (PolicyError, InvalidAuditDetail) as exc:
             self._log.info("access_request_rejected", kind=message.kind, error=exc.error,
                            detail=str(exc))

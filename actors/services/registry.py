@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import structlog
 
-from actors.core.seam import Backpressure
+from actors.errors import Backpressure
 from actors.services.registry_state import (
     Deliveries,
     Forwarded,
@@ -51,7 +51,7 @@ from actors.services.registry_state import (
 )
 from actors.core.worker import Worker
 from protocols._base import Message
-from protocols.common import ErrorReply
+from protocols.common import ErrorName, ErrorReply
 from protocols.registry import (
     AgentFound,
     AgentRegistered,
@@ -152,7 +152,7 @@ class Registry(Worker):
                 return self._sync(message)
             case _:
                 self._log.warning("unexpected_message", kind=message.kind)
-                return ErrorReply(error="NotSupported",
+                return ErrorReply(error=ErrorName.NOT_SUPPORTED,
                                   message=f"the registry does not handle {message.kind!r}")
 
     def _register(self, message: RegisterAgent) -> Message:
@@ -180,7 +180,7 @@ class Registry(Worker):
         if message.seq <= self._applied:
             return EventsSynced(seq=self._applied)
         for evicted in self._syncs.add(message.seq, self.defer_reply()):
-            evicted(ErrorReply(error="SyncAbandoned", message=(
+            evicted(ErrorReply(error=ErrorName.SYNC_ABANDONED, message=(
                 f"more than {self._config.max_syncs} SyncEvents requests were waiting")))
         return None
 
@@ -247,7 +247,7 @@ class Registry(Worker):
         """Report every held message as discarded and answer waiting SyncEvents."""
         self._report(self._state.discard_all())
         for reply in self._syncs.release(2**63):
-            reply(ErrorReply(error="SyncAbandoned", message=f"the registry stopped: {reason}"))
+            reply(ErrorReply(error=ErrorName.SYNC_ABANDONED, message=f"the registry stopped: {reason}"))
 
 
 __all__ = ["Registry"]

@@ -46,7 +46,7 @@ from actors.services._sqlite import open_store, transaction
 from actors.services.runs_book import RunBook, RunError, Stale
 from actors.core.worker import Worker
 from protocols._base import Message
-from protocols.common import ErrorReply, Ok
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.runs import (
     DEFAULT_AGENTS_SUPERVISOR,
     AttachAgent,
@@ -274,7 +274,7 @@ class RunManager(Worker):
                     return None
                 case _:
                     log.warning("unexpected_message", actor=self.path, kind=message.kind)
-                    return ErrorReply(error="UnexpectedMessage",
+                    return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
                                       message=f"the run manager does not handle {message.kind!r}")
         except RunError as exc:
             log.info("command_rejected", actor=self.path, kind=message.kind, error=exc.error,
@@ -365,7 +365,7 @@ class RunManager(Worker):
             log.debug("reply_ignored", actor=self.path, kind=reply.kind)
         elif isinstance(reply, Ok):
             self._resolved(agent, "terminated")
-        elif isinstance(reply, ErrorReply) and reply.error == "ChildNotFound":
+        elif isinstance(reply, ErrorReply) and reply.error == ErrorName.CHILD_NOT_FOUND:
             self._resolved(agent, "already_gone")
         else:
             self._resolved(agent, "unconfirmed", _describe(reply))

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.common import ErrorName
 from protocols.runs import RUN_STATUSES, RunInfo, RunStatus
 
 FIRST_EPOCH = 1
@@ -42,7 +43,7 @@ class RunError(Exception):
 
 def unknown_run(run_id: str) -> RunError:
     """Return the one error for a run that is missing *or* belongs to another owner."""
-    return RunError("UnknownRun", f"no run {run_id!r}")
+    return RunError(ErrorName.UNKNOWN_RUN, f"no run {run_id!r}")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from actors.services.scheduler_tasks import TaskBook, TaskError
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AppendAudit
-from protocols.common import ErrorReply
+from protocols.common import ErrorName, ErrorReply
 from protocols.scheduler import (
     FINAL_STATES,
     CancelTask,
@@ -171,7 +171,7 @@ class Scheduler(Worker):
                 return None
             case _:
                 log.warning("unexpected_message", actor=self.path, kind=message.kind)
-                return ErrorReply(error="UnexpectedMessage",
+                return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
                                   message=f"the scheduler does not handle {message.kind!r}")
 
     # --- One unit of work: sweep, change, one transaction ----------------------------------

@@ -45,7 +45,7 @@ def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
     return SupervisorSpec(id="root", intensity=10, children=[
         ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
         ChildSpec(id="progress", start="tests.integration._agent_workers:ProgressCollector"),
-        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.agent:decide",
+        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.model_guard:decide",
                   backoff=Backoff(base=0.1, cap=5),
                   args={"base_url": server.url, "access": ACCESS, **args}),
     ])

@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.prompts import agent_system_prompt
-from actors.model.server import (
+from actors.model.brain import (
     Action,
-    ChatCompletionRequest,
     haiku,
     judge,
     paragraph,
@@ -21,6 +20,7 @@ from actors.model.server import (
     specify,
     syllables,
 )
+from actors.model.wire import ChatCompletionRequest
 
 words = st.from_regex(r"[a-z]{3,9}", fullmatch=True)
 

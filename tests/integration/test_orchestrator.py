@@ -46,7 +46,7 @@ def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> Superviso
         SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
                        template=ChildSpec(id="agent", start="actors.agents.agent:Agent",
                                           restart="transient", shutdown=1,
-                                          decider="actors.agents.agent:decide",
+                                          decider="actors.agents.model_guard:decide",
                                           args={"base_url": model.url, "api_key": "k"})),
         ChildSpec(id="orchestrator", start="actors.agents.orchestrator:Orchestrator",
                   args={"base_url": model.url, "api_key": "k"}),

@@ -14,11 +14,13 @@ from actors.agents.agent_loop import (
     AgentRun,
     Audit,
     CallModel,
+    ModelTurn,
+    Wait,
+)
+from actors.agents.model_guard import (
     CircuitBreaker,
     ModelFailure,
-    ModelTurn,
     RateLimiter,
-    Wait,
     decide,
 )
 from tests.unit.test_agent_loop import (
@@ -184,7 +186,7 @@ def test_retries_wait_at_least_retry_after_and_failures_exit_with_their_class(
 def test_the_decider_reads_back_every_exit_reason_exactly(
     message: str, type_name: str, retry_after: float | None, error_class: Any,  # noqa: ANN401
 ) -> None:
-    from actors.agents.agent_loop import _one_line  # noqa: PLC0415 - the classifier's own cleaning
+    from actors.agents.model_guard import _one_line
 
     failure = ModelFailure(error_class, type_name, _one_line(message), retry_after)
 

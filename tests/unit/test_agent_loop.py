@@ -18,23 +18,25 @@ from actors.agents.agent_loop import (
     Audit,
     CallModel,
     CheckTool,
-    CircuitBreaker,
-    CircuitOpen,
     Effect,
     ExecuteTool,
     Finish,
-    MalformedToolCall,
-    ModelFailure,
     ModelTurn,
     Progress,
-    RateLimiter,
     TokenAccount,
     ToolCall,
     Wait,
+    turn_from_completion,
+)
+from actors.agents.model_guard import MalformedToolCall
+from actors.agents.model_guard import (
+    CircuitBreaker,
+    CircuitOpen,
+    ModelFailure,
+    RateLimiter,
     classify,
     decide,
     parse_retry_after,
-    turn_from_completion,
 )
 from actors.agents.agent_tools import ToolOutcome
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal

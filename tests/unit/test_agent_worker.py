@@ -37,7 +37,7 @@ def server() -> Iterator[ModelServer]:
 def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
     return SupervisorSpec(id="root", intensity=10, children=[
         ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.agent:decide",
+        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.model_guard:decide",
                   args={"base_url": server.url, "access": ACCESS, **args}),
     ])
 

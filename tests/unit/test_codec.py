@@ -38,8 +38,8 @@ from protocols.supervision import (
     GetEvents,
     StartChild,
     TerminateChild,
-    _Register,
 )
+from protocols._lifecycle import _Register
 from protocols.topology import ChildSpec, SupervisorSpec
 
 

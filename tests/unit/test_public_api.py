@@ -15,6 +15,7 @@ def test_actors_exports_the_runtime_api_and_the_error_tree() -> None:
         "UnderstudyError", "TopologyError", "AskTimeout", "ActorNotFound", "ActorCrashed",
         "ChildNotFound", "AlreadyStarted", "AlreadyPresent", "ChildRunning", "ChildRestarting",
         "StartFailed", "NotSupported", "RuntimeStopped", "SupervisorError", "RequestRejected",
+        "Backpressure",
     }
 
     assert expected == set(actors.__all__)
@@ -54,7 +55,7 @@ def test_every_protocol_class_owns_its_kind() -> None:
 
     from protocols._base import Message, message_class
 
-    modules = ["protocols.common", "protocols.supervision", "protocols.access",
+    modules = ["protocols.common", "protocols.supervision", "protocols._lifecycle", "protocols.access",
                "protocols.scheduler", "protocols.registry", "protocols.agent", "protocols.runs",
                "protocols.orchestrator"]
     owned = 0

@@ -13,7 +13,7 @@ import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from actors.core.seam import Backpressure
+from actors.errors import Backpressure
 from actors.services.registry import Registry
 from protocols import Message
 from protocols.common import ErrorReply
