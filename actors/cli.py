@@ -446,6 +446,54 @@ def model_server(host: str, port: int, api_key: str | None, context_window: int 
 
 
 @main.group()
+def schema() -> None:
+    """The JSON Schemas of topology.yaml and of each protocol's messages."""
+
+
+@schema.command("topology")
+@click.option("--write", "write", is_flag=False, flag_value="", default=None, metavar="PATH",
+              help="write the schema to PATH (default: protocols/schemas/topology.schema.json)")
+def schema_topology(write: str | None) -> None:
+    """Print the topology JSON Schema, or write it with --write."""
+    from protocols.topology_loader import SCHEMA_PATH, render_topology_json_schema
+
+    text = render_topology_json_schema()
+    if write is None:
+        click.echo(text, nl=False)
+        return
+    target = Path(write) if write else SCHEMA_PATH
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {target}")
+
+
+@schema.command("protocols")
+@click.argument("module", required=False)
+@click.option("--write", "write", is_flag=False, flag_value="", default=None, metavar="DIR",
+              help="write <module>.schema.json for every protocol (default: protocols/schemas)")
+def schema_protocols(module: str | None, write: str | None) -> None:
+    """Print one protocol's JSON Schema (MODULE: e.g. scheduler), or write them all."""
+    from protocols.schemas_gen import PROTOCOL_MODULES, SCHEMA_DIR, render, schema_path
+
+    if write is not None:
+        target_dir = Path(write) if write else SCHEMA_DIR
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for module_name in PROTOCOL_MODULES:
+            target = target_dir / schema_path(module_name).name
+            target.write_text(render(module_name), encoding="utf-8")
+            click.echo(f"wrote {target}")
+        return
+    if module is None:
+        raise click.UsageError("give a protocol module to print, or --write")
+    module_name = module if "." in module else f"protocols.{module}"
+    if module_name not in PROTOCOL_MODULES:
+        known = ", ".join(name.removeprefix("protocols.") for name in PROTOCOL_MODULES)
+        raise click.BadParameter(f"unknown protocol {module!r}; known: {known}",
+                                 param_hint="MODULE")
+    click.echo(render(module_name), nl=False)
+
+
+@main.group()
 def audit() -> None:
     """The access manager's hash-chained audit log."""
 

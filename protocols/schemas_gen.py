@@ -12,19 +12,16 @@ class name starts with ``_`` (an actor's private messages) are left out.
 The checked-in copies live in ``protocols/schemas/<module>.schema.json`` and are regenerated
 with::
 
-    python -m protocols.schemas_gen --write
+    understudy schema protocols --write
 
 Pure data: nothing here imports Thespian or ``actors``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +33,6 @@ __all__ = [
     "PROTOCOL_MODULES",
     "REGENERATE_COMMAND",
     "SCHEMA_DIR",
-    "main",
     "message_classes",
     "protocol_schema",
     "render",
@@ -56,7 +52,7 @@ PROTOCOL_MODULES: Final[tuple[str, ...]] = (
 )
 
 SCHEMA_DIR: Final[Path] = Path(__file__).resolve().parent / "schemas"
-REGENERATE_COMMAND: Final[str] = "python -m protocols.schemas_gen --write"
+REGENERATE_COMMAND: Final[str] = "understudy schema protocols --write"
 
 _JSON_SCHEMA_DIALECT: Final[str] = "https://json-schema.org/draft/2020-12/schema"
 _REF_TEMPLATE: Final[str] = "#/$defs/{model}"
@@ -163,49 +159,3 @@ def render(module_name: str) -> str:
         Pretty JSON with sorted keys and a trailing newline.
     """
     return json.dumps(protocol_schema(module_name), indent=2, sort_keys=True) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print one protocol's JSON Schema, or write every protocol's schema file.
-
-    Args:
-        argv: the command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The process exit status.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m protocols.schemas_gen",
-        description="The JSON Schema of each protocol module's messages.",
-    )
-    parser.add_argument(
-        "--write",
-        nargs="?",
-        const=str(SCHEMA_DIR),
-        metavar="DIR",
-        help=f"write <module>.schema.json for every protocol module to DIR (default: {SCHEMA_DIR})",
-    )
-    parser.add_argument(
-        "module",
-        nargs="?",
-        choices=[*PROTOCOL_MODULES, *(_short(name) for name in PROTOCOL_MODULES)],
-        help="print the schema of this module (without --write)",
-    )
-    args = parser.parse_args(argv)
-    if args.write:
-        target_dir = Path(args.write)
-        target_dir.mkdir(parents=True, exist_ok=True)
-        for module_name in PROTOCOL_MODULES:
-            target = target_dir / schema_path(module_name).name
-            target.write_text(render(module_name), encoding="utf-8")
-            sys.stdout.write(f"wrote {target}\n")
-        return 0
-    if args.module is None:
-        parser.error("give a module to print, or --write")
-    module_name = args.module if "." in args.module else f"protocols.{args.module}"
-    sys.stdout.write(render(module_name))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

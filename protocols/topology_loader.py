@@ -14,7 +14,7 @@ the models' discriminated union needs the tag.
 The JSON Schema of the YAML form is :func:`topology_json_schema`; the checked-in copy lives in
 ``protocols/schemas/topology.schema.json`` and is regenerated with::
 
-    python -m protocols.topology_loader --write-schema
+    understudy schema topology --write
 
 Pure data: nothing here imports Thespian or ``actors`` (``check_imports`` imports the workers'
 modules, but does not check what their classes subclass).
@@ -22,14 +22,12 @@ modules, but does not check what their classes subclass).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import difflib
 import importlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,6 @@ __all__ = [
     "SCHEMA_PATH",
     "SCHEMA_TITLE",
     "load_topology",
-    "main",
     "parse_topology",
     "render_topology_json_schema",
     "topology_json_schema",
@@ -56,7 +53,7 @@ __all__ = [
 
 SCHEMA_PATH: Final[Path] = Path(__file__).resolve().parent / "schemas" / "topology.schema.json"
 SCHEMA_TITLE: Final[str] = "Understudy topology"
-REGENERATE_SCHEMA_COMMAND: Final[str] = "python -m protocols.topology_loader --write-schema"
+REGENERATE_SCHEMA_COMMAND: Final[str] = "understudy schema topology --write"
 
 _JSON_SCHEMA_DIALECT: Final[str] = "https://json-schema.org/draft/2020-12/schema"
 _CHILD_TAGS: Final[frozenset[str]] = frozenset({"worker", "supervisor"})
@@ -657,48 +654,3 @@ def _check_imports(topology: Topology, root: yaml.Node, file: str | None) -> Non
 
 # --------------------------------------------------------------------------------------------
 # Command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the topology JSON Schema, write it, or check a topology file.
-
-    Args:
-        argv: the command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The process exit status.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m protocols.topology_loader",
-        description="The JSON Schema of topology.yaml, and a topology checker.",
-    )
-    parser.add_argument(
-        "--write-schema",
-        nargs="?",
-        const=str(SCHEMA_PATH),
-        metavar="PATH",
-        help=f"write the schema to PATH (default: {SCHEMA_PATH})",
-    )
-    parser.add_argument("--check", metavar="TOPOLOGY", help="load and validate a topology file")
-    args = parser.parse_args(argv)
-    if args.check:
-        try:
-            load_topology(args.check)
-        except TopologyError as exc:
-            sys.stderr.write(f"{exc}\n")
-            return 1
-        sys.stdout.write(f"{args.check}: ok\n")
-        return 0
-    text = render_topology_json_schema()
-    if args.write_schema:
-        target = Path(args.write_schema)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        sys.stdout.write(f"wrote {target}\n")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -32,7 +32,6 @@ Faults (FaultSpec.kind)
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import select
@@ -41,7 +40,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Final, Literal
@@ -563,26 +562,3 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, *,
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m actors.model.server [--host H] [--port N]``; print the base URL."""
-    from actors.logs import configure_logging  # noqa: PLC0415 - only the command configures logs
-
-    parser = argparse.ArgumentParser(prog="python -m actors.model.server",
-                                     description="Serve the deterministic Understudy model.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
-    parser.add_argument("--api-key", default=None, help="require this bearer token")
-    parser.add_argument("--context-window", type=int, default=None)
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    serve_forever(args.host, args.port, ready=lambda url: print(url, flush=True),  # noqa: T201
-                  api_key=args.api_key, context_window=args.context_window)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""``python -m actors.model.server`` in its own process: prints its URL, serves, stops on TERM."""
+"""``understudy model-server`` in its own process: prints its URL, serves, stops on TERM."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_the_command_prints_its_url_serves_faults_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-m", "actors.model.server", "--port", "0"],
+        [sys.executable, "-m", "actors.cli", "model-server", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.cli import main as cli
 from protocols._base import Message, registered_kinds
 from protocols.schemas_gen import (
     PROTOCOL_MODULES,
     REGENERATE_COMMAND,
-    main,
     message_classes,
     protocol_schema,
     render,
@@ -84,22 +85,24 @@ def test_render_is_deterministic_sorted_json() -> None:
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
 
 
-def test_main_writes_every_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_protocols_command_writes_every_schema(tmp_path: Path) -> None:
     target = tmp_path / "out"
 
-    assert main(["--write", str(target)]) == 0
+    result = CliRunner().invoke(cli, ["schema", "protocols", "--write", str(target)])
 
-    out = capsys.readouterr().out
+    assert 0 == result.exit_code, result.output
+    out = result.output
     for module_name in PROTOCOL_MODULES:
         written = target / schema_path(module_name).name
         assert written.read_text(encoding="utf-8") == render(module_name)
         assert str(written) in out
 
 
-def test_main_prints_one_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["agent"]) == 0
+def test_schema_protocols_command_prints_one_schema() -> None:
+    result = CliRunner().invoke(cli, ["schema", "protocols", "agent"])
 
-    assert capsys.readouterr().out == render("protocols.agent")
+    assert 0 == result.exit_code, result.output
+    assert result.output == render("protocols.agent")
 
 
 # --- Samples validate against the schema (needs the jsonschema package) ----------------------

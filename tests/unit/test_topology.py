@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from actors.cli import main as cli
 from protocols.errors import TopologyError
 from protocols.topology import ChildSpec, SupervisorSpec, Topology
 from protocols.topology_loader import (
     REGENERATE_SCHEMA_COMMAND,
     SCHEMA_PATH,
     load_topology,
-    main,
     parse_topology,
     render_topology_json_schema,
     topology_json_schema,
@@ -787,24 +789,28 @@ def test_schema_describes_the_yaml_form() -> None:
     json.dumps(schema)  # serialisable
 
 
-def test_main_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_topology_command_writes_the_schema(tmp_path: Path) -> None:
     target = tmp_path / "out" / "topology.schema.json"
 
-    assert main(["--write-schema", str(target)]) == 0
+    result = CliRunner().invoke(cli, ["schema", "topology", "--write", str(target)])
 
+    assert 0 == result.exit_code, result.output
     assert target.read_text(encoding="utf-8") == render_topology_json_schema()
-    assert str(target) in capsys.readouterr().out
+    assert str(target) in result.output
 
 
-def test_main_checks_a_topology(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_command_checks_a_topology(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text(VALID, encoding="utf-8")
+    good.write_text(re.sub(r"json:JSON\w+", "actors.demo:Echo", VALID), encoding="utf-8")
     bad = tmp_path / "bad.yaml"
     bad.write_text("root:\n  id: root\n  strategy: nope\n", encoding="utf-8")
 
-    assert main(["--check", str(good)]) == 0
-    assert main(["--check", str(bad)]) == 1
-    assert f"{bad}:3: root.strategy:" in capsys.readouterr().err
+    ok = CliRunner().invoke(cli, ["validate", str(good)])
+    refused = CliRunner().invoke(cli, ["validate", str(bad)])
+
+    assert 0 == ok.exit_code, ok.output
+    assert 0 != refused.exit_code
+    assert f"{bad}:3: root.strategy:" in refused.output
 
 
 def test_loader_does_not_import_actors_or_thespian() -> None:
