@@ -39,7 +39,7 @@ from protocols._base import Message, message_class
 from protocols.errors import MessageInvalid, UnknownMessageKind
 
 #: Where the default topology runs the registry.
-DEFAULT_PATH = "root/system/registry"
+REGISTRY_PATH = "root/system/registry"
 
 #: The A2A protocol version whose AgentCard this module follows.
 A2A_PROTOCOL_VERSION = "1.0"
@@ -478,7 +478,7 @@ __all__ = [
     "ACTOR_BINDING",
     "ACTOR_URL_SCHEME",
     "CAPABILITY_FLAGS",
-    "DEFAULT_PATH",
+    "REGISTRY_PATH",
     "A2AModel",
     "AgentCapabilities",
     "AgentCard",

@@ -61,7 +61,7 @@ AgentPath = Annotated[str, Field(min_length=1, max_length=500)]
 Epoch = Annotated[int, Field(ge=1, le=2**62)]
 EpochSeconds = Annotated[float, Field(allow_inf_nan=False)]
 
-DEFAULT_PATH = "root/system/runs"
+RUNS_PATH = "root/system/runs"
 """Where the default topology runs the run manager."""
 
 DEFAULT_AGENTS_SUPERVISOR = "root/agents"
@@ -262,7 +262,7 @@ class _StopExpired(Message):
 
 __all__ = [
     "DEFAULT_AGENTS_SUPERVISOR",
-    "DEFAULT_PATH",
+    "RUNS_PATH",
     "RUN_STATUSES",
     "AttachAgent",
     "CompleteRun",

@@ -71,7 +71,6 @@ from actors.agents.agent_loop import (
 )
 from actors.agents.model_guard import (
     CircuitBreaker,
-    decide,
 )
 from actors.agents.agent_tools import execute_tool
 from actors.core.worker import Worker
@@ -81,12 +80,12 @@ from protocols.agent import AgentProgress, RunGoal
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.topology import Backoff
 
-__all__ = ["DEFAULT_ACCESS", "DEFAULT_MODEL", "Agent", "AgentConfig", "decide"]
+__all__ = ["DEFAULT_ACCESS", "DEFAULT_AGENT_MODEL", "Agent", "AgentConfig"]
 
 log = structlog.get_logger("understudy.agent")
 
 DEFAULT_ACCESS: Final = "root/system/access"
-DEFAULT_MODEL: Final = "understudy-embedded"
+DEFAULT_AGENT_MODEL: Final = "understudy-embedded"
 PLACEHOLDER_KEY: Final = "understudy-no-key"
 
 
@@ -157,7 +156,7 @@ class Agent(Worker):
             raise ValueError(msg) from exc
         self._config = config
         self._name = config.name or self.child_id
-        self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_MODEL
+        self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_AGENT_MODEL
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,

@@ -88,11 +88,11 @@ __all__ = [
     "ExecuteTool",
     "Finish",
     "ModelTurn",
-    "Phase",
+    "RunPhase",
     "Progress",
     "ProgressKind",
     "TokenAccount",
-    "ToolCall",
+    "RequestedToolCall",
     "Wait",
     "turn_from_completion",
 ]
@@ -146,7 +146,7 @@ class TokenAccount:
 
 
 @dataclass(frozen=True)
-class ToolCall:
+class RequestedToolCall:
     """One tool call the model asked for; ``arguments`` is None when they are not a JSON object."""
 
     id: str
@@ -156,7 +156,7 @@ class ToolCall:
     problem: str | None = None
 
     @classmethod
-    def parse(cls, call_id: str, name: str, raw_arguments: str) -> ToolCall:
+    def parse(cls, call_id: str, name: str, raw_arguments: str) -> RequestedToolCall:
         """Read a tool call's JSON arguments; keep the problem when they are not an object."""
         try:
             value = json.loads(raw_arguments or "{}")
@@ -173,7 +173,7 @@ class ModelTurn:
     """A model response: its text, its tool calls and the tokens it reports."""
 
     content: str | None
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: tuple[RequestedToolCall, ...] = ()
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -203,10 +203,10 @@ def turn_from_completion(completion: Any) -> ModelTurn:  # noqa: ANN401 - openai
     for call in getattr(message, "tool_calls", None) or []:
         function = getattr(call, "function", None)
         if function is None:
-            calls.append(ToolCall(str(call.id), str(getattr(call, "type", "tool")), "", None,
+            calls.append(RequestedToolCall(str(call.id), str(getattr(call, "type", "tool")), "", None,
                                   "only function tool calls are supported"))
         else:
-            calls.append(ToolCall.parse(str(call.id), str(function.name),
+            calls.append(RequestedToolCall.parse(str(call.id), str(function.name),
                                         str(function.arguments or "")))
     usage = getattr(completion, "usage", None)
     return ModelTurn(
@@ -285,7 +285,7 @@ class Finish:
 
 
 Effect = CallModel | CheckTool | ExecuteTool | Wait | Progress | Audit | Finish
-Phase = Literal["new", "model", "access", "tool", "waiting", "done"]
+RunPhase = Literal["new", "model", "access", "tool", "waiting", "done"]
 
 
 def _clip_value(value: Any, limit: int) -> Any:  # noqa: ANN401 - JSON values
@@ -304,7 +304,7 @@ def _excerpt(text: str, limit: int = RESULT_EXCERPT) -> str:
 
 @dataclass
 class _Current:
-    call: ToolCall
+    call: RequestedToolCall
     plan: ToolPlan | None = None
     started: float | None = None
     reason: str = ""
@@ -331,7 +331,7 @@ class AgentRun:
     model_retries: int = 0
     retry_backoff: tuple[float, float] = (0.1, 5.0)
     command_timeout: float = 30.0
-    phase: Phase = "new"
+    phase: RunPhase = "new"
     steps: list[ToolCallRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     turns: int = 0
@@ -357,7 +357,7 @@ class AgentRun:
         self.limiter = RateLimiter(limits.tool_calls_per_second, clock=self.clock)
         self.started_at = 0.0
         self.deadline = math.inf
-        self._queue: deque[ToolCall] = deque()
+        self._queue: deque[RequestedToolCall] = deque()
         self._current: _Current | None = None
         self._after_wait: Literal["model", "tool"] = "model"
         self._wake_at = 0.0

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from thespian.actors import ActorAddress, ActorExitRequest, DeadEnvelope
 
-from actors.core.seam import SeamActor, pack_address, unpack_address
+from actors.core.seam import Address, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
 from actors.logs import ensure_safe_logging
 from actors.core.supervisor import SupervisorActor
@@ -77,7 +76,7 @@ REPORT_DEPENDENCY_TIMEOUT = 2.0
 class _Held:
     """A request answered later: a resolution waiting for a change, or an events barrier."""
 
-    requester: ActorAddress
+    requester: Address
     env: codec.Envelope
     token: int
     expired: bool = False
@@ -85,7 +84,7 @@ class _Held:
 
 @dataclass
 class _Registration:
-    address: ActorAddress
+    address: Address
     pid: int | None
 
 
@@ -102,16 +101,16 @@ class Guardian(SeamActor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._root: ActorAddress | None = None
+        self._root: Address | None = None
         self._root_path = "root"
         self._root_spec: Any = None
-        self._boot_request: tuple[ActorAddress, codec.Envelope] | None = None
+        self._boot_request: tuple[Address, codec.Envelope] | None = None
         self._exit_reason: str | None = None
         self._root_reason: str | None = None
-        self._shutdown_waiters: list[tuple[ActorAddress, codec.Envelope]] = []
+        self._shutdown_waiters: list[tuple[Address, codec.Envelope]] = []
         self._registry: dict[str, _Registration] = {}
         self._pending: set[str] = set()
-        self._watchers: dict[str, dict[str, ActorAddress]] = {}
+        self._watchers: dict[str, dict[str, Address]] = {}
         self._held_resolves: list[_Held] = []
         self._held_events: list[_Held] = []
         self._events: list[SupervisionEvent] = []
@@ -120,8 +119,8 @@ class Guardian(SeamActor):
         self._blocked: set[tuple[str, int]] = set()
         self._overdue: set[tuple[str, int]] = set()
         self._tokens = 0
-        self._clients: dict[str, ActorAddress] = {}
-        self._subscribers: dict[str, ActorAddress] = {}
+        self._clients: dict[str, Address] = {}
+        self._subscribers: dict[str, Address] = {}
         self._owner_pid: int | None = None
         self._orphaned = False
         self._timer_ids: dict[int, int] = {}
@@ -131,7 +130,7 @@ class Guardian(SeamActor):
         return "guardian"
 
     def on_message(
-        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
+        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
     ) -> None:
         """Dispatch one message; see the module doc."""
         msg = env.message
@@ -160,7 +159,7 @@ class Guardian(SeamActor):
             self._root_start_failed(msg)
         elif isinstance(msg, _Exiting) and sender == self._root:
             self._root_reason = msg.reason
-            self.send(sender, ActorExitRequest())
+            self.stop_actor(sender)
         elif isinstance(msg, _ShutdownTree):
             self._shutdown_tree(sender, env)
         elif isinstance(msg, ErrorReply):
@@ -174,7 +173,7 @@ class Guardian(SeamActor):
 
     # --- The root -------------------------------------------------------------------------
 
-    def _boot(self, msg: _Boot, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _boot(self, msg: _Boot, sender: Address, env: codec.Envelope) -> None:
         if self._root is not None or self._exit_reason is not None:
             self.reply(sender, env, ErrorReply(error=ErrorName.ALREADY_STARTED,
                                                message="this runtime's root is already booted"))
@@ -191,9 +190,9 @@ class Guardian(SeamActor):
         self._root_path = msg.spec.id
         self._root_spec = msg.spec
         self._boot_request = (sender, env)
-        self._root = self.createActor(SupervisorActor)
+        self._root = self.spawn(SupervisorActor)
         self.send_message(self._root, _Init(
-            path=self._root_path, spec=msg.spec, guardian=pack_address(self.myAddress),
+            path=self._root_path, spec=msg.spec, guardian=pack_address(self.self_address),
             parent_pid=os.getpid(), max_message_size=msg.max_message_size,
             state_dir=msg.state_dir,
         ))
@@ -209,14 +208,14 @@ class Guardian(SeamActor):
     def _root_start_failed(self, msg: _StartFailed) -> None:
         self._root_reason = msg.reason
         if self._root is not None:
-            self.send(self._root, ActorExitRequest())
+            self.stop_actor(self._root)
         if self._boot_request is not None:
             requester, env = self._boot_request
             self._boot_request = None
             self.reply(requester, env, ErrorReply(
                 error=ErrorName.START_FAILED, message=msg.offender or self._root_path, reason=msg.reason))
 
-    def on_child_exited(self, address: ActorAddress) -> None:
+    def on_child_exited(self, address: Address) -> None:
         """The root's process is gone: record the exit and release everyone waiting."""
         if address != self._root:
             return
@@ -261,7 +260,7 @@ class Guardian(SeamActor):
         log.error("admin_stopped", admin_pid=admin)
         kill_process_tree(admin, spare=os.getpid())
 
-    def _shutdown_tree(self, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _shutdown_tree(self, sender: Address, env: codec.Envelope) -> None:
         if self._root is None:
             self.reply(sender, env, Ok())
             return
@@ -273,7 +272,7 @@ class Guardian(SeamActor):
         """The ActorSystem is shutting down."""
         log.debug("guardian_stopping", exit_reason=self._exit_reason)
 
-    def on_dead_letter(self, envelope: DeadEnvelope) -> None:
+    def on_dead_letter(self, to: Address, message: object) -> None:
         """A message could not be delivered: log it, and unblock a Runtime waiting on it.
 
         A Runtime's request to an actor that has exited is answered ``_Gone`` on the actor's
@@ -281,7 +280,7 @@ class Guardian(SeamActor):
         resolves the path again instead of waiting out its timeout.
         """
         kinds: list[str] = []
-        dead = envelope.deadMessage
+        dead = message
         if isinstance(dead, bytes):
             try:
                 meta, envelopes = codec.decode_frame(dead, max_size=self.max_message_size)
@@ -295,9 +294,9 @@ class Guardian(SeamActor):
                         self.reply(client, env, _Gone(path=""))
         else:
             kinds.append(type(dead).__name__)
-        log.warning("dead_letter", to=str(envelope.deadAddress), kinds=kinds)
+        log.warning("dead_letter", to=str(to), kinds=kinds)
 
-    def _remember_client(self, sender: ActorAddress) -> None:
+    def _remember_client(self, sender: Address) -> None:
         key = str(sender)
         if key not in self._clients and len(self._clients) >= MAX_CLIENTS:
             self._clients.pop(next(iter(self._clients)))
@@ -305,7 +304,7 @@ class Guardian(SeamActor):
 
     # --- The path registry ------------------------------------------------------------------
 
-    def _register(self, msg: _Register, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _register(self, msg: _Register, sender: Address, env: codec.Envelope) -> None:
         address = unpack_address(msg.address)
         self._registry[msg.path] = _Registration(address, msg.pid)
         self._pending.discard(msg.path)
@@ -335,7 +334,7 @@ class Guardian(SeamActor):
             self._pending.discard(path)
             self._release_resolves(path)
 
-    def _resolve(self, msg: _Resolve, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _resolve(self, msg: _Resolve, sender: Address, env: codec.Envelope) -> None:
         if msg.watch:
             self._watchers.setdefault(msg.path, {})[str(sender)] = sender
         answer = self._resolution(msg)
@@ -425,14 +424,14 @@ class Guardian(SeamActor):
             return True
         return any(msg.wanted(e) for e in self._events[msg.since:])
 
-    def _get_events(self, msg: GetEvents, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _get_events(self, msg: GetEvents, sender: Address, env: codec.Envelope) -> None:
         if self._ready(msg):
             self._send_events(sender, env)
             return
         token = self._timer(msg.barrier_timeout, "events")
         self._held_events.append(_Held(sender, env, token))
 
-    def _send_events(self, requester: ActorAddress, env: codec.Envelope) -> None:
+    def _send_events(self, requester: Address, env: codec.Envelope) -> None:
         msg = env.message
         assert isinstance(msg, GetEvents)  # noqa: S101
         self.reply(requester, env, Events(events=self._events[msg.since:],

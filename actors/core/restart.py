@@ -17,7 +17,7 @@ __all__ = [
     "affected_children",
     "auto_shutdown_due",
     "backoff_delay",
-    "decide",
+    "decide_restart",
     "prune",
     "record_restart",
     "should_restart",
@@ -58,7 +58,7 @@ Directive = Literal["restart", "stop", "escalate"]
 Decider = Callable[[str], tuple[Directive, float]]
 
 
-def decide(
+def decide_restart(
     restart: RestartType, reason: str, decider: Decider | None = None
 ) -> tuple[Directive, float]:
     """Return what to do about a child that exited with ``reason``, and a restart delay.

@@ -23,9 +23,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from thespian.actors import ActorAddress, ActorSystem
 
-from actors.core.seam import encode_external, pack_address, unpack_address
+from actors.core.seam import (
+    Address,
+    encode_external,
+    open_system,
+    pack_address,
+    spawn_global,
+    unpack_address,
+)
 from actors.core.workarounds import DeliveryFailed, ask_correlated, process_alive
 from actors.errors import (
     ActorNotFound,
@@ -117,7 +123,7 @@ class Runtime:
     def __init__(
         self,
         system: Any,  # noqa: ANN401 - thespian's ActorSystem is untyped
-        guardian: ActorAddress,
+        guardian: Address,
         *,
         owns_system: bool,
         max_message_size: int = codec.DEFAULT_MAX_SIZE,
@@ -132,8 +138,8 @@ class Runtime:
         self.base = base
         self._lock = threading.RLock()
         self._closed = False
-        self._addresses: dict[str, tuple[ActorAddress, int | None]] = {}
-        self._stale: dict[str, ActorAddress] = {}
+        self._addresses: dict[str, tuple[Address, int | None]] = {}
+        self._stale: dict[str, Address] = {}
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
         self._exit_reason: str | None = None
@@ -161,9 +167,9 @@ class Runtime:
         if config.base == "multiprocTCPBase":
             port = config.admin_port or free_port()
             capabilities["Admin Port"] = port
-        system = ActorSystem(config.base, capabilities, transientUnique=True)
+        system = open_system(config.base, capabilities)
         try:
-            guardian = system.createActor(Guardian, globalName=GUARDIAN_NAME)
+            guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
             runtime = cls(system, guardian, owns_system=True,
                           max_message_size=config.max_message_size, admin_port=port,
                           base=config.base)
@@ -183,8 +189,8 @@ class Runtime:
     @classmethod
     def attach(cls, admin_port: int) -> Runtime:
         """Connect to a tree started by another process (e.g. ``understudy up``) on this host."""
-        system = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port})
-        guardian = system.createActor(Guardian, globalName=GUARDIAN_NAME)
+        system = open_system("multiprocTCPBase", {"Admin Port": admin_port}, transient=False)
+        guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
         return cls(system, guardian, owns_system=False, admin_port=admin_port)
 
     def shutdown(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
@@ -372,7 +378,7 @@ class Runtime:
                 self._stale[path] = address
             return reply
     def _request(
-        self, address: ActorAddress, path: str, message: Message, timeout: float
+        self, address: Address, path: str, message: Message, timeout: float
     ) -> Message:
         """One request/reply exchange; raises AskTimeout or DeliveryFailed."""
         mid = codec.new_message_id()
@@ -391,7 +397,7 @@ class Runtime:
         for cached in [p for p in self._addresses if p == path or p.startswith(path + "/")]:
             self._stale[cached] = self._addresses.pop(cached)[0]
 
-    def _address(self, path: str, deadline: float) -> ActorAddress:
+    def _address(self, path: str, deadline: float) -> Address:
         cached = self._addresses.get(path)
         if cached is not None:
             address, pid = cached
@@ -402,7 +408,7 @@ class Runtime:
             self._stale[path] = address
         return self._resolve(path, deadline, stale=self._stale.pop(path, None))
 
-    def _resolve(self, path: str, deadline: float, *, stale: ActorAddress | None = None) -> ActorAddress:
+    def _resolve(self, path: str, deadline: float, *, stale: Address | None = None) -> Address:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AskTimeout(path, 0.0)

@@ -40,6 +40,7 @@ import structlog
 from thespian.actors import (
     Actor,
     ActorAddress,
+    ActorSystem,
     ActorExitRequest,
     ChildActorExited,
     DeadEnvelope,
@@ -54,6 +55,9 @@ from actors.errors import Backpressure
 from protocols.errors import CodecError
 
 __all__ = [
+    "Address",
+    "open_system",
+    "spawn_global",
     "ASK_META",
     "DEFAULT_BATCH_MAX",
     "DEFAULT_MAX_QUEUE",
@@ -66,6 +70,20 @@ __all__ = [
 ]
 
 log = structlog.get_logger("understudy.seam")
+
+Address = ActorAddress
+"""An actor's address (Thespian's, opaque outside this module)."""
+
+
+def open_system(base: str, capabilities: dict[str, Any], *, transient: bool = True) -> Any:  # noqa: ANN401
+    """Start (``transient``: a fresh one) or join the ActorSystem of ``base``; return it."""
+    return ActorSystem(base, capabilities, transientUnique=transient)
+
+
+def spawn_global(system: Any, actor_class: type, name: str) -> Address:  # noqa: ANN401
+    """Create (or find) the actor ``name`` of ``system``, an instance of ``actor_class``."""
+    address: Address = system.createActor(actor_class, globalName=name)
+    return address
 
 ASK_META: dict[str, Any] = {"ask": 1}
 
@@ -152,7 +170,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             elif isinstance(message, PoisonMessage):
                 log.warning("message_poisoned", actor=self.describe(), details=str(message.details))
             elif isinstance(message, DeadEnvelope):
-                self.on_dead_letter(message)
+                self.on_dead_letter(message.deadAddress, message.deadMessage)
             elif type(message).__module__.startswith("thespian."):
                 log.debug("thespian_message_ignored", type=type(message).__name__)
             else:
@@ -208,6 +226,23 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 self._acks_due[key] = (sender, [[link_seq, refused]])
             else:
                 due[1].append([link_seq, refused])
+
+    # --- Actors: create, stop, name ---------------------------------------------------------
+
+    @property
+    def self_address(self) -> Address:
+        """This actor's own address."""
+        address: Address = self.myAddress
+        return address
+
+    def spawn(self, actor_class: type[SeamActor]) -> Address:
+        """Create a child actor (its own process on the multi-process bases); return its address."""
+        address: Address = self.createActor(actor_class)
+        return address
+
+    def stop_actor(self, address: Address) -> None:
+        """Ask Thespian to stop the actor at ``address`` (no orderly cleanup: a kill)."""
+        self.send(address, ActorExitRequest())
 
     # --- Sending ------------------------------------------------------------------------
 
@@ -412,9 +447,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     def on_exit_request(self) -> None:
         """Thespian is about to stop this actor (a kill: no orderly cleanup)."""
 
-    def on_dead_letter(self, envelope: DeadEnvelope) -> None:
-        """A message could not be delivered (only for actors that handle dead letters)."""
-        log.warning("dead_letter", to=str(envelope.deadAddress))
+    def on_dead_letter(self, to: Address, message: object) -> None:
+        """A message to ``to`` could not be delivered (only for actors that handle dead letters)."""
+        log.warning("dead_letter", to=str(to))
 
     def on_internal_error(self, exc: Exception) -> None:
         """An error in Understudy's own code while handling a message."""

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors.core.seam import SeamActor, pack_address, unpack_address
+from actors.core.seam import Address, SeamActor, pack_address, unpack_address
 from actors.core.restart import (
     Directive,
     affected_children,
     auto_shutdown_due,
     backoff_delay,
-    decide,
+    decide_restart,
     prune,
     record_restart,
 )
@@ -94,7 +93,7 @@ class _Child:
     spec: ChildSpec | SupervisorSpec
     dynamic: bool = False
     status: str = "stopped"  # running | restarting | stopped
-    address: ActorAddress | None = None
+    address: Address | None = None
     pid: int | None = None
     restarts: int = 0
     restart_times: tuple[float, ...] = ()
@@ -113,17 +112,17 @@ class _Ev:
     """One input to the supervisor: a decoded message or a Thespian system event."""
 
     kind: str  # started | start_failed | exiting | gone | timer | reply | request
-    address: ActorAddress | None = None
+    address: Address | None = None
     payload: Any = None
     env: codec.Envelope | None = None
-    sender: ActorAddress | None = None
+    sender: Address | None = None
 
 
 @dataclass
 class _Await:
     """What an operation waits for: events from some children, a timer, or a reply."""
 
-    addresses: list[ActorAddress] = field(default_factory=list)
+    addresses: list[Address] = field(default_factory=list)
     kinds: frozenset[str] = frozenset()
     timers: frozenset[int] = frozenset()
     correlation: int | None = None
@@ -148,8 +147,8 @@ class SupervisorActor(SeamActor):
         super().__init__()
         self._spec: SupervisorSpec | None = None
         self._path = "?"
-        self._parent: ActorAddress | None = None
-        self._guardian: ActorAddress | None = None
+        self._parent: Address | None = None
+        self._guardian: Address | None = None
         self._children: list[_Child] = []
         self._history: tuple[float, ...] = ()
         self._dynamic_ids = itertools.count(1)
@@ -163,7 +162,7 @@ class SupervisorActor(SeamActor):
         self._exiting = False
         self._clock: Callable[[], float] = time.monotonic
         self._state_dir = ".understudy"
-        self._spare: ActorAddress | None = None
+        self._spare: Address | None = None
         self._delayed: dict[int, str] = {}
         self._spares = False
 
@@ -174,7 +173,7 @@ class SupervisorActor(SeamActor):
     # --- Inputs: everything becomes an _Ev and goes through _pump -----------------------------
 
     def on_message(
-        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
+        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
     ) -> None:
         """Turn a decoded message into an input event."""
         msg = env.message
@@ -196,7 +195,7 @@ class SupervisorActor(SeamActor):
         else:
             self._pump(_Ev("request", payload=msg, env=env, sender=sender))
 
-    def on_child_exited(self, address: ActorAddress) -> None:
+    def on_child_exited(self, address: Address) -> None:
         """A child's process is gone."""
         self._pump(_Ev("gone", address))
 
@@ -205,7 +204,7 @@ class SupervisorActor(SeamActor):
         if isinstance(payload, tuple) and payload and payload[0] == "supervisor_timer":
             child_id = self._delayed.pop(payload[1], None)
             if child_id is not None:
-                self.send_message(self.myAddress, _RetryRestart(child_id=child_id, count=False))
+                self.send_message(self.self_address, _RetryRestart(child_id=child_id, count=False))
                 return
             self._pump(_Ev("timer", payload=payload[1]))
 
@@ -269,7 +268,7 @@ class SupervisorActor(SeamActor):
             log.debug("stale_event_ignored", supervisor=self._path, kind=ev.kind)
             return
         if ev.kind == "exiting":
-            self.send(child.address, ActorExitRequest())
+            self.stop_actor(child.address)
             self._run(self._child_exited(child, ev.payload, await_gone=True))
         elif ev.kind == "gone":
             self._run(self._child_exited(child, KILLED, await_gone=False))
@@ -313,7 +312,7 @@ class SupervisorActor(SeamActor):
 
     # --- Boot -------------------------------------------------------------------------------
 
-    def _boot(self, msg: _Init, parent: ActorAddress) -> Op:
+    def _boot(self, msg: _Init, parent: Address) -> Op:
         spec = msg.spec
         assert isinstance(spec, SupervisorSpec)  # noqa: S101 - parents send our own spec
         self._spec, self._path, self._parent = spec, msg.path, parent
@@ -357,7 +356,7 @@ class SupervisorActor(SeamActor):
             address, self._spare = self._spare, None
         else:
             actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
-            address = self.createActor(actor_class)
+            address = self.spawn(actor_class)
         child.address = address
         assert self._guardian is not None  # noqa: S101 - set at boot
         self.send_message(address, _Init(
@@ -381,7 +380,7 @@ class SupervisorActor(SeamActor):
         else:
             reason, offender = KILLED, path
         if ev.kind != "gone":
-            self.send(address, ActorExitRequest())
+            self.stop_actor(address)
             yield _Await([address], frozenset({"gone"}))
         child.address, child.pid, child.status = None, None, "stopped"
         return False, reason, offender or path
@@ -389,12 +388,12 @@ class SupervisorActor(SeamActor):
     def _keep_spare(self) -> None:
         """Create the ready worker host if this supervisor keeps one and has none."""
         if self._spares and self._spare is None and not self._exiting:
-            self._spare = self.createActor(WorkerActor)
+            self._spare = self.spawn(WorkerActor)
             self.send_message(self._spare, _Adopt(parent_pid=os.getpid()))
 
     def _drop_spare(self) -> None:
         if self._spare is not None:
-            self.send(self._spare, ActorExitRequest())
+            self.stop_actor(self._spare)
             self._spare = None
 
     def _stop(
@@ -438,10 +437,10 @@ class SupervisorActor(SeamActor):
             child = next(c for c in waiting if c.address == ev.address)
             if ev.kind == "exiting":
                 reported[id(child)] = ev.payload
-                self.send(child.address, ActorExitRequest())
+                self.stop_actor(child.address)
             elif ev.kind == "start_failed":
                 reported[id(child)] = ev.payload[0]
-                self.send(child.address, ActorExitRequest())
+                self.stop_actor(child.address)
             else:
                 waiting.remove(child)
                 outcome[id(child)] = (
@@ -454,7 +453,7 @@ class SupervisorActor(SeamActor):
         if child.pid is not None and child.pid != os.getpid():
             kill_process(child.pid)
         elif child.address is not None:
-            self.send(child.address, ActorExitRequest())
+            self.stop_actor(child.address)
 
     def _start_timer(self, seconds: float) -> int:
         token = next(_timer_tokens)
@@ -512,11 +511,11 @@ class SupervisorActor(SeamActor):
         if isinstance(child.spec, ChildSpec) and child.spec.decider is not None:
             decider = load_decider(child.spec.decider)
         try:
-            return decide(child.spec.restart, reason, decider)
+            return decide_restart(child.spec.restart, reason, decider)
         except Exception as exc:  # noqa: BLE001 - a broken decider falls back to OTP's rule
             log.error("decider_failed", supervisor=self._path, offender=child.id,
                       error=error_reason(exc))
-            return decide(child.spec.restart, reason)
+            return decide_restart(child.spec.restart, reason)
 
     def _backoff(self, child: _Child) -> float:
         spec = self._spec
@@ -564,7 +563,7 @@ class SupervisorActor(SeamActor):
                 self._emit("start_failed", child.id, reason)
                 for waiting in group[index:]:
                     waiting.status = "restarting"
-                self.send_message(self.myAddress, _RetryRestart(child_id=child.id))
+                self.send_message(self.self_address, _RetryRestart(child_id=child.id))
                 return
             child.restarts += 1
             self._emit("child_restarted", child.id)
@@ -604,17 +603,17 @@ class SupervisorActor(SeamActor):
             self.send_message(self._parent, _Exiting(reason=reason, incarnation=self._incarnation,
                                                      events=self._events_sent))
         else:
-            self.send(self.myAddress, ActorExitRequest())
+            self.stop_actor(self.self_address)
 
     # --- The child API ---------------------------------------------------------------------------
 
-    def _answer(self, to: ActorAddress, env: codec.Envelope, message: Any) -> None:  # noqa: ANN401
+    def _answer(self, to: Address, env: codec.Envelope, message: Any) -> None:  # noqa: ANN401
         self.reply(to, env, message, meta={"ev": [self._incarnation, self._events_sent]})
 
-    def _refuse(self, to: ActorAddress, env: codec.Envelope, error: str, message: str) -> None:
+    def _refuse(self, to: Address, env: codec.Envelope, error: str, message: str) -> None:
         self._answer(to, env, ErrorReply(error=error, message=message))
 
-    def _api_start_child(self, msg: StartChild, sender: ActorAddress, env: codec.Envelope) -> Op:
+    def _api_start_child(self, msg: StartChild, sender: Address, env: codec.Envelope) -> Op:
         spec = self._spec
         assert spec is not None  # noqa: S101
         if spec.strategy == "simple_one_for_one":
@@ -653,7 +652,7 @@ class SupervisorActor(SeamActor):
         if not ok:
             self._children.remove(child)
 
-    def _api_terminate_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> Op:
+    def _api_terminate_child(self, child_id: str, sender: Address, env: codec.Envelope) -> Op:
         spec = self._spec
         assert spec is not None  # noqa: S101
         child = self._by_id(child_id)
@@ -668,7 +667,7 @@ class SupervisorActor(SeamActor):
             self._children.remove(child)
         self._answer(sender, env, Ok())
 
-    def _api_restart_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> Op:
+    def _api_restart_child(self, child_id: str, sender: Address, env: codec.Envelope) -> Op:
         refusal = self._check_stopped(child_id, "restart_child")
         if refusal is not None:
             self._refuse(sender, env, *refusal)
@@ -678,7 +677,7 @@ class SupervisorActor(SeamActor):
         yield from self._start_and_answer(child, sender, env)
 
     def _start_and_answer(
-        self, child: _Child, sender: ActorAddress, env: codec.Envelope
+        self, child: _Child, sender: Address, env: codec.Envelope
     ) -> Generator[_Await, _Ev, bool]:
         """Start ``child`` for a child API call and answer ChildInfo or StartFailed."""
         ok, reason, offender = yield from self._start(child)
@@ -691,7 +690,7 @@ class SupervisorActor(SeamActor):
         self._answer(sender, env, self._info(child))
         return True
 
-    def _api_delete_child(self, child_id: str, sender: ActorAddress, env: codec.Envelope) -> None:
+    def _api_delete_child(self, child_id: str, sender: Address, env: codec.Envelope) -> None:
         refusal = self._check_stopped(child_id, "delete_child")
         if refusal is not None:
             self._refuse(sender, env, *refusal)
@@ -724,7 +723,7 @@ class SupervisorActor(SeamActor):
     def _by_id(self, child_id: str) -> _Child | None:
         return next((c for c in self._children if c.id == child_id), None)
 
-    def _by_address(self, address: ActorAddress) -> _Child | None:
+    def _by_address(self, address: Address) -> _Child | None:
         return next((c for c in self._children if c.address == address), None)
 
     def _info(self, child: _Child) -> ChildInfo:

@@ -22,9 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from thespian.actors import ActorAddress, ActorExitRequest
 
-from actors.core.seam import SeamActor, unpack_address
+from actors.core.seam import Address, SeamActor, unpack_address
 from actors.errors import Backpressure
 from actors.core.workarounds import die_with_parent
 from actors.core.flow import Flow, Flows
@@ -148,15 +147,15 @@ class WorkerActor(SeamActor):
     def __init__(self) -> None:
         super().__init__()
         self._worker: Worker | None = None
-        self._supervisor: ActorAddress | None = None
-        self._guardian: ActorAddress | None = None
+        self._supervisor: Address | None = None
+        self._guardian: Address | None = None
         self._path = "?"
         self._exiting = False
         self._stop_reason: str | None = None
-        self._routes: dict[str, ActorAddress] = {}
+        self._routes: dict[str, Address] = {}
         self._unrouted: dict[str, deque[tuple[Message, int]]] = {}
         self._outstanding: dict[int, str] = {}
-        self._current: tuple[ActorAddress, codec.Envelope, bool] | None = None
+        self._current: tuple[Address, codec.Envelope, bool] | None = None
         self.flows = Flows(self)
         self._deferred = False
 
@@ -165,7 +164,7 @@ class WorkerActor(SeamActor):
         return self._path
 
     def on_message(
-        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
+        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
     ) -> None:
         """Handle one decoded message according to the lifecycle in the module doc."""
         msg = env.message
@@ -188,7 +187,7 @@ class WorkerActor(SeamActor):
         else:
             self._handle(env, sender, meta)
 
-    def _init(self, msg: _Init, supervisor: ActorAddress) -> None:
+    def _init(self, msg: _Init, supervisor: Address) -> None:
         self._supervisor = supervisor
         self._guardian = unpack_address(msg.guardian)
         self._path = msg.path
@@ -216,7 +215,7 @@ class WorkerActor(SeamActor):
         self._worker = worker
         self.send_message(supervisor, _Started(pid=os.getpid()))
 
-    def _handle(self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None) -> None:
+    def _handle(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
         worker = self._worker
         assert worker is not None  # noqa: S101 - checked by on_message
         on_link = meta is not None and "l" in meta
@@ -255,7 +254,7 @@ class WorkerActor(SeamActor):
             self._orderly_stop(self._stop_reason)
 
     def _answer(
-        self, to: ActorAddress, request: codec.Envelope, message: Message, *, on_link: bool
+        self, to: Address, request: codec.Envelope, message: Message, *, on_link: bool
     ) -> None:
         if on_link:
             self.link_send(to, message, correlation_id=request.message_id)
@@ -330,7 +329,7 @@ class WorkerActor(SeamActor):
         if self._supervisor is not None:
             self.send_message(self._supervisor, _Exiting(reason=reason))
         else:
-            self.send(self.myAddress, ActorExitRequest())
+            self.stop_actor(self.self_address)
 
     def on_internal_error(self, exc: Exception) -> None:
         """An error in the host itself is a crash of this worker."""

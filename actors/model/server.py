@@ -60,7 +60,7 @@ from actors.model.wire import (
     Choice,
     FunctionCall,
     ToolCall,
-    Usage,
+    CompletionUsage,
 )
 from actors.model.faults import (
     FaultKind,
@@ -73,7 +73,7 @@ from actors.model.faults import (
 from protocols.prompts import estimate_tokens
 
 __all__ = [
-    "DEFAULT_MODEL",
+    "SERVED_MODEL",
     "MAX_BODY_BYTES",
     "ModelServer",
     "RequestRecord",
@@ -83,7 +83,7 @@ __all__ = [
 
 log = structlog.get_logger("understudy.model_server")
 
-DEFAULT_MODEL: Final = "understudy-stub"
+SERVED_MODEL: Final = "understudy-stub"
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
@@ -215,7 +215,7 @@ class _State:
             model=request.model or self.model,
             choices=[Choice(message=AssistantMessage(content=content, tool_calls=calls),
                             finish_reason=finish)],
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            usage=CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                         total_tokens=prompt_tokens + completion_tokens),
         )
 
@@ -414,7 +414,7 @@ class ModelServer:
             server.inject("429", retry_after=0.5)
     """
 
-    def __init__(self, *, model: str = DEFAULT_MODEL, api_key: str | None = None,
+    def __init__(self, *, model: str = SERVED_MODEL, api_key: str | None = None,
                  context_window: int | None = None, clock: Callable[[], float] = time.time,
                  log_limit: int = 10_000) -> None:
         """Configure a server (not started yet).

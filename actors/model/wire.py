@@ -21,7 +21,7 @@ __all__ = [
     "FunctionDefinition",
     "ToolCall",
     "ToolDefinition",
-    "Usage",
+    "CompletionUsage",
 ]
 
 # --- OpenAI wire models ---------------------------------------------------------------------
@@ -107,7 +107,7 @@ class Choice(_Wire):
     logprobs: None = None
 
 
-class Usage(_Wire):
+class CompletionUsage(_Wire):
     """Token counts, estimated with ``prompts.estimate_tokens``."""
 
     prompt_tokens: int
@@ -123,5 +123,5 @@ class ChatCompletion(_Wire):
     created: int
     model: str
     choices: list[Choice]
-    usage: Usage
+    usage: CompletionUsage
     system_fingerprint: str = "understudy-stub"

@@ -8,7 +8,7 @@ from typing import Literal
 from actors import Worker
 from protocols import Message
 from protocols.registry import (
-    DEFAULT_PATH,
+    REGISTRY_PATH,
     AgentCapabilities,
     AgentCard,
     AgentRegistered,
@@ -70,7 +70,7 @@ class CardAgent(Worker):
             skills=[AgentSkill(id=f"{name}-main", name="main", description="does the work",
                                tags=tags)],
         )
-        self.request(str(self.args.get("registry", DEFAULT_PATH)), RegisterAgent(card=card))
+        self.request(str(self.args.get("registry", REGISTRY_PATH)), RegisterAgent(card=card))
 
     def on_reply(self, request_id: int, reply: Message) -> None:
         if isinstance(reply, AgentRegistered):

@@ -29,7 +29,7 @@ from protocols.prompts import (
     specification_prompt,
     tool_definitions,
 )
-from actors.model.server import DEFAULT_MODEL, ModelServer
+from actors.model.server import SERVED_MODEL, ModelServer
 
 TOOLS = tool_definitions()
 
@@ -213,7 +213,7 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(client: openai.Ope
 
 
 def test_models_lists_the_stub_model(client: openai.OpenAI) -> None:
-    assert [DEFAULT_MODEL] == [m.id for m in client.models.list()]
+    assert [SERVED_MODEL] == [m.id for m in client.models.list()]
 
 
 # --- evaluation and specification -----------------------------------------------------------

@@ -24,7 +24,7 @@ from actors.agents.agent_loop import (
     ModelTurn,
     Progress,
     TokenAccount,
-    ToolCall,
+    RequestedToolCall,
     Wait,
     turn_from_completion,
 )
@@ -88,7 +88,7 @@ def say(text: str, inp: int = 10, out: int = 5) -> ModelTurn:
 
 def call(*calls: tuple[str, dict[str, Any] | str], inp: int = 10, out: int = 5) -> ModelTurn:
     parsed = tuple(
-        ToolCall.parse(f"call_{i}", name, args if isinstance(args, str) else json.dumps(args))
+        RequestedToolCall.parse(f"call_{i}", name, args if isinstance(args, str) else json.dumps(args))
         for i, (name, args) in enumerate(calls))
     return ModelTurn(content=None, tool_calls=parsed, input_tokens=inp, output_tokens=out)
 
@@ -403,8 +403,8 @@ def test_a_completion_without_choices_is_an_error() -> None:
 
 
 def test_arguments_that_are_not_an_object_are_malformed() -> None:
-    assert ToolCall.parse("a", "read_file", "[1, 2]").arguments is None
-    assert {} == ToolCall.parse("a", "list_directory", "").arguments
+    assert RequestedToolCall.parse("a", "read_file", "[1, 2]").arguments is None
+    assert {} == RequestedToolCall.parse("a", "list_directory", "").arguments
 
 
 # --- the run --------------------------------------------------------------------------------
