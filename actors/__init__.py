@@ -5,6 +5,8 @@ The public API::
     from actors import Runtime, Worker
 """
 
+from actors.core.runtime import Runtime
+from actors.core.worker import Worker
 from actors.errors import (
     ActorCrashed,
     ActorNotFound,
@@ -20,11 +22,8 @@ from actors.errors import (
     RuntimeStopped,
     StartFailed,
     SupervisorError,
-    TopologyError,
-    UnderstudyError,
 )
-from actors.core.runtime import Runtime
-from actors.core.worker import Worker
+from protocols.errors import TopologyError, UnderstudyError
 from protocols.supervision import ChildCounts, ChildInfo, SupervisionEvent
 
 __all__ = [

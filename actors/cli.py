@@ -12,9 +12,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -25,12 +25,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from actors.errors import ActorNotFound
-from protocols.errors import UnderstudyError
-from actors.logs import configure_logging
 from actors.core.runtime import Runtime, check_workers
+from actors.errors import ActorNotFound
+from actors.logs import configure_logging
 from protocols._base import Message, message_class
-from protocols.errors import TopologyError
+from protocols.errors import TopologyError, UnderstudyError
 from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import Topology
 from protocols.topology_loader import load_topology
@@ -91,20 +90,32 @@ def render_tree(node: Node, title: str) -> Tree:
 
 def render_events(events: list[SupervisionEvent], limit: int = 8) -> Table:
     """Render the last ``limit`` supervision events."""
-    table = Table(title="recent supervision events", title_justify="left", box=None,
-                  show_header=True, header_style="dim")
+    table = Table(
+        title="recent supervision events",
+        title_justify="left",
+        box=None,
+        show_header=True,
+        header_style="dim",
+    )
     for col in ("seq", "time", "supervisor", "child", "event", "reason"):
         table.add_column(col)
     for event in events[-limit:]:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-        table.add_row(str(event.seq), stamp, event.supervisor, event.child_id or "-",
-                      event.event, event.reason or "")
+        table.add_row(
+            str(event.seq),
+            stamp,
+            event.supervisor,
+            event.child_id or "-",
+            event.event,
+            event.reason or "",
+        )
     return table
 
 
 def _view(runtime: Runtime, root: str, title: str) -> Group:
-    return Group(render_tree(collect_tree(runtime, root), title), "",
-                 render_events(runtime.events()))
+    return Group(
+        render_tree(collect_tree(runtime, root), title), "", render_events(runtime.events())
+    )
 
 
 def _state_path(state_dir: str) -> Path:
@@ -126,7 +137,7 @@ def _read_state(state_dir: str) -> dict[str, Any]:
     return state
 
 
-class _Stop(Exception):  # noqa: N818 - a control-flow signal inside `up`
+class _Stop(Exception):
     pass
 
 
@@ -135,20 +146,34 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 @click.group()
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning", show_default=True, help="structlog events shown on stderr")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="structlog events shown on stderr",
+)
 @click.option("--json-logs", is_flag=True, help="log JSON lines instead of text")
-def main(log_level: str, json_logs: bool) -> None:  # noqa: FBT001 - click flags
+def main(log_level: str, json_logs: bool) -> None:
     """Understudy: OTP-style supervision trees on Thespian."""
     configure_logging(log_level, json=json_logs)
 
 
 @main.command()
 @click.argument("file", default="topology.yaml", type=click.Path(dir_okay=False))
-@click.option("--duration", type=float, default=None,
-              help="stop by itself after this many seconds (default: run until Ctrl-C/SIGTERM)")
-@click.option("--refresh", type=float, default=1.0, show_default=True,
-              help="seconds between refreshes of the live tree")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="stop by itself after this many seconds (default: run until Ctrl-C/SIGTERM)",
+)
+@click.option(
+    "--refresh",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="seconds between refreshes of the live tree",
+)
 def up(file: str, duration: float | None, refresh: float) -> None:
     """Start the tree of FILE (default topology.yaml) and show it live until stopped."""
     topology = _load(file)
@@ -160,7 +185,8 @@ def up(file: str, duration: float | None, refresh: float) -> None:
             state_path.unlink()  # a stale file from a tree that is gone
         else:
             raise click.ClickException(
-                f"a tree is already running from {state_path}; `understudy stop` it first")
+                f"a tree is already running from {state_path}; `understudy stop` it first"
+            )
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     model_server = _configure_model(topology)
@@ -171,18 +197,27 @@ def up(file: str, duration: float | None, refresh: float) -> None:
             model_server.stop()
         raise click.ClickException(str(exc)) from exc
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({
-        "pid": os.getpid(), "admin_port": runtime.admin_port, "base": runtime.base,
-        "topology": str(Path(file).resolve()),
-    }))
+    state_path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "admin_port": runtime.admin_port,
+                "base": runtime.base,
+                "topology": str(Path(file).resolve()),
+            }
+        )
+    )
     root = topology.root.id
     title = f"{root}  [dim]{topology.system.base} admin_port={runtime.admin_port}[/dim]"
     stopped_by = "duration"
     try:
         deadline = None if duration is None else time.monotonic() + duration
         live = console.is_terminal
-        with Live(_view(runtime, root, title), console=console, auto_refresh=False,
-                  transient=False) if live else _NoLive() as view:
+        with (
+            Live(_view(runtime, root, title), console=console, auto_refresh=False, transient=False)
+            if live
+            else _NoLive() as view
+        ):
             if not live:
                 console.print(render_tree(collect_tree(runtime, root), title))
                 sys.stdout.flush()
@@ -207,7 +242,7 @@ def up(file: str, duration: float | None, refresh: float) -> None:
     console.print(f"stopped ({stopped_by}); exit reason: {runtime.exit_reason}")
 
 
-def _configure_model(topology: Topology) -> Any:  # noqa: ANN401 - a ModelServer or None
+def _configure_model(topology: Topology) -> Any:
     """Point agents at a model: the topology's model block, else OPENAI_BASE_URL, else the
     embedded model server started here (agents inherit the environment)."""
     model = topology.system.model
@@ -256,7 +291,7 @@ def validate(file: str) -> None:
     console.print(f"{file}: valid ({count} supervisors and workers under {topology.root.id!r})")
 
 
-def _count(spec: Any) -> int:  # noqa: ANN401 - a SupervisorSpec
+def _count(spec: Any) -> int:
     return sum(1 + (_count(c) if c.type == "supervisor" else 0) for c in spec.children)
 
 
@@ -270,8 +305,9 @@ def status(state_dir: str) -> None:
         tree = collect_tree(runtime, "root")
     except UnderstudyError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(render_tree(tree, f"root  [dim]pid={state['pid']} "
-                                    f"admin_port={state['admin_port']}[/dim]"))
+    console.print(
+        render_tree(tree, f"root  [dim]pid={state['pid']} admin_port={state['admin_port']}[/dim]")
+    )
     for line in _service_summaries(runtime):
         console.print(line)
 
@@ -285,18 +321,37 @@ def _service_summaries(runtime: Runtime) -> list[str]:
 
     lines: list[str] = []
     probes: list[tuple[str, Message, Callable[[Message], str]]] = [
-        ("root/system/access", GetAuditStats(), lambda r: (
-            f"audit log: {r.entries} entries, last hash {r.last_hash[:16]}, "
-            f"{r.problems_at_start} problems at start, {r.subjects} subjects ({r.path})"
-            if isinstance(r, AuditStatistics) else str(r))),
-        ("root/system/scheduler", GetStatistics(), lambda r: (
-            "scheduler: " + r.summary() if isinstance(r, SchedulerStatistics) else str(r))),
-        ("root/system/runs", GetRunStatistics(), lambda r: (
-            f"runs: {r.running} running, {r.stopped} stopped, {r.completed} completed, "
-            f"{r.failed} failed ({r.total} total), {r.pending_terminations} agent "
-            "terminations pending" if isinstance(r, RunStatistics) else str(r))),
-        ("root/system/registry", GetRegistryStatistics(), lambda r: (
-            "registry: " + r.summary() if isinstance(r, RegistryStatistics) else str(r))),
+        (
+            "root/system/access",
+            GetAuditStats(),
+            lambda r: (
+                f"audit log: {r.entries} entries, last hash {r.last_hash[:16]}, "
+                f"{r.problems_at_start} problems at start, {r.subjects} subjects ({r.path})"
+                if isinstance(r, AuditStatistics)
+                else str(r)
+            ),
+        ),
+        (
+            "root/system/scheduler",
+            GetStatistics(),
+            lambda r: "scheduler: " + r.summary() if isinstance(r, SchedulerStatistics) else str(r),
+        ),
+        (
+            "root/system/runs",
+            GetRunStatistics(),
+            lambda r: (
+                f"runs: {r.running} running, {r.stopped} stopped, {r.completed} completed, "
+                f"{r.failed} failed ({r.total} total), {r.pending_terminations} agent "
+                "terminations pending"
+                if isinstance(r, RunStatistics)
+                else str(r)
+            ),
+        ),
+        (
+            "root/system/registry",
+            GetRegistryStatistics(),
+            lambda r: "registry: " + r.summary() if isinstance(r, RegistryStatistics) else str(r),
+        ),
     ]
     for path, request, show in probes:
         try:
@@ -319,9 +374,9 @@ def _service_summaries(runtime: Runtime) -> list[str]:
 def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None:
     """Send a message of KIND with a JSON BODY to the actor at PATH and print the reply."""
     import actors.demo  # noqa: F401 - registers the demo kinds
-    import protocols.access  # noqa: F401 - and those of the system services
-    import protocols.registry  # noqa: F401
-    import protocols.runs  # noqa: F401
+    import protocols.access
+    import protocols.registry
+    import protocols.runs
     import protocols.scheduler  # noqa: F401
 
     cls = message_class(kind)
@@ -352,8 +407,10 @@ def stop(state_dir: str, timeout: float) -> None:
         psutil.Process(pid).wait(timeout)
     except psutil.NoSuchProcess:
         pass
-    except psutil.TimeoutExpired:
-        raise click.ClickException(f"`understudy up` (pid {pid}) still running after {timeout} s")
+    except psutil.TimeoutExpired as exc:
+        raise click.ClickException(
+            f"`understudy up` (pid {pid}) still running after {timeout} s"
+        ) from exc
     console.print(f"stopped understudy up (pid {pid})")
 
 
@@ -362,16 +419,33 @@ def stop(state_dir: str, timeout: float) -> None:
 @click.option("--state-dir", default=".understudy", show_default=True)
 @click.option("--workspace", default=None, help="absolute path (default: a fresh one per run)")
 @click.option("--criterion", "criteria", multiple=True, help="an acceptance criterion (repeat)")
-@click.option("--subtask", "subtasks", multiple=True,
-              help="run this part in parallel with the others (repeat)")
+@click.option(
+    "--subtask",
+    "subtasks",
+    multiple=True,
+    help="run this part in parallel with the others (repeat)",
+)
 @click.option("--evolutions", type=int, default=2, show_default=True)
 @click.option("--threshold", type=float, default=1.0, show_default=True)
-@click.option("--max-time", type=float, default=60.0, show_default=True,
-              help="maximum execution time of each agent run, seconds")
+@click.option(
+    "--max-time",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="maximum execution time of each agent run, seconds",
+)
 @click.option("--timeout", type=float, default=600.0, show_default=True)
-def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, ...],
-        subtasks: tuple[str, ...], evolutions: int, threshold: float, max_time: float,
-        timeout: float) -> None:
+def run(
+    goal: str,
+    state_dir: str,
+    workspace: str | None,
+    criteria: tuple[str, ...],
+    subtasks: tuple[str, ...],
+    evolutions: int,
+    threshold: float,
+    max_time: float,
+    timeout: float,
+) -> None:
     """Run GOAL on the running `understudy up` and show its progress as it happens."""
     from protocols.orchestrator import (
         GetRunProgress,
@@ -382,10 +456,15 @@ def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, .
 
     state = _read_state(state_dir)
     runtime = Runtime.attach(int(state["admin_port"]))
-    request = RunGoalRequest(goal=goal, workspace=workspace and str(Path(workspace).resolve()),
-                             criteria=list(criteria), subtasks=list(subtasks),
-                             evolutions=evolutions, threshold=threshold,
-                             max_execution_time=max_time)
+    request = RunGoalRequest(
+        goal=goal,
+        workspace=workspace and str(Path(workspace).resolve()),
+        criteria=list(criteria),
+        subtasks=list(subtasks),
+        evolutions=evolutions,
+        threshold=threshold,
+        max_execution_time=max_time,
+    )
     try:
         accepted = runtime.ask("root/orchestrator", request, timeout=30)
     except UnderstudyError as exc:
@@ -396,8 +475,9 @@ def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, .
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            progress = runtime.ask("root/orchestrator",
-                                   GetRunProgress(run_id=accepted.run_id, since=seen), timeout=30)
+            progress = runtime.ask(
+                "root/orchestrator", GetRunProgress(run_id=accepted.run_id, since=seen), timeout=30
+            )
         except UnderstudyError as exc:
             raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
         assert isinstance(progress, RunProgress)  # noqa: S101 - the orchestrator's answer
@@ -407,14 +487,17 @@ def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, .
         if progress.outcome is not None:
             outcome = progress.outcome
             result = outcome.result
-            console.print(f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
-                          f"score {outcome.score:.2f} (attempts: {outcome.scores})")
+            console.print(
+                f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
+                f"score {outcome.score:.2f} (attempts: {outcome.scores})"
+            )
             if result is not None:
                 console.print(f"output: {result.output}")
                 for path in result.files:
                     console.print(f"file: {path}")
-                console.print(f"tokens: {result.usage.input_tokens} in, "
-                              f"{result.usage.output_tokens} out")
+                console.print(
+                    f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out"
+                )
             if not outcome.success:
                 raise SystemExit(1)
             return
@@ -422,7 +505,7 @@ def run(goal: str, state_dir: str, workspace: str | None, criteria: tuple[str, .
     raise click.ClickException(f"run {accepted.run_id} still running after {timeout} s")
 
 
-def _describe_event(event: Any) -> str:  # noqa: ANN401 - a PhaseEvent
+def _describe_event(event: Any) -> str:
     detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, [], ""))
     stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
     return f"[dim]{stamp}[/dim] {event.phase} {event.what}" + (f": {detail}" if detail else "")
@@ -432,8 +515,12 @@ def _describe_event(event: Any) -> str:  # noqa: ANN401 - a PhaseEvent
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", type=int, default=0, show_default=True, help="0: a free port")
 @click.option("--api-key", default=None, help="require this bearer token")
-@click.option("--context-window", type=int, default=None,
-              help="reject prompts estimated above this many tokens")
+@click.option(
+    "--context-window",
+    type=int,
+    default=None,
+    help="reject prompts estimated above this many tokens",
+)
 def model_server(host: str, port: int, api_key: str | None, context_window: int | None) -> None:
     """Serve the deterministic OpenAI-compatible model until Ctrl-C or SIGTERM.
 
@@ -441,8 +528,13 @@ def model_server(host: str, port: int, api_key: str | None, context_window: int 
     """
     from actors.model.server import serve_forever
 
-    serve_forever(host, port, ready=lambda url: click.echo(url),
-                  api_key=api_key, context_window=context_window)
+    serve_forever(
+        host,
+        port,
+        ready=click.echo,
+        api_key=api_key,
+        context_window=context_window,
+    )
 
 
 @main.group()
@@ -451,8 +543,15 @@ def schema() -> None:
 
 
 @schema.command("topology")
-@click.option("--write", "write", is_flag=False, flag_value="", default=None, metavar="PATH",
-              help="write the schema to PATH (default: protocols/schemas/topology.schema.json)")
+@click.option(
+    "--write",
+    "write",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="PATH",
+    help="write the schema to PATH (default: protocols/schemas/topology.schema.json)",
+)
 def schema_topology(write: str | None) -> None:
     """Print the topology JSON Schema, or write it with --write."""
     from protocols.topology_loader import SCHEMA_PATH, render_topology_json_schema
@@ -469,8 +568,15 @@ def schema_topology(write: str | None) -> None:
 
 @schema.command("protocols")
 @click.argument("module", required=False)
-@click.option("--write", "write", is_flag=False, flag_value="", default=None, metavar="DIR",
-              help="write <module>.schema.json for every protocol (default: protocols/schemas)")
+@click.option(
+    "--write",
+    "write",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="DIR",
+    help="write <module>.schema.json for every protocol (default: protocols/schemas)",
+)
 def schema_protocols(module: str | None, write: str | None) -> None:
     """Print one protocol's JSON Schema (MODULE: e.g. scheduler), or write them all."""
     from protocols.schemas_gen import PROTOCOL_MODULES, SCHEMA_DIR, render, schema_path
@@ -488,8 +594,9 @@ def schema_protocols(module: str | None, write: str | None) -> None:
     module_name = module if "." in module else f"protocols.{module}"
     if module_name not in PROTOCOL_MODULES:
         known = ", ".join(name.removeprefix("protocols.") for name in PROTOCOL_MODULES)
-        raise click.BadParameter(f"unknown protocol {module!r}; known: {known}",
-                                 param_hint="MODULE")
+        raise click.BadParameter(
+            f"unknown protocol {module!r}; known: {known}", param_hint="MODULE"
+        )
     click.echo(render(module_name), nl=False)
 
 
@@ -501,9 +608,13 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--state-dir", default=".understudy", show_default=True)
-@click.option("--head", default=None, metavar="N:HASH",
-              help="entries and last hash seen earlier (from `understudy status`): also "
-                   "detects entries removed from the end")
+@click.option(
+    "--head",
+    default=None,
+    metavar="N:HASH",
+    help="entries and last hash seen earlier (from `understudy status`): also "
+    "detects entries removed from the end",
+)
 def audit_verify(file: str | None, state_dir: str, head: str | None) -> None:
     """Check every entry's hash chain; name the line of any edited, removed, inserted or
     reordered entry. FILE defaults to <state-dir>/audit.jsonl."""
@@ -522,8 +633,9 @@ def audit_verify(file: str | None, state_dir: str, head: str | None) -> None:
     for index, problem in result.problems:
         console.print(f"line {index}: {problem}")
     if not result.ok:
-        raise click.ClickException(f"{path}: {len(result.problems)} problem(s) in "
-                                   f"{result.entries} entries")
+        raise click.ClickException(
+            f"{path}: {len(result.problems)} problem(s) in {result.entries} entries"
+        )
     console.print(f"{path}: ok, {result.entries} entries, chain intact")
 
 

@@ -1,22 +1,22 @@
 """The runtime's exception tree (all exported from ``actors``)::
 
-    UnderstudyError                  base; never raised itself
-    + TopologyError                  a topology is invalid; raised before any actor starts
-    + CodecError (+ DecodeError, UnknownMessageKind, MessageInvalid, MessageTooLarge)
-    + AskTimeout                     no reply within .timeout seconds
-    + ActorNotFound                  no live actor at .path
-    + ActorCrashed                   the asked handler raised; .reason is the exit reason
-    + RuntimeStopped                 the Runtime was shut down
-    + SupervisorError                a child API call was refused (OTP's {error, _})
-      + ChildNotFound                no child with that id
-      + AlreadyStarted               start_child: the id exists and its child runs
-      + AlreadyPresent               start_child: the id exists, terminated
-      + ChildRunning                 restart_child / delete_child on a running child
-      + ChildRestarting              restart_child / delete_child on a restarting child
-      + NotSupported                 the call does not apply to this supervisor's strategy
-    + RequestRejected                an actor answered with a typed error (.error, .detail)
-    + StartFailed                    a child could not start; .child is its path
-    + Backpressure                   a link's queue is full (``max_queue``): the receiver is slower
+UnderstudyError                  base; never raised itself
++ TopologyError                  a topology is invalid; raised before any actor starts
++ CodecError (+ DecodeError, UnknownMessageKind, MessageInvalid, MessageTooLarge)
++ AskTimeout                     no reply within .timeout seconds
++ ActorNotFound                  no live actor at .path
++ ActorCrashed                   the asked handler raised; .reason is the exit reason
++ RuntimeStopped                 the Runtime was shut down
++ SupervisorError                a child API call was refused (OTP's {error, _})
+  + ChildNotFound                no child with that id
+  + AlreadyStarted               start_child: the id exists and its child runs
+  + AlreadyPresent               start_child: the id exists, terminated
+  + ChildRunning                 restart_child / delete_child on a running child
+  + ChildRestarting              restart_child / delete_child on a restarting child
+  + NotSupported                 the call does not apply to this supervisor's strategy
++ RequestRejected                an actor answered with a typed error (.error, .detail)
++ StartFailed                    a child could not start; .child is its path
++ Backpressure                   a link's queue is full (``max_queue``): the receiver is slower
 """
 
 from __future__ import annotations

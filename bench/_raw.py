@@ -19,7 +19,7 @@ class RawPing:
 class RawEcho(Actor):  # type: ignore[misc]
     """Answers every message with itself; "pid" answers the process id."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if message == "pid":
             self.send(sender, os.getpid())
         elif isinstance(message, RawPing | str | bytes):
@@ -35,7 +35,7 @@ class RawCounter(Actor):  # type: ignore[misc]
         self.expect = 0
         self.asker: ActorAddress | None = None
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if isinstance(message, RawPing):
             self.count += 1
             if message.seq < 0:  # windowed mode: acknowledge to the sender
@@ -55,7 +55,7 @@ class RawBurster(Actor):  # type: ignore[misc]
     """("burst", target, n) sends n RawPing at once; ("window", target, n, w) with w credits;
     ("pingpong", target, n) does n sequential request/replies and answers n."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if isinstance(message, tuple) and message[0] == "burst":
             _, target, n = message
             for seq in range(n):
@@ -87,7 +87,7 @@ class RawBurster(Actor):  # type: ignore[misc]
 class RawParent(Actor):  # type: ignore[misc]
     """Keeps one RawEcho child; replaces it when it exits. "child" answers the child's address."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if message == "child":
             if getattr(self, "kid", None) is None:
                 self.kid = self.createActor(RawEcho)
@@ -100,7 +100,7 @@ class RawTreeParent(Actor):  # type: ignore[misc]
     """("spawn", n) creates n RawEcho children one after another, each answering before the
     next is created (as a supervisor starts children in order), then answers n."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if isinstance(message, tuple) and message[0] == "spawn":
             self.asker, self.todo, self.kids = sender, message[1], []
             self._next()

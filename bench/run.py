@@ -30,8 +30,8 @@ import psutil
 from thespian.actors import ActorSystem
 
 from actors import Runtime
-from actors.logs import configure_logging
 from actors.core.runtime import free_port
+from actors.logs import configure_logging
 from bench._raw import RawPing
 from protocols import codec
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
@@ -45,19 +45,34 @@ ECHO = "tests.integration._workers:Echo"
 rows: list[dict[str, Any]] = []
 
 
-def record(figure: str, ours: float, raw: float | None, unit: str, target: str = "",
-           higher_is_better: bool = False) -> None:
+def record(
+    figure: str,
+    ours: float,
+    raw: float | None,
+    unit: str,
+    target: str = "",
+    higher_is_better: bool = False,
+) -> None:
     """Add one row: Understudy's value, raw Thespian's, and their ratio."""
     ratio = None
     if raw:
         ratio = ours / raw
-    rows.append({"figure": figure, "understudy": ours, "raw_thespian": raw, "unit": unit,
-                 "ratio": ratio, "target": target, "higher_is_better": higher_is_better})
+    rows.append(
+        {
+            "figure": figure,
+            "understudy": ours,
+            "raw_thespian": raw,
+            "unit": unit,
+            "ratio": ratio,
+            "target": target,
+            "higher_is_better": higher_is_better,
+        }
+    )
 
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 @contextmanager
@@ -70,9 +85,11 @@ def raw_system(base: str) -> Iterator[Any]:
         system.shutdown()
 
 
-def topology(base: str, children: list[Any], **flags: Any) -> Topology:  # noqa: ANN401
-    return Topology(system=SystemConfig(base=base),  # type: ignore[arg-type]
-                    root=SupervisorSpec(id="root", children=children, **flags))
+def topology(base: str, children: list[Any], **flags: Any) -> Topology:
+    return Topology(
+        system=SystemConfig(base=base),  # type: ignore[arg-type]
+        root=SupervisorSpec(id="root", children=children, **flags),
+    )
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -86,13 +103,16 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
 
 # --- 1. ask round trip -------------------------------------------------------------------------
 
+
 def bench_ask(base: str, n: int) -> None:
     """Both systems run at once and are asked in alternating rounds, so drift in the machine's
     load falls on both alike."""
     raw: list[float] = []
     ours: list[float] = []
-    with raw_system(base) as system, \
-            Runtime.start(topology(base, [ChildSpec(id="echo", start=ECHO)])) as rt:
+    with (
+        raw_system(base) as system,
+        Runtime.start(topology(base, [ChildSpec(id="echo", start=ECHO)])) as rt,
+    ):
         echo = system.createActor("bench._raw.RawEcho")
         msg, ping = RawPing(1), Ping(token="x")
         timed(lambda: system.ask(echo, msg, 5), 50)
@@ -102,13 +122,20 @@ def bench_ask(base: str, n: int) -> None:
             raw += timed(lambda: system.ask(echo, msg, 5), n // rounds)
             ours += timed(lambda: rt.ask("root/echo", ping), n // rounds)
     us = 1e6
-    record(f"ask round trip median [{base}]", statistics.median(ours) * us,
-           statistics.median(raw) * us, "us", "<= 1.15x raw")
-    record(f"ask round trip p99 [{base}]", pct(ours, 99) * us, pct(raw, 99) * us, "us",
-           "<= 1.15x raw")
+    record(
+        f"ask round trip median [{base}]",
+        statistics.median(ours) * us,
+        statistics.median(raw) * us,
+        "us",
+        "<= 1.15x raw",
+    )
+    record(
+        f"ask round trip p99 [{base}]", pct(ours, 99) * us, pct(raw, 99) * us, "us", "<= 1.15x raw"
+    )
 
 
 # --- 2. one-way throughput ------------------------------------------------------------------------
+
 
 def bench_throughput(n: int, raw_n: int) -> None:
     base = "multiprocTCPBase"
@@ -126,8 +153,10 @@ def bench_throughput(n: int, raw_n: int) -> None:
         got = system.ask(counter2, ("expect", raw_n), 600)
         raw_window = raw_n / (time.perf_counter() - t0)
         assert got == raw_n, f"raw window: counted {got} of {raw_n}"
-    children = [ChildSpec(id="sink", start=f"{FAST}:Sink"),
-                ChildSpec(id="source", start=f"{FAST}:Source")]
+    children = [
+        ChildSpec(id="sink", start=f"{FAST}:Sink"),
+        ChildSpec(id="source", start=f"{FAST}:Source"),
+    ]
     with Runtime.start(topology(base, children)) as rt:
         rt.ask("root/source", Burst(target="root/sink", count=1000), timeout=60)
         rt.ask("root/sink", WaitSeen(count=1000), timeout=60)
@@ -136,13 +165,26 @@ def bench_throughput(n: int, raw_n: int) -> None:
         seen = rt.ask("root/sink", WaitSeen(count=1000 + n), timeout=600)
         ours = n / (time.perf_counter() - t0)
         assert isinstance(seen, Seen) and len(seen.seqs) == 1000 + n
-    record("one-way typed msgs/s vs raw burst [multiprocTCPBase]", ours, raw_burst, "msg/s",
-           ">= 20,000/s and >= 10x raw burst", higher_is_better=True)
-    record("one-way typed msgs/s vs raw window=10 [multiprocTCPBase]", ours, raw_window,
-           "msg/s", "", higher_is_better=True)
+    record(
+        "one-way typed msgs/s vs raw burst [multiprocTCPBase]",
+        ours,
+        raw_burst,
+        "msg/s",
+        ">= 20,000/s and >= 10x raw burst",
+        higher_is_better=True,
+    )
+    record(
+        "one-way typed msgs/s vs raw window=10 [multiprocTCPBase]",
+        ours,
+        raw_window,
+        "msg/s",
+        "",
+        higher_is_better=True,
+    )
 
 
 # --- 3. request/reply -----------------------------------------------------------------------------
+
 
 def bench_request_reply(n: int, raw_n: int) -> None:
     base = "multiprocTCPBase"
@@ -153,22 +195,32 @@ def bench_request_reply(n: int, raw_n: int) -> None:
         got = system.ask(burster, ("pingpong", echo, raw_n), 600)
         raw = raw_n / (time.perf_counter() - t0)
         assert got == raw_n
-    children = [ChildSpec(id="sink", start=f"{FAST}:Sink"),
-                ChildSpec(id="requester", start=f"{FAST}:Requester")]
+    children = [
+        ChildSpec(id="sink", start=f"{FAST}:Sink"),
+        ChildSpec(id="requester", start=f"{FAST}:Requester"),
+    ]
     with Runtime.start(topology(base, children)) as rt:
         rt.ask("root/requester", Pipeline(target="root/sink", count=100), timeout=60)
         t0 = time.perf_counter()
-        done = rt.ask("root/requester", Pipeline(target="root/sink", count=n, window=256),
-                      timeout=600)
+        done = rt.ask(
+            "root/requester", Pipeline(target="root/sink", count=n, window=256), timeout=600
+        )
         ours = n / (time.perf_counter() - t0)
         assert done == Done(count=n)
-    record("request/reply per s, pipelined vs raw ping-pong [multiprocTCPBase]", ours, raw,
-           "req/s", ">= 1.5x raw", higher_is_better=True)
+    record(
+        "request/reply per s, pipelined vs raw ping-pong [multiprocTCPBase]",
+        ours,
+        raw,
+        "req/s",
+        ">= 1.5x raw",
+        higher_is_better=True,
+    )
 
 
 # --- 4. crash -> restarted child answers ---------------------------------------------------
 
-def _raw_replacement(system: Any, parent: Any, kill: Callable[[Any], None]) -> float:  # noqa: ANN401
+
+def _raw_replacement(system: Any, parent: Any, kill: Callable[[Any], None]) -> float:
     child = system.ask(parent, "child", 5)
     assert system.ask(child, "pid", 5) is not None
     t0 = time.perf_counter()
@@ -184,13 +236,15 @@ def bench_restart(base: str, n: int) -> None:
     with raw_system(base) as system:
         parent = system.createActor("bench._raw.RawParent")
         if base == "multiprocTCPBase":
-            def kill(child: Any) -> None:  # noqa: ANN401
+
+            def kill(child: Any) -> None:
                 os.kill(system.ask(child, "pid", 5), signal.SIGKILL)
         else:
             from thespian.actors import ActorExitRequest
 
-            def kill(child: Any) -> None:  # noqa: ANN401
+            def kill(child: Any) -> None:
                 system.tell(child, ActorExitRequest())
+
         raw = [_raw_replacement(system, parent, kill) for _ in range(n)]
     spec = [ChildSpec(id="echo", start=ECHO)]
     with Runtime.start(topology(base, spec, intensity=10 * n, period=1.0)) as rt:
@@ -212,20 +266,44 @@ def bench_restart(base: str, n: int) -> None:
                 os.kill(pid, signal.SIGKILL)
                 rt.ask("root/echo", Ping())
                 killed.append(time.perf_counter() - t0)
-    target = "median <= 15 ms, p99 <= 40 ms, <= 1.3x raw" if base == "multiprocTCPBase" \
+    target = (
+        "median <= 15 ms, p99 <= 40 ms, <= 1.3x raw"
+        if base == "multiprocTCPBase"
         else "median <= 0.3 ms"
-    record(f"exception -> restarted answers median [{base}]", statistics.median(crash) * ms,
-           statistics.median(raw) * ms, "ms", target)
-    record(f"exception -> restarted answers p99 [{base}]", pct(crash, 99) * ms,
-           pct(raw, 99) * ms, "ms", target)
+    )
+    record(
+        f"exception -> restarted answers median [{base}]",
+        statistics.median(crash) * ms,
+        statistics.median(raw) * ms,
+        "ms",
+        target,
+    )
+    record(
+        f"exception -> restarted answers p99 [{base}]",
+        pct(crash, 99) * ms,
+        pct(raw, 99) * ms,
+        "ms",
+        target,
+    )
     if killed:
-        record(f"SIGKILL -> restarted answers median [{base}]", statistics.median(killed) * ms,
-               statistics.median(raw) * ms, "ms", target)
-        record(f"SIGKILL -> restarted answers p99 [{base}]", pct(killed, 99) * ms,
-               pct(raw, 99) * ms, "ms", target)
+        record(
+            f"SIGKILL -> restarted answers median [{base}]",
+            statistics.median(killed) * ms,
+            statistics.median(raw) * ms,
+            "ms",
+            target,
+        )
+        record(
+            f"SIGKILL -> restarted answers p99 [{base}]",
+            pct(killed, 99) * ms,
+            pct(raw, 99) * ms,
+            "ms",
+            target,
+        )
 
 
-# --- 5. many children ------------------------------------------------------------------------------
+# --- 5. many children -----------------------------------------------------------------------------
+
 
 def bench_many_children(base: str, n: int) -> None:
     with raw_system(base) as system:
@@ -245,7 +323,8 @@ def bench_many_children(base: str, n: int) -> None:
     record(f"shutdown {n} children [{base}]", stop, None, "s", target)
 
 
-# --- 6. codec and memory ---------------------------------------------------------------------------
+# --- 6. codec and memory --------------------------------------------------------------------------
+
 
 def bench_codec(n: int) -> None:
     msg = Ping(token="abc")
@@ -280,9 +359,12 @@ def bench_memory() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--only", choices=["ask", "throughput", "reqrep", "restart", "children",
-                                           "codec", "memory"], action="append",
-                        help="run only these figures (repeatable)")
+    parser.add_argument(
+        "--only",
+        choices=["ask", "throughput", "reqrep", "restart", "children", "codec", "memory"],
+        action="append",
+        help="run only these figures (repeatable)",
+    )
     args = parser.parse_args()
     configure_logging("error")
     q = args.quick
@@ -313,7 +395,7 @@ def main() -> None:
     out = RESULTS / "latest.json"
     out.write_text(json.dumps({"when": started, "quick": q, "rows": rows}, indent=2) + "\n")
     print_table()
-    print(f"\nwritten: {out}")  # noqa: T201 - a command's output
+    print(f"\nwritten: {out}")
 
 
 def print_table() -> None:
@@ -326,8 +408,9 @@ def print_table() -> None:
     for row in rows:
         raw = "-" if row["raw_thespian"] is None else f"{row['raw_thespian']:,.2f}"
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-        table.add_row(row["figure"], f"{row['understudy']:,.2f} {row['unit']}", raw, ratio,
-                      row["target"])
+        table.add_row(
+            row["figure"], f"{row['understudy']:,.2f} {row['unit']}", raw, ratio, row["target"]
+        )
     Console(width=150).print(table)
 
 

@@ -52,8 +52,9 @@ class Message(BaseModel):
                 raise TypeError(msg)
             # Two user modules may each define the same tag (test suites often do): the later
             # definition serves this process from now on, and that is said, not hidden.
-            log.warning("message_kind_redefined", kind=tag, previous=_qualname(existing),
-                        now=_qualname(cls))
+            log.warning(
+                "message_kind_redefined", kind=tag, previous=_qualname(existing), now=_qualname(cls)
+            )
         _REGISTRY[tag] = cls
 
 

@@ -18,22 +18,22 @@ from protocols.topology import AnyChildSpec
 
 __all__ = [
     "AddressBlob",
-    "_Init",
+    "_Ack",
     "_Adopt",
-    "_Started",
-    "_StartFailed",
+    "_Boot",
     "_Exiting",
-    "_Stop",
     "_Gone",
+    "_Init",
     "_Register",
-    "_Unregister",
+    "_Report",
     "_Resolve",
     "_Resolved",
     "_RetryRestart",
-    "_Report",
-    "_Boot",
     "_ShutdownTree",
-    "_Ack",
+    "_StartFailed",
+    "_Started",
+    "_Stop",
+    "_Unregister",
 ]
 
 

@@ -134,7 +134,7 @@ def _unpack(data: bytes, max_size: int) -> tuple[dict[str, Any] | None, list[Any
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         msg = f"not a msgpack frame: {exc}"
         raise DecodeError(msg) from exc
-    if not isinstance(frame, list) or len(frame) != 3:  # noqa: PLR2004 - the frame's arity
+    if not isinstance(frame, list) or len(frame) != 3:
         msg = "frame must be a 3-element array [version, meta, envelopes]"
         raise DecodeError(msg)
     version, meta, envelopes = frame
@@ -150,17 +150,15 @@ def _unpack(data: bytes, max_size: int) -> tuple[dict[str, Any] | None, list[Any
     return meta, envelopes
 
 
-def _decode_envelope(raw: Any) -> Envelope:  # noqa: ANN401 - raw msgpack data
-    if not isinstance(raw, list) or len(raw) != 4:  # noqa: PLR2004 - the envelope's arity
+def _decode_envelope(raw: Any) -> Envelope:
+    if not isinstance(raw, list) or len(raw) != 4:
         msg = "envelope must be a 4-element array [kind, id, correlation_id, body]"
         raise DecodeError(msg)
     kind, message_id, correlation_id, body = raw
     if not isinstance(kind, str):
         msg = f"envelope kind must be a string, got {type(kind).__name__}"
         raise DecodeError(msg)
-    if type(message_id) is not int or not (
-        correlation_id is None or type(correlation_id) is int
-    ):
+    if type(message_id) is not int or not (correlation_id is None or type(correlation_id) is int):
         msg = "envelope ids must be integers"
         raise DecodeError(msg)
     if not isinstance(body, dict):
@@ -199,7 +197,7 @@ def decode_frame(
         try:
             out.append(_decode_envelope(raw))
         except (DecodeError, UnknownMessageKind, MessageInvalid) as exc:
-            ids = raw if isinstance(raw, list) and len(raw) == 4 else [None] * 4  # noqa: PLR2004
+            ids = raw if isinstance(raw, list) and len(raw) == 4 else [None] * 4
             kind = ids[0] if isinstance(ids[0], str) else None
             mid = ids[1] if isinstance(ids[1], int) else None
             corr = ids[2] if isinstance(ids[2], int) else None

@@ -27,8 +27,9 @@ __all__ = [
     "WaitRun",
 ]
 
-Phase = Literal["specification", "execution", "evaluation", "evolution", "delegation",
-                "cleanup", "run"]
+Phase = Literal[
+    "specification", "execution", "evaluation", "evolution", "delegation", "cleanup", "run"
+]
 
 
 class RunGoalRequest(Message):

@@ -68,8 +68,11 @@ TOOL_ERROR_PREFIX: Final = "ERROR"
 TOOL_NAMES: Final = ("read_file", "write_file", "list_directory", "run_command")
 
 _INDENT = "  "
-_VALUE_FIELDS: Final = {"goal": "Goal", "original_request": "Original request",
-                        "workspace": "Workspace"}
+_VALUE_FIELDS: Final = {
+    "goal": "Goal",
+    "original_request": "Original request",
+    "workspace": "Workspace",
+}
 _LIST_FIELDS: Final = {"constraints": "Constraints", "acceptance_criteria": "Acceptance criteria"}
 
 
@@ -186,7 +189,7 @@ def parse_goal(system_prompt: str) -> ParsedGoal:
     for line in system_prompt.split("\n"):
         if line.startswith(_INDENT):
             if current is not None:
-                current.append(line[len(_INDENT):])
+                current.append(line[len(_INDENT) :])
             continue
         if open_list is not None and (line.startswith("- ") or line == "-"):
             current = [line[2:]]
@@ -277,7 +280,7 @@ def _input_payload(prompt: str, marker: str) -> dict[str, Any]:
     if at < 0:
         msg = f"the prompt has no {INPUT_LABEL!r} line"
         raise PromptFormatError(msg)
-    rest = prompt[at + len(INPUT_LABEL) + 1:]
+    rest = prompt[at + len(INPUT_LABEL) + 1 :]
     try:
         payload, _ = json.JSONDecoder().raw_decode(rest.lstrip())
     except json.JSONDecodeError as exc:
@@ -336,8 +339,10 @@ def _find_object(text: str, model: type[_M]) -> _M:
                     problem = f"a JSON object that is not a valid {model.__name__}: {exc}"
         start = text.find("{", start + 1)
     excerpt = text if len(text) <= 80 else text[:77] + "..."
-    msg = (f"expected a {model.__name__} JSON object in the model's answer, "
-           f"found {problem} in {excerpt!r}")
+    msg = (
+        f"expected a {model.__name__} JSON object in the model's answer, "
+        f"found {problem} in {excerpt!r}"
+    )
     raise PromptFormatError(msg)
 
 
@@ -362,15 +367,25 @@ def parse_specification(text: str) -> Specification:
 # --- tools ----------------------------------------------------------------------------------
 
 _TOOL_SPECS: Final[dict[str, tuple[str, dict[str, str]]]] = {
-    "read_file": ("Read a text file and return its content.",
-                  {"path": "the file to read; relative paths are inside the workspace"}),
-    "write_file": ("Write text to a file, creating or replacing it.",
-                   {"path": "the file to write; relative paths are inside the workspace",
-                    "content": "the complete new content of the file"}),
-    "list_directory": ("List the entries of a directory, one per line.",
-                       {"path": "the directory to list; relative paths are inside the workspace"}),
-    "run_command": ("Run a shell command in the workspace and return its output.",
-                    {"command": "the command line to run"}),
+    "read_file": (
+        "Read a text file and return its content.",
+        {"path": "the file to read; relative paths are inside the workspace"},
+    ),
+    "write_file": (
+        "Write text to a file, creating or replacing it.",
+        {
+            "path": "the file to write; relative paths are inside the workspace",
+            "content": "the complete new content of the file",
+        },
+    ),
+    "list_directory": (
+        "List the entries of a directory, one per line.",
+        {"path": "the directory to list; relative paths are inside the workspace"},
+    ),
+    "run_command": (
+        "Run a shell command in the workspace and return its output.",
+        {"command": "the command line to run"},
+    ),
 }
 
 
@@ -386,20 +401,23 @@ def tool_definitions(names: Iterable[str] = TOOL_NAMES) -> list[dict[str, Any]]:
             msg = f"unknown tool {name!r}, expected one of {', '.join(TOOL_NAMES)}"
             raise ValueError(msg)
         description, params = _TOOL_SPECS[name]
-        tools.append({
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": description,
-                "parameters": {
-                    "type": "object",
-                    "properties": {p: {"type": "string", "description": d}
-                                   for p, d in params.items()},
-                    "required": list(params),
-                    "additionalProperties": False,
+        tools.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "description": description,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            p: {"type": "string", "description": d} for p, d in params.items()
+                        },
+                        "required": list(params),
+                        "additionalProperties": False,
+                    },
                 },
-            },
-        })
+            }
+        )
     return tools
 
 

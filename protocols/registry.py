@@ -206,11 +206,16 @@ class AgentCard(A2AModel):
         if self.supported_interfaces is not None and not self.supported_interfaces:
             found.append("supportedInterfaces must list at least one interface (or be left out)")
         for index, interface in enumerate(self.interfaces()):
-            found += _blank(interface, ("url", "protocol_binding", "protocol_version"),
-                            f"supportedInterfaces[{index}].")
-        found += [f"{to_camel(name)} must list at least one media type"
-                  for name in ("default_input_modes", "default_output_modes")
-                  if not getattr(self, name)]
+            found += _blank(
+                interface,
+                ("url", "protocol_binding", "protocol_version"),
+                f"supportedInterfaces[{index}].",
+            )
+        found += [
+            f"{to_camel(name)} must list at least one media type"
+            for name in ("default_input_modes", "default_output_modes")
+            if not getattr(self, name)
+        ]
         if not self.skills:
             found.append("skills must list at least one skill")
         ids = [skill.id for skill in self.skills]
@@ -246,8 +251,11 @@ class AgentCard(A2AModel):
 
 def _blank(model: BaseModel, names: tuple[str, ...], prefix: str) -> list[str]:
     """Return a problem for each of the string fields ``names`` of ``model`` that is blank."""
-    return [f"{prefix}{to_camel(name)} must not be empty"
-            for name in names if not getattr(model, name).strip()]
+    return [
+        f"{prefix}{to_camel(name)} must not be empty"
+        for name in names
+        if not getattr(model, name).strip()
+    ]
 
 
 class HeldLoss(BaseModel):
@@ -333,8 +341,12 @@ class DeliverToAgent(Message):
         """Return the command that delivers ``message`` to the agent ``name``."""
         body = message.model_dump(mode="json")
         body.pop("kind", None)
-        return cls(name=name, payload_kind=message.kind, payload=body,
-                   payload_module=type(message).__module__)
+        return cls(
+            name=name,
+            payload_kind=message.kind,
+            payload=body,
+            payload_module=type(message).__module__,
+        )
 
     def unwrap(self) -> Message:
         """Rebuild the carried message from the kinds registered in this process.
@@ -456,8 +468,10 @@ class RegistryStatistics(Message):
     def summary(self) -> str:
         """Return one line for ``understudy status``."""
         available = self.by_status.get("available", 0)
-        return (f"{self.registered} agents ({available} available), {self.held} held messages, "
-                f"{self.expired} expired, {self.overflowed} overflowed")
+        return (
+            f"{self.registered} agents ({available} available), {self.held} held messages, "
+            f"{self.expired} expired, {self.overflowed} overflowed"
+        )
 
 
 class EventsSynced(Message):

@@ -117,8 +117,9 @@ class SchedulerStatistics(Message):
 
     def summary(self) -> str:
         """Return one line for ``understudy status``: the total, then each non-empty state."""
-        counts = [f"{getattr(self, state)} {state}" for state in TASK_STATES
-                  if getattr(self, state)]
+        counts = [
+            f"{getattr(self, state)} {state}" for state in TASK_STATES if getattr(self, state)
+        ]
         return f"{self.total} tasks" + (f" ({', '.join(counts)})" if counts else "")
 
 
@@ -268,7 +269,6 @@ __all__ = [
     "CancelTask",
     "CompleteTask",
     "FailTask",
-    "TimeOutTask",
     "GetStatistics",
     "GetTask",
     "ListTasks",
@@ -282,5 +282,6 @@ __all__ = [
     "TaskInfo",
     "TaskState",
     "Tasks",
+    "TimeOutTask",
     "WaitTask",
 ]

@@ -145,7 +145,7 @@ class SupervisorSpec(_Spec):
         return next((c for c in self.children if c.id == child_id), None)
 
 
-def _check_significant(significant: bool, restart: RestartType) -> None:  # noqa: FBT001
+def _check_significant(significant: bool, restart: RestartType) -> None:
     if significant and restart == "permanent":
         msg = "a significant child must be transient or temporary, not permanent"
         raise ValueError(msg)

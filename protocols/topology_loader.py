@@ -40,7 +40,6 @@ from pydantic_core import ErrorDetails
 from protocols.errors import TopologyError
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
 
-
 __all__ = [
     "REGENERATE_SCHEMA_COMMAND",
     "SCHEMA_PATH",

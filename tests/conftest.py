@@ -13,9 +13,7 @@ from hypothesis import HealthCheck, settings
 from actors import Runtime
 from protocols.topology import SupervisorSpec, SystemConfig, Topology
 
-settings.register_profile(
-    "understudy", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("understudy", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("understudy")
 
 BASES = ["simpleSystemBase", pytest.param("multiprocTCPBase", marks=pytest.mark.integration)]

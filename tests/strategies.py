@@ -21,11 +21,11 @@ from pydantic.fields import FieldInfo
 
 # Import every module that defines Message classes, so that the registry is full.
 import actors.demo  # noqa: F401
-import protocols.access  # noqa: F401
-import protocols.common  # noqa: F401
-import protocols.registry  # noqa: F401
-import protocols.runs  # noqa: F401
-import protocols.scheduler  # noqa: F401
+import protocols.access
+import protocols.common
+import protocols.registry
+import protocols.runs
+import protocols.scheduler
 import protocols.supervision  # noqa: F401
 from protocols._base import Message, registered_kinds
 from protocols.topology import (
@@ -68,8 +68,9 @@ json_scalars: st.SearchStrategy[Any] = st.one_of(
 #: JSON-able values (what a ``dict[str, Any]`` field may hold), nested a little.
 json_values: st.SearchStrategy[Any] = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -220,8 +221,9 @@ def _str_strategy(c: dict[str, Any]) -> st.SearchStrategy[str]:
     return st.text(min_size=c.get("min_length", 0), max_size=c.get("max_length", 16))
 
 
-def from_annotation(annotation: Any, metadata: list[Any] | None = None) -> st.SearchStrategy[Any]:  # noqa: ANN401, C901, PLR0911, PLR0912
-    """Return a strategy for values valid for ``annotation`` under the constraints in ``metadata``."""
+def from_annotation(annotation: Any, metadata: list[Any] | None = None) -> st.SearchStrategy[Any]:
+    """Return a strategy for values valid for ``annotation`` under the constraints in
+    ``metadata``."""
     c = _constraints(metadata or [])
     origin = get_origin(annotation)
     args = get_args(annotation)
@@ -248,7 +250,7 @@ def from_annotation(annotation: Any, metadata: list[Any] | None = None) -> st.Se
         return st.binary(max_size=32)
     if origin is list:
         return st.lists(from_annotation(args[0]), max_size=3)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # noqa: PLR2004
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return st.lists(from_annotation(args[0]), max_size=3).map(tuple)
     if origin is tuple:
         return st.tuples(*(from_annotation(arg) for arg in args))
@@ -296,9 +298,7 @@ def messages_of(cls: type[Message]) -> st.SearchStrategy[Message]:
 
 def messages() -> st.SearchStrategy[Message]:
     """An instance of any registered Message class (resolved when first drawn from)."""
-    return st.deferred(
-        lambda: st.one_of(*(messages_of(cls) for cls in message_kinds().values()))
-    )
+    return st.deferred(lambda: st.one_of(*(messages_of(cls) for cls in message_kinds().values())))
 
 
 # --- Codec -----------------------------------------------------------------------------------
@@ -319,15 +319,19 @@ msgpack_scalars: st.SearchStrategy[Any] = st.one_of(
 #: msgpack values whose maps have only text keys (what ``strict_map_key`` lets through).
 msgpack_text_key_values: st.SearchStrategy[Any] = st.recursive(
     msgpack_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 #: msgpack values whose maps may have integer keys too (the codec rejects those frames).
 msgpack_values: st.SearchStrategy[Any] = st.recursive(
     msgpack_scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8) | st.integers(-5, 5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(-5, 5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

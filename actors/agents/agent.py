@@ -26,7 +26,8 @@ through the real ``openai`` client (``max_retries=0``: retries are ours), then e
 checked with the access manager by ``request`` (the answer arrives in ``on_reply``; the actor
 never blocks on it), run if granted, recorded, audited (``AppendAudit``) and answered to the
 model, then the next model call. The pure loop, its limits and its error classes are in
-``actors.agents.agent_loop``; the tools in ``actors.agents.agent_tools``. A model call itself is synchronous:
+``actors.agents.agent_loop``; the tools in ``actors.agents.agent_tools``. A model call itself is
+synchronous:
 the actor is busy for its duration (bounded by ``timeout`` and the run's deadline).
 
 The result is sent once the access manager has acknowledged the run's audit entries (or after
@@ -69,10 +70,10 @@ from actors.agents.agent_loop import (
     Wait,
     turn_from_completion,
 )
+from actors.agents.agent_tools import execute_tool
 from actors.agents.model_guard import (
     CircuitBreaker,
 )
-from actors.agents.agent_tools import execute_tool
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
@@ -159,8 +160,9 @@ class Agent(Worker):
         self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_AGENT_MODEL
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
-                                     timeout=config.timeout)
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=config.timeout
+        )
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown)
         self._log = log.bind(actor=self.path, agent=self._name)
         self._seq = 0
@@ -190,7 +192,7 @@ class Agent(Worker):
 
     # --- handle: the messages we accept ---------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:  # noqa: PLR0911 - one return per kind
+    def handle(self, message: Message) -> Message | None:
         """Start a run, or take up a timer or a late reply of the current one."""
         match message:
             case RunGoal():
@@ -214,8 +216,10 @@ class Agent(Worker):
                 return None  # a timer of a run that has ended
             case _:
                 self._log.warning("unexpected_message", kind=message.kind)
-                return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
-                                  message=f"the agent does not handle {message.kind!r}")
+                return ErrorReply(
+                    error=ErrorName.UNEXPECTED_MESSAGE,
+                    message=f"the agent does not handle {message.kind!r}",
+                )
 
     def on_reply(self, request_id: int, reply: Message) -> None:
         """An access decision or an audit acknowledgement arrived."""
@@ -229,8 +233,14 @@ class Agent(Worker):
             return
         if self._check is not None and any(isinstance(m, CheckAccess) for m in messages):
             number = self._check[0]
-            self.call_later(0, _CheckExpired(run=self._seq, check=number,
-                                             reason=f"the access manager is unavailable: {reason}"))
+            self.call_later(
+                0,
+                _CheckExpired(
+                    run=self._seq,
+                    check=number,
+                    reason=f"the access manager is unavailable: {reason}",
+                ),
+            )
         lost = sum(isinstance(m, AppendAudit) for m in messages)
         if lost:
             self._log.error("audit_entries_undelivered", count=lost, reason=reason)
@@ -241,25 +251,38 @@ class Agent(Worker):
     def _start(self, goal: RunGoal) -> Message | None:
         if self._run is not None:
             busy = self._run.run_id
-            return ErrorReply(error=ErrorName.AGENT_BUSY,
-                              message=f"agent {self._name!r} is running {busy!r}; "
-                                      "it runs one goal at a time")
+            return ErrorReply(
+                error=ErrorName.AGENT_BUSY,
+                message=f"agent {self._name!r} is running {busy!r}; it runs one goal at a time",
+            )
         if not posixpath.isabs(goal.spec.workspace) or "\x00" in goal.spec.workspace:
-            return ErrorReply(error=ErrorName.INVALID_GOAL, message="the workspace must be an absolute "
-                              f"path, got {goal.spec.workspace!r}")
+            return ErrorReply(
+                error=ErrorName.INVALID_GOAL,
+                message=f"the workspace must be an absolute path, got {goal.spec.workspace!r}",
+            )
         config = self._config
         self._seq += 1
         self._answer = self.defer_reply()
         self._progress_to = goal.progress_to
         self._finished = None
-        self._run = AgentRun(goal, agent=self._name, breaker=self._breaker, clock=time.monotonic,
-                             model_retries=config.model_retries,
-                             retry_backoff=(config.retry_backoff.base, config.retry_backoff.cap),
-                             command_timeout=config.command_timeout)
-        self._deadline_timer = self.call_later(goal.limits.max_execution_time,
-                                               _Deadline(run=self._seq))
-        self._log.info("agent_run_started", run_id=goal.run_id, goal=goal.spec.goal[:200],
-                       workspace=goal.spec.workspace)
+        self._run = AgentRun(
+            goal,
+            agent=self._name,
+            breaker=self._breaker,
+            clock=time.monotonic,
+            model_retries=config.model_retries,
+            retry_backoff=(config.retry_backoff.base, config.retry_backoff.cap),
+            command_timeout=config.command_timeout,
+        )
+        self._deadline_timer = self.call_later(
+            goal.limits.max_execution_time, _Deadline(run=self._seq)
+        )
+        self._log.info(
+            "agent_run_started",
+            run_id=goal.run_id,
+            goal=goal.spec.goal[:200],
+            workspace=goal.spec.workspace,
+        )
         self._drive(self._run.start())
         return None
 
@@ -282,8 +305,13 @@ class Agent(Worker):
                 case CallModel():
                     queue.extend(self._call_model(run, effect))
                 case ExecuteTool():
-                    outcome = execute_tool(effect.tool, effect.arguments, effect.target,
-                                           workspace=effect.workspace, timeout=effect.timeout)
+                    outcome = execute_tool(
+                        effect.tool,
+                        effect.arguments,
+                        effect.target,
+                        workspace=effect.workspace,
+                        timeout=effect.timeout,
+                    )
                     queue.extend(run.tool_done(outcome))
                 case CheckTool():
                     self._request_check(effect)
@@ -293,9 +321,10 @@ class Agent(Worker):
                     self._progress(run, effect)
                 case Audit():
                     self._audits_pending += 1
-                    self.request(self._config.access,
-                                 AppendAudit(actor=self.path, action=effect.action,
-                                             detail=effect.detail))
+                    self.request(
+                        self._config.access,
+                        AppendAudit(actor=self.path, action=effect.action, detail=effect.detail),
+                    )
                 case Finish():
                     self._finish(effect)
 
@@ -304,23 +333,38 @@ class Agent(Worker):
         started = time.monotonic()
         try:
             completion = self._client.chat.completions.create(
-                model=self._model, messages=call.messages,  # type: ignore[arg-type]
-                tools=call.tools, timeout=timeout)  # type: ignore[arg-type]
+                model=self._model,
+                messages=call.messages,  # type: ignore[arg-type]
+                tools=call.tools,  # type: ignore[arg-type]
+                timeout=timeout,
+            )
             turn = turn_from_completion(completion)
         except Exception as exc:  # noqa: BLE001 - every model error is classified by the run
-            self._log.warning("model_call_failed", run_id=run.run_id, error=type(exc).__name__,
-                              detail=str(exc)[:300], seconds=round(time.monotonic() - started, 3))
+            self._log.warning(
+                "model_call_failed",
+                run_id=run.run_id,
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+                seconds=round(time.monotonic() - started, 3),
+            )
             return run.model_failed(exc)
         return run.model_replied(turn)
 
     def _request_check(self, check: CheckTool) -> None:
         self._checks += 1
-        timer = self.call_later(self._config.check_timeout, _CheckExpired(
-            run=self._seq, check=self._checks,
-            reason=f"no answer from the access manager within {self._config.check_timeout:g}s"))
+        timer = self.call_later(
+            self._config.check_timeout,
+            _CheckExpired(
+                run=self._seq,
+                check=self._checks,
+                reason=f"no answer from the access manager within {self._config.check_timeout:g}s",
+            ),
+        )
         self._check = (self._checks, check, timer)
-        self.request(self._config.access, CheckAccess(subject=self._name, action=check.action,
-                                                      resource=check.resource))
+        self.request(
+            self._config.access,
+            CheckAccess(subject=self._name, action=check.action, resource=check.resource),
+        )
 
     def _reply(self, reply: Message) -> None:
         if isinstance(reply, Ok):
@@ -341,10 +385,16 @@ class Agent(Worker):
             return
         allowed = isinstance(reply, AccessGranted)
         if not allowed:
-            self._log.info("tool_call_denied", run_id=run.run_id, tool=check.tool,
-                           resource=check.resource, reason=reply.reason)
-        self._drive(run.access_decided(allowed=allowed, reason=reply.reason,
-                                       resolved=reply.resolved))
+            self._log.info(
+                "tool_call_denied",
+                run_id=run.run_id,
+                tool=check.tool,
+                resource=check.resource,
+                reason=reply.reason,
+            )
+        self._drive(
+            run.access_decided(allowed=allowed, reason=reply.reason, resolved=reply.resolved)
+        )
 
     def _check_expired(self, expired: _CheckExpired) -> None:
         if self._check is None or self._check[0] != expired.check or expired.run != self._seq:
@@ -366,8 +416,9 @@ class Agent(Worker):
     def _progress(self, run: AgentRun, progress: Progress) -> None:
         if self._progress_to is None:
             return
-        message = AgentProgress(run_id=run.run_id, agent=self._name, what=progress.what,
-                                detail=progress.detail)
+        message = AgentProgress(
+            run_id=run.run_id, agent=self._name, what=progress.what, detail=progress.detail
+        )
         try:
             self.send(self._progress_to, message)
         except Exception as exc:  # noqa: BLE001 - progress is best effort (e.g. Backpressure)
@@ -393,16 +444,23 @@ class Agent(Worker):
             return
         result = finish.result
         if self._audits_pending:
-            self._log.warning("audit_acknowledgements_missing", run_id=result.run_id,
-                              count=self._audits_pending)
+            self._log.warning(
+                "audit_acknowledgements_missing", run_id=result.run_id, count=self._audits_pending
+            )
         self._run, self._finished, self._answer, self._audits_pending = None, None, None, 0
-        self._log.info("agent_run_finished", run_id=result.run_id, success=result.success,
-                       error=result.error, error_class=result.error_class,
-                       steps=len(result.steps), input_tokens=result.usage.input_tokens,
-                       output_tokens=result.usage.output_tokens, files=len(result.files))
+        self._log.info(
+            "agent_run_finished",
+            run_id=result.run_id,
+            success=result.success,
+            error=result.error,
+            error_class=result.error_class,
+            steps=len(result.steps),
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            files=len(result.files),
+        )
         if answer is not None:
             answer(result)
         if stop and finish.exit_reason is not None:
             self._log.warning("agent_exiting", reason=finish.exit_reason)
             self.stop(finish.exit_reason)
-

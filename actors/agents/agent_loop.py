@@ -53,8 +53,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-
-from protocols.prompts import agent_system_prompt, format_tool_error, tool_definitions
+from actors.agents.agent_tools import (
+    OUTPUT_LIMIT,
+    TOOLS,
+    ToolArgumentError,
+    ToolOutcome,
+    ToolPlan,
+    plan_tool,
+)
 from actors.agents.model_guard import (
     CircuitBreaker,
     CircuitOpen,
@@ -65,15 +71,8 @@ from actors.agents.model_guard import (
     classify,
 )
 from actors.core.restart import backoff_delay
-from actors.agents.agent_tools import (
-    OUTPUT_LIMIT,
-    TOOLS,
-    ToolArgumentError,
-    ToolOutcome,
-    ToolPlan,
-    plan_tool,
-)
 from protocols.agent import AgentResult, ErrorClass, RunGoal, ToolCallRecord, Usage
+from protocols.prompts import agent_system_prompt, format_tool_error, tool_definitions
 
 __all__ = [
     "ARGUMENT_LIMIT",
@@ -88,11 +87,11 @@ __all__ = [
     "ExecuteTool",
     "Finish",
     "ModelTurn",
-    "RunPhase",
     "Progress",
     "ProgressKind",
-    "TokenAccount",
     "RequestedToolCall",
+    "RunPhase",
+    "TokenAccount",
     "Wait",
     "turn_from_completion",
 ]
@@ -182,13 +181,17 @@ class ModelTurn:
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": c.raw_arguments}}
-                for c in self.tool_calls]
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.raw_arguments},
+                }
+                for c in self.tool_calls
+            ]
         return message
 
 
-def turn_from_completion(completion: Any) -> ModelTurn:  # noqa: ANN401 - openai's ChatCompletion
+def turn_from_completion(completion: Any) -> ModelTurn:
     """Read a chat completion (``openai.types.chat.ChatCompletion``) into a ModelTurn.
 
     Raises:
@@ -203,11 +206,21 @@ def turn_from_completion(completion: Any) -> ModelTurn:  # noqa: ANN401 - openai
     for call in getattr(message, "tool_calls", None) or []:
         function = getattr(call, "function", None)
         if function is None:
-            calls.append(RequestedToolCall(str(call.id), str(getattr(call, "type", "tool")), "", None,
-                                  "only function tool calls are supported"))
+            calls.append(
+                RequestedToolCall(
+                    str(call.id),
+                    str(getattr(call, "type", "tool")),
+                    "",
+                    None,
+                    "only function tool calls are supported",
+                )
+            )
         else:
-            calls.append(RequestedToolCall.parse(str(call.id), str(function.name),
-                                        str(function.arguments or "")))
+            calls.append(
+                RequestedToolCall.parse(
+                    str(call.id), str(function.name), str(function.arguments or "")
+                )
+            )
     usage = getattr(completion, "usage", None)
     return ModelTurn(
         content=message.content,
@@ -288,7 +301,7 @@ Effect = CallModel | CheckTool | ExecuteTool | Wait | Progress | Audit | Finish
 RunPhase = Literal["new", "model", "access", "tool", "waiting", "done"]
 
 
-def _clip_value(value: Any, limit: int) -> Any:  # noqa: ANN401 - JSON values
+def _clip_value(value: Any, limit: int) -> Any:
     if isinstance(value, str) and len(value) > limit:
         return value[:limit] + f"... [{len(value) - limit} more characters]"
     return value
@@ -347,8 +360,13 @@ class AgentRun:
             names.append("run_command")
         self.tool_names: tuple[str, ...] = tuple(names)
         self.tools = tool_definitions(self.tool_names)
-        system = agent_system_prompt(spec.goal, spec.original_request, spec.constraints,
-                                     spec.acceptance_criteria, spec.workspace)
+        system = agent_system_prompt(
+            spec.goal,
+            spec.original_request,
+            spec.constraints,
+            spec.acceptance_criteria,
+            spec.workspace,
+        )
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
             {"role": "user", "content": spec.original_request or spec.goal},
@@ -384,10 +402,18 @@ class AgentRun:
         self.breaker.record_success()
         self.turns += 1
         self.tokens.add(turn.input_tokens, turn.output_tokens)
-        effects: list[Effect] = [Progress("model_call", {
-            "step": self.turns, "input_tokens": turn.input_tokens,
-            "output_tokens": turn.output_tokens, "total_tokens": self.tokens.total,
-            "tool_calls": [c.name for c in turn.tool_calls]})]
+        effects: list[Effect] = [
+            Progress(
+                "model_call",
+                {
+                    "step": self.turns,
+                    "input_tokens": turn.input_tokens,
+                    "output_tokens": turn.output_tokens,
+                    "total_tokens": self.tokens.total,
+                    "tool_calls": [c.name for c in turn.tool_calls],
+                },
+            )
+        ]
         if self.tokens.exceeded():
             return effects + self._finish(False, error=self.tokens.describe())
         self.messages.append(turn.assistant_message())
@@ -412,15 +438,17 @@ class AgentRun:
             return []
         current.reason = reason
         if not allowed:
-            return self._complete(False, format_tool_error("AccessDenied", reason),
-                                  allowed=False)
+            return self._complete(False, format_tool_error("AccessDenied", reason), allowed=False)
         plan = current.plan
         target = resolved if plan.action in _PATH_ACTIONS and resolved else plan.resource
         self.phase = "tool"
         assert current.call.arguments is not None  # noqa: S101 - planned calls have arguments
         timeout = max(0.1, min(self.command_timeout, self.deadline - self.clock()))
-        return [ExecuteTool(current.call.name, current.call.arguments, target,
-                            self.goal.spec.workspace, timeout)]
+        return [
+            ExecuteTool(
+                current.call.name, current.call.arguments, target, self.goal.spec.workspace, timeout
+            )
+        ]
 
     def tool_done(self, outcome: ToolOutcome) -> list[Effect]:
         """The current tool call ran."""
@@ -456,8 +484,9 @@ class AgentRun:
     def _out_of_time(self) -> list[Effect]:
         elapsed = self.clock() - self.started_at
         limit = self.goal.limits.max_execution_time
-        return self._finish(False, error=f"max execution time exceeded: ran {elapsed:.2f}s, "
-                                         f"the limit is {limit:g}s")
+        return self._finish(
+            False, error=f"max execution time exceeded: ran {elapsed:.2f}s, the limit is {limit:g}s"
+        )
 
     def _next_model(self) -> list[Effect]:
         if self.clock() >= self.deadline:
@@ -466,8 +495,9 @@ class AgentRun:
             return self._finish(False, error=self.tokens.describe())
         max_steps = self.goal.limits.max_steps
         if self.turns >= max_steps:
-            return self._finish(False, error=f"max steps exceeded: {max_steps} model turns "
-                                             "without a final answer")
+            return self._finish(
+                False, error=f"max steps exceeded: {max_steps} model turns without a final answer"
+            )
         if not self.breaker.allow():
             return self._model_error(classify(CircuitOpen(self.breaker.retry_in())))
         self.phase = "model"
@@ -482,23 +512,45 @@ class AgentRun:
         effects: list[Effect] = []
         if failure.error_class == "retryable" and self.retries < self.model_retries:
             base, cap = self.retry_backoff
-            wait = max(failure.retry_after or 0.0, backoff_delay(self.retries, base=base, cap=cap),
-                       self.breaker.retry_in())
+            wait = max(
+                failure.retry_after or 0.0,
+                backoff_delay(self.retries, base=base, cap=cap),
+                self.breaker.retry_in(),
+            )
             if now + wait < self.deadline:
                 self.retries += 1
                 self.phase, self._after_wait, self._wake_at = "waiting", "model", now + wait
-                effects.append(Progress("model_call", {
-                    "error": failure.error(), "error_class": failure.error_class,
-                    "retry": self.retries, "retry_in": wait, "total_tokens": self.tokens.total}))
+                effects.append(
+                    Progress(
+                        "model_call",
+                        {
+                            "error": failure.error(),
+                            "error_class": failure.error_class,
+                            "retry": self.retries,
+                            "retry_in": wait,
+                            "total_tokens": self.tokens.total,
+                        },
+                    )
+                )
                 return [*effects, Wait(wait, "retry")]
-        effects.append(Progress("model_call", {
-            "error": failure.error(), "error_class": failure.error_class,
-            "total_tokens": self.tokens.total}))
-        return effects + self._finish(False, error=failure.error(),
-                                      error_class=failure.error_class,
-                                      exit_reason=failure.exit_reason())
+        effects.append(
+            Progress(
+                "model_call",
+                {
+                    "error": failure.error(),
+                    "error_class": failure.error_class,
+                    "total_tokens": self.tokens.total,
+                },
+            )
+        )
+        return effects + self._finish(
+            False,
+            error=failure.error(),
+            error_class=failure.error_class,
+            exit_reason=failure.exit_reason(),
+        )
 
-    def _next_tool(self) -> list[Effect]:  # noqa: PLR0911 - one return per way a call ends
+    def _next_tool(self) -> list[Effect]:
         if self.clock() >= self.deadline:
             return self._out_of_time()
         if self._current is None:
@@ -511,14 +563,22 @@ class AgentRun:
             problem = f"{call.name}: {call.problem}"
             if self.malformed > MALFORMED_TOLERATED:
                 failure = classify(MalformedToolCall(problem))
-                return self._finish(False, error=failure.error(), error_class="fatal",
-                                    exit_reason=failure.exit_reason())
+                return self._finish(
+                    False,
+                    error=failure.error(),
+                    error_class="fatal",
+                    exit_reason=failure.exit_reason(),
+                )
             return self._complete(False, format_tool_error("MalformedToolCall", problem))
         if call.name not in self.tool_names:
             error = "ToolNotAvailable" if call.name in TOOLS else "UnknownTool"
-            return self._complete(False, format_tool_error(
-                error, f"{call.name!r} is not one of this run's tools: "
-                       f"{', '.join(self.tool_names)}"))
+            return self._complete(
+                False,
+                format_tool_error(
+                    error,
+                    f"{call.name!r} is not one of this run's tools: {', '.join(self.tool_names)}",
+                ),
+            )
         try:
             plan = plan_tool(call.name, call.arguments, self.goal.spec.workspace)
         except ToolArgumentError as exc:
@@ -532,47 +592,85 @@ class AgentRun:
         self.phase = "access"
         return [CheckTool(call.name, plan.action, plan.resource)]
 
-    def _complete(self, ok: bool, output: str, *, allowed: bool | None = None) -> list[Effect]:  # noqa: FBT001
+    def _complete(self, ok: bool, output: str, *, allowed: bool | None = None) -> list[Effect]:
         current = self._current
         assert current is not None  # noqa: S101 - called with a current tool call
         self._current = None
         call = current.call
         duration = self.clock() - current.started if current.started is not None else 0.0
-        arguments = call.arguments if call.arguments is not None else {
-            "raw_arguments": call.raw_arguments}
-        self.steps.append(ToolCallRecord(
-            name=call.name, duration=duration, error=not ok, result=_excerpt(output),
-            arguments={k: _clip_value(v, ARGUMENT_LIMIT) for k, v in arguments.items()}))
+        arguments = (
+            call.arguments if call.arguments is not None else {"raw_arguments": call.raw_arguments}
+        )
+        self.steps.append(
+            ToolCallRecord(
+                name=call.name,
+                duration=duration,
+                error=not ok,
+                result=_excerpt(output),
+                arguments={k: _clip_value(v, ARGUMENT_LIMIT) for k, v in arguments.items()},
+            )
+        )
         clipped = output if len(output) <= OUTPUT_LIMIT else output[:OUTPUT_LIMIT] + "\n[...]"
         self.messages.append({"role": "tool", "tool_call_id": call.id, "content": clipped})
         denied = allowed is False
-        detail: dict[str, Any] = {"name": call.name, "error": not ok,
-                                  "duration": duration, "total_tokens": self.tokens.total}
+        detail: dict[str, Any] = {
+            "name": call.name,
+            "error": not ok,
+            "duration": duration,
+            "total_tokens": self.tokens.total,
+        }
         if denied:
             detail["reason"] = current.reason
         audit = {
-            "run_id": self.run_id, "tool": call.name,
-            "arguments": {str(k): _clip_value(v if isinstance(v, str) else json.dumps(v),
-                                              AUDIT_ARGUMENT_LIMIT)
-                          for k, v in arguments.items()},
-            "allowed": allowed, "reason": current.reason, "error": not ok,
-            "duration": round(duration, 6), "result": _excerpt(output),
+            "run_id": self.run_id,
+            "tool": call.name,
+            "arguments": {
+                str(k): _clip_value(
+                    v if isinstance(v, str) else json.dumps(v), AUDIT_ARGUMENT_LIMIT
+                )
+                for k, v in arguments.items()
+            },
+            "allowed": allowed,
+            "reason": current.reason,
+            "error": not ok,
+            "duration": round(duration, 6),
+            "result": _excerpt(output),
         }
-        effects: list[Effect] = [Progress("tool_denied" if denied else "tool_call", detail),
-                                 Audit(f"tool.{call.name}", audit)]
+        effects: list[Effect] = [
+            Progress("tool_denied" if denied else "tool_call", detail),
+            Audit(f"tool.{call.name}", audit),
+        ]
         return effects + self._next_tool()
 
-    def _finish(self, success: bool, *, output: str = "", error: str | None = None,  # noqa: FBT001
-                error_class: ErrorClass | None = None,
-                exit_reason: str | None = None) -> list[Effect]:
+    def _finish(
+        self,
+        success: bool,
+        *,
+        output: str = "",
+        error: str | None = None,
+        error_class: ErrorClass | None = None,
+        exit_reason: str | None = None,
+    ) -> list[Effect]:
         self.phase = "done"
         self._queue.clear()
         self._current = None
         self.result = AgentResult(
-            run_id=self.run_id, agent=self.agent, success=success, output=output,
-            steps=list(self.steps), usage=self.tokens.usage(), error=error,
-            error_class=error_class, files=list(self.files))
-        detail = {"success": success, "error": error, "error_class": error_class,
-                  "steps": len(self.steps), "turns": self.turns,
-                  "total_tokens": self.tokens.total}
+            run_id=self.run_id,
+            agent=self.agent,
+            success=success,
+            output=output,
+            steps=list(self.steps),
+            usage=self.tokens.usage(),
+            error=error,
+            error_class=error_class,
+            files=list(self.files),
+        )
+        detail = {
+            "success": success,
+            "error": error,
+            "error_class": error_class,
+            "steps": len(self.steps),
+            "turns": self.turns,
+            "total_tokens": self.tokens.total,
+        }
         return [Progress("finished", detail), Finish(self.result, exit_reason)]

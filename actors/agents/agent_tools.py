@@ -57,7 +57,8 @@ TOOLS: Final[dict[str, tuple[tuple[str, ...], str]]] = {
 
 @dataclass(frozen=True)
 class ToolPlan:
-    """What a tool call needs checked: ``action`` on ``resource`` (an absolute path or a command)."""
+    """What a tool call needs checked: ``action`` on ``resource`` (an absolute path or a
+    command)."""
 
     action: str
     resource: str
@@ -173,8 +174,7 @@ def _write(path: str, content: str) -> ToolOutcome:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
-    return ToolOutcome(ok=True, output=f"wrote {len(content)} characters to {path}",
-                       written=path)
+    return ToolOutcome(ok=True, output=f"wrote {len(content)} characters to {path}", written=path)
 
 
 def _list(path: str) -> ToolOutcome:
@@ -188,8 +188,12 @@ def _run(command: str, workspace: str, timeout: float) -> ToolOutcome:
         return _error("NoWorkspace", f"the workspace {workspace} is not a directory")
     # A session of its own, so that a timeout kills the command's children too.
     proc = subprocess.Popen(  # noqa: S603 - gated by allow_commands and the access manager
-        ["/bin/sh", "-c", command], cwd=workspace, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        ["/bin/sh", "-c", command],
+        cwd=workspace,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         stdout, _ = proc.communicate(timeout=timeout)
@@ -201,6 +205,10 @@ def _run(command: str, workspace: str, timeout: float) -> ToolOutcome:
     out = stdout.decode("utf-8", errors="replace")
     text = _clip(out, OUTPUT_LIMIT)
     if proc.returncode != 0:
-        return ToolOutcome(ok=False, output=format_tool_error(
-            "CommandFailed", f"exit status {proc.returncode}\n{text}".rstrip()))
+        return ToolOutcome(
+            ok=False,
+            output=format_tool_error(
+                "CommandFailed", f"exit status {proc.returncode}\n{text}".rstrip()
+            ),
+        )
     return ToolOutcome(ok=True, output=text or "(no output)")

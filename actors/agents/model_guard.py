@@ -35,8 +35,8 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
-    "MalformedToolCall",
     "Clock",
+    "MalformedToolCall",
     "ModelFailure",
     "RateLimiter",
     "classify",
@@ -53,11 +53,11 @@ _EPSILON: Final = 1e-6
 # --- Error classification -------------------------------------------------------------------
 
 
-class MalformedToolCall(Exception):  # noqa: N818 - named like the model fault it reports
+class MalformedToolCall(Exception):
     """The model sent a second malformed tool call in one run."""
 
 
-class CircuitOpen(Exception):  # noqa: N818 - named for the state, as openai names its errors
+class CircuitOpen(Exception):
     """The model's circuit breaker is open: no call was made."""
 
     def __init__(self, retry_in: float) -> None:
@@ -148,10 +148,10 @@ def classify(exc: BaseException, *, now: float | None = None) -> ModelFailure:
         return ModelFailure("retryable", name, _one_line(exc.message))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        if status in _RETRYABLE_STATUS or 500 <= status <= 599:  # noqa: PLR2004 - HTTP 5xx
+        if status in _RETRYABLE_STATUS or 500 <= status <= 599:
             retry_after = parse_retry_after(exc.response.headers, now)
             return ModelFailure("retryable", name, _status_message(exc), retry_after)
-        if 400 <= status <= 499:  # noqa: PLR2004 - HTTP 4xx
+        if 400 <= status <= 499:
             return ModelFailure("fatal", name, _status_message(exc))
         return ModelFailure("unknown", name, _status_message(exc))
     return ModelFailure("unknown", name, _one_line(str(exc) or repr(exc)))
@@ -198,8 +198,9 @@ class CircuitBreaker:
                 opens it again for another ``cooldown``
     """
 
-    def __init__(self, failures: int = 3, cooldown: float = 5.0, *,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, failures: int = 3, cooldown: float = 5.0, *, clock: Clock = time.monotonic
+    ) -> None:
         """Configure a closed breaker.
 
         Raises:
@@ -274,5 +275,3 @@ class RateLimiter:
             self._next = now + self.interval
             return 0.0
         return self._next - now
-
-

@@ -41,20 +41,14 @@ import openai
 import structlog
 
 from actors.agents.model_guard import CircuitBreaker
-from protocols.prompts import (
-    evaluation_prompt,
-    parse_evaluation,
-    parse_specification,
-    specification_prompt,
-)
-from actors.core.restart import backoff_delay
-from protocols.errors import UnderstudyError
 from actors.core.flow import All, Call, Flow, Sleep
+from actors.core.restart import backoff_delay
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import EnsurePermissions
 from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal
 from protocols.common import ErrorName, ErrorReply
+from protocols.errors import UnderstudyError
 from protocols.orchestrator import (
     GetRunProgress,
     Phase,
@@ -67,6 +61,12 @@ from protocols.orchestrator import (
     WaitRun,
     _RunTimer,
     _WaitExpired,
+)
+from protocols.prompts import (
+    evaluation_prompt,
+    parse_evaluation,
+    parse_specification,
+    specification_prompt,
 )
 from protocols.registry import (
     AgentCard,
@@ -149,14 +149,15 @@ class Orchestrator(Worker):
         self.scheduler_path = str(args.get("scheduler", "root/system/scheduler"))
         self.registry_path = str(args.get("registry", "root/system/registry"))
         self.runs_path = str(args.get("runs", "root/system/runs"))
-        self.model = str(args.get("model") or os.environ.get("UNDERSTUDY_MODEL")
-                         or "understudy-embedded")
+        self.model = str(
+            args.get("model") or os.environ.get("UNDERSTUDY_MODEL") or "understudy-embedded"
+        )
         self.base_url = args.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-        self.api_key = str(args.get("api_key") or os.environ.get("OPENAI_API_KEY")
-                           or "understudy")
+        self.api_key = str(args.get("api_key") or os.environ.get("OPENAI_API_KEY") or "understudy")
         self.delegate_tries = int(args.get("delegate_tries", DELEGATE_TRIES))
-        self.breaker = CircuitBreaker(int(args.get("breaker_failures", 3)),
-                                      float(args.get("breaker_cooldown", 5.0)))
+        self.breaker = CircuitBreaker(
+            int(args.get("breaker_failures", 3)), float(args.get("breaker_cooldown", 5.0))
+        )
         self.runs: dict[str, _Run] = {}
         self._ids = itertools.count(1)
         self._prefix = f"run-{int(time.time())}-{os.getpid()}"
@@ -180,9 +181,14 @@ class Orchestrator(Worker):
                     if not specs:
                         continue
                     spec = GoalSpec.model_validate_json(specs[-1].read_text())
-                    outcome = RunOutcome(run_id=folder.name, success=False, score=0.0,
-                                         scores=[], spec=spec, error=(
-                                             "the orchestrator restarted before the run ended"))
+                    outcome = RunOutcome(
+                        run_id=folder.name,
+                        success=False,
+                        score=0.0,
+                        scores=[],
+                        spec=spec,
+                        error=("the orchestrator restarted before the run ended"),
+                    )
                     outcome_file.write_text(outcome.model_dump_json(indent=2) + "\n")
                     log.warning("run_interrupted", run_id=folder.name)
             except (OSError, ValueError) as exc:
@@ -201,8 +207,9 @@ class Orchestrator(Worker):
             run = self.runs.get(message.run_id)
             if run is None:
                 return _unknown(message.run_id)
-            return RunProgress(run_id=run.run_id, events=run.events[message.since:],
-                               outcome=run.outcome)
+            return RunProgress(
+                run_id=run.run_id, events=run.events[message.since :], outcome=run.outcome
+            )
         if isinstance(message, WaitRun):
             return self._wait(message)
         if isinstance(message, SetMaxExecutionTime):
@@ -223,8 +230,10 @@ class Orchestrator(Worker):
                 reply(RunProgress(run_id=run.run_id, events=run.events, outcome=run.outcome))
             return None
         log.warning("unexpected_message", actor=self.path, kind=message.kind)
-        return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
-                          message=f"the orchestrator does not handle {message.kind!r}")
+        return ErrorReply(
+            error=ErrorName.UNEXPECTED_MESSAGE,
+            message=f"the orchestrator does not handle {message.kind!r}",
+        )
 
     def _start_run(self, request: RunGoalRequest) -> Message:
         if not request.goal.strip():
@@ -232,8 +241,10 @@ class Orchestrator(Worker):
         run_id = f"{self._prefix}-{next(self._ids)}"
         workspace = request.workspace or str(self.state_dir / "workspaces" / run_id)
         if not os.path.isabs(workspace):
-            return ErrorReply(error=ErrorName.INVALID_GOAL,
-                              message=f"workspace must be an absolute path, got {workspace!r}")
+            return ErrorReply(
+                error=ErrorName.INVALID_GOAL,
+                message=f"workspace must be an absolute path, got {workspace!r}",
+            )
         Path(workspace).mkdir(parents=True, exist_ok=True)
         run = _Run(run_id, request, workspace, max_time=request.max_execution_time)
         self.runs[run_id] = run
@@ -280,15 +291,23 @@ class Orchestrator(Worker):
                 self._phase(run, "execution", "started", attempt=attempt)
                 subtasks = request.subtasks or (
                     list(spec.acceptance_criteria)
-                    if len(spec.acceptance_criteria) >= request.split_at else [])
+                    if len(spec.acceptance_criteria) >= request.split_at
+                    else []
+                )
                 parts: list[AgentResult] = []
                 if subtasks:
                     parts = yield from self._parallel(run, spec, subtasks)
                     result = _merge(run.run_id, parts)
                 else:
                     result = yield from self._lifecycle(run, spec, f"a{attempt}")
-                self._phase(run, "execution", "finished", attempt=attempt,
-                            success=result.success, error=result.error)
+                self._phase(
+                    run,
+                    "execution",
+                    "finished",
+                    attempt=attempt,
+                    success=result.success,
+                    error=result.error,
+                )
                 score, unmet, feedback = self._evaluate(run, spec, result)
                 scores.append(score)
                 if score > best[0]:
@@ -297,23 +316,42 @@ class Orchestrator(Worker):
                     break
                 spec = self._evolve(run, spec, result, unmet, feedback)
             best_score, best_result, best_parts = best
-            outcome = RunOutcome(run_id=run.run_id,
-                                 success=bool(best_result and best_result.success)
-                                 and best_score >= request.threshold,
-                                 score=max(best_score, 0.0), scores=scores, spec=spec,
-                                 result=best_result, subtask_results=best_parts)
+            outcome = RunOutcome(
+                run_id=run.run_id,
+                success=bool(best_result and best_result.success)
+                and best_score >= request.threshold,
+                score=max(best_score, 0.0),
+                scores=scores,
+                spec=spec,
+                result=best_result,
+                subtask_results=best_parts,
+            )
         except Exception as exc:  # noqa: BLE001 - a run fails, the orchestrator goes on
             log.error("run_failed", run_id=run.run_id, error=repr(exc))
-            outcome = RunOutcome(run_id=run.run_id, success=False, score=0.0, scores=[],
-                                 spec=GoalSpec(goal=request.goal, workspace=run.workspace),
-                                 error=repr(exc))
+            outcome = RunOutcome(
+                run_id=run.run_id,
+                success=False,
+                score=0.0,
+                scores=[],
+                spec=GoalSpec(goal=request.goal, workspace=run.workspace),
+                error=repr(exc),
+            )
         if run.record is not None:
             report: Message = (
-                CompleteRun(run_id=run.record.id, owner=request.owner, epoch=run.record.epoch,
-                            result={"score": outcome.score, "run_id": run.run_id})
-                if outcome.success else
-                FailRun(run_id=run.record.id, owner=request.owner, epoch=run.record.epoch,
-                        reason=outcome.error or f"score {outcome.score}"))
+                CompleteRun(
+                    run_id=run.record.id,
+                    owner=request.owner,
+                    epoch=run.record.epoch,
+                    result={"score": outcome.score, "run_id": run.run_id},
+                )
+                if outcome.success
+                else FailRun(
+                    run_id=run.record.id,
+                    owner=request.owner,
+                    epoch=run.record.epoch,
+                    reason=outcome.error or f"score {outcome.score}",
+                )
+            )
             try:
                 yield Call(self.runs_path, report)
             except UnderstudyError as exc:
@@ -333,8 +371,11 @@ class Orchestrator(Worker):
     def _specify(self, run: _Run) -> GoalSpec:
         request = run.request
         self._phase(run, "specification", "started")
-        use_model = (request.specify_with_model if request.specify_with_model is not None
-                     else is_complex(request.goal))
+        use_model = (
+            request.specify_with_model
+            if request.specify_with_model is not None
+            else is_complex(request.goal)
+        )
         constraints: list[str] = []
         criteria = list(request.criteria)
         source = "message"
@@ -347,20 +388,29 @@ class Orchestrator(Worker):
                 source = "model"
             except (openai.OpenAIError, UnderstudyError) as exc:
                 log.warning("specification_failed", run_id=run.run_id, error=repr(exc))
-        spec = GoalSpec(goal=request.goal, original_request=request.goal,
-                        constraints=constraints, acceptance_criteria=criteria or [request.goal],
-                        workspace=run.workspace)
-        self._phase(run, "specification", "finished", source=source,
-                    criteria=spec.acceptance_criteria)
+        spec = GoalSpec(
+            goal=request.goal,
+            original_request=request.goal,
+            constraints=constraints,
+            acceptance_criteria=criteria or [request.goal],
+            workspace=run.workspace,
+        )
+        self._phase(
+            run, "specification", "finished", source=source, criteria=spec.acceptance_criteria
+        )
         return spec
 
-    def _evaluate(self, run: _Run, spec: GoalSpec,
-                  result: AgentResult) -> tuple[float, list[str], str]:
+    def _evaluate(
+        self, run: _Run, spec: GoalSpec, result: AgentResult
+    ) -> tuple[float, list[str], str]:
         self._phase(run, "evaluation", "started")
         files = {path: _read(path) for path in result.files}
         try:
-            judged = parse_evaluation(self._complete(evaluation_prompt(
-                spec.goal, spec.acceptance_criteria, result.output, files)))
+            judged = parse_evaluation(
+                self._complete(
+                    evaluation_prompt(spec.goal, spec.acceptance_criteria, result.output, files)
+                )
+            )
             score, unmet, feedback = judged.score, list(judged.unmet), judged.feedback
         except (openai.OpenAIError, UnderstudyError) as exc:
             score, unmet, feedback = 0.0, list(spec.acceptance_criteria), f"not evaluated: {exc}"
@@ -369,8 +419,9 @@ class Orchestrator(Worker):
         self._phase(run, "evaluation", "finished", score=score, unmet=unmet)
         return score, unmet, feedback
 
-    def _evolve(self, run: _Run, spec: GoalSpec, result: AgentResult, unmet: list[str],
-                feedback: str) -> GoalSpec:
+    def _evolve(
+        self, run: _Run, spec: GoalSpec, result: AgentResult, unmet: list[str], feedback: str
+    ) -> GoalSpec:
         self._phase(run, "evolution", "started", unmet=unmet)
         extra = [f"The previous attempt answered: {result.output[:400]}"]
         if result.error:
@@ -383,10 +434,12 @@ class Orchestrator(Worker):
         return revised
 
     def _complete(self, prompt: str) -> str:
-        client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=2,
-                               timeout=60.0)
+        client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key, max_retries=2, timeout=60.0
+        )
         response = client.chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}])
+            model=self.model, messages=[{"role": "user", "content": prompt}]
+        )
         return response.choices[0].message.content or ""
 
     # --- The lifecycle of one agent run ---------------------------------------------------
@@ -402,53 +455,89 @@ class Orchestrator(Worker):
         task_id: str | None = None
         if run.record is not None:
             try:
-                yield Call(self.runs_path, AttachAgent(run_id=run.record.id,
-                                                       owner=run.request.owner, agent_path=path))
+                yield Call(
+                    self.runs_path,
+                    AttachAgent(run_id=run.record.id, owner=run.request.owner, agent_path=path),
+                )
             except UnderstudyError as exc:
                 log.warning("agent_not_attached", run_id=run.run_id, error=str(exc))
         try:
-            skills = [AgentSkill(id=tag, name=tag, description=f"can do {tag}", tags=[tag])
-                      for tag in infer_capabilities(spec.goal)]
-            card = AgentCard(name=name, description=spec.goal[:300], version="1.0", path=path,
-                             skills=skills)
+            skills = [
+                AgentSkill(id=tag, name=tag, description=f"can do {tag}", tags=[tag])
+                for tag in infer_capabilities(spec.goal)
+            ]
+            card = AgentCard(
+                name=name, description=spec.goal[:300], version="1.0", path=path, skills=skills
+            )
             yield Call(self.registry_path, RegisterAgent(card=card))
-            yield Call(self.access_path, EnsurePermissions(
-                agent=name, tools=["*"], workspace=f"{run.workspace}/**", network=False))
-            task = yield Call(self.scheduler_path, SubmitTask(description=spec.goal[:500],
-                                                               agent=path))
+            yield Call(
+                self.access_path,
+                EnsurePermissions(
+                    agent=name, tools=["*"], workspace=f"{run.workspace}/**", network=False
+                ),
+            )
+            task = yield Call(
+                self.scheduler_path, SubmitTask(description=spec.goal[:500], agent=path)
+            )
             assert isinstance(task, TaskInfo)  # noqa: S101 - the scheduler's answer
             task_id = task.id
             yield Call(self.scheduler_path, StartTask(task_id=task_id))
             run.executing[generation] = (path, task_id, name)
             self._arm(run, generation)
             # The agent's own time limit is a backstop: this lifecycle kills it first.
-            limits = AgentLimits(token_budget=run.request.token_budget,
-                                 max_execution_time=run.max_time * 1.5 + 1.0)
-            result = yield Call(path, RunGoal(run_id=run.run_id, spec=spec, limits=limits,
-                                              progress_to=self.path), timeout=None)
+            limits = AgentLimits(
+                token_budget=run.request.token_budget, max_execution_time=run.max_time * 1.5 + 1.0
+            )
+            result = yield Call(
+                path,
+                RunGoal(run_id=run.run_id, spec=spec, limits=limits, progress_to=self.path),
+                timeout=None,
+            )
             assert isinstance(result, AgentResult)  # noqa: S101 - the agent's answer
         except UnderstudyError as exc:
-            why = ("maximum execution time exceeded" if generation in run.timed_out
-                   else f"the agent failed: {exc}")
+            why = (
+                "maximum execution time exceeded"
+                if generation in run.timed_out
+                else f"the agent failed: {exc}"
+            )
             result = AgentResult(run_id=run.run_id, agent=path, success=False, error=why)
         run.executing.pop(generation, None)
         self._disarm(run, generation)
-        self._phase(run, "execution", "progress", step="agent_finished", agent=path,
-                    success=result.success, tools=[s.name for s in result.steps],
-                    tokens=result.usage.total, error=result.error)
-        yield from self._cleanup(run, generation, name, child_id, task_id,
-                                 succeeded=result.success)
+        self._phase(
+            run,
+            "execution",
+            "progress",
+            step="agent_finished",
+            agent=path,
+            success=result.success,
+            tools=[s.name for s in result.steps],
+            tokens=result.usage.total,
+            error=result.error,
+        )
+        yield from self._cleanup(run, generation, name, child_id, task_id, succeeded=result.success)
         return result
 
-    def _cleanup(self, run: _Run, generation: int, name: str, child_id: str,
-                 task_id: str | None, *, succeeded: bool) -> Flow:
+    def _cleanup(
+        self,
+        run: _Run,
+        generation: int,
+        name: str,
+        child_id: str,
+        task_id: str | None,
+        *,
+        succeeded: bool,
+    ) -> Flow:
         """Step 7: unregister the card, settle the task, stop the agent (errors only logged)."""
         self._phase(run, "cleanup", "started", agent=name)
         calls: list[Call] = [Call(self.registry_path, UnregisterAgent(name=name))]
         if task_id is not None and generation not in run.timed_out:
-            calls.append(Call(self.scheduler_path, CompleteTask(task_id=task_id)) if succeeded
-                         else Call(self.scheduler_path, FailTask(
-                             task_id=task_id, reason="the run did not succeed")))
+            calls.append(
+                Call(self.scheduler_path, CompleteTask(task_id=task_id))
+                if succeeded
+                else Call(
+                    self.scheduler_path, FailTask(task_id=task_id, reason="the run did not succeed")
+                )
+            )
         for call in calls:
             try:
                 yield call
@@ -463,7 +552,8 @@ class Orchestrator(Worker):
     def _arm(self, run: _Run, generation: int) -> None:
         self._disarm(run, generation)
         run.timers[generation] = self.call_later(
-            run.max_time, _RunTimer(run_id=run.run_id, generation=generation))
+            run.max_time, _RunTimer(run_id=run.run_id, generation=generation)
+        )
 
     def _disarm(self, run: _Run, generation: int) -> None:
         token = run.timers.pop(generation, None)
@@ -476,15 +566,26 @@ class Orchestrator(Worker):
             return
         path, task_id, name = run.executing[timer.generation]
         run.timed_out.add(timer.generation)
-        self._phase(run, "execution", "progress", step="timed_out", agent=path,
-                    max_execution_time=run.max_time)
+        self._phase(
+            run,
+            "execution",
+            "progress",
+            step="timed_out",
+            agent=path,
+            max_execution_time=run.max_time,
+        )
         self.run_flow(self._kill(run, path, task_id, name))
 
     def _kill(self, run: _Run, path: str, task_id: str | None, name: str) -> Flow:
         if task_id is not None:
             try:
-                yield Call(self.scheduler_path, TimeOutTask(task_id=task_id, reason=(
-                    f"maximum execution time of {run.max_time} s exceeded")))
+                yield Call(
+                    self.scheduler_path,
+                    TimeOutTask(
+                        task_id=task_id,
+                        reason=(f"maximum execution time of {run.max_time} s exceeded"),
+                    ),
+                )
             except UnderstudyError as exc:
                 log.warning("time_out_task_failed", run_id=run.run_id, error=str(exc))
         try:
@@ -500,32 +601,50 @@ class Orchestrator(Worker):
 
     def _parallel(self, run: _Run, spec: GoalSpec, subtasks: list[str]) -> Flow:
         self._phase(run, "delegation", "started", subtasks=subtasks)
-        outcomes = yield All([self._subtask(run, spec, i, text)
-                              for i, text in enumerate(subtasks)])
-        results = [o if isinstance(o, AgentResult) else AgentResult(
-            run_id=run.run_id, agent="", success=False, error=repr(o)) for o in outcomes]
-        self._phase(run, "delegation", "finished",
-                    successes=[r.success for r in results])
+        outcomes = yield All([self._subtask(run, spec, i, text) for i, text in enumerate(subtasks)])
+        results = [
+            o
+            if isinstance(o, AgentResult)
+            else AgentResult(run_id=run.run_id, agent="", success=False, error=repr(o))
+            for o in outcomes
+        ]
+        self._phase(run, "delegation", "finished", successes=[r.success for r in results])
         return results
 
     def _subtask(self, run: _Run, spec: GoalSpec, index: int, text: str) -> Flow:
         sub = spec.model_copy(update={"goal": text, "acceptance_criteria": [text]})
-        found = yield Call(self.registry_path, FindAgents(skill_tag=run.request.capability,
-                                                          status="available"))
-        delegates = [c for c in found.cards if not c.name.startswith(run.run_id)] \
-            if isinstance(found, AgentsFound) else []
+        found = yield Call(
+            self.registry_path, FindAgents(skill_tag=run.request.capability, status="available")
+        )
+        delegates = (
+            [c for c in found.cards if not c.name.startswith(run.run_id)]
+            if isinstance(found, AgentsFound)
+            else []
+        )
         for attempt in range(self.delegate_tries if delegates else 0):
             target = delegates[attempt % len(delegates)]
             if self.breaker.allow():
                 try:
-                    result = yield Call(target.path, RunGoal(
-                        run_id=f"{run.run_id}.{index}", spec=sub,
-                        limits=AgentLimits(max_execution_time=run.max_time)),
-                        timeout=run.max_time)
+                    result = yield Call(
+                        target.path,
+                        RunGoal(
+                            run_id=f"{run.run_id}.{index}",
+                            spec=sub,
+                            limits=AgentLimits(max_execution_time=run.max_time),
+                        ),
+                        timeout=run.max_time,
+                    )
                     if isinstance(result, AgentResult) and result.success:
                         self.breaker.record_success()
-                        self._phase(run, "delegation", "progress", subtask=index,
-                                    delegate=target.path, attempt=attempt, success=True)
+                        self._phase(
+                            run,
+                            "delegation",
+                            "progress",
+                            subtask=index,
+                            delegate=target.path,
+                            attempt=attempt,
+                            success=True,
+                        )
                         return result
                     error = result.error if isinstance(result, AgentResult) else "no result"
                 except UnderstudyError as exc:
@@ -533,25 +652,49 @@ class Orchestrator(Worker):
                 self.breaker.record_failure()
             else:
                 error = "circuit breaker open"
-            self._phase(run, "delegation", "progress", subtask=index, delegate=target.path,
-                        attempt=attempt, success=False, error=error)
+            self._phase(
+                run,
+                "delegation",
+                "progress",
+                subtask=index,
+                delegate=target.path,
+                attempt=attempt,
+                success=False,
+                error=error,
+            )
             if attempt + 1 < self.delegate_tries:
-                yield Sleep(backoff_delay(attempt, base=DELEGATE_BACKOFF[0],
-                                          cap=DELEGATE_BACKOFF[1]))
+                yield Sleep(
+                    backoff_delay(attempt, base=DELEGATE_BACKOFF[0], cap=DELEGATE_BACKOFF[1])
+                )
         self._phase(run, "delegation", "progress", subtask=index, fallback="direct")
         result = yield from self._lifecycle(run, sub, f"s{index}")
         return result
 
     # --- Bookkeeping ------------------------------------------------------------------------
 
-    def _phase(self, run: _Run, phase: Phase, what: Literal["started", "finished", "progress"],
-               **detail: Any) -> None:  # noqa: ANN401
-        event = PhaseEvent(n=len(run.events) + 1, time=time.time(), phase=phase,
-                           what=what, detail=_jsonable(detail))
+    def _phase(
+        self,
+        run: _Run,
+        phase: Phase,
+        what: Literal["started", "finished", "progress"],
+        **detail: Any,
+    ) -> None:
+        event = PhaseEvent(
+            n=len(run.events) + 1,
+            time=time.time(),
+            phase=phase,
+            what=what,
+            detail=_jsonable(detail),
+        )
         run.events.append(event)
-        log.info(f"phase_{what}", run_id=run.run_id, phase=phase, **event.detail)
+        log.info(
+            f"phase_{what}",  # noqa: G004 - a structlog event name, not a format string
+            run_id=run.run_id,
+            phase=phase,
+            **event.detail,
+        )
 
-    def _persist(self, run: _Run, name: str, model: Any) -> None:  # noqa: ANN401
+    def _persist(self, run: _Run, name: str, model: Any) -> None:
         folder = self.store / run.run_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(model.model_dump_json(indent=2) + "\n")
@@ -559,16 +702,19 @@ class Orchestrator(Worker):
 
 def _merge(run_id: str, parts: list[AgentResult]) -> AgentResult:
     return AgentResult(
-        run_id=run_id, agent="", success=all(p.success for p in parts),
+        run_id=run_id,
+        agent="",
+        success=all(p.success for p in parts),
         output="\n".join(p.output for p in parts),
         steps=[s for p in parts for s in p.steps],
         files=[f for p in parts for f in p.files],
-        error="; ".join(p.error for p in parts if p.error) or None)
+        error="; ".join(p.error for p in parts if p.error) or None,
+    )
 
 
 def _read(path: str) -> str:
     try:
-        with open(path, "rb") as fh:  # noqa: PTH123 - a bounded read
+        with open(path, "rb") as fh:
             return fh.read(MAX_FILE_BYTES).decode("utf-8", "replace")
     except OSError as exc:
         return f"<unreadable: {exc}>"

@@ -31,8 +31,8 @@ import structlog
 
 from actors.errors import ActorNotFound, AskTimeout, error_from_reply
 from protocols._base import Message
-from protocols.common import ErrorReply
 from protocols._lifecycle import _Gone
+from protocols.common import ErrorReply
 
 __all__ = [
     "All",
@@ -145,7 +145,7 @@ class Flows:
         self._host.forget_request(key)
         self._deliver(running, key, AskTimeout(path, timeout_ms / 1000))
 
-    def _finished(self, running: _Running, outcome: Any) -> None:  # noqa: ANN401
+    def _finished(self, running: _Running, outcome: Any) -> None:
         if running.parent is None:
             return
         parent, slot = running.parent
@@ -154,7 +154,7 @@ class Flows:
         if parent.children_left == 0:
             self._advance(parent, parent.results, None)
 
-    def _deliver(self, running: _Running, request_id: int, outcome: Any) -> None:  # noqa: ANN401
+    def _deliver(self, running: _Running, request_id: int, outcome: Any) -> None:
         slot = running.waiting.pop(request_id)
         running.results[slot] = outcome
         if running.waiting:
@@ -166,7 +166,7 @@ class Flows:
         else:
             self._advance(running, outcome, None)
 
-    def _advance(self, running: _Running, value: Any, error: Exception | None) -> None:  # noqa: ANN401
+    def _advance(self, running: _Running, value: Any, error: Exception | None) -> None:
         try:
             step = running.flow.throw(error) if error is not None else running.flow.send(value)
         except StopIteration as stop:
@@ -204,4 +204,5 @@ class Flows:
             self._by_request[rid] = running
             if call.timeout is not None:
                 running.timers[rid] = self._host.set_timer(
-                    call.timeout, ("flow", ("timeout", rid, int(call.timeout * 1000))))
+                    call.timeout, ("flow", ("timeout", rid, int(call.timeout * 1000)))
+                )

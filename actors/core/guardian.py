@@ -23,19 +23,10 @@ from typing import Any
 import structlog
 
 from actors.core.seam import Address, SeamActor, pack_address, unpack_address
+from actors.core.supervisor import SupervisorActor
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
 from actors.logs import ensure_safe_logging
-from actors.core.supervisor import SupervisorActor
 from protocols import codec
-from protocols.errors import CodecError
-from protocols.common import ErrorName, ErrorReply, Ok
-from protocols.supervision import (
-    KILLED,
-    Events,
-    GetEvents,
-    SubscribeEvents,
-    SupervisionEvent,
-)
 from protocols._lifecycle import (
     _Ack,
     _Boot,
@@ -51,6 +42,15 @@ from protocols._lifecycle import (
     _StartFailed,
     _Stop,
     _Unregister,
+)
+from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.errors import CodecError
+from protocols.supervision import (
+    KILLED,
+    Events,
+    GetEvents,
+    SubscribeEvents,
+    SupervisionEvent,
 )
 
 __all__ = [
@@ -129,9 +129,7 @@ class Guardian(SeamActor):
         """Return the guardian's name for logs."""
         return "guardian"
 
-    def on_message(
-        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
-    ) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
         """Dispatch one message; see the module doc."""
         msg = env.message
         if meta and meta.get("ask"):
@@ -168,15 +166,26 @@ class Guardian(SeamActor):
             log.debug("gone_reply_ignored", path=msg.path)  # a notice reached an exiting actor
         else:
             log.warning("unexpected_message", actor="guardian", kind=msg.kind)
-            self.reply(sender, env, ErrorReply(
-                error=ErrorName.NOT_SUPPORTED, message=f"the guardian does not handle {msg.kind!r}"))
+            self.reply(
+                sender,
+                env,
+                ErrorReply(
+                    error=ErrorName.NOT_SUPPORTED,
+                    message=f"the guardian does not handle {msg.kind!r}",
+                ),
+            )
 
     # --- The root -------------------------------------------------------------------------
 
     def _boot(self, msg: _Boot, sender: Address, env: codec.Envelope) -> None:
         if self._root is not None or self._exit_reason is not None:
-            self.reply(sender, env, ErrorReply(error=ErrorName.ALREADY_STARTED,
-                                               message="this runtime's root is already booted"))
+            self.reply(
+                sender,
+                env,
+                ErrorReply(
+                    error=ErrorName.ALREADY_STARTED, message="this runtime's root is already booted"
+                ),
+            )
             return
         self.handleDeadLetters(startHandling=True)
         self.max_message_size = msg.max_message_size
@@ -191,11 +200,17 @@ class Guardian(SeamActor):
         self._root_spec = msg.spec
         self._boot_request = (sender, env)
         self._root = self.spawn(SupervisorActor)
-        self.send_message(self._root, _Init(
-            path=self._root_path, spec=msg.spec, guardian=pack_address(self.self_address),
-            parent_pid=os.getpid(), max_message_size=msg.max_message_size,
-            state_dir=msg.state_dir,
-        ))
+        self.send_message(
+            self._root,
+            _Init(
+                path=self._root_path,
+                spec=msg.spec,
+                guardian=pack_address(self.self_address),
+                parent_pid=os.getpid(),
+                max_message_size=msg.max_message_size,
+                state_dir=msg.state_dir,
+            ),
+        )
 
     def _root_started(self, msg: _Started) -> None:
         assert self._root is not None  # noqa: S101
@@ -212,8 +227,15 @@ class Guardian(SeamActor):
         if self._boot_request is not None:
             requester, env = self._boot_request
             self._boot_request = None
-            self.reply(requester, env, ErrorReply(
-                error=ErrorName.START_FAILED, message=msg.offender or self._root_path, reason=msg.reason))
+            self.reply(
+                requester,
+                env,
+                ErrorReply(
+                    error=ErrorName.START_FAILED,
+                    message=msg.offender or self._root_path,
+                    reason=msg.reason,
+                ),
+            )
 
     def on_child_exited(self, address: Address) -> None:
         """The root's process is gone: record the exit and release everyone waiting."""
@@ -223,16 +245,26 @@ class Guardian(SeamActor):
         self._exit_reason = reason
         self._root = None
         if self._root_reason is None:  # killed: the root could not report its own exit
-            self._append(SupervisionEvent(
-                seq=len(self._events) + 1, time=time.time(), supervisor="guardian",
-                child_id=self._root_path, event="child_exited", reason=reason))
+            self._append(
+                SupervisionEvent(
+                    seq=len(self._events) + 1,
+                    time=time.time(),
+                    supervisor="guardian",
+                    child_id=self._root_path,
+                    event="child_exited",
+                    reason=reason,
+                )
+            )
         log.info("root_exited", reason=reason)
         self._unregister_tree("")
         if self._boot_request is not None:
             requester, env = self._boot_request
             self._boot_request = None
-            self.reply(requester, env, ErrorReply(
-                error=ErrorName.START_FAILED, message=self._root_path, reason=reason))
+            self.reply(
+                requester,
+                env,
+                ErrorReply(error=ErrorName.START_FAILED, message=self._root_path, reason=reason),
+            )
         for requester, env in self._shutdown_waiters:
             self.reply(requester, env, Ok())
         self._shutdown_waiters.clear()
@@ -401,10 +433,16 @@ class Guardian(SeamActor):
                     self._overdue.discard(key)
                     self._blocked.discard(key)
                     progress = True
-                    self._append(SupervisionEvent(
-                        seq=len(self._events) + 1, time=report.time,
-                        supervisor=report.supervisor, child_id=report.child_id,
-                        event=report.event, reason=report.reason))
+                    self._append(
+                        SupervisionEvent(
+                            seq=len(self._events) + 1,
+                            time=report.time,
+                            supervisor=report.supervisor,
+                            child_id=report.child_id,
+                            event=report.event,
+                            reason=report.reason,
+                        )
+                    )
                 if not stream.early:
                     self._waiting_streams.discard(incarnation)
 
@@ -422,7 +460,7 @@ class Guardian(SeamActor):
             return False
         if msg.wait_event is None:
             return True
-        return any(msg.wanted(e) for e in self._events[msg.since:])
+        return any(msg.wanted(e) for e in self._events[msg.since :])
 
     def _get_events(self, msg: GetEvents, sender: Address, env: codec.Envelope) -> None:
         if self._ready(msg):
@@ -434,8 +472,9 @@ class Guardian(SeamActor):
     def _send_events(self, requester: Address, env: codec.Envelope) -> None:
         msg = env.message
         assert isinstance(msg, GetEvents)  # noqa: S101
-        self.reply(requester, env, Events(events=self._events[msg.since:],
-                                          exit_reason=self._exit_reason))
+        self.reply(
+            requester, env, Events(events=self._events[msg.since :], exit_reason=self._exit_reason)
+        )
 
     def _release_events(self, *, force: bool, token: int | None = None) -> None:
         still: list[_Held] = []
@@ -456,7 +495,7 @@ class Guardian(SeamActor):
         self._timer_ids[self._tokens] = self.set_timer(seconds, (what, self._tokens))
         return self._tokens
 
-    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+    def on_wakeup(self, payload: Any) -> None:
         """A held request reached its deadline: answer it with what is known now."""
         if not isinstance(payload, tuple):
             return

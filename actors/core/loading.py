@@ -31,7 +31,7 @@ def load_class(start: str, base: type[T]) -> type[T]:
 _deciders: dict[str, Any] = {}
 
 
-def load_decider(ref: str) -> Any:  # noqa: ANN401 - a Decider; typed in actors.core.restart
+def load_decider(ref: str) -> Any:
     """Import a decider function ``module:function`` (cached per process).
 
     Raises:

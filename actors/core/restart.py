@@ -107,6 +107,6 @@ def auto_shutdown_due(
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Return the exponential backoff delay before retry ``attempt`` (0-based)."""
-    if attempt >= 64:  # noqa: PLR2004 - 2**64 * any useful base is past every cap
+    if attempt >= 64:
         return float(cap)
     return float(min(cap, base * (2**attempt)))

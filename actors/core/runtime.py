@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from actors.core.guardian import GUARDIAN_NAME, Guardian
+from actors.core.loading import load_class, load_decider
 from actors.core.seam import (
     Address,
     encode_external,
@@ -33,6 +35,7 @@ from actors.core.seam import (
     unpack_address,
 )
 from actors.core.workarounds import DeliveryFailed, ask_correlated, process_alive
+from actors.core.worker import Worker
 from actors.errors import (
     ActorNotFound,
     AskTimeout,
@@ -40,11 +43,15 @@ from actors.errors import (
     StartFailed,
     error_from_reply,
 )
-from actors.core.guardian import GUARDIAN_NAME, Guardian
-from actors.core.loading import load_class, load_decider
-from actors.core.worker import Worker
 from protocols import codec
 from protocols._base import Message
+from protocols._lifecycle import (
+    _Boot,
+    _Gone,
+    _Resolve,
+    _Resolved,
+    _ShutdownTree,
+)
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
 from protocols.supervision import (
@@ -60,13 +67,6 @@ from protocols.supervision import (
     SupervisionEvent,
     TerminateChild,
     WhichChildren,
-)
-from protocols._lifecycle import (
-    _Boot,
-    _Gone,
-    _Resolve,
-    _Resolved,
-    _ShutdownTree,
 )
 from protocols.topology import ChildSpec, SupervisorSpec, Topology
 from protocols.topology_loader import load_topology
@@ -107,14 +107,17 @@ def check_workers(topology: Topology) -> None:
     for where, child in walk(topology.root, "root"):
         try:
             load_class(child.start, Worker)
-        except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
-            raise TopologyError(f"cannot use {child.start!r}: {exc}", field=f"{where}.start") from exc
+        except Exception as exc:
+            raise TopologyError(
+                f"cannot use {child.start!r}: {exc}", field=f"{where}.start"
+            ) from exc
         if child.decider is not None:
             try:
                 load_decider(child.decider)
-            except Exception as exc:  # noqa: BLE001 - any import problem is a topology error
-                raise TopologyError(f"cannot use {child.decider!r}: {exc}",
-                                    field=f"{where}.decider") from exc
+            except Exception as exc:
+                raise TopologyError(
+                    f"cannot use {child.decider!r}: {exc}", field=f"{where}.decider"
+                ) from exc
 
 
 class Runtime:
@@ -122,7 +125,7 @@ class Runtime:
 
     def __init__(
         self,
-        system: Any,  # noqa: ANN401 - thespian's ActorSystem is untyped
+        system: Any,
         guardian: Address,
         *,
         owns_system: bool,
@@ -170,13 +173,25 @@ class Runtime:
         system = open_system(config.base, capabilities)
         try:
             guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
-            runtime = cls(system, guardian, owns_system=True,
-                          max_message_size=config.max_message_size, admin_port=port,
-                          base=config.base)
-            reply = runtime._request(guardian, "guardian", _Boot(
-                spec=topology.root, max_message_size=config.max_message_size,
-                state_dir=str(Path(config.state_dir).resolve()),
-                owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None), timeout)
+            runtime = cls(
+                system,
+                guardian,
+                owns_system=True,
+                max_message_size=config.max_message_size,
+                admin_port=port,
+                base=config.base,
+            )
+            reply = runtime._request(
+                guardian,
+                "guardian",
+                _Boot(
+                    spec=topology.root,
+                    max_message_size=config.max_message_size,
+                    state_dir=str(Path(config.state_dir).resolve()),
+                    owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None,
+                ),
+                timeout,
+            )
         except BaseException:
             system.shutdown()
             raise
@@ -243,12 +258,18 @@ class Runtime:
         with self._lock:
             self._check_open()
             address = self._address(path, time.monotonic() + DEFAULT_ASK_TIMEOUT)
-            self._system.tell(address, encode_external(
-                message, message_id=codec.new_message_id(), ask=False, max_size=self._max_size))
+            self._system.tell(
+                address,
+                encode_external(
+                    message, message_id=codec.new_message_id(), ask=False, max_size=self._max_size
+                ),
+            )
 
     # --- The child API ---------------------------------------------------------------------------
 
-    def which_children(self, path: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[ChildInfo]:
+    def which_children(
+        self, path: str, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> list[ChildInfo]:
         """List the children of the supervisor at ``path``, in start order."""
         return self._call(path, WhichChildren(), Children, timeout).children
 
@@ -271,15 +292,21 @@ class Runtime:
         request = StartChild(args=spec) if isinstance(spec, dict) else StartChild(spec=spec)
         return self._call(path, request, ChildInfo, timeout)
 
-    def terminate_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+    def terminate_child(
+        self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> None:
         """Stop a child (after its cleanup, or killed after its shutdown time)."""
         self._call(path, TerminateChild(child_id=_bare(path, child_id)), Ok, timeout)
 
-    def restart_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> ChildInfo:
+    def restart_child(
+        self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> ChildInfo:
         """Start a terminated child again from its spec."""
         return self._call(path, RestartChild(child_id=_bare(path, child_id)), ChildInfo, timeout)
 
-    def delete_child(self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+    def delete_child(
+        self, path: str, child_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> None:
         """Remove a terminated child's spec."""
         self._call(path, DeleteChild(child_id=_bare(path, child_id)), Ok, timeout)
 
@@ -310,9 +337,14 @@ class Runtime:
         """
         with self._lock:
             self._check_open()
-            request = GetEvents(since=after, barrier=dict(self._barrier), wait_event=event,
-                                wait_child=child_id, wait_supervisor=supervisor,
-                                barrier_timeout=timeout)
+            request = GetEvents(
+                since=after,
+                barrier=dict(self._barrier),
+                wait_event=event,
+                wait_child=child_id,
+                wait_supervisor=supervisor,
+                barrier_timeout=timeout,
+            )
             reply = self._request(self._guardian, "guardian", request, timeout + 1.0)
             assert isinstance(reply, Events)  # noqa: S101 - the guardian's answer
             for found in reply.events:
@@ -337,8 +369,9 @@ class Runtime:
             raise RuntimeStopped(msg)
 
     def _fetch_events(self, timeout: float) -> tuple[list[SupervisionEvent], str | None]:
-        reply = self._request(self._guardian, "guardian",
-                              GetEvents(barrier=dict(self._barrier)), timeout)
+        reply = self._request(
+            self._guardian, "guardian", GetEvents(barrier=dict(self._barrier)), timeout
+        )
         assert isinstance(reply, Events)  # noqa: S101 - the guardian's answer
         return reply.events, reply.exit_reason
 
@@ -377,9 +410,8 @@ class Runtime:
                 self._addresses.pop(path, None)
                 self._stale[path] = address
             return reply
-    def _request(
-        self, address: Address, path: str, message: Message, timeout: float
-    ) -> Message:
+
+    def _request(self, address: Address, path: str, message: Message, timeout: float) -> Message:
         """One request/reply exchange; raises AskTimeout or DeliveryFailed."""
         mid = codec.new_message_id()
         data = encode_external(message, message_id=mid, ask=True, max_size=self._max_size)
@@ -412,8 +444,11 @@ class Runtime:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AskTimeout(path, 0.0)
-        request = _Resolve(path=path, stale=pack_address(stale) if stale is not None else None,
-                           wait=max(0.0, remaining - 0.05))
+        request = _Resolve(
+            path=path,
+            stale=pack_address(stale) if stale is not None else None,
+            wait=max(0.0, remaining - 0.05),
+        )
         try:
             reply = self._request(self._guardian, "guardian", request, remaining)
         except DeliveryFailed as exc:
@@ -431,10 +466,12 @@ class Runtime:
 
 def _bare(path: str, child_id: str) -> str:
     prefix = path.rstrip("/") + "/"
-    return child_id[len(prefix):] if child_id.startswith(prefix) else child_id
+    return child_id[len(prefix) :] if child_id.startswith(prefix) else child_id
 
 
-def _matches(event: SupervisionEvent, name: str, child_id: str | None, supervisor: str | None) -> bool:
+def _matches(
+    event: SupervisionEvent, name: str, child_id: str | None, supervisor: str | None
+) -> bool:
     return (
         event.event == name
         and (child_id is None or event.child_id == child_id)

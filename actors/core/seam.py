@@ -34,56 +34,57 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from thespian.actors import (
     Actor,
     ActorAddress,
-    ActorSystem,
     ActorExitRequest,
+    ActorSystem,
     ChildActorExited,
     DeadEnvelope,
     PoisonMessage,
     WakeupMessage,
 )
 
+from actors.errors import Backpressure
 from protocols import codec
 from protocols._base import Message
 from protocols.common import ErrorName, ErrorReply
-from actors.errors import Backpressure
 from protocols.errors import CodecError
 
 __all__ = [
-    "Address",
-    "open_system",
-    "spawn_global",
     "ASK_META",
     "DEFAULT_BATCH_MAX",
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_WINDOW",
+    "Address",
     "Link",
     "SeamActor",
     "encode_external",
+    "open_system",
     "pack_address",
+    "spawn_global",
     "unpack_address",
 ]
 
 log = structlog.get_logger("understudy.seam")
 
-Address = ActorAddress
+Address: TypeAlias = ActorAddress
 """An actor's address (Thespian's, opaque outside this module)."""
 
 
-def open_system(base: str, capabilities: dict[str, Any], *, transient: bool = True) -> Any:  # noqa: ANN401
+def open_system(base: str, capabilities: dict[str, Any], *, transient: bool = True) -> Any:
     """Start (``transient``: a fresh one) or join the ActorSystem of ``base``; return it."""
     return ActorSystem(base, capabilities, transientUnique=transient)
 
 
-def spawn_global(system: Any, actor_class: type, name: str) -> Address:  # noqa: ANN401
+def spawn_global(system: Any, actor_class: type, name: str) -> Address:
     """Create (or find) the actor ``name`` of ``system``, an instance of ``actor_class``."""
     address: Address = system.createActor(actor_class, globalName=name)
     return address
+
 
 ASK_META: dict[str, Any] = {"ask": 1}
 
@@ -93,8 +94,12 @@ def encode_external(
 ) -> bytes:
     """Frame a message sent from outside the actors (the Runtime): an ask is marked so that
     the receiver always answers it (Ok when its handler returns nothing)."""
-    return codec.encode_frame([codec.envelope_parts(message, message_id)],
-                              meta=ASK_META if ask else None, max_size=max_size)
+    return codec.encode_frame(
+        [codec.envelope_parts(message, message_id)],
+        meta=ASK_META if ask else None,
+        max_size=max_size,
+    )
+
 
 _TIMER_WAKEUP = "understudy.timer"
 _TIMER_SLACK = 0.001
@@ -153,7 +158,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     # --- Thespian entry point -------------------------------------------------------------
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         """Dispatch one Thespian message; see the module doc."""
         try:
             if isinstance(message, bytes):
@@ -181,7 +186,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                     sender,
                     ErrorReply(
                         error=ErrorName.DECODE_ERROR,
-                        message=f"expected an Understudy frame (bytes), got {type(message).__name__}",
+                        message="expected an Understudy frame (bytes), got "
+                        f"{type(message).__name__}",
                     ),
                 )
         except Exception as exc:  # noqa: BLE001 - nothing may reach Thespian's retry
@@ -195,8 +201,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         try:
             meta, envelopes = codec.decode_frame(data, max_size=self.max_message_size)
         except CodecError as exc:
-            log.warning("message_rejected", actor=self.describe(), error=type(exc).__name__,
-                        detail=str(exc))
+            log.warning(
+                "message_rejected", actor=self.describe(), error=type(exc).__name__, detail=str(exc)
+            )
             self.send_message(sender, ErrorReply(error=type(exc).__name__, message=str(exc)))
             return
         link_seq = meta.get("l") if meta else None
@@ -205,8 +212,13 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         refused: list[int] = []
         for env in envelopes:
             if isinstance(env, codec.BadEnvelope):
-                log.warning("message_rejected", actor=self.describe(),
-                            error=type(env.error).__name__, kind=env.kind, detail=str(env.error))
+                log.warning(
+                    "message_rejected",
+                    actor=self.describe(),
+                    error=type(env.error).__name__,
+                    kind=env.kind,
+                    detail=str(env.error),
+                )
                 text = getattr(env.error, "kind", None) or str(env.error)
                 self.send_message(
                     sender,
@@ -265,8 +277,13 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         return mid
 
     def link_send(
-        self, to: ActorAddress, message: Message, *, correlation_id: int | None = None,
-        label: str = "", message_id: int | None = None,
+        self,
+        to: ActorAddress,
+        message: Message,
+        *,
+        correlation_id: int | None = None,
+        label: str = "",
+        message_id: int | None = None,
     ) -> int:
         """Queue ``message`` on the data path to ``to``; return its message id.
 
@@ -282,8 +299,10 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         if link is None:
             link = self._links[key] = Link(to, label or key)
         if message_id is None and len(link.queue) >= self.max_queue:
-            msg = (f"{len(link.queue)} messages already wait for {link.label} "
-                   f"(max_queue={self.max_queue}); it is slower than its senders")
+            msg = (
+                f"{len(link.queue)} messages already wait for {link.label} "
+                f"(max_queue={self.max_queue}); it is slower than its senders"
+            )
             raise Backpressure(msg)
         mid = codec.new_message_id() if message_id is None else message_id
         link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
@@ -305,8 +324,10 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         if self._acks_due:
             due, self._acks_due = self._acks_due, {}
             for address, acks in due.values():
-                self.send(address, codec.encode_frame([], meta={"a": acks},
-                                                      max_size=self.max_message_size))
+                self.send(
+                    address,
+                    codec.encode_frame([], meta={"a": acks}, max_size=self.max_message_size),
+                )
 
     def _flush_link(self, key: str, link: Link) -> None:
         while link.queue and len(link.inflight) < self.window:
@@ -318,8 +339,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             due = self._acks_due.pop(key, None)
             if due is not None:
                 meta["a"] = due[1]
-            data = codec.encode_frame([parts for parts, _ in batch], meta=meta,
-                                      max_size=self.max_message_size)
+            data = codec.encode_frame(
+                [parts for parts, _ in batch], meta=meta, max_size=self.max_message_size
+            )
             link.inflight[seq] = [(parts[1], message) for parts, message in batch]
             link.sent += count
             self.send(link.address, data)
@@ -351,12 +373,15 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             self._report_undelivered(link, lost, reason)
         return [(message, parts[1]) for parts, message in link.queue]
 
-    def _report_undelivered(
-        self, link: Link, lost: list[tuple[int, Message]], reason: str
-    ) -> None:
+    def _report_undelivered(self, link: Link, lost: list[tuple[int, Message]], reason: str) -> None:
         link.undelivered += len(lost)
-        log.warning("messages_undelivered", actor=self.describe(), to=link.label,
-                    count=len(lost), reason=reason)
+        log.warning(
+            "messages_undelivered",
+            actor=self.describe(),
+            to=link.label,
+            count=len(lost),
+            reason=reason,
+        )
         self.on_undelivered_ids(link.label, [mid for mid, _ in lost], reason)
         self.on_undelivered(link.label, [message for _, message in lost], reason)
 
@@ -376,7 +401,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     # every send: thousands of far-off timers made each message cost milliseconds. So timers
     # live in a heap here and only the earliest is armed with Thespian.
 
-    def set_timer(self, seconds: float, payload: Any) -> int:  # noqa: ANN401 - caller's token
+    def set_timer(self, seconds: float, payload: Any) -> int:
         """Call ``on_wakeup(payload)`` after ``seconds``; return a token for ``cancel_timer``."""
         if "_timers" not in self.__dict__:
             self._timers, self._armed, self._cancelled = [], [], set()
@@ -400,8 +425,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         if any(armed <= deadline for armed in self._armed):
             return
         self._armed.append(deadline)
-        self.wakeupAfter(timedelta(seconds=max(0.0, deadline - time.monotonic())),
-                         payload=_TIMER_WAKEUP)
+        self.wakeupAfter(
+            timedelta(seconds=max(0.0, deadline - time.monotonic())), payload=_TIMER_WAKEUP
+        )
 
     def _fire_timers(self) -> None:
         if "_timers" not in self.__dict__:
@@ -441,7 +467,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     def on_child_exited(self, address: ActorAddress) -> None:
         """A child actor's process has exited."""
 
-    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - whatever was scheduled
+    def on_wakeup(self, payload: Any) -> None:
         """A timer set with ``wakeupAfter`` fired."""
 
     def on_exit_request(self) -> None:

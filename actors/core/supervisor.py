@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from actors.core.seam import Address, SeamActor, pack_address, unpack_address
+from actors.core.loading import load_decider
 from actors.core.restart import (
     Directive,
     affected_children,
@@ -41,11 +41,25 @@ from actors.core.restart import (
     prune,
     record_restart,
 )
+from actors.core.seam import Address, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent, kill_process
-from actors.logs import ensure_safe_logging
-from actors.core.loading import load_decider
 from actors.core.worker import WorkerActor
+from actors.logs import ensure_safe_logging
 from protocols import codec
+from protocols._lifecycle import (
+    _Ack,
+    _Adopt,
+    _Exiting,
+    _Gone,
+    _Init,
+    _Register,
+    _Report,
+    _RetryRestart,
+    _Started,
+    _StartFailed,
+    _Stop,
+    _Unregister,
+)
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.supervision import (
     KILLED,
@@ -61,20 +75,6 @@ from protocols.supervision import (
     TerminateChild,
     WhichChildren,
     error_reason,
-)
-from protocols._lifecycle import (
-    _Ack,
-    _Adopt,
-    _Exiting,
-    _Gone,
-    _Init,
-    _Register,
-    _Report,
-    _RetryRestart,
-    _Started,
-    _StartFailed,
-    _Stop,
-    _Unregister,
 )
 from protocols.topology import ChildSpec, SupervisorSpec
 
@@ -172,9 +172,7 @@ class SupervisorActor(SeamActor):
 
     # --- Inputs: everything becomes an _Ev and goes through _pump -----------------------------
 
-    def on_message(
-        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
-    ) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
         """Turn a decoded message into an input event."""
         msg = env.message
         if isinstance(msg, _Started | _StartFailed | _Exiting) and msg.incarnation:
@@ -188,8 +186,9 @@ class SupervisorActor(SeamActor):
         elif isinstance(msg, _Ack) or (env.correlation_id is not None and isinstance(msg, Ok)):
             self._pump(_Ev("reply", sender, env.correlation_id))
         elif isinstance(msg, ErrorReply):
-            log.warning("error_reply_received", supervisor=self._path, error=msg.error,
-                        detail=msg.message)
+            log.warning(
+                "error_reply_received", supervisor=self._path, error=msg.error, detail=msg.message
+            )
         elif isinstance(msg, _Gone):
             log.debug("gone_reply_ignored", supervisor=self._path, path=msg.path)
         else:
@@ -199,7 +198,7 @@ class SupervisorActor(SeamActor):
         """A child's process is gone."""
         self._pump(_Ev("gone", address))
 
-    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+    def on_wakeup(self, payload: Any) -> None:
         """A stop timer or a delayed restart fired."""
         if isinstance(payload, tuple) and payload and payload[0] == "supervisor_timer":
             child_id = self._delayed.pop(payload[1], None)
@@ -305,10 +304,14 @@ class SupervisorActor(SeamActor):
             self._api_delete_child(msg.child_id, sender, env)
         else:
             log.warning("unexpected_message", supervisor=self._path, kind=msg.kind)
-            self._answer(sender, env, ErrorReply(
-                error=ErrorName.NOT_SUPPORTED,
-                message=f"a supervisor does not handle {msg.kind!r} messages",
-            ))
+            self._answer(
+                sender,
+                env,
+                ErrorReply(
+                    error=ErrorName.NOT_SUPPORTED,
+                    message=f"a supervisor does not handle {msg.kind!r} messages",
+                ),
+            )
 
     # --- Boot -------------------------------------------------------------------------------
 
@@ -325,7 +328,8 @@ class SupervisorActor(SeamActor):
             # One process per actor: creating a process is most of a restart's time, so keep
             # one worker host ready (when this supervisor has workers to restart).
             self._spares = spec.template is not None or any(
-                isinstance(c, ChildSpec) for c in spec.children)
+                isinstance(c, ChildSpec) for c in spec.children
+            )
         started: list[_Child] = []
         for child_spec in spec.children:
             child = _Child(child_spec)
@@ -338,14 +342,22 @@ class SupervisorActor(SeamActor):
                     self._emit("child_terminated", done.id, stop_reason)
                 self._exiting = True
                 self._drop_spare()
-                self.send_message(parent, _StartFailed(
-                    reason=reason, offender=offender, incarnation=self._incarnation,
-                    events=self._events_sent))
+                self.send_message(
+                    parent,
+                    _StartFailed(
+                        reason=reason,
+                        offender=offender,
+                        incarnation=self._incarnation,
+                        events=self._events_sent,
+                    ),
+                )
                 return
             started.append(child)
             self._emit("child_started", child.id)
-        self.send_message(parent, _Started(pid=os.getpid(), incarnation=self._incarnation,
-                                           events=self._events_sent))
+        self.send_message(
+            parent,
+            _Started(pid=os.getpid(), incarnation=self._incarnation, events=self._events_sent),
+        )
 
     # --- Starting and stopping one child ----------------------------------------------------
 
@@ -359,17 +371,28 @@ class SupervisorActor(SeamActor):
             address = self.spawn(actor_class)
         child.address = address
         assert self._guardian is not None  # noqa: S101 - set at boot
-        self.send_message(address, _Init(
-            path=path, spec=child.spec, guardian=pack_address(self._guardian),
-            parent_pid=os.getpid(), max_message_size=self.max_message_size,
-            state_dir=self._state_dir,
-        ))
+        self.send_message(
+            address,
+            _Init(
+                path=path,
+                spec=child.spec,
+                guardian=pack_address(self._guardian),
+                parent_pid=os.getpid(),
+                max_message_size=self.max_message_size,
+                state_dir=self._state_dir,
+            ),
+        )
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":
             child.pid, child.status = ev.payload, "running"
-            ack = self.send_message(self._guardian, _Register(
-                path=path, address=pack_address(address), pid=child.pid,
-            ))
+            ack = self.send_message(
+                self._guardian,
+                _Register(
+                    path=path,
+                    address=pack_address(address),
+                    pid=child.pid,
+                ),
+            )
             yield _Await(correlation=ack)
             self._keep_spare()
             return True, "", path
@@ -426,8 +449,11 @@ class SupervisorActor(SeamActor):
                 timers[self._start_timer(float(shutdown))] = child
         waiting = list(live.values())
         while waiting:
-            ev = yield _Await([c.address for c in waiting],
-                              frozenset({"exiting", "gone", "start_failed"}), frozenset(timers))
+            ev = yield _Await(
+                [c.address for c in waiting],
+                frozenset({"exiting", "gone", "start_failed"}),
+                frozenset(timers),
+            )
             if ev.kind == "timer":
                 child = timers.pop(ev.payload)
                 if child in waiting:
@@ -463,10 +489,14 @@ class SupervisorActor(SeamActor):
     def _forget(self, child: _Child, *, pending: bool) -> None:
         """Record that the child's process is gone and tell the guardian."""
         if child.address is not None and self._guardian is not None:
-            self.send_message(self._guardian, _Unregister(
-                path=self._child_path(child), address=pack_address(child.address),
-                pending=pending,
-            ))
+            self.send_message(
+                self._guardian,
+                _Unregister(
+                    path=self._child_path(child),
+                    address=pack_address(child.address),
+                    pending=pending,
+                ),
+            )
         child.address, child.pid, child.status = None, None, "stopped"
 
     # --- A child exited by itself -------------------------------------------------------------
@@ -482,18 +512,20 @@ class SupervisorActor(SeamActor):
         self._forget(child, pending=restart)
         self._emit("child_exited", child.id, reason)
         if directive == "escalate":
-            log.warning("child_escalated", supervisor=self._path, offender=child.id,
-                        reason=reason)
+            log.warning("child_escalated", supervisor=self._path, offender=child.id, reason=reason)
             yield from self._shutdown(reason, event=None, offender=child.id)
             return
         if not restart:
-            if child.spec.restart == "temporary" or child.dynamic and spec.strategy == (
-                "simple_one_for_one"
+            if child.spec.restart == "temporary" or (
+                child.dynamic and spec.strategy == ("simple_one_for_one")
             ):
                 self._children.remove(child)
             alive = sum(1 for c in self._children if c.spec.significant and c.address is not None)
-            if auto_shutdown_due(spec.auto_shutdown, exited_significant=child.spec.significant,
-                                 significant_still_alive=alive):
+            if auto_shutdown_due(
+                spec.auto_shutdown,
+                exited_significant=child.spec.significant,
+                significant_still_alive=alive,
+            ):
                 yield from self._shutdown(SHUTDOWN, event="auto_shutdown", offender=child.id)
             return
         if not self._allow_restart(child.id):
@@ -513,8 +545,9 @@ class SupervisorActor(SeamActor):
         try:
             return decide_restart(child.spec.restart, reason, decider)
         except Exception as exc:  # noqa: BLE001 - a broken decider falls back to OTP's rule
-            log.error("decider_failed", supervisor=self._path, offender=child.id,
-                      error=error_reason(exc))
+            log.error(
+                "decider_failed", supervisor=self._path, offender=child.id, error=error_reason(exc)
+            )
             return decide_restart(child.spec.restart, reason)
 
     def _backoff(self, child: _Child) -> float:
@@ -600,14 +633,16 @@ class SupervisorActor(SeamActor):
         self._exiting = True
         self._drop_spare()
         if self._parent is not None:
-            self.send_message(self._parent, _Exiting(reason=reason, incarnation=self._incarnation,
-                                                     events=self._events_sent))
+            self.send_message(
+                self._parent,
+                _Exiting(reason=reason, incarnation=self._incarnation, events=self._events_sent),
+            )
         else:
             self.stop_actor(self.self_address)
 
     # --- The child API ---------------------------------------------------------------------------
 
-    def _answer(self, to: Address, env: codec.Envelope, message: Any) -> None:  # noqa: ANN401
+    def _answer(self, to: Address, env: codec.Envelope, message: Any) -> None:
         self.reply(to, env, message, meta={"ev": [self._incarnation, self._events_sent]})
 
     def _refuse(self, to: Address, env: codec.Envelope, error: str, message: str) -> None:
@@ -618,8 +653,12 @@ class SupervisorActor(SeamActor):
         assert spec is not None  # noqa: S101
         if spec.strategy == "simple_one_for_one":
             if msg.spec is not None:
-                self._refuse(sender, env, ErrorName.NOT_SUPPORTED,
-                             "start_child on a simple_one_for_one supervisor takes args, not a spec")
+                self._refuse(
+                    sender,
+                    env,
+                    ErrorName.NOT_SUPPORTED,
+                    "start_child on a simple_one_for_one supervisor takes args, not a spec",
+                )
                 return
             template = spec.template
             assert template is not None  # noqa: S101 - validated by the topology
@@ -629,22 +668,38 @@ class SupervisorActor(SeamActor):
             )
         else:
             if msg.spec is None:
-                self._refuse(sender, env, ErrorName.NOT_SUPPORTED,
-                             f"start_child on a {spec.strategy} supervisor takes a child spec")
+                self._refuse(
+                    sender,
+                    env,
+                    ErrorName.NOT_SUPPORTED,
+                    f"start_child on a {spec.strategy} supervisor takes a child spec",
+                )
                 return
             child_spec = msg.spec
             existing = self._by_id(child_spec.id)
             if existing is not None:
                 if existing.address is not None:
-                    self._refuse(sender, env, ErrorName.ALREADY_STARTED,
-                                 f"child {child_spec.id!r} is already started")
+                    self._refuse(
+                        sender,
+                        env,
+                        ErrorName.ALREADY_STARTED,
+                        f"child {child_spec.id!r} is already started",
+                    )
                 else:
-                    self._refuse(sender, env, ErrorName.ALREADY_PRESENT,
-                                 f"child {child_spec.id!r} is already present")
+                    self._refuse(
+                        sender,
+                        env,
+                        ErrorName.ALREADY_PRESENT,
+                        f"child {child_spec.id!r} is already present",
+                    )
                 return
             if child_spec.significant and spec.auto_shutdown == "never":
-                self._refuse(sender, env, ErrorName.TOPOLOGY_ERROR,
-                             f"child {child_spec.id!r} is significant but auto_shutdown is never")
+                self._refuse(
+                    sender,
+                    env,
+                    ErrorName.TOPOLOGY_ERROR,
+                    f"child {child_spec.id!r} is significant but auto_shutdown is never",
+                )
                 return
         child = _Child(child_spec, dynamic=True)
         self._children.append(child)
@@ -683,8 +738,11 @@ class SupervisorActor(SeamActor):
         ok, reason, offender = yield from self._start(child)
         if not ok:
             self._emit("start_failed", child.id, reason)
-            self._answer(sender, env, ErrorReply(error=ErrorName.START_FAILED, message=offender,
-                                                 reason=reason))
+            self._answer(
+                sender,
+                env,
+                ErrorReply(error=ErrorName.START_FAILED, message=offender, reason=reason),
+            )
             return False
         self._emit("child_started", child.id)
         self._answer(sender, env, self._info(child))
@@ -728,8 +786,14 @@ class SupervisorActor(SeamActor):
 
     def _info(self, child: _Child) -> ChildInfo:
         status = "running" if child.address is not None else child.status
-        return ChildInfo(id=child.id, status=status, type=child.type,
-                         restart=child.spec.restart, restarts=child.restarts, pid=child.pid)
+        return ChildInfo(
+            id=child.id,
+            status=status,
+            type=child.type,
+            restart=child.spec.restart,
+            restarts=child.restarts,
+            pid=child.pid,
+        )
 
     def _counts(self) -> ChildCounts:
         spec = self._spec
@@ -753,13 +817,21 @@ class SupervisorActor(SeamActor):
             "auto_shutdown": "auto_shutdown",
         }.get(event)
         level = "warning" if event in ("start_failed", "intensity_exceeded") else "info"
-        getattr(log, level)(event, supervisor=self._path, offender=child_id, reason=reason,
-                            error_context=context)
+        getattr(log, level)(
+            event, supervisor=self._path, offender=child_id, reason=reason, error_context=context
+        )
         if self._guardian is not None:
-            self.send_message(self._guardian, _Report(
-                incarnation=self._incarnation, n=self._events_sent, time=time.time(),
-                supervisor=self._path, child_id=child_id, event=event, reason=reason,
-                after=self._after,
-            ))
+            self.send_message(
+                self._guardian,
+                _Report(
+                    incarnation=self._incarnation,
+                    n=self._events_sent,
+                    time=time.time(),
+                    supervisor=self._path,
+                    child_id=child_id,
+                    event=event,
+                    reason=reason,
+                    after=self._after,
+                ),
+            )
             self._after = {}
-

@@ -1,4 +1,5 @@
-"""Every workaround for a Thespian defect lives here, named and tested (tests/unit/test_workarounds.py).
+"""Every workaround for a Thespian defect lives here, named and tested
+(tests/integration/test_workarounds.py).
 
 1. Orphans outlive their parent (thespian 4.0.1, multiprocTCPBase). When an actor process is
    SIGKILLed its children keep running, still answer messages, and even survive
@@ -73,7 +74,7 @@ def die_with_parent(parent_pid: int) -> bool:
 def process_alive(pid: int) -> bool:
     """Return True if process ``pid`` is running (a zombie counts as dead)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - hot path, no pathlib
+        with open(f"/proc/{pid}/stat", "rb") as stat:
             state = stat.read().rsplit(b")", 1)[1].split()[0]
     except FileNotFoundError:
         return False
@@ -109,7 +110,7 @@ def kill_process(pid: int) -> None:
         pass
 
 
-class DeliveryFailed(Exception):  # noqa: N818 - internal signal, never escapes the Runtime
+class DeliveryFailed(Exception):
     """The target address did not take the message: its process is gone."""
 
 
@@ -120,8 +121,8 @@ _LATE_MARGIN = 0.05
 
 
 def ask_correlated(
-    system: Any,  # noqa: ANN401 - thespian.actors.ActorSystem has no type hints
-    address: Any,  # noqa: ANN401
+    system: Any,
+    address: Any,
     data: bytes,
     message_id: int,
     timeout: float,
@@ -155,8 +156,11 @@ def ask_correlated(
                     if time.monotonic() > deadline + _LATE_MARGIN:
                         # simpleSystemBase ignores ask timeouts and blocks until the handler
                         # returns: a reply after the deadline is a timeout all the same.
-                        log.warning("late_reply_dropped", kind=env.message.kind,
-                                    late_by=round(time.monotonic() - deadline, 3))
+                        log.warning(
+                            "late_reply_dropped",
+                            kind=env.message.kind,
+                            late_by=round(time.monotonic() - deadline, 3),
+                        )
                         return None
                     return env, meta
             log.debug("stale_reply_skipped", expected=message_id)

@@ -16,23 +16,21 @@ ask again) until the supervisor stops the process. So a handler runs exactly onc
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from actors.core.seam import Address, SeamActor, unpack_address
-from actors.errors import Backpressure
-from actors.core.workarounds import die_with_parent
 from actors.core.flow import Flow, Flows
 from actors.core.loading import load_class
+from actors.core.seam import Address, SeamActor, unpack_address
+from actors.core.workarounds import die_with_parent
+from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
-from protocols.common import ErrorName, ErrorReply, Ok
-from protocols.supervision import NORMAL, SubscribeEvents, error_reason
 from protocols._lifecycle import (
     _Ack,
     _Adopt,
@@ -45,6 +43,8 @@ from protocols._lifecycle import (
     _StartFailed,
     _Stop,
 )
+from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.supervision import NORMAL, SubscribeEvents, error_reason
 from protocols.topology import ChildSpec
 
 __all__ = [
@@ -163,9 +163,7 @@ class WorkerActor(SeamActor):
         """Return the worker's path for logs."""
         return self._path
 
-    def on_message(
-        self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None
-    ) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
         """Handle one decoded message according to the lifecycle in the module doc."""
         msg = env.message
         if isinstance(msg, _Init):
@@ -182,8 +180,9 @@ class WorkerActor(SeamActor):
             if meta is None or "l" not in meta:
                 self.reply(sender, env, _Gone(path=self._path))
         elif isinstance(msg, ErrorReply) and env.correlation_id not in self._outstanding:
-            log.warning("error_reply_received", actor=self._path, error=msg.error,
-                        detail=msg.message)
+            log.warning(
+                "error_reply_received", actor=self._path, error=msg.error, detail=msg.message
+            )
         else:
             self._handle(env, sender, meta)
 
@@ -204,7 +203,7 @@ class WorkerActor(SeamActor):
             worker.child_id = spec.id
             worker.path = msg.path
             worker.state_dir = Path(msg.state_dir)
-            worker._host = self  # noqa: SLF001 - the host wires its own worker
+            worker._host = self
             worker.on_start()
         except Exception as exc:  # noqa: BLE001 - any start error is a start failure
             self._exiting = True
@@ -230,8 +229,12 @@ class WorkerActor(SeamActor):
                 result = worker.handle(env.message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
             reason = self._crash_reason(exc, env.message)
-            self._answer(sender, env, ErrorReply(error=ErrorName.ACTOR_CRASHED, message=str(exc),
-                                                 reason=reason), on_link=on_link)
+            self._answer(
+                sender,
+                env,
+                ErrorReply(error=ErrorName.ACTOR_CRASHED, message=str(exc), reason=reason),
+                on_link=on_link,
+            )
             self._exit(reason)
             return
         finally:
@@ -274,7 +277,7 @@ class WorkerActor(SeamActor):
 
         return send_reply
 
-    def on_wakeup(self, payload: Any) -> None:  # noqa: ANN401 - our own timer payload
+    def on_wakeup(self, payload: Any) -> None:
         """A ``call_later`` fired: hand its message to the worker."""
         if isinstance(payload, tuple) and payload[0] == "flow":
             self.flows.on_timer(payload[1])
@@ -298,8 +301,9 @@ class WorkerActor(SeamActor):
         """Requests that will never be answered fail now (their flows get ActorNotFound)."""
         for mid in message_ids:
             if self._outstanding.pop(mid, None) is not None:
-                self.flows.on_reply(mid, ErrorReply(error=ErrorName.ACTOR_NOT_FOUND,
-                                                    message=f"{to}: {reason}"))
+                self.flows.on_reply(
+                    mid, ErrorReply(error=ErrorName.ACTOR_NOT_FOUND, message=f"{to}: {reason}")
+                )
 
     def accepting(self) -> bool:
         """Refuse data-path messages once exiting: the sender reports them undelivered."""
@@ -384,8 +388,9 @@ class WorkerActor(SeamActor):
             reason = msg.detail or "no actor at that path"
             self.on_undelivered_ids(msg.path, [mid for _, mid in pending], reason)
             if pending:
-                log.warning("dead_letter", actor=self._path, to=msg.path, count=len(pending),
-                            reason=reason)
+                log.warning(
+                    "dead_letter", actor=self._path, to=msg.path, count=len(pending), reason=reason
+                )
                 self.on_undelivered(msg.path, [m for m, _ in pending], reason)
             return
         self._routes[msg.path] = new

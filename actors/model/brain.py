@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from protocols import prompts
 from actors.model.wire import ChatCompletionRequest, ChatMessage, FunctionCall
+from protocols import prompts
 from protocols.prompts import Evaluation, Specification, ToolResult
 
 __all__ = [
@@ -173,12 +173,13 @@ def _clause_actions(clause: str, masked: _Masked, earlier: list[Action]) -> list
     if lead is None:
         return []
     verb = lead.group("verb").lower()
-    rest = clause[lead.end():].strip()
+    rest = clause[lead.end() :].strip()
     action: Action | None
     if verb in {"list", "ls", "enumerate"} or (
         verb in {"show", "display"}
-        and re.match(r"(?:me\s+)?(?:all\s+)?(?:the\s+)?(?:files|entries|directory|folder)\b",
-                     rest, _I)
+        and re.match(
+            r"(?:me\s+)?(?:all\s+)?(?:the\s+)?(?:files|entries|directory|folder)\b", rest, _I
+        )
     ):
         action = _list_action(rest, masked)
     elif verb in {"run", "execute", "exec"}:
@@ -199,14 +200,17 @@ def _copy_actions(rest: str, masked: _Masked, earlier: list[Action]) -> list[Act
     if source is None or path is None:
         return [_write_action(rest, masked, earlier)]
     read = Action("read_file", path)
-    return [read, _write_action("a copy " + rest[source.end("src"):], masked, [*earlier, read])]
+    return [read, _write_action("a copy " + rest[source.end("src") :], masked, [*earlier, read])]
 
 
 def _list_action(rest: str, masked: _Masked) -> Action:
     rest = re.sub(
         r"^(?:me\s+)?(?:all\s+)?(?:the\s+)?(?:files|entries|contents|items)?\s*"
         r"(?:in|of|under|inside)?\s*(?:the\s+)?(?:directory|folder|dir)?\s*",
-        "", rest, flags=_I)
+        "",
+        rest,
+        flags=_I,
+    )
     words = rest.split()
     target = ""
     if words:
@@ -225,8 +229,9 @@ def _run_action(rest: str, masked: _Masked) -> Action | None:
 
 
 def _read_action(rest: str, masked: _Masked) -> Action | None:
-    rest = re.sub(r"^(?:me\s+)?(?:the\s+)?(?:contents?\s+of\s+)?(?:the\s+)?(?:file\s+)?",
-                  "", rest, flags=_I)
+    rest = re.sub(
+        r"^(?:me\s+)?(?:the\s+)?(?:contents?\s+of\s+)?(?:the\s+)?(?:file\s+)?", "", rest, flags=_I
+    )
     words = rest.split()
     for word in words:
         path = _path_token(word, masked)
@@ -241,27 +246,43 @@ def _write_action(rest: str, masked: _Masked, earlier: list[Action]) -> Action:
     tokens = list(re.finditer(r"\S+", rest))
     target_at: int | None = None
     for i, token in enumerate(tokens):
-        if _path_token(token.group(), masked) is not None and i > 0 \
-                and tokens[i - 1].group().lower() in _TARGET_PREPS:
+        if (
+            _path_token(token.group(), masked) is not None
+            and i > 0
+            and tokens[i - 1].group().lower() in _TARGET_PREPS
+        ):
             target_at = i
             break
     if target_at is None:
-        target_at = next((i for i, t in enumerate(tokens)
-                          if _path_token(t.group(), masked) is not None), None)
+        target_at = next(
+            (i for i, t in enumerate(tokens) if _path_token(t.group(), masked) is not None), None
+        )
     if target_at is None:
         return Action(None, "", _content(rest, "", masked, earlier))
     target = _path_token(tokens[target_at].group(), masked) or ""
-    before = rest[:tokens[target_at].start()]
-    after = rest[tokens[target_at].end():]
-    with_what = re.match(r"\s*(?:with|containing|saying|that\s+says|that\s+contains)\b\s*(.*)$",
-                         after, _I | re.DOTALL)
+    before = rest[: tokens[target_at].start()]
+    after = rest[tokens[target_at].end() :]
+    with_what = re.match(
+        r"\s*(?:with|containing|saying|that\s+says|that\s+contains)\b\s*(.*)$",
+        after,
+        _I | re.DOTALL,
+    )
     if with_what:
         what = with_what.group(1)
     else:
-        what = re.sub(r"\s+(?:to|into|in|as|at)\s+(?:a\s+|the\s+)?(?:new\s+)?(?:file\s+)?"
-                      r"(?:named\s+|called\s+)?$", "", " " + before, flags=_I)
-        what = re.sub(r"^\s*(?:a\s+|the\s+)?(?:new\s+)?(?:file\s*)?(?:named\s*|called\s*)?$",
-                      "", what, flags=_I)
+        what = re.sub(
+            r"\s+(?:to|into|in|as|at)\s+(?:a\s+|the\s+)?(?:new\s+)?(?:file\s+)?"
+            r"(?:named\s+|called\s+)?$",
+            "",
+            " " + before,
+            flags=_I,
+        )
+        what = re.sub(
+            r"^\s*(?:a\s+|the\s+)?(?:new\s+)?(?:file\s*)?(?:named\s*|called\s*)?$",
+            "",
+            what,
+            flags=_I,
+        )
     return Action("write_file", target, _content(what.strip(), target, masked, earlier))
 
 
@@ -285,8 +306,11 @@ def _content(what: str, target: str, masked: _Masked, earlier: list[Action]) -> 
 
 
 def _topic(what: str) -> str:
-    match = re.search(r"\b(?:about|on|of|regarding|describing|explaining|covering|for)\s+(.+)$",
-                      what, _I | re.DOTALL)
+    match = re.search(
+        r"\b(?:about|on|of|regarding|describing|explaining|covering|for)\s+(.+)$",
+        what,
+        _I | re.DOTALL,
+    )
     topic = match.group(1) if match else what
     return _ARTICLES.sub("", topic.strip()).strip(" .,;:!?\"'`")
 
@@ -400,21 +424,175 @@ def _render(content: Content, target: str, source: tuple[str, str] | None) -> st
 
 # --- evaluation and specification -----------------------------------------------------------
 
-_STOP_WORDS: Final = frozenset("""
-a an the and or but if then else of to in on at by for with without from into onto about as
-is are was were be been being am do does did done has have had having it its it's this that
-these those there their they them he she his her we our you your i me my mine not no yes all
-any each every some such so than too very can could will would shall should must may might
-need needs just also only own same other more most less least up down out over under again
-file files exist exists existing created create creates written write writes saved save
-contain contains containing include includes including mention mentions mentioning describe
-describes say says said output result answer response text content contents agent which what
-cover covers covering discuss discusses explain explains address addresses state states
-who whom whose when where why how one
-""".split())
-_NUMBERS: Final = dict(zip(
-    "zero one two three four five six seven eight nine ten".split(), map(str, range(11)),
-    strict=True))
+_STOP_WORDS: Final = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "without",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "done",
+        "has",
+        "have",
+        "had",
+        "having",
+        "it",
+        "its",
+        "it's",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "not",
+        "no",
+        "yes",
+        "all",
+        "any",
+        "each",
+        "every",
+        "some",
+        "such",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "must",
+        "may",
+        "might",
+        "need",
+        "needs",
+        "just",
+        "also",
+        "only",
+        "own",
+        "same",
+        "other",
+        "more",
+        "most",
+        "less",
+        "least",
+        "up",
+        "down",
+        "out",
+        "over",
+        "under",
+        "again",
+        "file",
+        "files",
+        "exist",
+        "exists",
+        "existing",
+        "created",
+        "create",
+        "creates",
+        "written",
+        "write",
+        "writes",
+        "saved",
+        "save",
+        "contain",
+        "contains",
+        "containing",
+        "include",
+        "includes",
+        "including",
+        "mention",
+        "mentions",
+        "mentioning",
+        "describe",
+        "describes",
+        "say",
+        "says",
+        "said",
+        "output",
+        "result",
+        "answer",
+        "response",
+        "text",
+        "content",
+        "contents",
+        "agent",
+        "which",
+        "what",
+        "cover",
+        "covers",
+        "covering",
+        "discuss",
+        "discusses",
+        "explain",
+        "explains",
+        "address",
+        "addresses",
+        "state",
+        "states",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "one",
+    ]
+)
+_NUMBERS: Final = dict(
+    zip(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
+        map(str, range(11)),
+        strict=True,
+    )
+)
 _FILE_EXISTS = re.compile(
     r"^(?:(?:a|an|the)\s+)?(?:file\s+)?(?:named\s+|called\s+)?(?P<path>\S*[./]\S*?)\s+"
     r"(?:exists|is\s+(?:created|written|present|saved)|has\s+been\s+(?:created|written|saved))"
@@ -443,14 +621,14 @@ def _key_words(text: str) -> list[str]:
 
 
 def _criterion_words(criterion: str) -> set[str]:
-    return {_stem(w) for w in re.findall(r"[a-z0-9]+", criterion.lower())
-            if w not in _STOP_WORDS}
+    return {_stem(w) for w in re.findall(r"[a-z0-9]+", criterion.lower()) if w not in _STOP_WORDS}
 
 
 def _file_present(path: str, files: dict[str, str]) -> bool:
     want = path.strip("`'\"").removeprefix("./")
-    return any(key == want or key.endswith("/" + want) or posixpath.basename(key) == want
-               for key in files)
+    return any(
+        key == want or key.endswith("/" + want) or posixpath.basename(key) == want for key in files
+    )
 
 
 def judge(criteria: Sequence[str], output: str, files: dict[str, str]) -> Evaluation:
@@ -489,7 +667,9 @@ def judge(criteria: Sequence[str], output: str, files: dict[str, str]) -> Evalua
 _CLAUSE_REST = r"(?:[^.;!?]|[.!?](?=\S))*"  # to the end of the clause; "a.txt" stays whole
 _CONSTRAINT = re.compile(
     r"\b(?:without|do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't)\b"
-    + _CLAUSE_REST, _I)
+    + _CLAUSE_REST,
+    _I,
+)
 _SO_THAT = re.compile(r"\bso\s+that\s+(?P<rest>" + _CLAUSE_REST + ")", _I)
 _MUST = re.compile(r"\b(?:must|should)\b", _I)
 
@@ -521,9 +701,12 @@ def specify(message: str) -> Specification:
     if not criteria:
         criteria = [goal]
     files = [a.target for a in plan if a.tool in {"read_file", "write_file"} and a.target]
-    return Specification(goal=goal, constraints=tuple(dict.fromkeys(c for c in constraints if c)),
-                         acceptance_criteria=tuple(criteria),
-                         workspace_files=tuple(dict.fromkeys(files)))
+    return Specification(
+        goal=goal,
+        constraints=tuple(dict.fromkeys(c for c in constraints if c)),
+        acceptance_criteria=tuple(criteria),
+        workspace_files=tuple(dict.fromkeys(files)),
+    )
 
 
 # --- the agent turn -------------------------------------------------------------------------
@@ -564,8 +747,13 @@ def _history(messages: Sequence[ChatMessage]) -> list[_Done]:
         elif message.role in {"tool", "function"}:
             function = calls.get(message.tool_call_id or "")
             name = function.name if function else (message.name or "tool")
-            done.append(_Done(name, function.arguments if function else "{}",
-                              prompts.parse_tool_result(message.text())))
+            done.append(
+                _Done(
+                    name,
+                    function.arguments if function else "{}",
+                    prompts.parse_tool_result(message.text()),
+                )
+            )
     return done
 
 
@@ -621,19 +809,27 @@ def _agent_turn(request: ChatCompletionRequest) -> Reply:
         step = steps[len(history)]
         assert step.tool is not None  # noqa: S101 - steps are the actions with a tool
         if step.tool not in _available_tools(request):
-            missing = f"I cannot {_verb(step.tool)} {step.target or 'the workspace'}: " \
-                      f"the {step.tool} tool is not available to me."
+            missing = (
+                f"I cannot {_verb(step.tool)} {step.target or 'the workspace'}: "
+                f"the {step.tool} tool is not available to me."
+            )
             return Reply(_final_text(goal, plan, steps, history, extra=missing))
         arguments = _arguments(step, workspace, history)
-        call_id = "call_" + hashlib.sha256(
-            f"{goal}\x1f{len(history)}\x1f{step.tool}".encode()).hexdigest()[:24]
+        call_id = (
+            "call_"
+            + hashlib.sha256(f"{goal}\x1f{len(history)}\x1f{step.tool}".encode()).hexdigest()[:24]
+        )
         return Reply(None, step.tool, arguments, call_id)
     return Reply(_final_text(goal, plan, steps, history))
 
 
 def _verb(tool: str) -> str:
-    return {"read_file": "read", "write_file": "write", "list_directory": "list",
-            "run_command": "run"}.get(tool, f"call {tool} for")
+    return {
+        "read_file": "read",
+        "write_file": "write",
+        "list_directory": "list",
+        "run_command": "run",
+    }.get(tool, f"call {tool} for")
 
 
 def _last_read(history: Sequence[_Done]) -> tuple[str, str] | None:
@@ -653,8 +849,13 @@ def _arguments(step: Action, workspace: str, history: Sequence[_Done]) -> dict[s
     return {"path": path}
 
 
-def _final_text(goal: str, plan: Sequence[Action], steps: Sequence[Action],
-                history: Sequence[_Done], extra: str = "") -> str:
+def _final_text(
+    goal: str,
+    plan: Sequence[Action],
+    steps: Sequence[Action],
+    history: Sequence[_Done],
+    extra: str = "",
+) -> str:
     parts = []
     for i, done in enumerate(history):
         step = steps[i] if i < len(steps) else None
@@ -689,8 +890,9 @@ def _describe(done: _Done, step: Action | None, before: Sequence[_Done]) -> str:
         return f"Read {target} ({lines} lines, {words} words).{begins}"
     if done.name == "list_directory":
         entries = _entries(output)
-        shown = ", ".join(entries[:20]) + (f" and {len(entries) - 20} more" if len(entries) > 20
-                                           else "")
+        shown = ", ".join(entries[:20]) + (
+            f" and {len(entries) - 20} more" if len(entries) > 20 else ""
+        )
         return f"{target} has {len(entries)} entries" + (f": {shown}." if entries else ".")
     if done.name == "run_command":
         return f"Ran `{target}`. Output: {_excerpt(output, 300) or '(no output)'}"

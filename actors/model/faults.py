@@ -80,34 +80,65 @@ class FaultQueue:
 class HttpError(Exception):
     """An HTTP error answer in OpenAI's error shape."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = (
-            status, message, type_, code, param)
+            status,
+            message,
+            type_,
+            code,
+            param,
+        )
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 def fault_error(spec: FaultSpec, model: str, prompt_tokens: int) -> HttpError:
     """Return the HTTP error an injected fault answers with (429, 401, 400 or 500)."""
     if spec.kind == "429":
         seconds = format(spec.retry_after, "g")
-        return HttpError(429, spec.message or f"Rate limit reached for {model}: "
-                          f"please try again in {seconds}s.", type_="requests",
-                          code=spec.code or "rate_limit_exceeded",
-                          headers={"Retry-After": seconds})
+        return HttpError(
+            429,
+            spec.message or f"Rate limit reached for {model}: please try again in {seconds}s.",
+            type_="requests",
+            code=spec.code or "rate_limit_exceeded",
+            headers={"Retry-After": seconds},
+        )
     if spec.kind == "401":
-        return HttpError(401, spec.message or "Incorrect API key provided.",
-                          code=spec.code or "invalid_api_key")
+        return HttpError(
+            401, spec.message or "Incorrect API key provided.", code=spec.code or "invalid_api_key"
+        )
     if spec.kind == "400":
-        return HttpError(400, spec.message or "This model's maximum context length is "
-                          f"{max(1, prompt_tokens - 1)} tokens, however you requested "
-                          f"{prompt_tokens} tokens.", code=spec.code or "context_length_exceeded",
-                          param="messages")
-    return HttpError(500, spec.message or "The server had an error while processing your "
-                      "request.", type_="server_error", code=spec.code or "server_error")
+        return HttpError(
+            400,
+            spec.message
+            or "This model's maximum context length is "
+            f"{max(1, prompt_tokens - 1)} tokens, however you requested "
+            f"{prompt_tokens} tokens.",
+            code=spec.code or "context_length_exceeded",
+            param="messages",
+        )
+    return HttpError(
+        500,
+        spec.message or "The server had an error while processing your request.",
+        type_="server_error",
+        code=spec.code or "server_error",
+    )

@@ -48,19 +48,9 @@ from typing import Any, Final, Literal
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from protocols import prompts
 from actors.model.brain import (
     Reply,
     respond,
-)
-from actors.model.wire import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    FunctionCall,
-    ToolCall,
-    CompletionUsage,
 )
 from actors.model.faults import (
     FaultKind,
@@ -70,11 +60,21 @@ from actors.model.faults import (
     HttpError,
     fault_error,
 )
+from actors.model.wire import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    CompletionUsage,
+    FunctionCall,
+    ToolCall,
+)
+from protocols import prompts
 from protocols.prompts import estimate_tokens
 
 __all__ = [
-    "SERVED_MODEL",
     "MAX_BODY_BYTES",
+    "SERVED_MODEL",
     "ModelServer",
     "RequestRecord",
     "ServerStats",
@@ -88,6 +88,7 @@ MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
 # --- statistics ------------------------------------------------------------------
+
 
 class RequestRecord(BaseModel):
     """One chat request as the server handled it; times come from the server's clock."""
@@ -134,10 +135,21 @@ def _prompt_tokens(request: ChatCompletionRequest) -> int:
 class _State:
     """What the HTTP threads share: options, the fault queue, the statistics."""
 
-    def __init__(self, *, model: str, api_key: str | None, context_window: int | None,
-                 clock: Callable[[], float], log_limit: int) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None,
+        context_window: int | None,
+        clock: Callable[[], float],
+        log_limit: int,
+    ) -> None:
         self.model, self.api_key, self.context_window, self.clock = (
-            model, api_key, context_window, clock)
+            model,
+            api_key,
+            context_window,
+            clock,
+        )
         self.faults = FaultQueue()
         self.stopping = threading.Event()
         self._lock = threading.Condition()
@@ -158,7 +170,7 @@ class _State:
     def end(self, record: RequestRecord) -> None:
         with self._lock:
             self._in_flight -= 1
-            self._served += record.status == 200  # noqa: PLR2004 - HTTP OK
+            self._served += record.status == 200
             self._log.append(record)
             self._lock.notify_all()
 
@@ -179,18 +191,25 @@ class _State:
 
     def stats(self) -> ServerStats:
         with self._lock:
-            return ServerStats(requests=self._requests, served=self._served,
-                               faults_fired=dict(self._fired),
-                               pending_faults=self.faults.pending(),
-                               request_log=list(self._log))
+            return ServerStats(
+                requests=self._requests,
+                served=self._served,
+                faults_fired=dict(self._fired),
+                pending_faults=self.faults.pending(),
+                request_log=list(self._log),
+            )
 
     def complete(self, request: ChatCompletionRequest, *, malformed: bool) -> ChatCompletion:
         prompt_tokens = _prompt_tokens(request)
         if self.context_window is not None and prompt_tokens > self.context_window:
-            raise HttpError(400, f"This model's maximum context length is "
-                             f"{self.context_window} tokens, however you requested "
-                             f"{prompt_tokens} tokens.", code="context_length_exceeded",
-                             param="messages")
+            raise HttpError(
+                400,
+                f"This model's maximum context length is "
+                f"{self.context_window} tokens, however you requested "
+                f"{prompt_tokens} tokens.",
+                code="context_length_exceeded",
+                param="messages",
+            )
         reply = respond(request)
         if malformed:
             reply = _malformed(reply, request)
@@ -201,8 +220,12 @@ class _State:
             arguments = reply.raw_arguments
             if arguments is None:
                 arguments = json.dumps(reply.arguments, ensure_ascii=False)
-            calls = [ToolCall(id=reply.call_id, function=FunctionCall(name=reply.tool_name,
-                                                                      arguments=arguments))]
+            calls = [
+                ToolCall(
+                    id=reply.call_id,
+                    function=FunctionCall(name=reply.tool_name, arguments=arguments),
+                )
+            ]
             finish = "tool_calls"
             completion_tokens = estimate_tokens(reply.tool_name + arguments)
         else:
@@ -211,12 +234,20 @@ class _State:
             if limit is not None and completion_tokens > limit:
                 content, completion_tokens, finish = (content or "")[: limit * 4], limit, "length"
         return ChatCompletion(
-            id=f"chatcmpl-understudy-{self.next_id()}", created=int(self.clock()),
+            id=f"chatcmpl-understudy-{self.next_id()}",
+            created=int(self.clock()),
             model=request.model or self.model,
-            choices=[Choice(message=AssistantMessage(content=content, tool_calls=calls),
-                            finish_reason=finish)],
-            usage=CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens),
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=content, tool_calls=calls),
+                    finish_reason=finish,
+                )
+            ],
+            usage=CompletionUsage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
         )
 
 
@@ -224,8 +255,13 @@ def _malformed(reply: Reply, request: ChatCompletionRequest) -> Reply:
     """Turn a reply into a tool call whose arguments are cut off mid-JSON."""
     name = reply.tool_name or next((t.function.name for t in request.tools or []), "write_file")
     whole = json.dumps(reply.arguments or {"path": "", "content": reply.content or ""})
-    return Reply(None, name, reply.arguments, reply.call_id or "call_malformed",
-                 raw_arguments=whole[: max(1, len(whole) // 2)])
+    return Reply(
+        None,
+        name,
+        reply.arguments,
+        reply.call_id or "call_malformed",
+        raw_arguments=whole[: max(1, len(whole) // 2)],
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -235,8 +271,9 @@ class _Server(ThreadingHTTPServer):
         self.state = state
         super().__init__(address, _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        log.warning("model_request_failed", client=str(client_address), exc_info=True)
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver calls this inside its own except block: the error is the current one
+        log.warning("model_request_failed", client=str(client_address), exc_info=True)  # noqa: LOG014
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -244,13 +281,13 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     server_version = "UnderstudyModelServer/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http_request_logged", line=format % args)
 
     def _path(self) -> str:
         return self.path.split("?", 1)[0].rstrip("/") or "/"
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:  # noqa: ANN401
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode()
         try:
             self.send_response(status)
@@ -263,14 +300,15 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             log.debug("model_client_disconnected", path=self._path())
 
-    def _body(self) -> Any:  # noqa: ANN401
+    def _body(self) -> Any:
         declared = self.headers.get("Content-Length") or "0"
         length = int(declared) if declared.isdigit() else -1
         if length < 0:
             raise HttpError(400, f"Content-Length must be a byte count, got {declared!r}")
         if length > MAX_BODY_BYTES:
-            raise HttpError(413, f"request body must be at most {MAX_BODY_BYTES} bytes, "
-                             f"got {length}")
+            raise HttpError(
+                413, f"request body must be at most {MAX_BODY_BYTES} bytes, got {length}"
+            )
         raw = self.rfile.read(length) if length else b""
         try:
             return json.loads(raw or b"null")
@@ -281,8 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         state = self.server.state
         if path in {"/v1/models", "/models"}:
-            self._send(200, {"object": "list", "data": [
-                {"id": state.model, "object": "model", "created": 0, "owned_by": "understudy"}]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": state.model,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "understudy",
+                        }
+                    ],
+                },
+            )
         elif path == "/_control/stats":
             self._send(200, state.stats().model_dump(mode="json"))
         else:
@@ -340,34 +390,43 @@ class _Handler(BaseHTTPRequestHandler):
             completion = self._complete(state, request, spec)
         except HttpError as exc:
             record["status"] = exc.status
-            log.info("model_request_rejected", status=exc.status, code=exc.code,
-                     error=exc.message)
+            log.info("model_request_rejected", status=exc.status, code=exc.code, error=exc.message)
             self._send(exc.status, exc.body(), exc.headers)
             return
         choice = completion.choices[0]
         calls = choice.message.tool_calls or []
-        record.update(status=200, finish_reason=choice.finish_reason,
-                      tool=calls[0].function.name if calls else None)
-        log.info("model_request_served", model=completion.model,
-                 finish_reason=choice.finish_reason, tool=record["tool"],
-                 prompt_tokens=completion.usage.prompt_tokens,
-                 completion_tokens=completion.usage.completion_tokens)
+        record.update(
+            status=200,
+            finish_reason=choice.finish_reason,
+            tool=calls[0].function.name if calls else None,
+        )
+        log.info(
+            "model_request_served",
+            model=completion.model,
+            finish_reason=choice.finish_reason,
+            tool=record["tool"],
+            prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens,
+        )
         self._send(200, completion.model_dump(mode="json"))
 
     @staticmethod
-    def _complete(state: _State, request: ChatCompletionRequest,
-                  spec: FaultSpec | None) -> ChatCompletion:
+    def _complete(
+        state: _State, request: ChatCompletionRequest, spec: FaultSpec | None
+    ) -> ChatCompletion:
         try:
-            return state.complete(request, malformed=spec is not None
-                                  and spec.kind == "malformed_tool_call")
+            return state.complete(
+                request, malformed=spec is not None and spec.kind == "malformed_tool_call"
+            )
         except prompts.PromptFormatError as exc:
             raise HttpError(400, str(exc), code="invalid_prompt", param="messages") from exc
         except HttpError:
             raise
         except Exception as exc:  # a bug here must still answer, as a real server would
             log.exception("model_request_crashed")
-            raise HttpError(500, f"the model server failed: {exc!r}", type_="server_error",
-                             code="server_error") from exc
+            raise HttpError(
+                500, f"the model server failed: {exc!r}", type_="server_error", code="server_error"
+            ) from exc
 
     def _authorised_request(self, state: _State) -> ChatCompletionRequest:
         if state.api_key is not None:
@@ -379,8 +438,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValidationError as exc:
             raise HttpError(400, f"invalid chat completion request: {exc}") from exc
         if request.stream:
-            raise HttpError(400, "stream=true is not supported by the Understudy model server",
-                             code="unsupported_parameter", param="stream")
+            raise HttpError(
+                400,
+                "stream=true is not supported by the Understudy model server",
+                code="unsupported_parameter",
+                param="stream",
+            )
         return request
 
     def _hang(self, seconds: float) -> bool:
@@ -414,9 +477,15 @@ class ModelServer:
             server.inject("429", retry_after=0.5)
     """
 
-    def __init__(self, *, model: str = SERVED_MODEL, api_key: str | None = None,
-                 context_window: int | None = None, clock: Callable[[], float] = time.time,
-                 log_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = SERVED_MODEL,
+        api_key: str | None = None,
+        context_window: int | None = None,
+        clock: Callable[[], float] = time.time,
+        log_limit: int = 10_000,
+    ) -> None:
         """Configure a server (not started yet).
 
         Args:
@@ -427,8 +496,13 @@ class ModelServer:
             clock: wall-clock seconds for timestamps in the stats.
             log_limit: how many request records the stats keep.
         """
-        self._state = _State(model=model, api_key=api_key, context_window=context_window,
-                             clock=clock, log_limit=log_limit)
+        self._state = _State(
+            model=model,
+            api_key=api_key,
+            context_window=context_window,
+            clock=clock,
+            log_limit=log_limit,
+        )
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
@@ -449,8 +523,12 @@ class ModelServer:
         host_text = str(bound_host)
         shown = f"[{host_text}]" if ":" in host_text else host_text
         self._httpd, self._url = httpd, f"http://{shown}:{bound_port}/v1"
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"model-server-{bound_port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"model-server-{bound_port}",
+            daemon=True,
+        )
         self._thread.start()
         log.info("model_server_started", url=self._url)
         return self._url
@@ -486,12 +564,16 @@ class ModelServer:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Stop the server."""
         self.stop()
 
-    def inject(self, kind: FaultKind | int, count: int = 1, **options: Any) -> FaultSpec:  # noqa: ANN401
+    def inject(self, kind: FaultKind | int, count: int = 1, **options: Any) -> FaultSpec:
         """Queue a fault for the next ``count`` matching requests.
 
         Args:
@@ -529,9 +611,14 @@ class ModelServer:
         return self._state.wait_requests(count, timeout)
 
 
-def serve_forever(host: str = "127.0.0.1", port: int = 0, *,
-                  ready: Callable[[str], None] | None = None, api_key: str | None = None,
-                  context_window: int | None = None) -> None:
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ready: Callable[[str], None] | None = None,
+    api_key: str | None = None,
+    context_window: int | None = None,
+) -> None:
     """Run a model server until SIGINT or SIGTERM (the ``understudy model-server`` command).
 
     Args:

@@ -17,11 +17,11 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "Choice",
+    "CompletionUsage",
     "FunctionCall",
     "FunctionDefinition",
     "ToolCall",
     "ToolDefinition",
-    "CompletionUsage",
 ]
 
 # --- OpenAI wire models ---------------------------------------------------------------------

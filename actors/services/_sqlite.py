@@ -19,7 +19,12 @@ __all__ = [
 
 
 def open_store(
-    path: Path, *, synchronous: str, schema: str, version: int, what: str,
+    path: Path,
+    *,
+    synchronous: str,
+    schema: str,
+    version: int,
+    what: str,
     error: type[Exception],
 ) -> sqlite3.Connection:
     """Open (creating if needed) the store at ``path`` with ``schema`` at ``version``.

@@ -53,14 +53,15 @@ class InvalidAuditDetail(ValueError):
     error = "InvalidAuditDetail"
 
 
-def canonical_json(value: Any) -> bytes:  # noqa: ANN401 - any JSON value
+def canonical_json(value: Any) -> bytes:
     """Return the canonical JSON bytes of ``value``: sorted keys, no spaces, ASCII only.
 
     Raises:
         ValueError, TypeError: ``value`` is not JSON (NaN, bytes, non-text keys ...).
     """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
     return text.encode("ascii")
 
 
@@ -105,11 +106,15 @@ class ChainChecker:
         content_ok = not problems  # well-formed so far; chain links do not affect content
         seq, prev, stated = entry.get("seq"), entry.get("prev"), entry.get("hash")
         if isinstance(seq, int) and not isinstance(seq, bool) and seq != self.next_seq:
-            problems.append(f"seq is {seq}, expected {self.next_seq} "
-                            "(an entry was removed, inserted or moved here)")
+            problems.append(
+                f"seq is {seq}, expected {self.next_seq} "
+                "(an entry was removed, inserted or moved here)"
+            )
         if isinstance(prev, str) and prev != self.last_hash:
-            problems.append("prev is not the hash of the entry before "
-                            "(an entry before it was removed, inserted, moved or rewritten)")
+            problems.append(
+                "prev is not the hash of the entry before "
+                "(an entry before it was removed, inserted, moved or rewritten)"
+            )
         if isinstance(stated, str) and _HEX64.fullmatch(stated):
             if stated != entry_hash(entry):
                 problems.append("hash does not match the entry's content (the entry was edited)")
@@ -121,7 +126,8 @@ class ChainChecker:
         else:
             self.last_hash = hashlib.sha256(raw).hexdigest()
         self.next_seq = (
-            seq + 1 if isinstance(seq, int) and not isinstance(seq, bool) else self.next_seq + 1)
+            seq + 1 if isinstance(seq, int) and not isinstance(seq, bool) else self.next_seq + 1
+        )
         return LineCheck(index, entry, problems, content_ok=content_ok)
 
 
@@ -213,12 +219,15 @@ def verify_audit_log(
     if head is not None and head[0] > 0:
         expected_entries, expected_hash = head
         if entries < expected_entries:
-            missing = (f"the log ends after {entries} entries, {expected_entries} expected "
-                       "(entries removed from its end)")
+            missing = (
+                f"the log ends after {entries} entries, {expected_entries} expected "
+                "(entries removed from its end)"
+            )
             problems.append((entries, missing))
         elif head_hash != expected_hash:
-            problems.append((expected_entries - 1,
-                             f"hash is not the expected head {expected_hash[:16]}..."))
+            problems.append(
+                (expected_entries - 1, f"hash is not the expected head {expected_hash[:16]}...")
+            )
     return AuditVerification(ok=not problems, entries=entries, problems=problems)
 
 
@@ -274,7 +283,10 @@ class AuditLog:
                 if check.content_ok and check.entry is not None and check.entry["type"] == "admin":
                     report.admin_entries.append(check.entry)
             log.entries, log.next_seq, log.last_hash = (
-                checker.entries, checker.next_seq, checker.last_hash)
+                checker.entries,
+                checker.next_seq,
+                checker.last_hash,
+            )
         log._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         size = os.fstat(log._fd).st_size
         if size:
@@ -302,8 +314,13 @@ class AuditLog:
             msg = f"audit detail for {action!r} is not JSON: {exc}"
             raise InvalidAuditDetail(msg) from exc
         entry: dict[str, Any] = {
-            "seq": self.next_seq, "time": self._clock(), "type": entry_type, "actor": actor,
-            "action": action, "detail": plain, "prev": self.last_hash,
+            "seq": self.next_seq,
+            "time": self._clock(),
+            "type": entry_type,
+            "actor": actor,
+            "action": action,
+            "detail": plain,
+            "prev": self.last_hash,
         }
         entry["hash"] = entry_hash(entry)
         line = canonical_json(entry) + b"\n"

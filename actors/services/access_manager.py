@@ -15,9 +15,11 @@ reply is sent; if the entry cannot be written the handler raises, the asker gets
 and nothing is granted (fail closed). Grants are durable through the log itself: at start the
 manager verifies the file, continues its chain from the last line, and replays its intact
 ``admin`` entries in order (path patterns as recorded: resolved once, when granted; so a
-start costs one pass over the file). A broken chain is logged (``audit_chain_broken``) and counted in
+start costs one pass over the file). A broken chain is logged (``audit_chain_broken``) and counted
+in
 AuditStatistics.problems_at_start; it is never rewritten. The rules themselves (roles,
-actions, patterns) are documented in ``actors.services.access_policy``; the file format in ``actors.services.access_audit``.
+actions, patterns) are documented in ``actors.services.access_policy``; the file format in
+``actors.services.access_audit``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import Any
 
 import structlog
 
-from actors.services.access_policy import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
-from actors.services.access_audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
 from actors.core.worker import Worker
+from actors.services.access_audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
+from actors.services.access_policy import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
 from protocols._base import Message
 from protocols.access import (
     AccessDenied,
@@ -73,27 +75,38 @@ class AccessManager(Worker):
         """Open the audit log, report a broken chain, and replay the grants it records."""
         self._log = log.bind(actor=self.path)
         path = self.state_dir / str(self.args.get("audit_file", DEFAULT_AUDIT_FILE))
-        self._audit, report = AuditLog.open(path, clock=time.time,
-                                            fsync=bool(self.args.get("fsync", False)))
+        self._audit, report = AuditLog.open(
+            path, clock=time.time, fsync=bool(self.args.get("fsync", False))
+        )
         self._problems_at_start = len(report.problems)
         if report.problems:
             index, what = report.problems[0]
-            self._log.error("audit_chain_broken", path=str(path), problems=len(report.problems),
-                            first_index=index, first_problem=what)
+            self._log.error(
+                "audit_chain_broken",
+                path=str(path),
+                problems=len(report.problems),
+                first_index=index,
+                first_problem=what,
+            )
         if report.repaired_tail:
             self._log.warning("audit_tail_completed", path=str(path))
         self._policy = AccessPolicy()
         replayed = sum(self._replay(entry) for entry in report.admin_entries)
-        self._log.info("access_manager_started", path=str(path), entries=self._audit.entries,
-                       replayed=replayed, subjects=len(self._policy.subjects))
+        self._log.info(
+            "access_manager_started",
+            path=str(path),
+            entries=self._audit.entries,
+            replayed=replayed,
+            subjects=len(self._policy.subjects),
+        )
 
-    def on_stop(self, reason: str) -> None:  # noqa: ARG002 - closing is the same for any reason
+    def on_stop(self, reason: str) -> None:
         """Close the audit file."""
         self._audit.close()
 
     # --- handle: the messages we accept ---------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:  # noqa: PLR0911 - one return per kind
+    def handle(self, message: Message) -> Message | None:
         """Answer one access-protocol message; bad input gets a typed ErrorReply."""
         try:
             match message:
@@ -114,22 +127,42 @@ class AccessManager(Worker):
                     text = f"the access manager does not handle {message.kind!r}"
                     return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE, message=text)
         except (PolicyError, InvalidAuditDetail) as exc:
-            self._log.info("access_request_rejected", kind=message.kind, error=exc.error,
-                           detail=str(exc))
+            self._log.info(
+                "access_request_rejected", kind=message.kind, error=exc.error, detail=str(exc)
+            )
             return ErrorReply(error=exc.error, message=str(exc))
 
     def _check(self, msg: CheckAccess) -> Message:
         decision = self._policy.check(msg.subject, msg.action, msg.resource)
         event = "access_granted" if decision.allowed else "access_denied"
-        entry = self._append("decision", msg.subject, event, {
-            "action": msg.action, "resource": msg.resource, "resolved": decision.resolved,
-            "reason": decision.reason,
-        })
-        self._log.info(event, subject=msg.subject, action=msg.action, resource=msg.resource,
-                       reason=decision.reason, audit_seq=entry["seq"])
+        entry = self._append(
+            "decision",
+            msg.subject,
+            event,
+            {
+                "action": msg.action,
+                "resource": msg.resource,
+                "resolved": decision.resolved,
+                "reason": decision.reason,
+            },
+        )
+        self._log.info(
+            event,
+            subject=msg.subject,
+            action=msg.action,
+            resource=msg.resource,
+            reason=decision.reason,
+            audit_seq=entry["seq"],
+        )
         reply = AccessGranted if decision.allowed else AccessDenied
-        return reply(subject=msg.subject, action=msg.action, resource=msg.resource,
-                     resolved=decision.resolved, reason=decision.reason, audit_seq=entry["seq"])
+        return reply(
+            subject=msg.subject,
+            action=msg.action,
+            resource=msg.resource,
+            resolved=decision.resolved,
+            reason=decision.reason,
+            audit_seq=entry["seq"],
+        )
 
     def _administer(self, msg: AdminCommand) -> Message:
         """Authorise ``msg.by``, apply the change, audit it (or the refusal), answer the grants."""
@@ -137,10 +170,15 @@ class AccessManager(Worker):
         try:
             event, detail = self._apply(msg)
         except PermissionDenied as exc:
-            self._append("admin", msg.by, "admin_denied",
-                         {"command": msg.kind, "subject": subject, "reason": str(exc)})
-            self._log.warning("admin_denied", by=msg.by, command=msg.kind, subject=subject,
-                              reason=str(exc))
+            self._append(
+                "admin",
+                msg.by,
+                "admin_denied",
+                {"command": msg.kind, "subject": subject, "reason": str(exc)},
+            )
+            self._log.warning(
+                "admin_denied", by=msg.by, command=msg.kind, subject=subject, reason=str(exc)
+            )
             raise
         entry = self._append("admin", msg.by, event, {"subject": subject, **detail})
         self._log.info(event, by=msg.by, subject=subject, audit_seq=entry["seq"], **detail)
@@ -159,22 +197,38 @@ class AccessManager(Worker):
                 return "role_revoked", {"role": msg.role, "changed": changed}
             case SetAgentPermissions():
                 policy.authorize(msg.by, "admin.permissions")
-                paths = (None if msg.paths is None
-                         else [policy.resolve_pattern(p) for p in msg.paths])
-                changed = policy.set_permissions(msg.agent, tools=msg.tools, paths=paths,
-                                                 network=msg.network)
-                return "permissions_set", {"tools": msg.tools, "paths": paths,
-                                           "network": msg.network, "changed": changed}
+                paths = (
+                    None if msg.paths is None else [policy.resolve_pattern(p) for p in msg.paths]
+                )
+                changed = policy.set_permissions(
+                    msg.agent, tools=msg.tools, paths=paths, network=msg.network
+                )
+                return "permissions_set", {
+                    "tools": msg.tools,
+                    "paths": paths,
+                    "network": msg.network,
+                    "changed": changed,
+                }
             case EnsurePermissions():
                 policy.authorize(msg.by, "admin.permissions", "admin.grant", role=msg.role)
                 workspace = policy.resolve_pattern(msg.workspace)
                 tmp = policy.resolve_pattern(TMP_PATTERN)
-                changed = policy.ensure_permissions(msg.agent, tools=msg.tools,
-                                                    workspace=workspace, network=msg.network,
-                                                    role=msg.role, tmp=tmp)
-                return "permissions_ensured", {"tools": msg.tools, "workspace": workspace,
-                                               "tmp": tmp, "network": msg.network,
-                                               "role": msg.role, "changed": changed}
+                changed = policy.ensure_permissions(
+                    msg.agent,
+                    tools=msg.tools,
+                    workspace=workspace,
+                    network=msg.network,
+                    role=msg.role,
+                    tmp=tmp,
+                )
+                return "permissions_ensured", {
+                    "tools": msg.tools,
+                    "workspace": workspace,
+                    "tmp": tmp,
+                    "network": msg.network,
+                    "role": msg.role,
+                    "changed": changed,
+                }
 
     def _replay(self, entry: dict[str, Any]) -> bool:
         """Apply one admin entry from the log (authorised when it was written).
@@ -186,10 +240,16 @@ class AccessManager(Worker):
             "role_granted": lambda d: self._policy.grant_role(d["subject"], d["role"]),
             "role_revoked": lambda d: self._policy.revoke_role(d["subject"], d["role"]),
             "permissions_set": lambda d: self._policy.set_permissions(
-                d["subject"], tools=d["tools"], paths=d["paths"], network=d["network"]),
+                d["subject"], tools=d["tools"], paths=d["paths"], network=d["network"]
+            ),
             "permissions_ensured": lambda d: self._policy.ensure_permissions(
-                d["subject"], tools=d["tools"], workspace=d["workspace"],
-                network=d["network"], role=d["role"], tmp=d["tmp"]),
+                d["subject"],
+                tools=d["tools"],
+                workspace=d["workspace"],
+                network=d["network"],
+                role=d["role"],
+                tmp=d["tmp"],
+            ),
         }
         apply = appliers.get(entry["action"])
         if apply is None:
@@ -197,8 +257,9 @@ class AccessManager(Worker):
         try:
             apply(entry["detail"])
         except (PolicyError, KeyError, TypeError) as exc:
-            self._log.warning("audit_replay_skipped", seq=entry["seq"], action=entry["action"],
-                              error=repr(exc))
+            self._log.warning(
+                "audit_replay_skipped", seq=entry["seq"], action=entry["action"], error=repr(exc)
+            )
             return False
         return True
 
@@ -213,18 +274,27 @@ class AccessManager(Worker):
         self, entry_type: EntryType, actor: str, action: str, detail: dict[str, Any]
     ) -> dict[str, Any]:
         entry = self._audit.append(entry_type, actor, action, detail)
-        self._log.debug("audit_appended", seq=entry["seq"], type=entry_type, actor=actor,
-                        audit_action=action)
+        self._log.debug(
+            "audit_appended", seq=entry["seq"], type=entry_type, actor=actor, audit_action=action
+        )
         return entry
 
     def _grants(self, subject: str) -> SubjectGrants:
         held = self._policy.get(subject)
-        return SubjectGrants(subject=subject, roles=sorted(held.roles),
-                             actions=sorted(held.actions()), tools=list(held.tools),
-                             paths=list(held.paths), network=held.network)
+        return SubjectGrants(
+            subject=subject,
+            roles=sorted(held.roles),
+            actions=sorted(held.actions()),
+            tools=list(held.tools),
+            paths=list(held.paths),
+            network=held.network,
+        )
 
     def _statistics(self) -> AuditStatistics:
-        return AuditStatistics(path=str(self._audit.path), entries=self._audit.entries,
-                               last_hash=self._audit.last_hash,
-                               problems_at_start=self._problems_at_start,
-                               subjects=len(self._policy.subjects))
+        return AuditStatistics(
+            path=str(self._audit.path),
+            entries=self._audit.entries,
+            last_hash=self._audit.last_hash,
+            problems_at_start=self._problems_at_start,
+            subjects=len(self._policy.subjects),
+        )

@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from protocols.access import SYSTEM_SUBJECT
+
 SUPERUSER = "superuser"
 TMP_PATTERN = "/tmp/**"  # noqa: S108 - a scope pattern granted to every agent, not a file we use
 
@@ -81,8 +82,13 @@ PATH_ACTIONS = frozenset({"read", "list", "write"})
 _READER = frozenset({"read", "list"})
 _OPERATOR = _READER | {"write", "execute", "network", "task.submit"}
 _ADMIN = _OPERATOR | {
-    "task.cancel", "agent.spawn", "agent.terminate", "registry.write", "audit.read",
-    "admin.permissions", "admin.grant",
+    "task.cancel",
+    "agent.spawn",
+    "agent.terminate",
+    "registry.write",
+    "audit.read",
+    "admin.permissions",
+    "admin.grant",
 }
 ROLES: dict[str, frozenset[str]] = {
     "reader": _READER,
@@ -160,7 +166,7 @@ def _char_class(text: str, start: int, where: str) -> tuple[str, int]:
     try:
         re.compile(regex)
     except re.error as exc:
-        msg = f"bad character set {text[start:end + 1]!r} in {where!r}: {exc}"
+        msg = f"bad character set {text[start : end + 1]!r} in {where!r}: {exc}"
         raise InvalidPattern(msg) from exc
     return regex, end + 1
 
@@ -239,10 +245,15 @@ def parse_path_pattern(pattern: str) -> PathPattern:
         literal += 1
     rest = tuple(parts[literal:])
     pieces = ["/" + re.escape(part) for part in parts[:literal]]
-    pieces += ["(?:/[^/]+)*" if part == "**" else "/" + _component_regex(part, pattern)
-               for part in rest]
-    return PathPattern(text="/" + "/".join(parts), prefix=tuple(parts[:literal]), rest=rest,
-                       regex=re.compile("".join(pieces)))
+    pieces += [
+        "(?:/[^/]+)*" if part == "**" else "/" + _component_regex(part, pattern) for part in rest
+    ]
+    return PathPattern(
+        text="/" + "/".join(parts),
+        prefix=tuple(parts[:literal]),
+        rest=rest,
+        regex=re.compile("".join(pieces)),
+    )
 
 
 def check_tool_pattern(pattern: str) -> str:
@@ -441,7 +452,7 @@ class AccessPolicy:
             holder.network = network
         return before != (holder.tools, holder.paths, holder.network)
 
-    def ensure_permissions(  # noqa: PLR0913 - the lifecycle step's fields, all keywords
+    def ensure_permissions(
         self,
         agent: str,
         *,
@@ -503,17 +514,25 @@ class AccessPolicy:
         """Apply the subject's scope for ``action`` (its role already grants the action)."""
         if action in PATH_ACTIONS:
             via = f" (resolved to {resolved!r})" if resolved != resource else ""
-            found = next((text for text in holder.paths
-                          if parse_path_pattern(text).matches(resolved)), None)
+            found = next(
+                (text for text in holder.paths if parse_path_pattern(text).matches(resolved)), None
+            )
             allowed = found is not None
-            reason = (f"{resource!r}{via} matches {found!r}" if allowed
-                      else f"{resource!r}{via} matches no allowed path of {subject!r}")
+            reason = (
+                f"{resource!r}{via} matches {found!r}"
+                if allowed
+                else f"{resource!r}{via} matches no allowed path of {subject!r}"
+            )
         elif action == "execute":
-            found = next((glob for glob in holder.tools if fnmatch.fnmatchcase(resource, glob)),
-                         None)
+            found = next(
+                (glob for glob in holder.tools if fnmatch.fnmatchcase(resource, glob)), None
+            )
             allowed = found is not None
-            reason = (f"tool {resource!r} matches {found!r}" if allowed
-                      else f"tool {resource!r} matches no allowed tool of {subject!r}")
+            reason = (
+                f"tool {resource!r} matches {found!r}"
+                if allowed
+                else f"tool {resource!r} matches no allowed tool of {subject!r}"
+            )
         elif action == "network":
             allowed = holder.network
             reason = f"network access is {'on' if allowed else 'off'} for {subject!r}"
@@ -522,6 +541,7 @@ class AccessPolicy:
             role = next(r for r in ROLES if r in holder.roles and action in ROLES[r])  # lowest
             reason = f"role {role!r} grants {action!r}"
         return Decision(allowed=allowed, reason=reason, resolved=resolved)
+
 
 __all__ = [
     "ACTIONS",

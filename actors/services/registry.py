@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 import structlog
 
+from actors.core.worker import Worker
 from actors.errors import Backpressure
 from actors.services.registry_state import (
     Deliveries,
@@ -49,7 +50,6 @@ from actors.services.registry_state import (
     Waiters,
     rebuild_payload,
 )
-from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.common import ErrorName, ErrorReply
 from protocols.registry import (
@@ -114,13 +114,14 @@ class Registry(Worker):
         try:
             reply = self._dispatch(message, now)
         except Refusal as refusal:
-            self._log.info("request_refused", kind=message.kind, error=refusal.error,
-                           detail=refusal.message)
+            self._log.info(
+                "request_refused", kind=message.kind, error=refusal.error, detail=refusal.message
+            )
             reply = ErrorReply(error=refusal.error, message=refusal.message)
         self._schedule_sweep(now)
         return reply
 
-    def _dispatch(self, message: Message, now: float) -> Message | None:  # noqa: C901, PLR0911 - one case per command
+    def _dispatch(self, message: Message, now: float) -> Message | None:
         match message:
             case SupervisionEvent():
                 self._on_event(message)
@@ -152,14 +153,21 @@ class Registry(Worker):
                 return self._sync(message)
             case _:
                 self._log.warning("unexpected_message", kind=message.kind)
-                return ErrorReply(error=ErrorName.NOT_SUPPORTED,
-                                  message=f"the registry does not handle {message.kind!r}")
+                return ErrorReply(
+                    error=ErrorName.NOT_SUPPORTED,
+                    message=f"the registry does not handle {message.kind!r}",
+                )
 
     def _register(self, message: RegisterAgent) -> Message:
         card, deliveries = self._state.register(message.card)
         delivered = self._send(deliveries)
-        self._log.info("agent_registered", agent=card.name, agent_path=card.path,
-                       status=card.status, delivered=delivered)
+        self._log.info(
+            "agent_registered",
+            agent=card.name,
+            agent_path=card.path,
+            status=card.status,
+            delivered=delivered,
+        )
         return AgentRegistered(card=card, delivered=delivered)
 
     def _deliver(self, message: DeliverToAgent, now: float) -> Message:
@@ -180,8 +188,14 @@ class Registry(Worker):
         if message.seq <= self._applied:
             return EventsSynced(seq=self._applied)
         for evicted in self._syncs.add(message.seq, self.defer_reply()):
-            evicted(ErrorReply(error=ErrorName.SYNC_ABANDONED, message=(
-                f"more than {self._config.max_syncs} SyncEvents requests were waiting")))
+            evicted(
+                ErrorReply(
+                    error=ErrorName.SYNC_ABANDONED,
+                    message=(
+                        f"more than {self._config.max_syncs} SyncEvents requests were waiting"
+                    ),
+                )
+            )
         return None
 
     # --- Supervision events ---------------------------------------------------------------
@@ -191,8 +205,13 @@ class Registry(Worker):
         path = exited_path(event)
         if path is not None and path != self.path:
             for card in self._state.agent_exited(path):
-                self._log.info("agent_removed", agent=card.name, agent_path=card.path,
-                               supervision_event=event.event, reason=event.reason)
+                self._log.info(
+                    "agent_removed",
+                    agent=card.name,
+                    agent_path=card.path,
+                    supervision_event=event.event,
+                    reason=event.reason,
+                )
         for reply in self._syncs.release(self._applied):
             reply(EventsSynced(seq=self._applied))
 
@@ -208,20 +227,31 @@ class Registry(Worker):
                 self.send(deliveries.path, held.message)
             except Backpressure as exc:
                 self._state.put_back(deliveries, items[index:])
-                self._log.warning("delivery_postponed", agent=deliveries.name,
-                                  waiting=len(items) - index, detail=str(exc))
+                self._log.warning(
+                    "delivery_postponed",
+                    agent=deliveries.name,
+                    waiting=len(items) - index,
+                    detail=str(exc),
+                )
                 return index
         if items:
-            self._log.info("held_messages_delivered", agent=deliveries.name,
-                           agent_path=deliveries.path, count=len(items))
+            self._log.info(
+                "held_messages_delivered",
+                agent=deliveries.name,
+                agent_path=deliveries.path,
+                count=len(items),
+            )
         return len(items)
 
     def _report(self, losses: list[Loss]) -> None:
         for loss in losses:
             if loss.messages:
-                self._log.warning(_LOSS_EVENTS[loss.reason], agent=loss.agent,
-                                  count=len(loss.messages),
-                                  kinds=sorted({m.kind for m in loss.messages}))
+                self._log.warning(
+                    _LOSS_EVENTS[loss.reason],
+                    agent=loss.agent,
+                    count=len(loss.messages),
+                    kinds=sorted({m.kind for m in loss.messages}),
+                )
 
     def _schedule_sweep(self, now: float) -> None:
         """Keep one timer, at the earliest deadline of the held messages."""
@@ -238,8 +268,9 @@ class Registry(Worker):
     def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
         """Hold again messages the agent's actor never handled; its card becomes unavailable."""
         now = self._clock()
-        self._log.warning("messages_undelivered", agent_path=path, count=len(messages),
-                          reason=reason)
+        self._log.warning(
+            "messages_undelivered", agent_path=path, count=len(messages), reason=reason
+        )
         self._report(self._state.undelivered(path, messages, now))
         self._schedule_sweep(now)
 
@@ -247,7 +278,11 @@ class Registry(Worker):
         """Report every held message as discarded and answer waiting SyncEvents."""
         self._report(self._state.discard_all())
         for reply in self._syncs.release(2**63):
-            reply(ErrorReply(error=ErrorName.SYNC_ABANDONED, message=f"the registry stopped: {reason}"))
+            reply(
+                ErrorReply(
+                    error=ErrorName.SYNC_ABANDONED, message=f"the registry stopped: {reason}"
+                )
+            )
 
 
 __all__ = ["Registry"]

@@ -54,12 +54,13 @@ class RegistryConfig(BaseModel):
     max_held_total: int = Field(default=10_000, ge=1, description="held messages in all")
     hold_seconds: float = Field(default=60.0, ge=0, description="how long a message waits")
     overflow: Literal["reject", "drop_oldest"] = Field(
-        default="reject", description="a full queue refuses the new message or drops its oldest")
+        default="reject", description="a full queue refuses the new message or drops its oldest"
+    )
     max_losses: int = Field(default=50, ge=0, description="loss reports kept for statistics")
     max_syncs: int = Field(default=64, ge=1, description="SyncEvents requests waiting at once")
 
 
-class Refusal(Exception):  # noqa: N818 - a refusal is an answer, not an error of ours
+class Refusal(Exception):
     """A command is refused; ``error`` names the ErrorReply's error."""
 
     def __init__(self, error: str, message: str) -> None:
@@ -240,8 +241,10 @@ class AgentDirectory:
             raise Refusal("InvalidCard", f"card {card.name!r}: " + "; ".join(problems))
         existing = self._cards.get(card.name)
         if existing is not None and existing.path != card.path:
-            msg = (f"agent {card.name!r} is registered by {existing.path!r}, "
-                   f"cannot register it for {card.path!r}")
+            msg = (
+                f"agent {card.name!r} is registered by {existing.path!r}, "
+                f"cannot register it for {card.path!r}"
+            )
             raise Refusal("DuplicateAgent", msg)
         self._cards[card.name] = card
         self._former.pop(card.path, None)
@@ -288,8 +291,9 @@ class AgentDirectory:
         Their names are remembered per path (the last ``MAX_FORMER_PATHS`` paths), so that
         messages still in flight to those actors can be held for the agents' return.
         """
-        gone = sorted((c for c in self._cards.values() if is_under(c.path, path)),
-                      key=lambda c: c.name)
+        gone = sorted(
+            (c for c in self._cards.values() if is_under(c.path, path)), key=lambda c: c.name
+        )
         for card in gone:
             del self._cards[card.name]
             names = self._former.pop(card.path, [])
@@ -308,8 +312,11 @@ class AgentDirectory:
 
     def cards(self, query: FindAgents | None = None) -> list[AgentCard]:
         """Return the cards (matching ``query``), sorted by name."""
-        return [card for _name, card in sorted(self._cards.items())
-                if query is None or matches(card, query)]
+        return [
+            card
+            for _name, card in sorted(self._cards.items())
+            if query is None or matches(card, query)
+        ]
 
 
 def deliverable(card: AgentCard | None) -> bool:
@@ -427,8 +434,10 @@ class RegistryState:
 
     def sweep(self, now: float) -> list[Loss]:
         """Expire the held messages whose time is up; return them as losses."""
-        losses = [Loss(agent, "expired", tuple(h.message for h in items))
-                  for agent, items in sorted(self.held.expire(now).items())]
+        losses = [
+            Loss(agent, "expired", tuple(h.message for h in items))
+            for agent, items in sorted(self.held.expire(now).items())
+        ]
         for loss in losses:
             self._record(loss)
         return losses
@@ -483,8 +492,10 @@ class RegistryState:
 
     def discard_all(self) -> list[Loss]:
         """Drop every held message (the registry is stopping); return them as losses."""
-        losses = [Loss(agent, "discarded", tuple(h.message for h in self.held.take(agent)))
-                  for agent in sorted(self.held.agents())]
+        losses = [
+            Loss(agent, "discarded", tuple(h.message for h in self.held.take(agent)))
+            for agent in sorted(self.held.agents())
+        ]
         for loss in losses:
             self._record(loss)
         return losses
@@ -497,10 +508,15 @@ class RegistryState:
             by_status[card.status] = by_status.get(card.status, 0) + 1
         c = self._counters
         return RegistryStatistics(
-            registered=len(cards), by_status=by_status, held=self.held.count(),
-            held_by_agent=self.held.by_agent(), forwarded=c.forwarded,
-            delivered=c.delivered, expired=c.expired,
-            overflowed=c.overflowed, recent_losses=list(c.losses),
+            registered=len(cards),
+            by_status=by_status,
+            held=self.held.count(),
+            held_by_agent=self.held.by_agent(),
+            forwarded=c.forwarded,
+            delivered=c.delivered,
+            expired=c.expired,
+            overflowed=c.overflowed,
+            recent_losses=list(c.losses),
         )
 
     # --- internals ---
@@ -523,9 +539,15 @@ class RegistryState:
             c.overflowed += len(loss.messages)
         if self.config.max_losses == 0:
             return
-        c.losses.append(HeldLoss(agent=loss.agent, reason=loss.reason, count=len(loss.messages),
-                                 kinds=sorted({m.kind for m in loss.messages}),
-                                 at=self._wall_clock()))
+        c.losses.append(
+            HeldLoss(
+                agent=loss.agent,
+                reason=loss.reason,
+                count=len(loss.messages),
+                kinds=sorted({m.kind for m in loss.messages}),
+                at=self._wall_clock(),
+            )
+        )
         while len(c.losses) > self.config.max_losses:
             c.losses.popleft()
 

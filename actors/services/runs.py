@@ -1,7 +1,8 @@
 """Run manager: delegated runs with owners, a tree, epochs and cascading stops, in SQLite.
 
 The protocol (commands, replies, the life cycle of a run) is ``protocols.runs``; the state
-machine is ``actors.services.runs_book.RunBook`` (pure). This worker wires them to messages, the store and
+machine is ``actors.services.runs_book.RunBook`` (pure). This worker wires them to messages, the
+store and
 the agents' supervisor:
 
     a command       is applied to the book, its changes are committed to ``runs.db`` (SQLite,
@@ -25,7 +26,8 @@ errors to ``on_reply``) counts as already gone.
 
 Args (in the topology): ``agents_supervisor`` (path of the simple_one_for_one supervisor of
 the agents, default ``root/agents``), ``db`` (file name under the state directory, default
-``runs.db``), ``synchronous`` (``FULL`` default, or ``NORMAL``; see ``actors.services.scheduler_journal``),
+``runs.db``), ``synchronous`` (``FULL`` default, or ``NORMAL``; see
+``actors.services.scheduler_journal``),
 ``terminate_retry`` (seconds between retries of unconfirmed terminations, default 5).
 """
 
@@ -33,18 +35,18 @@ from __future__ import annotations
 
 import itertools
 import json
-from contextlib import AbstractContextManager
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from actors.core.worker import Worker
 from actors.services._sqlite import open_store, transaction
 from actors.services.runs_book import RunBook, RunError, Stale
-from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.runs import (
@@ -96,8 +98,20 @@ CREATE TABLE IF NOT EXISTS terminations (
 );
 """
 
-_COLUMNS = ("id", "seq", "owner", "parent", "status", "epoch", "goal", "agents", "created_at",
-            "updated_at", "result", "reason")
+_COLUMNS = (
+    "id",
+    "seq",
+    "owner",
+    "parent",
+    "status",
+    "epoch",
+    "goal",
+    "agents",
+    "created_at",
+    "updated_at",
+    "result",
+    "reason",
+)
 _UPSERT = (
     f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant columns
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -122,8 +136,14 @@ class RunStore:
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
-        self._db = open_store(path, synchronous=synchronous, schema=_SCHEMA,
-                              version=SCHEMA_VERSION, what="runs", error=StoreError)
+        self._db = open_store(
+            path,
+            synchronous=synchronous,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            what="runs",
+            error=StoreError,
+        )
 
     @property
     def journal_mode(self) -> str:
@@ -150,7 +170,10 @@ class RunStore:
         return [row[0] for row in rows]
 
     def commit(
-        self, runs: Sequence[RunInfo], *, terminate: Iterable[str] = (),
+        self,
+        runs: Sequence[RunInfo],
+        *,
+        terminate: Iterable[str] = (),
         terminated: Iterable[str] = (),
     ) -> None:
         """Write ``runs``, add ``terminate`` to and remove ``terminated`` from the outbox, in ONE
@@ -165,8 +188,9 @@ class RunStore:
         with self._transaction():
             for run in runs:
                 self._db.execute(_UPSERT, _row(run))
-            self._db.executemany("INSERT OR IGNORE INTO terminations (agent) VALUES (?)",
-                                 [(a,) for a in add])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO terminations (agent) VALUES (?)", [(a,) for a in add]
+            )
             self._db.executemany("DELETE FROM terminations WHERE agent = ?", [(a,) for a in done])
 
     def close(self) -> None:
@@ -212,8 +236,10 @@ class RunManager(Worker):
     def on_start(self) -> None:
         """Open the store, reload every run, retry the terminations not yet confirmed."""
         self._agents = str(self.args.get("agents_supervisor", DEFAULT_AGENTS_SUPERVISOR))
-        self._store = RunStore(self.state_dir / str(self.args.get("db", DEFAULT_DB)),
-                               synchronous=str(self.args.get("synchronous", "FULL")))
+        self._store = RunStore(
+            self.state_dir / str(self.args.get("db", DEFAULT_DB)),
+            synchronous=str(self.args.get("synchronous", "FULL")),
+        )
         self._book = RunBook(self._store.load_runs())
         self._ops: dict[int, _StopOp] = {}
         self._op_ids = itertools.count(1)
@@ -223,30 +249,49 @@ class RunManager(Worker):
         self._retry = float(self.args.get("terminate_retry", DEFAULT_TERMINATE_RETRY))
         self._retry_timer: int | None = None
         pending = self._store.pending_terminations()
-        log.info("run_manager_started", actor=self.path, runs=len(self._book),
-                 pending_terminations=len(pending), db=str(self._store.path))
+        log.info(
+            "run_manager_started",
+            actor=self.path,
+            runs=len(self._book),
+            pending_terminations=len(pending),
+            db=str(self._store.path),
+        )
         self._terminate(pending)
 
-    def on_stop(self, reason: str) -> None:  # noqa: ARG002 - the Worker hook's signature
+    def on_stop(self, reason: str) -> None:
         """Close the store (every command is already committed)."""
         self._store.close()
 
     # --- The messages we accept ---------------------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:  # noqa: PLR0911 - one case per message
+    def handle(self, message: Message) -> Message | None:
         """Answer one command of ``protocols.runs`` (or an internal message)."""
         try:
             match message:
                 case CreateRun():
                     return self._create(message)
                 case CompleteRun():
-                    return self._finish("CompleteRun", self._book.complete(
-                        message.run_id, message.owner, message.epoch, message.result,
-                        self._clock()))
+                    return self._finish(
+                        "CompleteRun",
+                        self._book.complete(
+                            message.run_id,
+                            message.owner,
+                            message.epoch,
+                            message.result,
+                            self._clock(),
+                        ),
+                    )
                 case FailRun():
-                    return self._finish("FailRun", self._book.fail(
-                        message.run_id, message.owner, message.epoch, message.reason,
-                        self._clock()))
+                    return self._finish(
+                        "FailRun",
+                        self._book.fail(
+                            message.run_id,
+                            message.owner,
+                            message.epoch,
+                            message.reason,
+                            self._clock(),
+                        ),
+                    )
                 case StopRun():
                     return self._stop(message)
                 case ResumeRun():
@@ -254,18 +299,23 @@ class RunManager(Worker):
                     return self._committed(run, "run_resumed")
                 case AttachAgent():
                     self._check_agent(message.agent_path)
-                    run = self._book.attach(message.run_id, message.owner, message.agent_path,
-                                            self._clock())
+                    run = self._book.attach(
+                        message.run_id, message.owner, message.agent_path, self._clock()
+                    )
                     return self._committed(run, "agent_attached", agent=message.agent_path)
                 case GetRun():
                     return self._book.get(message.run_id, message.owner)
                 case ListRuns():
-                    return Runs(runs=self._book.runs(message.owner, status=message.status,
-                                                     parent=message.parent))
+                    return Runs(
+                        runs=self._book.runs(
+                            message.owner, status=message.status, parent=message.parent
+                        )
+                    )
                 case GetRunStatistics():
-                    return RunStatistics(**self._book.statistics(),
-                                         pending_terminations=len(
-                                             self._store.pending_terminations()))
+                    return RunStatistics(
+                        **self._book.statistics(),
+                        pending_terminations=len(self._store.pending_terminations()),
+                    )
                 case _StopExpired():
                     self._expire(message.op)
                     return None
@@ -274,11 +324,18 @@ class RunManager(Worker):
                     return None
                 case _:
                     log.warning("unexpected_message", actor=self.path, kind=message.kind)
-                    return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
-                                      message=f"the run manager does not handle {message.kind!r}")
+                    return ErrorReply(
+                        error=ErrorName.UNEXPECTED_MESSAGE,
+                        message=f"the run manager does not handle {message.kind!r}",
+                    )
         except RunError as exc:
-            log.info("command_rejected", actor=self.path, kind=message.kind, error=exc.error,
-                     detail=exc.message)
+            log.info(
+                "command_rejected",
+                actor=self.path,
+                kind=message.kind,
+                error=exc.error,
+                detail=exc.message,
+            )
             return ErrorReply(error=exc.error, message=exc.message)
 
     # --- Commands -------------------------------------------------------------------------------
@@ -286,36 +343,61 @@ class RunManager(Worker):
     def _create(self, message: CreateRun) -> Message:
         for agent in message.agents:
             self._check_agent(agent)
-        run = self._book.create(message.owner, message.goal, self._clock(),
-                                parent=message.parent, agents=message.agents)
+        run = self._book.create(
+            message.owner, message.goal, self._clock(), parent=message.parent, agents=message.agents
+        )
         return self._committed(run, "run_created")
 
     def _finish(self, command: str, outcome: RunInfo | Stale) -> Message:
         if isinstance(outcome, Stale):
-            log.info("stale_epoch_ignored", actor=self.path, command=command, run_id=outcome.run.id,
-                     epoch=outcome.epoch, current_epoch=outcome.run.epoch)
+            log.info(
+                "stale_epoch_ignored",
+                actor=self.path,
+                command=command,
+                run_id=outcome.run.id,
+                epoch=outcome.epoch,
+                current_epoch=outcome.run.epoch,
+            )
             return StaleEpochIgnored(detail=outcome.detail, epoch=outcome.epoch, run=outcome.run)
         return self._committed(outcome, f"run_{outcome.status}")
 
-    def _committed(self, run: RunInfo, event: str, **extra: Any) -> RunInfo:  # noqa: ANN401
+    def _committed(self, run: RunInfo, event: str, **extra: Any) -> RunInfo:
         self._store.commit([run])
-        log.info(event, actor=self.path, run_id=run.id, owner=run.owner, status=run.status,
-                 epoch=run.epoch, **extra)
+        log.info(
+            event,
+            actor=self.path,
+            run_id=run.id,
+            owner=run.owner,
+            status=run.status,
+            epoch=run.epoch,
+            **extra,
+        )
         return run
 
     def _stop(self, message: StopRun) -> Message | None:
         outcome = self._book.stop(message.run_id, message.owner, self._clock())
         self._store.commit(outcome.stopped, terminate=outcome.agents)
-        log.info("run_stopped", actor=self.path, run_id=message.run_id, owner=message.owner,
-                 stopped=[r.id for r in outcome.stopped], subtree=outcome.subtree,
-                 agents=outcome.agents)
+        log.info(
+            "run_stopped",
+            actor=self.path,
+            run_id=message.run_id,
+            owner=message.owner,
+            stopped=[r.id for r in outcome.stopped],
+            subtree=outcome.subtree,
+            agents=outcome.agents,
+        )
         if not outcome.agents:
-            return RunsStopped(run_id=message.run_id, stopped=outcome.stopped,
-                               subtree=outcome.subtree)
+            return RunsStopped(
+                run_id=message.run_id, stopped=outcome.stopped, subtree=outcome.subtree
+            )
         op_id = next(self._op_ids)
-        self._ops[op_id] = _StopOp(run_id=message.run_id, stopped=outcome.stopped,
-                                   subtree=outcome.subtree, reply=self.defer_reply(),
-                                   waiting=set(outcome.agents))
+        self._ops[op_id] = _StopOp(
+            run_id=message.run_id,
+            stopped=outcome.stopped,
+            subtree=outcome.subtree,
+            reply=self.defer_reply(),
+            waiting=set(outcome.agents),
+        )
         self._ops[op_id].timer = self.call_later(message.wait, _StopExpired(op=op_id))
         self._terminate(outcome.agents)
         return None
@@ -323,11 +405,13 @@ class RunManager(Worker):
     def _check_agent(self, agent: str) -> None:
         """Refuse an agent path the run manager could not terminate."""
         prefix = self._agents + "/"
-        child_id = agent[len(prefix):] if agent.startswith(prefix) else ""
+        child_id = agent[len(prefix) :] if agent.startswith(prefix) else ""
         if not child_id or "/" in child_id:
-            raise RunError("InvalidAgentPath",
-                           f"agent path {agent!r} is not a child of the agents supervisor "
-                           f"{self._agents!r} (expected {prefix}<child id>)")
+            raise RunError(
+                "InvalidAgentPath",
+                f"agent path {agent!r} is not a child of the agents supervisor "
+                f"{self._agents!r} (expected {prefix}<child id>)",
+            )
 
     # --- Terminating agents -----------------------------------------------------------------
 
@@ -386,8 +470,13 @@ class RunManager(Worker):
 
     def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
         """The agents' supervisor was not there: the requests in flight to it are unconfirmed."""
-        log.warning("agents_supervisor_unreachable", actor=self.path, to=path,
-                    count=len(messages), reason=reason)
+        log.warning(
+            "agents_supervisor_unreachable",
+            actor=self.path,
+            to=path,
+            count=len(messages),
+            reason=reason,
+        )
         if path != self._agents:
             return
         why = f"{path} did not take the request: {reason}"
@@ -409,7 +498,11 @@ class RunManager(Worker):
             log.warning("agent_termination_unconfirmed", actor=self.path, agent=agent, reason=why)
         else:
             self._store.commit([], terminated=[agent])
-            log.info(f"agent_{outcome}", actor=self.path, agent=agent)
+            log.info(
+                f"agent_{outcome}",  # noqa: G004 - a structlog event name, not a format string
+                actor=self.path,
+                agent=agent,
+            )
         for op_id, op in list(self._ops.items()):
             if agent not in op.waiting:
                 continue
@@ -437,9 +530,16 @@ class RunManager(Worker):
         op = self._ops.pop(op_id)
         if not expired:
             self.cancel_call(op.timer)
-        op.reply(RunsStopped(run_id=op.run_id, stopped=op.stopped, subtree=op.subtree,
-                             terminated=op.terminated, already_gone=op.already_gone,
-                             unconfirmed=op.unconfirmed))
+        op.reply(
+            RunsStopped(
+                run_id=op.run_id,
+                stopped=op.stopped,
+                subtree=op.subtree,
+                terminated=op.terminated,
+                already_gone=op.already_gone,
+                unconfirmed=op.unconfirmed,
+            )
+        )
 
 
 def _describe(reply: Message) -> str:

@@ -56,8 +56,10 @@ class Stale:
     @property
     def detail(self) -> str:
         """Say what was ignored."""
-        return (f"stale epoch ignored: epoch {self.epoch} of run {self.run.id!r} "
-                f"is older than its current epoch {self.run.epoch}")
+        return (
+            f"stale epoch ignored: epoch {self.epoch} of run {self.run.id!r} "
+            f"is older than its current epoch {self.run.epoch}"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class RunBook:
     ) -> list[RunInfo]:
         """Return ``owner``'s runs in creation order, filtered by ``status`` and ``parent``."""
         return [
-            r for r in self._runs.values()
+            r
+            for r in self._runs.values()
             if r.owner == owner
             and (status is None or r.status == status)
             and (parent is None or r.parent == parent)
@@ -151,23 +154,38 @@ class RunBook:
         if parent is not None:
             up = self._own(parent, owner)
             if up.status != "running":
-                raise RunError("InvalidTransition",
-                               f"parent run {parent!r} is {up.status}; a new run needs a "
-                               "running parent")
+                raise RunError(
+                    "InvalidTransition",
+                    f"parent run {parent!r} is {up.status}; a new run needs a running parent",
+                )
         seq = self._seq + 1
         run_id = f"run-{seq}"
         while run_id in self._runs:  # only if ids were loaded from elsewhere; never reuse one
             seq += 1
             run_id = f"run-{seq}"
-        run = RunInfo(id=run_id, seq=seq, owner=owner, parent=parent, status="running",
-                      epoch=FIRST_EPOCH, goal=goal, agents=_unique(agents), created_at=now,
-                      updated_at=now)
+        run = RunInfo(
+            id=run_id,
+            seq=seq,
+            owner=owner,
+            parent=parent,
+            status="running",
+            epoch=FIRST_EPOCH,
+            goal=goal,
+            agents=_unique(agents),
+            created_at=now,
+            updated_at=now,
+        )
         self._seq = seq
         self._put(run)
         return run
 
     def complete(
-        self, run_id: str, owner: str, epoch: int, result: Any, now: float  # noqa: ANN401 - JSON
+        self,
+        run_id: str,
+        owner: str,
+        epoch: int,
+        result: Any,
+        now: float,
     ) -> RunInfo | Stale:
         """Complete a running run in its current epoch with ``result``.
 
@@ -207,11 +225,14 @@ class RunBook:
         inside = set(subtree)
         stopped = [
             self._replace(self._runs[rid], status="stopped", updated_at=now)
-            for rid in subtree if self._runs[rid].status == "running"
+            for rid in subtree
+            if self._runs[rid].status == "running"
         ]
         in_use = {
-            agent for r in self._runs.values()
-            if r.id not in inside and r.status == "running" for agent in r.agents
+            agent
+            for r in self._runs.values()
+            if r.id not in inside and r.status == "running"
+            for agent in r.agents
         }
         agents = _unique(a for rid in subtree for a in self._runs[rid].agents if a not in in_use)
         return StopOutcome(stopped=stopped, subtree=subtree, agents=agents)
@@ -224,17 +245,21 @@ class RunBook:
         """
         run = self._own(run_id, owner)
         if run.status not in ("stopped", "failed"):
-            raise RunError("InvalidTransition",
-                           f"ResumeRun applies to stopped or failed runs; run {run_id!r} is "
-                           f"{run.status}")
+            raise RunError(
+                "InvalidTransition",
+                f"ResumeRun applies to stopped or failed runs; run {run_id!r} is {run.status}",
+            )
         if run.parent is not None:
             up = self._runs[run.parent]
             if up.status != "running":
-                raise RunError("InvalidTransition",
-                               f"parent run {run.parent!r} of run {run_id!r} is {up.status}; "
-                               "resume the parent first")
-        return self._replace(run, status="running", epoch=run.epoch + 1, reason=None,
-                             result=None, updated_at=now)
+                raise RunError(
+                    "InvalidTransition",
+                    f"parent run {run.parent!r} of run {run_id!r} is {up.status}; "
+                    "resume the parent first",
+                )
+        return self._replace(
+            run, status="running", epoch=run.epoch + 1, reason=None, result=None, updated_at=now
+        )
 
     def attach(self, run_id: str, owner: str, agent: str, now: float) -> RunInfo:
         """Add ``agent`` to a running run's agents (once).
@@ -244,8 +269,10 @@ class RunBook:
         """
         run = self._own(run_id, owner)
         if run.status != "running":
-            raise RunError("InvalidTransition",
-                           f"AttachAgent applies to running runs; run {run_id!r} is {run.status}")
+            raise RunError(
+                "InvalidTransition",
+                f"AttachAgent applies to running runs; run {run_id!r} is {run.status}",
+            )
         if agent in run.agents:
             return run
         return self._replace(run, agents=[*run.agents, agent], updated_at=now)
@@ -262,12 +289,16 @@ class RunBook:
         if epoch < run.epoch:
             return Stale(run=run, epoch=epoch)
         if epoch > run.epoch:
-            raise RunError("InvalidEpoch",
-                           f"{command} names epoch {epoch} of run {run.id!r}, whose current "
-                           f"epoch is {run.epoch}")
+            raise RunError(
+                "InvalidEpoch",
+                f"{command} names epoch {epoch} of run {run.id!r}, whose current "
+                f"epoch is {run.epoch}",
+            )
         if run.status != "running":
-            raise RunError("InvalidTransition",
-                           f"{command} applies to running runs; run {run.id!r} is {run.status}")
+            raise RunError(
+                "InvalidTransition",
+                f"{command} applies to running runs; run {run.id!r} is {run.status}",
+            )
         return None
 
     def _put(self, run: RunInfo) -> None:
@@ -275,13 +306,13 @@ class RunBook:
             self._children.setdefault(run.parent, []).append(run.id)
         self._runs[run.id] = run
 
-    def _replace(self, run: RunInfo, **changes: Any) -> RunInfo:  # noqa: ANN401 - field values
+    def _replace(self, run: RunInfo, **changes: Any) -> RunInfo:
         new = run.model_copy(update=changes)
         self._runs[run.id] = new
         return new
 
 
-def check_json(value: Any) -> None:  # noqa: ANN401 - any value to check
+def check_json(value: Any) -> None:
     """Check that ``value`` is plain JSON (dicts with str keys, lists, str, finite numbers...).
 
     Raises:
@@ -292,13 +323,21 @@ def check_json(value: Any) -> None:  # noqa: ANN401 - any value to check
     except (TypeError, ValueError) as exc:
         raise RunError("InvalidResult", f"the result is not plain JSON: {exc}") from exc
     if json.loads(text) != value:
-        raise RunError("InvalidResult",
-                       "the result does not survive a JSON round trip (tuples, non-str keys?)")
+        raise RunError(
+            "InvalidResult", "the result does not survive a JSON round trip (tuples, non-str keys?)"
+        )
 
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-__all__ = ["FIRST_EPOCH", "RunBook", "RunError", "Stale", "StopOutcome", "check_json",
-           "unknown_run"]
+__all__ = [
+    "FIRST_EPOCH",
+    "RunBook",
+    "RunError",
+    "Stale",
+    "StopOutcome",
+    "check_json",
+    "unknown_run",
+]

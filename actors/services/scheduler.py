@@ -1,7 +1,8 @@
 """Scheduler: tasks with priorities, deadlines and agents, journalled in SQLite.
 
 The protocol (commands, replies, the life cycle of a task) is ``protocols.scheduler``; the
-state machine is ``actors.services.scheduler_tasks.TaskBook`` (pure); the journal is ``actors.services.scheduler_journal``. This
+state machine is ``actors.services.scheduler_tasks.TaskBook`` (pure); the journal is
+``actors.services.scheduler_journal``. This
 worker wires them to messages, time and supervision events:
 
     every message   first times out the running tasks whose deadline has passed
@@ -37,9 +38,9 @@ from typing import Any
 
 import structlog
 
+from actors.core.worker import Worker
 from actors.services.scheduler_journal import Journal
 from actors.services.scheduler_tasks import TaskBook, TaskError
-from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AppendAudit
 from protocols.common import ErrorName, ErrorReply
@@ -48,7 +49,6 @@ from protocols.scheduler import (
     CancelTask,
     CompleteTask,
     FailTask,
-    TimeOutTask,
     GetStatistics,
     GetTask,
     ListTasks,
@@ -59,6 +59,7 @@ from protocols.scheduler import (
     SubmitTask,
     TaskInfo,
     Tasks,
+    TimeOutTask,
     WaitTask,
     _RetryAudit,
     _Tick,
@@ -101,8 +102,10 @@ class Scheduler(Worker):
         """Open the journal, reload every task, subscribe to supervision events."""
         self._audit_path = str(self.args.get("audit", DEFAULT_AUDIT_PATH))
         self._audit_retry = float(self.args.get("audit_retry", DEFAULT_AUDIT_RETRY))
-        self._journal = Journal(self.state_dir / str(self.args.get("db", DEFAULT_DB)),
-                                synchronous=self.args.get("synchronous", "NORMAL"))
+        self._journal = Journal(
+            self.state_dir / str(self.args.get("db", DEFAULT_DB)),
+            synchronous=self.args.get("synchronous", "NORMAL"),
+        )
         self._book = TaskBook(self._journal.load_tasks())
         self._tick: tuple[int, float] | None = None  # (timer token, deadline it is for)
         self._waiters: dict[int, _Waiter] = {}
@@ -110,38 +113,48 @@ class Scheduler(Worker):
         self._audit_inflight: dict[int, int] = {}  # request id -> outbox id
         self._audit_sent: set[int] = set()  # outbox ids in flight
         self._audit_timer: int | None = None
-        log.info("scheduler_started", actor=self.path, tasks=len(self._book),
-                 db=str(self._journal.path))
+        log.info(
+            "scheduler_started", actor=self.path, tasks=len(self._book), db=str(self._journal.path)
+        )
         self._sweep()
         self._send_audit()
         self.subscribe_events(replay=True)
 
-    def on_stop(self, reason: str) -> None:  # noqa: ARG002 - the Worker hook's signature
+    def on_stop(self, reason: str) -> None:
         """Close the journal (every command is already committed)."""
         self._journal.close()
 
     # --- The messages we accept ---------------------------------------------------------------
 
-    def handle(self, message: Message) -> Message | None:  # noqa: C901, PLR0911, PLR0912 - one case per message
+    def handle(self, message: Message) -> Message | None:
         """Answer one command of ``protocols.scheduler`` (or an internal message)."""
         match message:
             case SubmitTask():
                 return self._command("SubmitTask", lambda now: [self._book.submit(message, now)])
             case StartTask():
-                return self._command("StartTask", lambda now: [
-                    self._book.start(message.task_id, now, agent=message.agent)])
+                return self._command(
+                    "StartTask",
+                    lambda now: [self._book.start(message.task_id, now, agent=message.agent)],
+                )
             case CompleteTask():
-                return self._command("CompleteTask", lambda now: [
-                    self._book.complete(message.task_id, now, message.result)])
+                return self._command(
+                    "CompleteTask",
+                    lambda now: [self._book.complete(message.task_id, now, message.result)],
+                )
             case FailTask():
-                return self._command("FailTask", lambda now: [
-                    self._book.fail(message.task_id, now, message.reason)])
+                return self._command(
+                    "FailTask", lambda now: [self._book.fail(message.task_id, now, message.reason)]
+                )
             case TimeOutTask():
-                return self._command("TimeOutTask", lambda now: [
-                    self._book.time_out(message.task_id, now, message.reason)])
+                return self._command(
+                    "TimeOutTask",
+                    lambda now: [self._book.time_out(message.task_id, now, message.reason)],
+                )
             case CancelTask():
-                return self._command("CancelTask", lambda now: [
-                    self._book.cancel(message.task_id, now, message.reason)])
+                return self._command(
+                    "CancelTask",
+                    lambda now: [self._book.cancel(message.task_id, now, message.reason)],
+                )
             case NextTask():
                 return self._next_task(message)
             case GetTask():
@@ -150,8 +163,11 @@ class Scheduler(Worker):
                 return self._wait_task(message)
             case ListTasks():
                 self._sweep()
-                return Tasks(tasks=self._book.tasks(
-                    state=message.state, agent=message.agent, priority=message.priority))
+                return Tasks(
+                    tasks=self._book.tasks(
+                        state=message.state, agent=message.agent, priority=message.priority
+                    )
+                )
             case GetStatistics():
                 self._sweep()
                 return SchedulerStatistics(**self._book.statistics())
@@ -171,8 +187,10 @@ class Scheduler(Worker):
                 return None
             case _:
                 log.warning("unexpected_message", actor=self.path, kind=message.kind)
-                return ErrorReply(error=ErrorName.UNEXPECTED_MESSAGE,
-                                  message=f"the scheduler does not handle {message.kind!r}")
+                return ErrorReply(
+                    error=ErrorName.UNEXPECTED_MESSAGE,
+                    message=f"the scheduler does not handle {message.kind!r}",
+                )
 
     # --- One unit of work: sweep, change, one transaction ----------------------------------
 
@@ -195,13 +213,21 @@ class Scheduler(Worker):
         try:
             changed = change(now)
         except TaskError as exc:
-            log.info("command_rejected", actor=self.path, command=command, error=exc.error,
-                     detail=exc.message)
+            log.info(
+                "command_rejected",
+                actor=self.path,
+                command=command,
+                error=exc.error,
+                detail=exc.message,
+            )
             changed, refusal = [], ErrorReply(error=exc.error, message=exc.message)
         records = audit(changed) if audit is not None else []
         self._journal.commit(
-            command, [("Timeout", t) for t in timed_out] + [(command, t) for t in changed],
-            now, audit=records)
+            command,
+            [("Timeout", t) for t in timed_out] + [(command, t) for t in changed],
+            now,
+            audit=records,
+        )
         self._after(timed_out + changed, now)
         return refusal if refusal is not None else changed
 
@@ -216,8 +242,13 @@ class Scheduler(Worker):
         try:
             return self._book.get(task_id)
         except TaskError as exc:
-            log.info("command_rejected", actor=self.path, command=command, error=exc.error,
-                     detail=exc.message)
+            log.info(
+                "command_rejected",
+                actor=self.path,
+                command=command,
+                error=exc.error,
+                detail=exc.message,
+            )
             return ErrorReply(error=exc.error, message=exc.message)
 
     def _sweep(self) -> None:
@@ -227,8 +258,14 @@ class Scheduler(Worker):
     def _after(self, changed: list[TaskInfo], now: float) -> None:
         """Log the committed changes, answer waiters of finished tasks, re-arm the timer."""
         for task in changed:
-            log.info(_EVENT_NAMES[task.state], actor=self.path, task_id=task.id,
-                     agent=task.agent, priority=task.priority, reason=task.reason)
+            log.info(
+                _EVENT_NAMES[task.state],
+                actor=self.path,
+                task_id=task.id,
+                agent=task.agent,
+                priority=task.priority,
+                reason=task.reason,
+            )
             if task.state in FINAL_STATES:
                 self._answer_waiters(task)
         self._arm_tick(now)
@@ -291,8 +328,14 @@ class Scheduler(Worker):
         if isinstance(reaped, ErrorReply) or not reaped:
             return
         for task in reaped:
-            log.warning("task_reaped", actor=self.path, task_id=task.id, agent=task.agent,
-                        reason=task.reason, event_seq=event.seq)
+            log.warning(
+                "task_reaped",
+                actor=self.path,
+                task_id=task.id,
+                agent=task.agent,
+                reason=task.reason,
+                event_seq=event.seq,
+            )
         self._send_audit()
 
     def _audit_record(self, task: TaskInfo, event: SupervisionEvent) -> dict[str, Any]:
@@ -316,8 +359,11 @@ class Scheduler(Worker):
         for outbox_id, record in self._journal.pending_audit():
             if outbox_id in self._audit_sent:
                 continue
-            message = AppendAudit(actor=record["actor"], action=record["action"],
-                                  detail={**record["detail"], "audit_id": outbox_id})
+            message = AppendAudit(
+                actor=record["actor"],
+                action=record["action"],
+                detail={**record["detail"], "audit_id": outbox_id},
+            )
             request_id = self.request(self._audit_path, message)
             self._audit_inflight[request_id] = outbox_id
             self._audit_sent.add(outbox_id)
@@ -340,8 +386,9 @@ class Scheduler(Worker):
             if outbox_id in lost:
                 del self._audit_inflight[request_id]
                 self._audit_sent.discard(outbox_id)
-        log.warning("audit_undelivered", actor=self.path, to=path, count=len(messages),
-                    reason=reason)
+        log.warning(
+            "audit_undelivered", actor=self.path, to=path, count=len(messages), reason=reason
+        )
         if self._audit_timer is None:
             self._audit_timer = self.call_later(self._audit_retry, _RetryAudit())
 

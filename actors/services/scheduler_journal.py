@@ -31,8 +31,8 @@ Tables
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,8 +73,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 _COLUMNS = (
-    "id", "seq", "description", "priority", "agent", "state", "deadline", "max_duration",
-    "created_at", "started_at", "finished_at", "result", "reason",
+    "id",
+    "seq",
+    "description",
+    "priority",
+    "agent",
+    "state",
+    "deadline",
+    "max_duration",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "reason",
 )
 _UPSERT = (
     f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant columns
@@ -101,8 +112,14 @@ class Journal:
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
         self.path = path
-        self._db = open_store(path, synchronous=synchronous, schema=_SCHEMA,
-                              version=SCHEMA_VERSION, what="journal", error=JournalError)
+        self._db = open_store(
+            path,
+            synchronous=synchronous,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            what="journal",
+            error=JournalError,
+        )
 
     @property
     def synchronous(self) -> int:
@@ -186,7 +203,6 @@ class Journal:
 
     def _transaction(self) -> AbstractContextManager[None]:
         return transaction(self._db)
-
 
 
 def _row(task: TaskInfo) -> tuple[Any, ...]:

@@ -67,7 +67,7 @@ def agent_under(agent: str | None, path: str) -> bool:
     return agent is not None and (agent == path or agent.startswith(path + "/"))
 
 
-def is_json_value(value: Any) -> bool:  # noqa: ANN401 - checking any value is the point
+def is_json_value(value: Any) -> bool:
     """Return True if ``value`` is plain JSON (what the journal can store and give back equal)."""
     try:
         return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
@@ -150,7 +150,8 @@ class TaskBook:
     def peek(self, agent: str | None = None) -> TaskInfo | None:
         """Return the task ``next_task(agent)`` would hand out, without starting it."""
         candidates = [
-            t for t in self._pending.values()
+            t
+            for t in self._pending.values()
             if agent is None or t.agent is None or t.agent == agent
         ]
         return min(candidates, key=queue_key, default=None)
@@ -168,9 +169,15 @@ class TaskBook:
         if task_id in self._tasks:
             raise TaskError("DuplicateTask", f"a task with id {task_id!r} already exists")
         task = TaskInfo(
-            id=task_id, seq=seq, description=command.description, priority=command.priority,
-            agent=command.agent, state="pending", deadline=command.deadline,
-            max_duration=command.max_duration, created_at=now,
+            id=task_id,
+            seq=seq,
+            description=command.description,
+            priority=command.priority,
+            agent=command.agent,
+            state="pending",
+            deadline=command.deadline,
+            max_duration=command.max_duration,
+            created_at=now,
         )
         self._next_seq = seq + 1
         self._put(task)
@@ -198,7 +205,7 @@ class TaskBook:
             return None
         return self._start(task, now, agent)
 
-    def complete(self, task_id: str, now: float, result: Any = None) -> TaskInfo:  # noqa: ANN401 - any JSON value
+    def complete(self, task_id: str, now: float, result: Any = None) -> TaskInfo:
         """Mark a running task completed with ``result`` (a JSON value).
 
         Raises:
@@ -256,9 +263,9 @@ class TaskBook:
         started belongs to an earlier incarnation of the agent.
         """
         zombies = [
-            t for t in self._running.values()
-            if agent_under(t.agent, path) and t.started_at is not None
-            and t.started_at <= exited_at
+            t
+            for t in self._running.values()
+            if agent_under(t.agent, path) and t.started_at is not None and t.started_at <= exited_at
         ]
         return [
             self._finish(t, "failed", now, reason=f"agent {t.agent} exited: {reason}")
@@ -283,10 +290,14 @@ class TaskBook:
         if task.max_duration is not None:
             relative = now + task.max_duration
             deadline = relative if deadline is None else min(deadline, relative)
-        started = task.model_copy(update={
-            "state": "running", "started_at": now, "deadline": deadline,
-            "agent": task.agent if task.agent is not None else agent,
-        })
+        started = task.model_copy(
+            update={
+                "state": "running",
+                "started_at": now,
+                "deadline": deadline,
+                "agent": task.agent if task.agent is not None else agent,
+            }
+        )
         self._put(started)
         return started
 
@@ -296,12 +307,17 @@ class TaskBook:
         state: TaskState,
         now: float,
         *,
-        result: Any = None,  # noqa: ANN401 - any JSON value
+        result: Any = None,
         reason: str | None = None,
     ) -> TaskInfo:
-        finished = task.model_copy(update={
-            "state": state, "finished_at": now, "result": result, "reason": reason,
-        })
+        finished = task.model_copy(
+            update={
+                "state": state,
+                "finished_at": now,
+                "result": result,
+                "reason": reason,
+            }
+        )
         self._put(finished)
         return finished
 

@@ -56,8 +56,7 @@ class ProgressCollector(Worker):
         return any(i.run_id == run_id and i.what == "finished" for i in self.items)
 
     def _seen(self, run_id: str, *, complete: bool) -> ProgressSeen:
-        return ProgressSeen(items=[i for i in self.items if i.run_id == run_id],
-                            complete=complete)
+        return ProgressSeen(items=[i for i in self.items if i.run_id == run_id], complete=complete)
 
     def _answer(self, run_id: str, *, complete: bool) -> None:
         for answer in self.waiting.pop(run_id, []):

@@ -1,4 +1,5 @@
-"""Extra workers for the supervision matrix tests; module level so TCP actor processes import them."""
+"""Extra workers for the supervision matrix tests; module level so TCP actor processes import
+them."""
 
 from __future__ import annotations
 

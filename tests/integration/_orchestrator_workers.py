@@ -13,10 +13,15 @@ class FailingDelegate(Worker):
 
     def on_start(self) -> None:
         self.calls = 0
-        card = AgentCard(name=self.child_id, description="always fails", version="1.0",
-                         path=self.path, skills=[AgentSkill(
-                             id="general", name="general", description="anything",
-                             tags=["general"])])
+        card = AgentCard(
+            name=self.child_id,
+            description="always fails",
+            version="1.0",
+            path=self.path,
+            skills=[
+                AgentSkill(id="general", name="general", description="anything", tags=["general"])
+            ],
+        )
         self.send(str(self.args.get("registry", "root/system/registry")), RegisterAgent(card=card))
 
     def handle(self, message: Message) -> Message | None:
@@ -24,6 +29,10 @@ class FailingDelegate(Worker):
             self.calls += 1
             with (self.state_dir / f"{self.child_id}.calls").open("a") as fh:
                 fh.write(f"{message.spec.goal}\n")
-            return AgentResult(run_id=message.run_id, agent=self.path, success=False,
-                               error=f"delegate refuses (call {self.calls})")
+            return AgentResult(
+                run_id=message.run_id,
+                agent=self.path,
+                success=False,
+                error=f"delegate refuses (call {self.calls})",
+            )
         return None

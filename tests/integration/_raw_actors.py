@@ -15,7 +15,7 @@ from protocols.common import Ok
 class RawLeaf(Actor):  # type: ignore[misc]
     """Answers its pid; on ("protect", ppid) installs die_with_parent first."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if isinstance(message, tuple) and message[0] == "protect":
             die_with_parent(message[1])
         self.send(sender, os.getpid())
@@ -24,11 +24,13 @@ class RawLeaf(Actor):  # type: ignore[misc]
 class RawParent(Actor):  # type: ignore[misc]
     """Creates a RawLeaf on "spawn" / "spawn-protected" and answers (pid, leaf pid address)."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if message in ("spawn", "spawn-protected"):
             self.asker = sender
             self.leaf = self.createActor(RawLeaf)
-            self.send(self.leaf, ("protect", os.getpid()) if message == "spawn-protected" else "pid")
+            self.send(
+                self.leaf, ("protect", os.getpid()) if message == "spawn-protected" else "pid"
+            )
         elif isinstance(message, int):
             self.send(self.asker, (os.getpid(), message))
 
@@ -40,7 +42,7 @@ class RawFlaky(Actor):  # type: ignore[misc]
         super().__init__()
         self.calls = 0
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if message == "boom":
             self.calls += 1
             raise ValueError("boom")
@@ -51,7 +53,7 @@ class RawFlaky(Actor):  # type: ignore[misc]
 class RawDoubleReply(Actor):  # type: ignore[misc]
     """Answers a request frame twice: first a stale reply, then the real one."""
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802, ANN401
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
         if isinstance(message, bytes):
             env = codec.decode_envelope(message)
             self.send(sender, codec.encode(Ok(), correlation_id=env.message_id - 1))

@@ -67,8 +67,9 @@ class CardAgent(Worker):
             version="1.0.0",
             path=self.path,
             capabilities=AgentCapabilities(streaming=bool(self.args.get("streaming", False))),
-            skills=[AgentSkill(id=f"{name}-main", name="main", description="does the work",
-                               tags=tags)],
+            skills=[
+                AgentSkill(id=f"{name}-main", name="main", description="does the work", tags=tags)
+            ],
         )
         self.request(str(self.args.get("registry", REGISTRY_PATH)), RegisterAgent(card=card))
 

@@ -84,8 +84,11 @@ def journal_writer(db: str, seed: int) -> None:
         roll = rng.random()
         if running and roll < 0.4:
             task = rng.choice(running)
-            done = (book.complete(task.id, now, {"n": n}) if rng.random() < 0.5
-                    else book.fail(task.id, now, f"failure {n}"))
+            done = (
+                book.complete(task.id, now, {"n": n})
+                if rng.random() < 0.5
+                else book.fail(task.id, now, f"failure {n}")
+            )
             changed = [("Finish", done)]
         elif pending and roll < 0.7:
             changed = [("StartTask", book.start(rng.choice(pending).id, now, agent="w"))]

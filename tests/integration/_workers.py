@@ -74,8 +74,9 @@ class Echo(Worker):
         if isinstance(message, Ping):
             return Pong(token=message.token, path=self.path, pid=os.getpid())
         if isinstance(message, Crash):
-            raise {"ValueError": ValueError, "KeyError": KeyError,
-                   "RuntimeError": RuntimeError}[message.error](message.text)
+            raise {"ValueError": ValueError, "KeyError": KeyError, "RuntimeError": RuntimeError}[
+                message.error
+            ](message.text)
         if isinstance(message, StopMe):
             self.stop(message.reason)
             return None
@@ -195,8 +196,9 @@ class Provisioner(Worker):
         from actors.core.flow import Call, Gather, Sleep
         from protocols.supervision import StartChild
 
-        infos = yield Gather([Call(order.pool, StartChild(args={"n": i}))
-                              for i in range(order.count)])
+        infos = yield Gather(
+            [Call(order.pool, StartChild(args={"n": i})) for i in range(order.count)]
+        )
         paths = [f"{order.pool}/{info.id}" for info in infos]
         yield Sleep(0.01)
         pongs = yield Gather([Call(p, Ping(token=p)) for p in paths])
@@ -206,5 +208,10 @@ class Provisioner(Worker):
                 yield Call(order.missing, Ping(), timeout=5)
             except Exception as exc:  # noqa: BLE001 - the test reads which error it was
                 error = type(exc).__name__
-        answer(Provisioned(paths=paths, tokens=[p.token for p in pongs],  # type: ignore[operator]
-                           missing_error=error))
+        answer(
+            Provisioned(
+                paths=paths,
+                tokens=[p.token for p in pongs],  # type: ignore[operator]
+                missing_error=error,
+            )
+        )

@@ -39,8 +39,11 @@ TCP = "multiprocTCPBase"
 
 
 def tree() -> SupervisorSpec:
-    return SupervisorSpec(id="root", intensity=5, children=[
-        ChildSpec(id="access", start="actors.services.access_manager:AccessManager")])
+    return SupervisorSpec(
+        id="root",
+        intensity=5,
+        children=[ChildSpec(id="access", start="actors.services.access_manager:AccessManager")],
+    )
 
 
 def ask(rt: Runtime, message: Message) -> Message:
@@ -70,8 +73,10 @@ def area(tmp_path: Path) -> Path:
 
 def ensure(rt: Runtime, area: Path, **extra: object) -> SubjectGrants:
     """Give "coder" its workspace, named through the ws-link symlink."""
-    reply = ask(rt, EnsurePermissions(agent="coder", tools=["fs.*"],
-                                      workspace=f"{area}/ws-link/**", **extra))
+    reply = ask(
+        rt,
+        EnsurePermissions(agent="coder", tools=["fs.*"], workspace=f"{area}/ws-link/**", **extra),
+    )
     assert isinstance(reply, SubjectGrants)
     return reply
 
@@ -83,16 +88,21 @@ def test_checks_are_answered_with_reasons_and_each_is_audited(
 
     grants = ensure(rt, area)
     inside = ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/src/a.py"))
-    escape = ask(rt, CheckAccess(subject="coder", action="read",
-                                 resource=f"{area}/work/src/../../../../../../etc/passwd"))
-    link = ask(rt, CheckAccess(subject="coder", action="read",
-                               resource=f"{area}/work/etc-link/passwd"))
+    escape = ask(
+        rt,
+        CheckAccess(
+            subject="coder", action="read", resource=f"{area}/work/src/../../../../../../etc/passwd"
+        ),
+    )
+    link = ask(
+        rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/etc-link/passwd")
+    )
     tool = ask(rt, CheckAccess(subject="coder", action="execute", resource="shell.run"))
     net = ask(rt, CheckAccess(subject="coder", action="network", resource="example.org"))
     audit = stats(rt)
 
     assert ["operator"] == grants.roles
-    assert [f"{area}/work/**", "/tmp/**"] == grants.paths  # noqa: S108 - the granted pattern
+    assert [f"{area}/work/**", "/tmp/**"] == grants.paths
     assert isinstance(inside, AccessGranted)
     assert f"matches '{area}/work/**'" in inside.reason
     assert isinstance(escape, AccessDenied)
@@ -107,8 +117,14 @@ def test_checks_are_answered_with_reasons_and_each_is_audited(
     assert Path(audit.path).parent.is_dir()
     logged = entries(audit.path)
     assert ["admin"] + ["decision"] * 5 == [e["type"] for e in logged]
-    assert ["permissions_ensured", "access_granted", "access_denied", "access_denied",
-            "access_denied", "access_denied"] == [e["action"] for e in logged]
+    assert [
+        "permissions_ensured",
+        "access_granted",
+        "access_denied",
+        "access_denied",
+        "access_denied",
+        "access_denied",
+    ] == [e["action"] for e in logged]
     assert audit.last_hash == logged[-1]["hash"]
     assert verify_audit_log(audit.path).ok
     verified = ask(rt, VerifyAudit())
@@ -148,7 +164,8 @@ def test_bad_input_gets_typed_errors_and_the_manager_keeps_running(
     assert [] == [e for e in rt.events() if e.event == "child_exited"]
     logged = entries(stats(rt).path)
     assert ["permissions_ensured", "admin_denied", "access_granted"] == [
-        e["action"] for e in logged], "bad input is not audited; a refused change is"
+        e["action"] for e in logged
+    ], "bad input is not audited; a refused change is"
 
 
 def test_administration_is_authorised_by_the_subjects_own_roles(start_tree: StartTree) -> None:
@@ -167,9 +184,12 @@ def test_administration_is_authorised_by_the_subjects_own_roles(start_tree: Star
     assert [] == revoked.roles
     assert [] == revoked.actions
     logged = entries(stats(rt).path)
-    assert [("system", "role_granted"), ("user:alice", "role_granted"),
-            ("user:alice", "admin_denied"), ("user:alice", "role_revoked")] == [
-        (e["actor"], e["action"]) for e in logged]
+    assert [
+        ("system", "role_granted"),
+        ("user:alice", "role_granted"),
+        ("user:alice", "admin_denied"),
+        ("user:alice", "role_revoked"),
+    ] == [(e["actor"], e["action"]) for e in logged]
 
 
 def test_ensure_permissions_is_idempotent_and_audited_each_time(
@@ -189,13 +209,22 @@ def test_ensure_permissions_is_idempotent_and_audited_each_time(
 def test_other_actors_append_to_the_audit_log(start_tree: StartTree) -> None:
     rt = start_tree(tree())
 
-    reply = ask(rt, AppendAudit(actor="root/system/scheduler", action="task_reaped",
-                                detail={"task": "t-7", "agent": "coder"}))
+    reply = ask(
+        rt,
+        AppendAudit(
+            actor="root/system/scheduler",
+            action="task_reaped",
+            detail={"task": "t-7", "agent": "coder"},
+        ),
+    )
 
     assert isinstance(reply, Ok)
     [entry] = entries(stats(rt).path)
     assert ("external", "root/system/scheduler", "task_reaped") == (
-        entry["type"], entry["actor"], entry["action"])
+        entry["type"],
+        entry["actor"],
+        entry["action"],
+    )
     assert {"task": "t-7", "agent": "coder"} == entry["detail"]
 
 
@@ -306,5 +335,8 @@ def test_decisions_and_changes_are_structlog_events(start_tree: StartTree, area:
     assert ["permissions_ensured", "access_granted", "access_denied"] == events
     assert 4 == sum(1 for e in logs if e["event"] == "audit_appended")
     denied = next(e for e in logs if e["event"] == "access_denied")
-    assert ("coder", "read", "/etc/passwd") == (denied["subject"], denied["action"],
-                                                denied["resource"])
+    assert ("coder", "read", "/etc/passwd") == (
+        denied["subject"],
+        denied["action"],
+        denied["resource"],
+    )

@@ -41,14 +41,22 @@ def ws(tmp_path: Path) -> Path:
     return tmp_path / "ws"
 
 
-def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
-    return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-        ChildSpec(id="progress", start="tests.integration._agent_workers:ProgressCollector"),
-        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.model_guard:decide",
-                  backoff=Backoff(base=0.1, cap=5),
-                  args={"base_url": server.url, "access": ACCESS, **args}),
-    ])
+def tree(server: ModelServer, **args: Any) -> SupervisorSpec:
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+            ChildSpec(id="progress", start="tests.integration._agent_workers:ProgressCollector"),
+            ChildSpec(
+                id="agent",
+                start="actors.agents.agent:Agent",
+                decider="actors.agents.model_guard:decide",
+                backoff=Backoff(base=0.1, cap=5),
+                args={"base_url": server.url, "access": ACCESS, **args},
+            ),
+        ],
+    )
 
 
 def grant_workspace(rt: Runtime, ws: Path) -> None:
@@ -56,9 +64,13 @@ def grant_workspace(rt: Runtime, ws: Path) -> None:
     assert isinstance(reply, SubjectGrants)
 
 
-def run(rt: Runtime, goal: str, ws: Path, run_id: str = "r1", **limits: Any) -> AgentResult:  # noqa: ANN401
-    message = RunGoal(run_id=run_id, spec=GoalSpec(goal=goal, workspace=str(ws)),
-                      limits=AgentLimits(**limits), progress_to="root/progress")
+def run(rt: Runtime, goal: str, ws: Path, run_id: str = "r1", **limits: Any) -> AgentResult:
+    message = RunGoal(
+        run_id=run_id,
+        spec=GoalSpec(goal=goal, workspace=str(ws)),
+        limits=AgentLimits(**limits),
+        progress_to="root/progress",
+    )
     result = rt.ask(AGENT, message, timeout=30.0)
     assert isinstance(result, AgentResult), result
     return result
@@ -105,12 +117,12 @@ def test_a_haiku_goal_writes_the_file_records_the_step_and_audits_it(
     assert AGENT == tool_entries[0]["actor"]
     assert tool_entries[0]["detail"]["allowed"] is True
     assert "r1" == tool_entries[0]["detail"]["run_id"]
-    assert any(e["action"] == "access_granted" and e["detail"]["action"] == "write"
-               for e in entries)
+    assert any(
+        e["action"] == "access_granted" and e["detail"]["action"] == "write" for e in entries
+    )
     assert isinstance(progress, ProgressSeen)
     assert progress.complete
-    assert ["model_call", "tool_call", "model_call", "finished"] == [
-        p.what for p in progress.items]
+    assert ["model_call", "tool_call", "model_call", "finished"] == [p.what for p in progress.items]
     assert result.usage.total == progress.items[-1].detail["total_tokens"]
 
 
@@ -137,8 +149,9 @@ def test_a_write_outside_the_workspace_is_denied_and_never_runs(
     assert 1 == len(denied)
     assert denied[0]["detail"]["allowed"] is False
     assert "matches no allowed path" in denied[0]["detail"]["reason"]
-    assert any(e["action"] == "access_denied" and e["detail"]["resource"] == str(outside)
-               for e in entries)
+    assert any(
+        e["action"] == "access_denied" and e["detail"]["resource"] == str(outside) for e in entries
+    )
 
 
 def test_two_429s_then_success_retries_in_place_after_retry_after(
@@ -228,8 +241,10 @@ def test_a_run_past_its_token_budget_fails_and_runs_no_tool(
 def test_a_run_stops_at_max_steps(start_tree: StartTree, server: ModelServer, ws: Path) -> None:
     rt = start_tree(tree(server))
     grant_workspace(rt, ws)
-    goal = ("write a haiku about one to a.txt, then write a haiku about two to b.txt, "
-            "then write a haiku about three to c.txt")
+    goal = (
+        "write a haiku about one to a.txt, then write a haiku about two to b.txt, "
+        "then write a haiku about three to c.txt"
+    )
 
     result = run(rt, goal, ws, max_steps=2)
 

@@ -63,7 +63,12 @@ def as_tuple(c: ChildCounts) -> tuple[int, int, int, int]:
 def test_start_child_adds_a_running_child_at_the_end(start_tree: Any, base: str) -> None:
     rt = start_tree(sup(children=[echo("a")]))
     info = rt.start_child("root", echo("dyn", color="blue"))
-    assert (info.id, info.status, info.type, info.restart) == ("dyn", "running", "worker", "permanent")
+    assert (info.id, info.status, info.type, info.restart) == (
+        "dyn",
+        "running",
+        "worker",
+        "permanent",
+    )
     if base == TCP:
         assert info.pid is not None
     assert ids(rt, "root") == ["a", "dyn"]
@@ -98,7 +103,8 @@ def test_start_child_that_fails_raises_start_failed_and_is_not_kept(start_tree: 
     assert info.value.reason == "error:RuntimeError: refusing to start"
     assert ids(rt, "root") == ["a"]
     assert brief(events_after(rt, seq0)) == [
-        ("root", "start_failed", "bad", "error:RuntimeError: refusing to start")]
+        ("root", "start_failed", "bad", "error:RuntimeError: refusing to start")
+    ]
     # The id is free again: a good spec with it starts.
     assert rt.start_child("root", echo("bad")).status == "running"
 
@@ -259,14 +265,24 @@ def test_restarting_a_supervisor_resets_its_children_to_the_static_spec(
     start_tree: Any, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        sup("sub", children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))])]))
+    rt = start_tree(
+        sup(
+            children=[
+                sup(
+                    "sub",
+                    children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))],
+                )
+            ]
+        )
+    )
     rt.start_child("root/sub", echo("dyn", journal=str(journal)))
     rt.terminate_child("root/sub", "y")
     rt.delete_child("root/sub", "y")
     rt.terminate_child("root/sub", "x")
     assert [(c.id, c.status) for c in rt.which_children("root/sub")] == [
-        ("x", "stopped"), ("dyn", "running")]
+        ("x", "stopped"),
+        ("dyn", "running"),
+    ]
 
     rt.terminate_child("root", "sub")
     with pytest.raises(ActorNotFound):
@@ -274,15 +290,16 @@ def test_restarting_a_supervisor_resets_its_children_to_the_static_spec(
     rt.restart_child("root", "sub")
 
     assert [(c.id, c.status) for c in rt.which_children("root/sub")] == [
-        ("x", "running"), ("y", "running")]
+        ("x", "running"),
+        ("y", "running"),
+    ]
     assert lines(journal)[-2:] == ["x:start", "y:start"]
     with pytest.raises(ActorNotFound):
         rt.ask("root/sub/dyn", Ping(), timeout=3.0)
 
 
 def test_crash_restart_of_a_supervisor_drops_its_dynamic_children(start_tree: Any) -> None:
-    rt = start_tree(sup(intensity=5, children=[
-        sup("sub", intensity=0, children=[echo("x")])]))
+    rt = start_tree(sup(intensity=5, children=[sup("sub", intensity=0, children=[echo("x")])]))
     rt.start_child("root/sub", echo("dyn"))
     seq0 = last_seq(rt)
     crash(rt, "root/sub/x")  # intensity 0: sub gives up, root restarts it
@@ -294,8 +311,9 @@ def test_crash_restart_of_a_supervisor_drops_its_dynamic_children(start_tree: An
 
 
 def test_count_children_follows_otp(start_tree: Any) -> None:
-    rt = start_tree(sup(children=[
-        echo("a"), sup("sub", children=[echo("x")]), echo("b", restart="transient")]))
+    rt = start_tree(
+        sup(children=[echo("a"), sup("sub", children=[echo("x")]), echo("b", restart="transient")])
+    )
     assert as_tuple(rt.count_children("root")) == counts(3, 3, 1, 2)
     assert as_tuple(rt.count_children("root/sub")) == counts(1, 1, 0, 1)
 
@@ -326,10 +344,14 @@ def test_count_children_of_simple_one_for_one(start_tree: Any) -> None:
 # --- simple_one_for_one -----------------------------------------------------------------------
 
 
-def pool(restart: str, **template_args: Any) -> Any:  # noqa: ANN401
+def pool(restart: str, **template_args: Any) -> Any:
     """A simple_one_for_one supervisor "pool" with an Echo template "job"."""
-    return sup("pool", strategy="simple_one_for_one", intensity=5,
-               template=echo("job", restart=restart, **template_args))
+    return sup(
+        "pool",
+        strategy="simple_one_for_one",
+        intensity=5,
+        template=echo("job", restart=restart, **template_args),
+    )
 
 
 def test_sofo_start_child_merges_args_into_the_template(start_tree: Any) -> None:

@@ -32,8 +32,15 @@ root:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "actors.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=60, env=_env(), check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env=_env(),
+        check=False,
+    )
 
 
 def _env() -> dict[str, str]:
@@ -80,8 +87,13 @@ def test_validate_names_file_line_and_field_of_an_error(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_path: Path) -> None:
     (tmp_path / "topology.yaml").write_text(TOPOLOGY.replace("STATE", str(tmp_path / "state")))
-    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "up"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
     try:
         _read_until(proc, r"jobs", timeout=60)
         state = f"--state-dir={tmp_path / 'state'}"
@@ -106,8 +118,11 @@ def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_p
     assert "stopped (SIGTERM); exit reason: shutdown" in out
     assert not (tmp_path / "state" / "runtime.json").exists()
     assert pids
-    assert [] == [p for p in pids if psutil.pid_exists(p) and
-                  psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert [] == [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> None:
@@ -123,14 +138,30 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
     `understudy run` writes the file and prints phases, tool calls and the result."""
     (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
     env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
-    proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "up"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         _read_until(proc, r"orchestrator", timeout=60)
         result = subprocess.run(
-            [sys.executable, "-m", "actors.cli", "run",
-             "write a haiku about supervision to haiku.txt"],
-            cwd=tmp_path, text=True, capture_output=True, timeout=120, env=env, check=False)
+            [
+                sys.executable,
+                "-m",
+                "actors.cli",
+                "run",
+                "write a haiku about supervision to haiku.txt",
+            ],
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
         status = _cli("status", cwd=tmp_path)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

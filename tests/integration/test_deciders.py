@@ -19,8 +19,11 @@ def _crash(rt: object, path: str, error: str) -> None:
 
 
 def test_a_restart_directive_with_a_delay_restarts_after_it(start_tree: StartTree) -> None:
-    rt = start_tree(SupervisorSpec(id="root", intensity=5, children=[
-        ChildSpec(id="a", start=ECHO, decider=DECIDER)]))
+    rt = start_tree(
+        SupervisorSpec(
+            id="root", intensity=5, children=[ChildSpec(id="a", start=ECHO, decider=DECIDER)]
+        )
+    )
 
     _crash(rt, "root/a", "ValueError")
     exited = rt.wait_event("child_exited", child_id="a")
@@ -33,8 +36,16 @@ def test_a_restart_directive_with_a_delay_restarts_after_it(start_tree: StartTre
 
 
 def test_a_stop_directive_keeps_a_permanent_child_down(start_tree: StartTree) -> None:
-    rt = start_tree(SupervisorSpec(id="root", intensity=5, children=[
-        ChildSpec(id="a", start=ECHO, decider=DECIDER), ChildSpec(id="b", start=ECHO)]))
+    rt = start_tree(
+        SupervisorSpec(
+            id="root",
+            intensity=5,
+            children=[
+                ChildSpec(id="a", start=ECHO, decider=DECIDER),
+                ChildSpec(id="b", start=ECHO),
+            ],
+        )
+    )
 
     _crash(rt, "root/a", "KeyError")
     rt.wait_event("child_exited", child_id="a")
@@ -47,9 +58,15 @@ def test_a_stop_directive_keeps_a_permanent_child_down(start_tree: StartTree) ->
 def test_an_escalate_directive_makes_the_supervisor_exit_with_the_reason(
     start_tree: StartTree,
 ) -> None:
-    rt = start_tree(SupervisorSpec(id="root", intensity=5, children=[
-        SupervisorSpec(id="sub", children=[ChildSpec(id="a", start=ECHO, decider=DECIDER)]),
-    ]))
+    rt = start_tree(
+        SupervisorSpec(
+            id="root",
+            intensity=5,
+            children=[
+                SupervisorSpec(id="sub", children=[ChildSpec(id="a", start=ECHO, decider=DECIDER)]),
+            ],
+        )
+    )
 
     _crash(rt, "root/sub/a", "RuntimeError")
     exited = rt.wait_event("child_exited", child_id="sub")
@@ -60,8 +77,14 @@ def test_an_escalate_directive_makes_the_supervisor_exit_with_the_reason(
 
 
 def test_backoff_delays_repeated_restarts(start_tree: StartTree) -> None:
-    rt = start_tree(SupervisorSpec(id="root", intensity=10, period=30, children=[
-        ChildSpec(id="a", start=ECHO, backoff=Backoff(base=0.1, cap=1.0))]))
+    rt = start_tree(
+        SupervisorSpec(
+            id="root",
+            intensity=10,
+            period=30,
+            children=[ChildSpec(id="a", start=ECHO, backoff=Backoff(base=0.1, cap=1.0))],
+        )
+    )
     gaps = []
     last = 0
     for _ in range(3):

@@ -23,11 +23,15 @@ W = "tests.integration._fast_workers"
 
 
 def _tree(sink_args: dict[str, object] | None = None) -> SupervisorSpec:
-    return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="sink", start=f"{W}:Sink", args=sink_args or {}),
-        ChildSpec(id="source", start=f"{W}:Source"),
-        ChildSpec(id="requester", start=f"{W}:Requester"),
-    ])
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            ChildSpec(id="sink", start=f"{W}:Sink", args=sink_args or {}),
+            ChildSpec(id="source", start=f"{W}:Source"),
+            ChildSpec(id="requester", start=f"{W}:Requester"),
+        ],
+    )
 
 
 def test_a_burst_arrives_complete_and_in_order(start_tree: StartTree) -> None:
@@ -64,8 +68,9 @@ def test_several_bursts_from_one_sender_keep_their_order(start_tree: StartTree) 
 def test_pipelined_requests_all_get_their_replies(start_tree: StartTree) -> None:
     rt = start_tree(_tree())
 
-    done = rt.ask("root/requester", Pipeline(target="root/sink", count=2000, window=100),
-                  timeout=30)
+    done = rt.ask(
+        "root/requester", Pipeline(target="root/sink", count=2000, window=100), timeout=30
+    )
 
     assert Done(count=2000) == done
 
@@ -92,7 +97,7 @@ def test_a_receiver_crash_loses_nothing_silently_and_duplicates_nothing(
 
     assert list(range(1500)) == before
     assert after == sorted(after)
-    assert list(range(total)) == sorted(before + [1500] + undelivered.seqs + after)
+    assert list(range(total)) == sorted([*before, 1500, *undelivered.seqs, *after])
 
 
 def test_a_request_that_crashes_the_receiver_reports_actorcrashed(start_tree: StartTree) -> None:

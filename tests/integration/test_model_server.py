@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from actors.model.server import SERVED_MODEL, ModelServer
 from protocols.prompts import (
     agent_system_prompt,
     estimate_tokens,
@@ -29,7 +30,6 @@ from protocols.prompts import (
     specification_prompt,
     tool_definitions,
 )
-from actors.model.server import SERVED_MODEL, ModelServer
 
 TOOLS = tool_definitions()
 
@@ -40,7 +40,7 @@ def server() -> Iterator[ModelServer]:
         yield srv
 
 
-def make_client(server: ModelServer, **options: Any) -> openai.OpenAI:  # noqa: ANN401
+def make_client(server: ModelServer, **options: Any) -> openai.OpenAI:
     settings: dict[str, Any] = {"api_key": "test-key", "max_retries": 0, "timeout": 10.0}
     settings.update(options)
     return openai.OpenAI(base_url=server.url, **settings)
@@ -57,7 +57,7 @@ def conversation(goal: str, workspace: str = "/ws") -> list[dict[str, Any]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": "Begin."}]
 
 
-def ask(client: openai.OpenAI, messages: list[dict[str, Any]], **kw: Any) -> ChatCompletion:  # noqa: ANN401
+def ask(client: openai.OpenAI, messages: list[dict[str, Any]], **kw: Any) -> ChatCompletion:
     kw.setdefault("tools", TOOLS)
     return client.chat.completions.create(model="understudy-test", messages=messages, **kw)  # type: ignore[arg-type]
 
@@ -172,8 +172,9 @@ def test_a_goal_without_an_action_is_answered_directly(client: openai.OpenAI) ->
 def test_a_tool_missing_from_the_request_is_explained_instead_of_called(
     client: openai.OpenAI,
 ) -> None:
-    completion = ask(client, conversation("write hello to h.txt"),
-                     tools=tool_definitions(["read_file"]))
+    completion = ask(
+        client, conversation("write hello to h.txt"), tools=tool_definitions(["read_file"])
+    )
 
     assert completion.choices[0].message.tool_calls is None
     assert "the write_file tool is not available" in (completion.choices[0].message.content or "")
@@ -221,8 +222,12 @@ def test_models_lists_the_stub_model(client: openai.OpenAI) -> None:
 
 def test_evaluation_scores_the_fraction_of_criteria_met(client: openai.OpenAI) -> None:
     criteria = ["haiku.txt exists", "the haiku mentions supervision", "the poem is purple"]
-    prompt = evaluation_prompt("write a haiku", criteria, "Wrote a haiku to /ws/haiku.txt.",
-                               {"/ws/haiku.txt": "Calm supervision\nwatches\nrestarts\n"})
+    prompt = evaluation_prompt(
+        "write a haiku",
+        criteria,
+        "Wrote a haiku to /ws/haiku.txt.",
+        {"/ws/haiku.txt": "Calm supervision\nwatches\nrestarts\n"},
+    )
 
     completion = ask(client, [{"role": "user", "content": prompt}], tools=None)
     evaluation = parse_evaluation(completion.choices[0].message.content or "")
@@ -234,16 +239,26 @@ def test_evaluation_scores_the_fraction_of_criteria_met(client: openai.OpenAI) -
 
 
 def test_specification_comes_from_the_message_clauses(client: openai.OpenAI) -> None:
-    message = ("Write a haiku about supervision to haiku.txt so that it mentions restarts, "
-               "without touching other files. It must have three lines.")
+    message = (
+        "Write a haiku about supervision to haiku.txt so that it mentions restarts, "
+        "without touching other files. It must have three lines."
+    )
 
-    completion = ask(client, [{"role": "system", "content": "You specify tasks."},
-                              {"role": "user", "content": specification_prompt(message)}])
+    completion = ask(
+        client,
+        [
+            {"role": "system", "content": "You specify tasks."},
+            {"role": "user", "content": specification_prompt(message)},
+        ],
+    )
     spec = parse_specification(completion.choices[0].message.content or "")
 
     assert message == spec.goal
-    assert ("haiku.txt exists", "it mentions restarts", "It must have three lines") == \
-        spec.acceptance_criteria
+    assert (
+        "haiku.txt exists",
+        "it mentions restarts",
+        "It must have three lines",
+    ) == spec.acceptance_criteria
     assert ("without touching other files",) == spec.constraints
     assert ("haiku.txt",) == spec.workspace_files
 
@@ -251,14 +266,20 @@ def test_specification_comes_from_the_message_clauses(client: openai.OpenAI) -> 
 # --- faults ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "error", "code"), [
-    ("429", openai.RateLimitError, "rate_limit_exceeded"),
-    ("500", openai.InternalServerError, "server_error"),
-    ("401", openai.AuthenticationError, "invalid_api_key"),
-    ("400", openai.BadRequestError, "context_length_exceeded"),
-])
+@pytest.mark.parametrize(
+    ("kind", "error", "code"),
+    [
+        ("429", openai.RateLimitError, "rate_limit_exceeded"),
+        ("500", openai.InternalServerError, "server_error"),
+        ("401", openai.AuthenticationError, "invalid_api_key"),
+        ("400", openai.BadRequestError, "context_length_exceeded"),
+    ],
+)
 def test_each_status_fault_raises_its_openai_error_once(
-    server: ModelServer, client: openai.OpenAI, kind: str, error: type[openai.APIStatusError],
+    server: ModelServer,
+    client: openai.OpenAI,
+    kind: str,
+    error: type[openai.APIStatusError],
     code: str,
 ) -> None:
     server.inject(kind)
@@ -336,7 +357,8 @@ def test_stopping_the_server_ends_a_hanging_request(server: ModelServer) -> None
 
 
 def test_malformed_tool_call_arguments_are_not_json(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
     server.inject("malformed_tool_call")
 
@@ -349,7 +371,8 @@ def test_malformed_tool_call_arguments_are_not_json(
 
 
 def test_a_malformed_call_reported_back_ends_the_run(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
     server.inject("malformed_tool_call")
     messages = conversation("write a haiku about supervision to haiku.txt")
@@ -357,8 +380,13 @@ def test_a_malformed_call_reported_back_ends_the_run(
     first = ask(client, messages)
     call = (first.choices[0].message.tool_calls or [])[0]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
-    messages.append({"role": "tool", "tool_call_id": call.id,
-                     "content": format_tool_error("InvalidArguments", "not JSON")})
+    messages.append(
+        {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": format_tool_error("InvalidArguments", "not JSON"),
+        }
+    )
     final = ask(client, messages)
 
     assert "InvalidArguments: not JSON" in (final.choices[0].message.content or "")
@@ -377,7 +405,8 @@ def test_match_targets_only_matching_requests(server: ModelServer, client: opena
 
 
 def test_faults_fire_in_queue_order_one_per_request(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
     server.inject("401")
     server.inject("500", count=2)
@@ -409,7 +438,8 @@ def test_inject_rejects_an_unknown_kind(server: ModelServer) -> None:
 
 
 def test_fault_logs_name_the_kind_and_served_requests_are_logged(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
     server.inject("500")
     with capture_logs() as logs:
@@ -427,11 +457,15 @@ def test_fault_logs_name_the_kind_and_served_requests_are_logged(
 # --- the control API over HTTP --------------------------------------------------------------
 
 
-def http(server: ModelServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:  # noqa: ANN401
+def http(server: ModelServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     root = server.url.removesuffix("/v1")
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(root + path, data=data, method=method,  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(  # noqa: S310 - a local http URL of the test's server
+        root + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return response.status, json.loads(response.read())
@@ -441,11 +475,20 @@ def http(server: ModelServer, method: str, path: str, body: Any = None) -> tuple
 
 
 def test_faults_can_be_queued_listed_and_cleared_over_http(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
-    queued = http(server, "POST", "/_control/faults",
-                  {"faults": [{"kind": 429, "count": 2, "retry_after": 0.5},
-                              {"kind": "hang", "seconds": 1, "match": "x"}]})
+    queued = http(
+        server,
+        "POST",
+        "/_control/faults",
+        {
+            "faults": [
+                {"kind": 429, "count": 2, "retry_after": 0.5},
+                {"kind": "hang", "seconds": 1, "match": "x"},
+            ]
+        },
+    )
     with pytest.raises(openai.RateLimitError):
         ask(client, conversation("Explain supervision"))
     status, stats = http(server, "GET", "/_control/stats")
@@ -460,15 +503,19 @@ def test_faults_can_be_queued_listed_and_cleared_over_http(
     assert "stop" == completion.choices[0].finish_reason
 
 
-@pytest.mark.parametrize("body", [
-    {"faults": [{"kind": "teapot"}]},
-    {"faults": [{"kind": "500", "count": 0}]},
-    {"faults": [{"kind": "500", "colour": "red"}]},
-    {"fault": []},
-    b"{not json",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"faults": [{"kind": "teapot"}]},
+        {"faults": [{"kind": "500", "count": 0}]},
+        {"faults": [{"kind": "500", "colour": "red"}]},
+        {"fault": []},
+        b"{not json",
+    ],
+)
 def test_invalid_fault_requests_are_rejected_with_the_reason(
-    server: ModelServer, body: Any,  # noqa: ANN401
+    server: ModelServer,
+    body: Any,
 ) -> None:
     status, payload = http(server, "POST", "/_control/faults", body)
 
@@ -478,7 +525,8 @@ def test_invalid_fault_requests_are_rejected_with_the_reason(
 
 
 def test_stats_count_requests_served_and_log_each_one(
-    server: ModelServer, client: openai.OpenAI,
+    server: ModelServer,
+    client: openai.OpenAI,
 ) -> None:
     server.inject("500")
     with pytest.raises(openai.InternalServerError):
@@ -518,8 +566,10 @@ def test_bad_requests_get_openai_errors(server: ModelServer, client: openai.Open
 
 def test_an_api_key_is_required_when_configured() -> None:
     with ModelServer(api_key="sesame") as server:
-        with make_client(server, api_key="wrong") as wrong, \
-                pytest.raises(openai.AuthenticationError):
+        with (
+            make_client(server, api_key="wrong") as wrong,
+            pytest.raises(openai.AuthenticationError),
+        ):
             ask(wrong, conversation("Explain supervision"))
         with make_client(server, api_key="sesame") as right:
             completion = ask(right, conversation("Explain supervision"))
@@ -553,7 +603,7 @@ def test_url_start_and_stop_follow_the_lifecycle() -> None:
         _ = server.url
 
 
-def _settled(server: ModelServer) -> Any:  # noqa: ANN401 - ServerStats
+def _settled(server: ModelServer) -> Any:
     """The server's stats once the requests in progress have been recorded (the client can
     see a response before the server has finished logging it)."""
     assert server.wait_idle(10)

@@ -17,26 +17,34 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_command_prints_its_url_serves_faults_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+    proc = subprocess.Popen(
         [sys.executable, "-m", "actors.cli", "model-server", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         control = urllib.request.Request(  # noqa: S310 - a local http URL read from the server
-            url.removesuffix("/v1") + "/_control/faults", method="POST",
-            data=json.dumps({"faults": [{"kind": "500"}]}).encode())
+            url.removesuffix("/v1") + "/_control/faults",
+            method="POST",
+            data=json.dumps({"faults": [{"kind": "500"}]}).encode(),
+        )
         with urllib.request.urlopen(control, timeout=10) as response:  # noqa: S310
             queued = json.loads(response.read())
         system = agent_system_prompt("write a haiku about processes to p.txt", "", [], [], "/ws")
         messages = [{"role": "system", "content": system}]
         with openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=10) as client:
             with pytest.raises(openai.InternalServerError):
-                client.chat.completions.create(model="m", messages=messages,  # type: ignore[arg-type]
-                                               tools=tool_definitions())  # type: ignore[arg-type]
+                client.chat.completions.create(
+                    model="m",
+                    messages=messages,  # type: ignore[arg-type]
+                    tools=tool_definitions(),
+                )  # type: ignore[arg-type]
             completion = client.chat.completions.create(
-                model="m", messages=messages, tools=tool_definitions())  # type: ignore[arg-type]
+                model="m", messages=messages, tools=tool_definitions()
+            )  # type: ignore[arg-type]
 
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)

@@ -35,23 +35,44 @@ def model() -> Iterator[ModelServer]:
 
 
 def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> SupervisorSpec:
-    return SupervisorSpec(id="root", intensity=10, children=[
-        SupervisorSpec(id="system", children=[
-            ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-            ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
-            ChildSpec(id="registry", start="actors.services.registry:Registry"),
-            ChildSpec(id="runs", start="actors.services.runs:RunManager",
-                      args={"agents_supervisor": "root/agents"}),
-        ]),
-        SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
-                       template=ChildSpec(id="agent", start="actors.agents.agent:Agent",
-                                          restart="transient", shutdown=1,
-                                          decider="actors.agents.model_guard:decide",
-                                          args={"base_url": model.url, "api_key": "k"})),
-        ChildSpec(id="orchestrator", start="actors.agents.orchestrator:Orchestrator",
-                  args={"base_url": model.url, "api_key": "k"}),
-        *(extra or []),
-    ])
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            SupervisorSpec(
+                id="system",
+                children=[
+                    ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+                    ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
+                    ChildSpec(id="registry", start="actors.services.registry:Registry"),
+                    ChildSpec(
+                        id="runs",
+                        start="actors.services.runs:RunManager",
+                        args={"agents_supervisor": "root/agents"},
+                    ),
+                ],
+            ),
+            SupervisorSpec(
+                id="agents",
+                strategy="simple_one_for_one",
+                intensity=10,
+                template=ChildSpec(
+                    id="agent",
+                    start="actors.agents.agent:Agent",
+                    restart="transient",
+                    shutdown=1,
+                    decider="actors.agents.model_guard:decide",
+                    args={"base_url": model.url, "api_key": "k"},
+                ),
+            ),
+            ChildSpec(
+                id="orchestrator",
+                start="actors.agents.orchestrator:Orchestrator",
+                args={"base_url": model.url, "api_key": "k"},
+            ),
+            *(extra or []),
+        ],
+    )
 
 
 def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 60) -> RunOutcome:
@@ -62,14 +83,21 @@ def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 60) -> RunOutcom
     return outcome
 
 
-def _start_hanging(rt: Runtime, model: ModelServer, word: str, workspace: Path,
-                   max_time: float) -> RunAccepted:
+def _start_hanging(
+    rt: Runtime, model: ModelServer, word: str, workspace: Path, max_time: float
+) -> RunAccepted:
     """Start a run whose model call hangs (the goal contains ``word``); return once the agent
     is waiting on the model."""
     model.inject("hang", seconds=30, match=word)
-    accepted = rt.ask(ORCH, RunGoalRequest(goal=f"write a poem {word} to p.txt", evolutions=0,
-                                           max_execution_time=max_time,
-                                           workspace=str(workspace)))
+    accepted = rt.ask(
+        ORCH,
+        RunGoalRequest(
+            goal=f"write a poem {word} to p.txt",
+            evolutions=0,
+            max_execution_time=max_time,
+            workspace=str(workspace),
+        ),
+    )
     assert isinstance(accepted, RunAccepted)
     assert model.wait_requests(1, timeout=10)
     return accepted
@@ -87,8 +115,12 @@ def test_a_goal_that_writes_a_file_succeeds_and_the_file_is_there(
     rt = start_tree(_tree(model))
     workspace = tmp_path / "ws"
 
-    outcome = _run(rt, RunGoalRequest(goal="write a haiku about supervision to haiku.txt",
-                                      workspace=str(workspace)))
+    outcome = _run(
+        rt,
+        RunGoalRequest(
+            goal="write a haiku about supervision to haiku.txt", workspace=str(workspace)
+        ),
+    )
     progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
 
     assert outcome.success, outcome
@@ -114,8 +146,15 @@ def test_a_timeout_kills_the_agent_marks_the_task_timed_out_and_removes_its_card
     rt = start_tree(_tree(model))
     model.inject("hang", seconds=30, match="slowly")
 
-    outcome = _run(rt, RunGoalRequest(goal="write notes slowly to notes.txt", evolutions=0,
-                                      max_execution_time=1.0, workspace=str(tmp_path / "ws")))
+    outcome = _run(
+        rt,
+        RunGoalRequest(
+            goal="write notes slowly to notes.txt",
+            evolutions=0,
+            max_execution_time=1.0,
+            workspace=str(tmp_path / "ws"),
+        ),
+    )
     killed = rt.wait_event("child_terminated", supervisor="root/agents", timeout=10)
     card = _card_gone(rt, killed.child_id or "")
 
@@ -160,26 +199,45 @@ def test_an_agent_sigkilled_mid_run_leaves_its_task_failed_never_running(
 def test_parallel_subtasks_come_back_in_order_with_a_failing_delegate_retried_then_run_directly(
     start_tree: StartTree, model: ModelServer, tmp_path: Path
 ) -> None:
-    delegate = ChildSpec(id="flaky", start="tests.integration._orchestrator_workers:FailingDelegate")
+    delegate = ChildSpec(
+        id="flaky", start="tests.integration._orchestrator_workers:FailingDelegate"
+    )
     rt = start_tree(_tree(model, [delegate]))
     rt.wait_event("child_started", child_id="flaky")
-    subtasks = ["write a haiku about actors to one.txt", "write a haiku about supervisors to two.txt",
-                "write a haiku about restarts to three.txt"]
+    subtasks = [
+        "write a haiku about actors to one.txt",
+        "write a haiku about supervisors to two.txt",
+        "write a haiku about restarts to three.txt",
+    ]
 
-    outcome = _run(rt, RunGoalRequest(goal="three haikus", subtasks=subtasks, evolutions=0,
-                                      criteria=["one.txt exists", "two.txt exists",
-                                                "three.txt exists"],
-                                      workspace=str(tmp_path / "ws")), timeout=120)
+    outcome = _run(
+        rt,
+        RunGoalRequest(
+            goal="three haikus",
+            subtasks=subtasks,
+            evolutions=0,
+            criteria=["one.txt exists", "two.txt exists", "three.txt exists"],
+            workspace=str(tmp_path / "ws"),
+        ),
+        timeout=120,
+    )
     progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
 
     assert outcome.success, outcome
     assert [Path(r.files[0]).name for r in outcome.subtask_results] == [
-        "one.txt", "two.txt", "three.txt"]
+        "one.txt",
+        "two.txt",
+        "three.txt",
+    ]
     assert isinstance(progress, RunProgress)
-    attempts = [e.detail for e in progress.events
-                if e.phase == "delegation" and "attempt" in e.detail]
-    fallbacks = [e.detail["subtask"] for e in progress.events
-                 if e.phase == "delegation" and e.detail.get("fallback") == "direct"]
+    attempts = [
+        e.detail for e in progress.events if e.phase == "delegation" and "attempt" in e.detail
+    ]
+    fallbacks = [
+        e.detail["subtask"]
+        for e in progress.events
+        if e.phase == "delegation" and e.detail.get("fallback") == "direct"
+    ]
     assert sorted(fallbacks) == [0, 1, 2]
     assert all(not a["success"] for a in attempts)
     assert len(attempts) >= 3
@@ -228,8 +286,14 @@ def test_a_failed_attempt_is_evolved_and_the_best_result_kept(
     rt = start_tree(_tree(model))
     model.inject("500", count=1, match="evolve")
 
-    outcome = _run(rt, RunGoalRequest(goal="write a haiku about evolve steps to e.txt",
-                                      evolutions=2, workspace=str(tmp_path / "ws")))
+    outcome = _run(
+        rt,
+        RunGoalRequest(
+            goal="write a haiku about evolve steps to e.txt",
+            evolutions=2,
+            workspace=str(tmp_path / "ws"),
+        ),
+    )
     progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
 
     assert outcome.success, outcome
@@ -250,8 +314,9 @@ def test_a_complex_goal_gets_its_specification_from_the_model(
     progress = rt.ask(ORCH, GetRunProgress(run_id=outcome.run_id))
 
     assert isinstance(progress, RunProgress)
-    spec_done = next(e for e in progress.events
-                     if e.phase == "specification" and e.what == "finished")
+    spec_done = next(
+        e for e in progress.events if e.phase == "specification" and e.what == "finished"
+    )
     assert "model" == spec_done.detail["source"]
     assert any("a.txt" in c for c in outcome.spec.acceptance_criteria)
 
@@ -260,8 +325,10 @@ def test_runs_survive_a_restart_of_the_orchestrator(
     start_tree: StartTree, model: ModelServer, tmp_path: Path
 ) -> None:
     rt = start_tree(_tree(model))
-    outcome = _run(rt, RunGoalRequest(goal="write a haiku about memory to m.txt",
-                                      workspace=str(tmp_path / "ws")))
+    outcome = _run(
+        rt,
+        RunGoalRequest(goal="write a haiku about memory to m.txt", workspace=str(tmp_path / "ws")),
+    )
 
     rt.terminate_child("root", "orchestrator")
     rt.restart_child("root", "orchestrator")

@@ -41,15 +41,24 @@ REGISTRY = "root/system/registry"
 AGENT = "tests.integration._registry_workers:CardAgent"
 
 
-def tree(agents: list[ChildSpec], **registry_args: Any) -> SupervisorSpec:  # noqa: ANN401
-    return SupervisorSpec(id="root", children=[
-        SupervisorSpec(id="system", children=[
-            ChildSpec(id="registry", start="actors.services.registry:Registry", args=registry_args)]),
-        SupervisorSpec(id="agents", children=agents),
-    ])
+def tree(agents: list[ChildSpec], **registry_args: Any) -> SupervisorSpec:
+    return SupervisorSpec(
+        id="root",
+        children=[
+            SupervisorSpec(
+                id="system",
+                children=[
+                    ChildSpec(
+                        id="registry", start="actors.services.registry:Registry", args=registry_args
+                    )
+                ],
+            ),
+            SupervisorSpec(id="agents", children=agents),
+        ],
+    )
 
 
-def agent(name: str, **args: Any) -> ChildSpec:  # noqa: ANN401
+def agent(name: str, **args: Any) -> ChildSpec:
     return ChildSpec(id=name, start=AGENT, args={"registry": REGISTRY, "name": name, **args})
 
 
@@ -65,7 +74,7 @@ def registry_restarts(rt: Runtime) -> int:
     return info.restarts
 
 
-def names(reply: Any) -> list[str]:  # noqa: ANN401
+def names(reply: Any) -> list[str]:
     assert isinstance(reply, AgentsFound)
     return [card.name for card in reply.cards]
 
@@ -73,8 +82,14 @@ def names(reply: Any) -> list[str]:  # noqa: ANN401
 def test_agents_register_from_on_start_and_are_found_by_tag_and_capability(
     start_tree: StartTree,
 ) -> None:
-    rt = start_tree(tree([agent("alpha", tags=["research"], streaming=True),
-                          agent("beta", tags=["code", "Review"])]))
+    rt = start_tree(
+        tree(
+            [
+                agent("alpha", tags=["research"], streaming=True),
+                agent("beta", tags=["code", "Review"]),
+            ]
+        )
+    )
     registered(rt, "alpha")
     registered(rt, "beta")
 
@@ -114,10 +129,12 @@ def test_bad_cards_are_refused_and_the_registry_keeps_running(start_tree: StartT
     rt = start_tree(tree([agent("alpha")]))
     registered(rt, "alpha")
     skill = AgentSkill(id="s", name="s", description="d", tags=["t"])
-    impostor = AgentCard(name="alpha", description="d", version="1", skills=[skill],
-                         path="root/elsewhere")
-    no_skills = AgentCard(name="gamma", description="d", version="1", skills=[],
-                          path="root/agents/gamma")
+    impostor = AgentCard(
+        name="alpha", description="d", version="1", skills=[skill], path="root/elsewhere"
+    )
+    no_skills = AgentCard(
+        name="gamma", description="d", version="1", skills=[], path="root/agents/gamma"
+    )
 
     with pytest.raises(RequestRejected) as duplicate:
         rt.ask(REGISTRY, RegisterAgent(card=impostor))
@@ -126,8 +143,9 @@ def test_bad_cards_are_refused_and_the_registry_keeps_running(start_tree: StartT
     with pytest.raises(RequestRejected) as unknown_kind:
         rt.ask(REGISTRY, DeliverToAgent(name="alpha", payload_kind="test.no_such_kind"))
     with pytest.raises(RequestRejected) as bad_payload:
-        rt.ask(REGISTRY, DeliverToAgent(name="alpha", payload_kind="test.registry_note",
-                                        payload={}))
+        rt.ask(
+            REGISTRY, DeliverToAgent(name="alpha", payload_kind="test.registry_note", payload={})
+        )
 
     assert "DuplicateAgent" == duplicate.value.error
     assert "root/agents/alpha" in duplicate.value.detail
@@ -189,7 +207,11 @@ def test_expired_held_messages_are_reported_not_delivered(start_tree: StartTree)
     assert 1 == len(stats.recent_losses)
     loss = stats.recent_losses[0]
     assert ("ghost", "expired", 1, ["test.registry_note"]) == (
-        loss.agent, loss.reason, loss.count, loss.kinds)
+        loss.agent,
+        loss.reason,
+        loss.count,
+        loss.kinds,
+    )
     assert 0 == arrival.delivered
     assert 0 == registry_restarts(rt)
 
@@ -244,8 +266,9 @@ def test_registering_again_from_the_same_path_replaces_the_card(start_tree: Star
     rt = start_tree(tree([agent("alpha", tags=["old"])]))
     registered(rt, "alpha")
     skill = AgentSkill(id="s", name="s", description="d", tags=["new"])
-    card = AgentCard(name="alpha", description="renewed", version="2", skills=[skill],
-                     path="root/agents/alpha")
+    card = AgentCard(
+        name="alpha", description="renewed", version="2", skills=[skill], path="root/agents/alpha"
+    )
 
     reply = rt.ask(REGISTRY, RegisterAgent(card=card))
 

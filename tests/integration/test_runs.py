@@ -37,12 +37,23 @@ OWNER = "alice"
 
 def tree(agents_supervisor: str = AGENTS, **args: object) -> SupervisorSpec:
     """Agents under a simple_one_for_one supervisor, and the run manager beside them."""
-    return SupervisorSpec(id="root", intensity=10, children=[
-        SupervisorSpec(id="agents", strategy="simple_one_for_one", intensity=10,
-                       template=ChildSpec(id="agent", start="tests.integration._workers:Echo")),
-        ChildSpec(id="runs", start="actors.services.runs:RunManager",
-                  args={"agents_supervisor": agents_supervisor, **args}),
-    ])
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            SupervisorSpec(
+                id="agents",
+                strategy="simple_one_for_one",
+                intensity=10,
+                template=ChildSpec(id="agent", start="tests.integration._workers:Echo"),
+            ),
+            ChildSpec(
+                id="runs",
+                start="actors.services.runs:RunManager",
+                args={"agents_supervisor": agents_supervisor, **args},
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -129,11 +140,17 @@ def test_another_owner_is_told_the_run_is_unknown_exactly_as_for_a_missing_run(
         with pytest.raises(RequestRejected) as theirs:
             rt.ask(R, command)
         with pytest.raises(RequestRejected) as missing:
-            rt.ask(R, command.model_copy(update={
-                "run_id" if hasattr(command, "run_id") else "parent": "run-999"}))
+            rt.ask(
+                R,
+                command.model_copy(
+                    update={"run_id" if hasattr(command, "run_id") else "parent": "run-999"}
+                ),
+            )
         assert "UnknownRun" == theirs.value.error
         assert (missing.value.error, missing.value.detail.replace("run-999", mine.id)) == (
-            theirs.value.error, theirs.value.detail)
+            theirs.value.error,
+            theirs.value.detail,
+        )
 
     assert Runs(runs=[]) == rt.ask(R, ListRuns(owner="mallory"))
     assert "running" == run(rt, GetRun(run_id=mine.id, owner=OWNER)).status
@@ -190,8 +207,7 @@ def test_agents_that_cannot_be_terminated_are_reported_unconfirmed(
 def test_bad_input_gets_typed_errors_and_the_run_manager_keeps_running(rt: Runtime) -> None:
     r = run(rt, CreateRun(owner=OWNER, goal="g"))
     refusals = [
-        (AttachAgent(run_id=r.id, owner=OWNER, agent_path="root/elsewhere/a1"),
-         "InvalidAgentPath"),
+        (AttachAgent(run_id=r.id, owner=OWNER, agent_path="root/elsewhere/a1"), "InvalidAgentPath"),
         (CompleteRun(run_id=r.id, owner=OWNER, epoch=2), "InvalidEpoch"),
         (ResumeRun(run_id=r.id, owner=OWNER), "InvalidTransition"),
         (CreateRun(owner=OWNER, goal="g", agents=[AGENTS]), "InvalidAgentPath"),
@@ -207,7 +223,8 @@ def test_bad_input_gets_typed_errors_and_the_run_manager_keeps_running(rt: Runti
 
 
 def test_a_termination_not_confirmed_before_a_crash_is_retried_at_the_next_start(
-    start_tree: StartTree, tmp_path: Path,
+    start_tree: StartTree,
+    tmp_path: Path,
 ) -> None:
     """A StopRun committed its outbox, then the run manager died before terminating the agent."""
     db = tmp_path / "runs.db"
@@ -236,8 +253,15 @@ def test_terminations_are_retried_until_the_agents_supervisor_answers(
     assert isinstance(first, RunsStopped)
     assert ["root/late/agent-1"] == list(first.unconfirmed)
 
-    rt.start_child("root", SupervisorSpec(id="late", children=[  # starts with its agent
-        ChildSpec(id="agent-1", start="tests.integration._workers:Echo")]))
+    rt.start_child(
+        "root",
+        SupervisorSpec(
+            id="late",
+            children=[  # starts with its agent
+                ChildSpec(id="agent-1", start="tests.integration._workers:Echo")
+            ],
+        ),
+    )
 
     rt.wait_event("child_terminated", child_id="agent-1", timeout=10.0)
     assert ["stopped"] == [c.status for c in rt.which_children("root/late")]

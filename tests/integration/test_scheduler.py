@@ -51,8 +51,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def scheduler(**args: object) -> ChildSpec:
-    return ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler",
-                     args={"audit": "root/audit", **args})
+    return ChildSpec(
+        id="scheduler",
+        start="actors.services.scheduler:Scheduler",
+        args={"audit": "root/audit", **args},
+    )
 
 
 def pid_of(rt: Runtime, child_id: str, supervisor: str = "root") -> int:
@@ -66,12 +69,20 @@ def pid_of(rt: Runtime, child_id: str, supervisor: str = "root") -> int:
 
 @tcp_only
 def test_a_task_whose_agent_is_sigkilled_is_reaped_and_audited(start_tree: StartTree) -> None:
-    rt = start_tree(SupervisorSpec(id="root", intensity=5, children=[
-        ChildSpec(id="audit", start="tests.integration._scheduler_workers:AuditRecorder"),
-        SupervisorSpec(id="agents", children=[
-            ChildSpec(id="a1", start="tests.integration._workers:Echo")]),
-        scheduler(),
-    ]))
+    rt = start_tree(
+        SupervisorSpec(
+            id="root",
+            intensity=5,
+            children=[
+                ChildSpec(id="audit", start="tests.integration._scheduler_workers:AuditRecorder"),
+                SupervisorSpec(
+                    id="agents",
+                    children=[ChildSpec(id="a1", start="tests.integration._workers:Echo")],
+                ),
+                scheduler(),
+            ],
+        )
+    )
     submitted = rt.ask(S, SubmitTask(description="job", agent="root/agents/a1"))
     assert isinstance(submitted, TaskInfo)
     rt.ask(S, StartTask(task_id=submitted.id))
@@ -84,7 +95,8 @@ def test_a_task_whose_agent_is_sigkilled_is_reaped_and_audited(start_tree: Start
     assert ("failed", "agent root/agents/a1 exited: killed") == (reaped.state, reaped.reason)
     assert isinstance(audits, Audits)
     assert [(S, "task.reaped", submitted.id)] == [
-        (r["actor"], r["action"], r["detail"]["task_id"]) for r in audits.records]
+        (r["actor"], r["action"], r["detail"]["task_id"]) for r in audits.records
+    ]
 
 
 @tcp_only
@@ -141,8 +153,11 @@ class Known:
 
 def _target(message: Message) -> str:
     return {
-        SubmitTask: "pending", StartTask: "running", CompleteTask: "completed",
-        FailTask: "failed", CancelTask: "cancelled",
+        SubmitTask: "pending",
+        StartTask: "running",
+        CompleteTask: "completed",
+        FailTask: "failed",
+        CancelTask: "cancelled",
     }[type(message)]
 
 
@@ -163,8 +178,11 @@ def _command_for(rng: random.Random, task_id: str, state: str) -> Message:
     """A valid command for a task in ``state`` (mostly), or an invalid one (sometimes)."""
     valid: dict[str, list[Message]] = {
         "pending": [StartTask(task_id=task_id, agent="root/w"), CancelTask(task_id=task_id)],
-        "running": [CompleteTask(task_id=task_id, result={"by": task_id}),
-                    FailTask(task_id=task_id, reason="broke"), CancelTask(task_id=task_id)],
+        "running": [
+            CompleteTask(task_id=task_id, result={"by": task_id}),
+            FailTask(task_id=task_id, reason="broke"),
+            CancelTask(task_id=task_id),
+        ],
     }
     choices = valid.get(state, [])
     if choices and rng.random() < 0.85:
@@ -198,8 +216,9 @@ def test_acknowledged_tasks_survive_sigkills_of_the_scheduler_at_any_moment(
     def follow_restart() -> None:
         nonlocal last_restart
         if killer.killed_last():
-            event = rt.wait_event("child_restarted", child_id="scheduler", after=last_restart,
-                                  timeout=10.0)
+            event = rt.wait_event(
+                "child_restarted", child_id="scheduler", after=last_restart, timeout=10.0
+            )
             last_restart = event.seq
             killer.publish(pid_of(rt, "scheduler"))
 
@@ -221,12 +240,18 @@ def test_acknowledged_tasks_survive_sigkills_of_the_scheduler_at_any_moment(
                 if seen is None:
                     del known[task_id]
                 continue
-            live = [i for i, k in known.items()
-                    if k.acked is not None and k.acked.state in ("pending", "running")]
+            live = [
+                i
+                for i, k in known.items()
+                if k.acked is not None and k.acked.state in ("pending", "running")
+            ]
             if not live or rng.random() < 0.3:
                 task_id = f"t{step}"
-                message: Message = SubmitTask(description=f"job {step}", task_id=task_id,
-                                              priority=rng.choice(["critical", "normal", "low"]))
+                message: Message = SubmitTask(
+                    description=f"job {step}",
+                    task_id=task_id,
+                    priority=rng.choice(["critical", "normal", "low"]),
+                )
                 known[task_id] = Known()
             else:
                 task_id = rng.choice(live)
@@ -272,7 +297,10 @@ def test_a_journal_writer_killed_at_any_moment_keeps_every_acknowledged_commit(
     db = tmp_path / "scheduler.db"
     writer = subprocess.Popen(
         [sys.executable, "-m", "tests.integration._scheduler_workers", str(db), str(seed)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout is not None
     acked: dict[str, str] = {}
     for _ in range(random.Random(seed).randint(20, 400)):  # noqa: S311 - reproducible
@@ -289,8 +317,11 @@ def test_a_journal_writer_killed_at_any_moment_keeps_every_acknowledged_commit(
     stored = {t.id: t.state for t in journal.load_tasks()}
     journal.close()
     # The one commit that may have landed without its line being printed:
-    differences = {i: (acked.get(i), stored.get(i)) for i in set(acked) | set(stored)
-                   if acked.get(i) != stored.get(i)}
+    differences = {
+        i: (acked.get(i), stored.get(i))
+        for i in set(acked) | set(stored)
+        if acked.get(i) != stored.get(i)
+    }
 
     assert -signal.SIGKILL == writer.returncode
     assert len(differences) <= 1, differences
@@ -299,5 +330,8 @@ def test_a_journal_writer_killed_at_any_moment_keeps_every_acknowledged_commit(
 
 
 NEXT_STATES = {
-    (None, "pending"), ("pending", "running"), ("running", "completed"), ("running", "failed"),
+    (None, "pending"),
+    ("pending", "running"),
+    ("running", "completed"),
+    ("running", "failed"),
 }

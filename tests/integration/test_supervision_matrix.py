@@ -45,13 +45,13 @@ BOOM = "error:ValueError: boom"
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-def echo(child_id: str, *, start: str = ECHO, **kwargs: Any) -> ChildSpec:  # noqa: ANN401
+def echo(child_id: str, *, start: str = ECHO, **kwargs: Any) -> ChildSpec:
     """A worker child spec; keyword arguments that are not ChildSpec fields become args."""
     fields = {k: kwargs.pop(k) for k in ("restart", "shutdown", "significant") if k in kwargs}
     return ChildSpec(id=child_id, start=start, args=kwargs, **fields)
 
 
-def sup(sup_id: str = "root", children: list[Any] | None = None, **kwargs: Any) -> SupervisorSpec:  # noqa: ANN401
+def sup(sup_id: str = "root", children: list[Any] | None = None, **kwargs: Any) -> SupervisorSpec:
     """A supervisor spec."""
     return SupervisorSpec(id=sup_id, children=children or [], **kwargs)
 
@@ -171,7 +171,11 @@ def make_exit(rt: Runtime, base: str, sup_path: str, child_id: str, how: str) ->
 @pytest.mark.parametrize(("how", "reason"), EXITS)
 @pytest.mark.parametrize("restart", ["permanent", "transient", "temporary"])
 def test_restart_type_by_exit_reason(
-    start_tree: Any, base: str, restart: str, how: str, reason: str  # noqa: ANN401
+    start_tree: Any,
+    base: str,
+    restart: str,
+    how: str,
+    reason: str,
 ) -> None:
     if how == "killed" and base != TCP:
         pytest.skip("simpleSystemBase runs every actor in this process: nothing to SIGKILL")
@@ -185,7 +189,9 @@ def test_restart_type_by_exit_reason(
 
     exited = rt.wait_event("child_exited", child_id="t", supervisor="root", after=seq0)
     assert exited.reason == reason
-    expect_restart = restart == "permanent" or (restart == "transient" and reason not in NORMAL_CLASS)
+    expect_restart = restart == "permanent" or (
+        restart == "transient" and reason not in NORMAL_CLASS
+    )
     if expect_restart:
         rt.wait_event("child_restarted", child_id="t", supervisor="root", after=exited.seq)
         now = child(rt, "root", "t")
@@ -213,10 +219,17 @@ def test_restart_type_by_exit_reason(
 # --- Strategies -------------------------------------------------------------------------------
 
 
-def test_one_for_one_restarts_only_the_failed_child(start_tree: Any, base: str, tmp_path: Path) -> None:
+def test_one_for_one_restarts_only_the_failed_child(
+    start_tree: Any, base: str, tmp_path: Path
+) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(strategy="one_for_one", intensity=5,
-                        children=[echo(c, journal=str(journal)) for c in ("a", "b", "c")]))
+    rt = start_tree(
+        sup(
+            strategy="one_for_one",
+            intensity=5,
+            children=[echo(c, journal=str(journal)) for c in ("a", "b", "c")],
+        )
+    )
     pids = {c.id: c.pid for c in rt.which_children("root")}
     for path in ("root/a", "root/c"):
         count(rt, path)
@@ -246,8 +259,13 @@ def test_one_for_all_stops_others_in_reverse_then_starts_all_in_order(
     start_tree: Any, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(strategy="one_for_all", intensity=5,
-                        children=[echo(c, journal=str(journal)) for c in ("a", "b", "c", "d")]))
+    rt = start_tree(
+        sup(
+            strategy="one_for_all",
+            intensity=5,
+            children=[echo(c, journal=str(journal)) for c in ("a", "b", "c", "d")],
+        )
+    )
     count(rt, "root/a")
     seq0 = last_seq(rt)
 
@@ -255,9 +273,17 @@ def test_one_for_all_stops_others_in_reverse_then_starts_all_in_order(
     rt.wait_event("child_restarted", child_id="d", after=seq0)
 
     assert lines(journal) == [
-        "a:start", "b:start", "c:start", "d:start",
-        "d:stop:shutdown", "c:stop:shutdown", "a:stop:shutdown",
-        "a:start", "b:start", "c:start", "d:start",
+        "a:start",
+        "b:start",
+        "c:start",
+        "d:start",
+        "d:stop:shutdown",
+        "c:stop:shutdown",
+        "a:stop:shutdown",
+        "a:start",
+        "b:start",
+        "c:start",
+        "d:start",
     ]
     assert brief(events_after(rt, seq0)) == [
         ("root", "child_exited", "b", BOOM),
@@ -277,8 +303,13 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
     start_tree: Any, base: str, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(strategy="rest_for_one", intensity=5,
-                        children=[echo(c, journal=str(journal)) for c in ("a", "b", "c", "d")]))
+    rt = start_tree(
+        sup(
+            strategy="rest_for_one",
+            intensity=5,
+            children=[echo(c, journal=str(journal)) for c in ("a", "b", "c", "d")],
+        )
+    )
     pid_a = child(rt, "root", "a").pid
     count(rt, "root/a")
     count(rt, "root/d")
@@ -288,8 +319,11 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
     rt.wait_event("child_restarted", child_id="d", after=seq0)
 
     assert lines(journal)[4:] == [
-        "d:stop:shutdown", "c:stop:shutdown",
-        "b:start", "c:start", "d:start",
+        "d:stop:shutdown",
+        "c:stop:shutdown",
+        "b:start",
+        "c:start",
+        "d:start",
     ]
     assert brief(events_after(rt, seq0)) == [
         ("root", "child_exited", "b", BOOM),
@@ -308,11 +342,17 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
 def test_one_for_all_forgets_a_temporary_sibling(start_tree: Any, tmp_path: Path) -> None:
     """OTP: in a group restart, temporary children that were stopped are not restarted."""
     journal = tmp_path / "journal"
-    rt = start_tree(sup(strategy="one_for_all", intensity=5, children=[
-        echo("a", journal=str(journal)),
-        echo("tmp", restart="temporary", journal=str(journal)),
-        echo("c", journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            strategy="one_for_all",
+            intensity=5,
+            children=[
+                echo("a", journal=str(journal)),
+                echo("tmp", restart="temporary", journal=str(journal)),
+                echo("c", journal=str(journal)),
+            ],
+        )
+    )
     seq0 = last_seq(rt)
 
     crash(rt, "root/a")
@@ -329,8 +369,13 @@ def test_intensity_allows_n_restarts_and_the_next_one_shuts_the_root_down(
     start_tree: Any, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(intensity=2, period=60, children=[
-        echo(c, journal=str(journal)) for c in ("a", "b", "c")]))
+    rt = start_tree(
+        sup(
+            intensity=2,
+            period=60,
+            children=[echo(c, journal=str(journal)) for c in ("a", "b", "c")],
+        )
+    )
     seq = last_seq(rt)
     for n in (1, 2):
         crash(rt, "root/b")
@@ -373,8 +418,12 @@ def test_nested_supervisor_giving_up_escalates_to_its_parent(
     start_tree: Any, base: str, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
-    inner = sup("sub", intensity=1, period=60, children=[
-        echo("x", journal=str(journal)), echo("y", journal=str(journal))])
+    inner = sup(
+        "sub",
+        intensity=1,
+        period=60,
+        children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))],
+    )
     rt = start_tree(sup(intensity=5, period=60, children=[echo("a"), inner]))
     sub_pid = child(rt, "root", "sub").pid
     rt.start_child("root/sub", echo("dyn", journal=str(journal)))
@@ -399,7 +448,9 @@ def test_nested_supervisor_giving_up_escalates_to_its_parent(
     ]
     # The new sub-supervisor has its static children only, freshly started.
     assert [(c.id, c.status, c.restarts) for c in rt.which_children("root/sub")] == [
-        ("x", "running", 0), ("y", "running", 0)]
+        ("x", "running", 0),
+        ("y", "running", 0),
+    ]
     assert count(rt, "root/sub/x") == 1
     assert child(rt, "root", "sub").restarts == 1
     if base == TCP:
@@ -409,8 +460,13 @@ def test_nested_supervisor_giving_up_escalates_to_its_parent(
 
 
 def test_escalation_reaches_the_root_when_its_own_intensity_is_exceeded(start_tree: Any) -> None:
-    rt = start_tree(sup(intensity=1, period=60, children=[
-        echo("a"), sup("sub", intensity=0, children=[echo("x")])]))
+    rt = start_tree(
+        sup(
+            intensity=1,
+            period=60,
+            children=[echo("a"), sup("sub", intensity=0, children=[echo("x")])],
+        )
+    )
     seq = last_seq(rt)
     crash(rt, "root/sub/x")  # sub gives up; the root restarts it (restart 1 of 1)
     seq = rt.wait_event("child_restarted", child_id="sub", supervisor="root", after=seq).seq
@@ -445,7 +501,9 @@ def test_killed_supervisor_takes_its_subtree_down_and_is_restarted(
     assert exited.reason == "killed"
     rt.wait_event("child_restarted", child_id="sub", supervisor="root", after=exited.seq)
 
-    procs = [psutil.Process(pid) for pid in old.values() if pid is not None and psutil.pid_exists(pid)]
+    procs = [
+        psutil.Process(pid) for pid in old.values() if pid is not None and psutil.pid_exists(pid)
+    ]
     _gone, alive = psutil.wait_procs(procs, timeout=5.0)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "orphans outlived sub"
     new = {c.id: c for c in rt.which_children("root/sub")}
@@ -467,8 +525,13 @@ def test_ask_right_after_a_crash_reaches_the_restarted_child(start_tree: Any) ->
 def test_failed_restart_counts_toward_intensity(start_tree: Any, tmp_path: Path) -> None:
     """OTP: a restart whose start fails is retried, and every attempt counts as a restart."""
     marker = tmp_path / "marker"
-    rt = start_tree(sup(intensity=3, period=60, children=[
-        echo("a", fail_start_if_exists=str(marker)), echo("b")]))
+    rt = start_tree(
+        sup(
+            intensity=3,
+            period=60,
+            children=[echo("a", fail_start_if_exists=str(marker)), echo("b")],
+        )
+    )
     marker.touch()
     seq0 = last_seq(rt)
 
@@ -490,8 +553,13 @@ def test_failed_restart_counts_toward_intensity(start_tree: Any, tmp_path: Path)
 
 def test_failed_restart_is_retried_until_it_succeeds(start_tree: Any, tmp_path: Path) -> None:
     attempts = tmp_path / "attempts"
-    rt = start_tree(sup(intensity=3, period=60, children=[
-        echo("a", start=FLAKY, attempts=str(attempts), fail_starts=2), echo("b")]))
+    rt = start_tree(
+        sup(
+            intensity=3,
+            period=60,
+            children=[echo("a", start=FLAKY, attempts=str(attempts), fail_starts=2), echo("b")],
+        )
+    )
     seq0 = last_seq(rt)
 
     crash(rt, "root/a")
@@ -515,8 +583,13 @@ def test_failed_restart_is_retried_until_it_succeeds(start_tree: Any, tmp_path: 
 
 def test_failed_restart_retried_after_marker_removed(start_tree: Any, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    rt = start_tree(sup(intensity=1000, period=60, children=[
-        echo("a", fail_start_if_exists=str(marker)), echo("b")]))
+    rt = start_tree(
+        sup(
+            intensity=1000,
+            period=60,
+            children=[echo("a", fail_start_if_exists=str(marker)), echo("b")],
+        )
+    )
     marker.touch()  # created after the first start: restarts now fail
     seq0 = last_seq(rt)
 
@@ -539,11 +612,18 @@ def test_failed_restart_retried_after_marker_removed(start_tree: Any, tmp_path: 
 
 def test_children_start_in_spec_order(start_tree: Any, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("a", journal=str(journal)),
-        sup("sub", children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))]),
-        echo("b", journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            children=[
+                echo("a", journal=str(journal)),
+                sup(
+                    "sub",
+                    children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))],
+                ),
+                echo("b", journal=str(journal)),
+            ]
+        )
+    )
     assert lines(journal) == ["a:start", "x:start", "y:start", "b:start"]
     assert ids(rt, "root") == ["a", "sub", "b"]
     assert ids(rt, "root/sub") == ["x", "y"]
@@ -551,18 +631,28 @@ def test_children_start_in_spec_order(start_tree: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
 def test_boot_failure_stops_started_children_in_reverse_and_raises(
-    base: str, tmp_path: Path, nested: bool  # noqa: FBT001
+    base: str,
+    tmp_path: Path,
+    nested: bool,
 ) -> None:
     journal = tmp_path / "journal"
     bad = echo("bad", fail_start=True, journal=str(journal))
     after_bad = echo("never", journal=str(journal))
     if nested:
-        children = [echo("a", journal=str(journal)), sup("sub", children=[
-            echo("x", journal=str(journal)), bad, after_bad]), echo("b", journal=str(journal))]
+        children = [
+            echo("a", journal=str(journal)),
+            sup("sub", children=[echo("x", journal=str(journal)), bad, after_bad]),
+            echo("b", journal=str(journal)),
+        ]
         offender, stopped = "root/sub/bad", ["x:stop:shutdown", "a:stop:shutdown"]
         started = ["a:start", "x:start"]
     else:
-        children = [echo("a", journal=str(journal)), echo("b", journal=str(journal)), bad, after_bad]
+        children = [
+            echo("a", journal=str(journal)),
+            echo("b", journal=str(journal)),
+            bad,
+            after_bad,
+        ]
         offender, stopped = "root/bad", ["b:stop:shutdown", "a:stop:shutdown"]
         started = ["a:start", "b:start"]
     before = actor_processes()
@@ -581,17 +671,28 @@ def test_boot_failure_stops_started_children_in_reverse_and_raises(
 
 def test_shutdown_stops_the_tree_in_reverse_start_order(start_tree: Any, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("a", journal=str(journal)),
-        sup("sub", children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))]),
-        echo("b", journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            children=[
+                echo("a", journal=str(journal)),
+                sup(
+                    "sub",
+                    children=[echo("x", journal=str(journal)), echo("y", journal=str(journal))],
+                ),
+                echo("b", journal=str(journal)),
+            ]
+        )
+    )
     seq0 = last_seq(rt)
 
     rt.shutdown()
 
     assert lines(journal)[4:] == [
-        "b:stop:shutdown", "y:stop:shutdown", "x:stop:shutdown", "a:stop:shutdown"]
+        "b:stop:shutdown",
+        "y:stop:shutdown",
+        "x:stop:shutdown",
+        "a:stop:shutdown",
+    ]
     assert rt.exit_reason == "shutdown"
     assert brief([e for e in rt.events() if e.seq > seq0]) == [
         ("root", "child_terminated", "b", "shutdown"),
@@ -610,10 +711,14 @@ def test_shutdown_timeout_kills_a_child_whose_cleanup_overruns(
     if base != TCP:
         pytest.skip("on simpleSystemBase a sleeping on_stop blocks the whole system")
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("a", journal=str(journal)),
-        echo("slow", shutdown=0.3, slow_stop=5, journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            children=[
+                echo("a", journal=str(journal)),
+                echo("slow", shutdown=0.3, slow_stop=5, journal=str(journal)),
+            ]
+        )
+    )
     pid = child(rt, "root", "slow").pid
     seq0 = last_seq(rt)
 
@@ -635,10 +740,14 @@ def test_shutdown_timeout_on_runtime_shutdown(start_tree: Any, base: str, tmp_pa
     if base != TCP:
         pytest.skip("on simpleSystemBase a sleeping on_stop blocks the whole system")
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("a", journal=str(journal)),
-        echo("slow", shutdown=0.3, slow_stop=5, journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            children=[
+                echo("a", journal=str(journal)),
+                echo("slow", shutdown=0.3, slow_stop=5, journal=str(journal)),
+            ]
+        )
+    )
     seq0 = last_seq(rt)
     started = time.monotonic()
     rt.shutdown()
@@ -653,10 +762,14 @@ def test_shutdown_timeout_on_runtime_shutdown(start_tree: Any, base: str, tmp_pa
 
 def test_brutal_kill_kills_without_cleanup(start_tree: Any, base: str, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("a", journal=str(journal)),
-        echo("brute", shutdown="brutal_kill", journal=str(journal)),
-    ]))
+    rt = start_tree(
+        sup(
+            children=[
+                echo("a", journal=str(journal)),
+                echo("brute", shutdown="brutal_kill", journal=str(journal)),
+            ]
+        )
+    )
     seq0 = last_seq(rt)
 
     rt.terminate_child("root", "brute")
@@ -678,8 +791,9 @@ def test_brutal_kill_kills_without_cleanup(start_tree: Any, base: str, tmp_path:
 
 def test_infinity_waits_for_a_slow_cleanup(start_tree: Any, tmp_path: Path) -> None:
     journal = tmp_path / "journal"
-    rt = start_tree(sup(children=[
-        echo("slow", shutdown="infinity", slow_stop=0.6, journal=str(journal))]))
+    rt = start_tree(
+        sup(children=[echo("slow", shutdown="infinity", slow_stop=0.6, journal=str(journal))])
+    )
     seq0 = last_seq(rt)
 
     started = time.monotonic()
@@ -693,16 +807,22 @@ def test_infinity_waits_for_a_slow_cleanup(start_tree: Any, tmp_path: Path) -> N
 # --- Significant children and auto_shutdown ---------------------------------------------------
 
 
-def auto_tree(policy: str, *, sub_restart: str = "transient", **extra: Any) -> SupervisorSpec:  # noqa: ANN401
+def auto_tree(policy: str, *, sub_restart: str = "transient", **extra: Any) -> SupervisorSpec:
     """root (one_for_one) -> [keep, sub(auto_shutdown=policy) -> [s1, s2 significant, plain]]."""
     journal = extra.get("journal")
     args = {"journal": journal} if journal else {}
     significant = extra.get("significant_restart", "transient")
-    inner = sup("sub", auto_shutdown=policy, restart=sub_restart, intensity=5, children=[
-        echo("s1", restart=significant, significant=True, **args),
-        echo("s2", restart=significant, significant=True, **args),
-        echo("plain", **args),
-    ])
+    inner = sup(
+        "sub",
+        auto_shutdown=policy,
+        restart=sub_restart,
+        intensity=5,
+        children=[
+            echo("s1", restart=significant, significant=True, **args),
+            echo("s2", restart=significant, significant=True, **args),
+            echo("plain", **args),
+        ],
+    )
     return sup(intensity=5, children=[echo("keep"), inner])
 
 
@@ -738,7 +858,10 @@ def test_all_significant_waits_for_the_last_significant_child(start_tree: Any) -
     rt.ask("root/sub/s1", StopMe(reason="normal"))
     rt.wait_event("child_exited", child_id="s1", supervisor="root/sub", after=seq0)
     assert [(c.id, c.status) for c in rt.which_children("root/sub")] == [
-        ("s1", "stopped"), ("s2", "running"), ("plain", "running")]
+        ("s1", "stopped"),
+        ("s2", "running"),
+        ("plain", "running"),
+    ]
     assert child(rt, "root", "sub").status == "running"
     assert not [e for e in events_after(rt, seq0) if e.event == "auto_shutdown"]
 
@@ -763,7 +886,10 @@ def test_terminate_child_of_a_significant_child_does_not_auto_shutdown(start_tre
     assert brief(events_after(rt, seq0)) == [("root/sub", "child_terminated", "s1", "shutdown")]
     assert child(rt, "root", "sub").status == "running"
     assert [(c.id, c.status) for c in rt.which_children("root/sub")] == [
-        ("s1", "stopped"), ("s2", "running"), ("plain", "running")]
+        ("s1", "stopped"),
+        ("s2", "running"),
+        ("plain", "running"),
+    ]
 
 
 def test_all_significant_terminated_ones_do_not_count_as_exits(start_tree: Any) -> None:
@@ -777,7 +903,9 @@ def test_all_significant_terminated_ones_do_not_count_as_exits(start_tree: Any) 
     assert count(rt, "root/sub/plain") == 1
 
 
-def test_crashed_transient_significant_child_is_restarted_not_auto_shutdown(start_tree: Any) -> None:
+def test_crashed_transient_significant_child_is_restarted_not_auto_shutdown(
+    start_tree: Any,
+) -> None:
     rt = start_tree(auto_tree("any_significant"))
     seq0 = last_seq(rt)
 
@@ -807,8 +935,12 @@ def test_temporary_significant_child_auto_shuts_down_on_any_exit(start_tree: Any
 
 
 def test_root_auto_shutdown_ends_the_runtime(start_tree: Any) -> None:
-    rt = start_tree(sup(auto_shutdown="any_significant", children=[
-        echo("a"), echo("s", restart="transient", significant=True)]))
+    rt = start_tree(
+        sup(
+            auto_shutdown="any_significant",
+            children=[echo("a"), echo("s", restart="transient", significant=True)],
+        )
+    )
     seq0 = last_seq(rt)
 
     rt.ask("root/s", StopMe(reason="normal"))
@@ -844,8 +976,12 @@ def test_handler_exception_is_one_crash(start_tree: Any, tmp_path: Path) -> None
     handled = lines(journal)
     assert handled.count("t:handle:test.crash") == 1, handled
     assert handled == [
-        "t:start", "t:handle:test.count", "t:handle:test.count", "t:handle:test.crash",
-        "t:start", "t:handle:test.count",
+        "t:start",
+        "t:handle:test.count",
+        "t:handle:test.count",
+        "t:handle:test.crash",
+        "t:start",
+        "t:handle:test.count",
     ]
     # Exactly one exit and one restart for one crash.
     assert brief(events_after(rt, seq0)) == [
@@ -874,8 +1010,9 @@ def assert_ordered(events: list[SupervisionEvent]) -> None:
 def test_events_are_ordered_and_include_what_each_call_caused(
     start_tree: Any, tmp_path: Path
 ) -> None:
-    rt = start_tree(sup(children=[
-        echo("a"), sup("sub", children=[echo("x"), echo("y")]), echo("b")]))
+    rt = start_tree(
+        sup(children=[echo("a"), sup("sub", children=[echo("x"), echo("y")]), echo("b")])
+    )
 
     # Runtime.start returned: every child_started is there, the sub's before root's "sub".
     boot = rt.events()
@@ -921,7 +1058,8 @@ def test_events_are_ordered_and_include_what_each_call_caused(
     with pytest.raises(StartFailed):
         rt.start_child("root", echo("bad", fail_start=True))
     assert brief(events_after(rt, seq)) == [
-        ("root", "start_failed", "bad", "error:RuntimeError: refusing to start")]
+        ("root", "start_failed", "bad", "error:RuntimeError: refusing to start")
+    ]
 
     rt.shutdown()
     final = rt.events()

@@ -1,4 +1,5 @@
-"""Each Thespian defect Understudy works around (actors/_workarounds.py): the defect, then the fix."""
+"""Each Thespian defect Understudy works around (actors/core/workarounds.py): the defect, then the
+fix."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 from thespian.actors import ActorSystem
 
 from actors import Runtime
-from actors.core.workarounds import ask_correlated
 from actors.core.runtime import free_port
+from actors.core.workarounds import ask_correlated
 from protocols import codec
 from protocols.common import Ok
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
@@ -72,8 +73,11 @@ def test_thespian_redelivers_a_failing_message_and_keeps_the_actor(tcp_system: A
 def test_a_worker_handler_runs_once_per_message_and_the_worker_restarts() -> None:
     topology = Topology(
         system=SystemConfig(base="multiprocTCPBase"),
-        root=SupervisorSpec(id="root", intensity=5, children=[
-            ChildSpec(id="echo", start="tests.integration._workers:Echo")]),
+        root=SupervisorSpec(
+            id="root",
+            intensity=5,
+            children=[ChildSpec(id="echo", start="tests.integration._workers:Echo")],
+        ),
     )
     with Runtime.start(topology) as rt:
         assert Counted(n=1) == rt.ask("root/echo", Count())
@@ -92,8 +96,14 @@ def test_bare_ask_returns_a_stale_reply_but_ask_correlated_skips_it() -> None:
         first = codec.decode_envelope(system.ask(actor, codec.encode(Ok(), message_id=100), 5))
         assert 99 == first.correlation_id  # the defect: whatever arrives next
 
-        result = ask_correlated(system, actor, codec.encode(Ok(), message_id=200), 200, 5.0,
-                                max_size=codec.DEFAULT_MAX_SIZE)
+        result = ask_correlated(
+            system,
+            actor,
+            codec.encode(Ok(), message_id=200),
+            200,
+            5.0,
+            max_size=codec.DEFAULT_MAX_SIZE,
+        )
 
         assert result is not None
         assert 200 == result[0].correlation_id
@@ -106,8 +116,12 @@ def test_a_killed_owner_takes_its_actor_system_down_in_order(tmp_path: Path) -> 
     order (on_stop runs) and then the admin; no process is left."""
     journal = tmp_path / "journal"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    owner = subprocess.Popen([sys.executable, "-m", "tests.integration._owner", str(tmp_path),
-                              str(journal)], stdout=subprocess.PIPE, text=True, env=env)
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration._owner", str(tmp_path), str(journal)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert owner.stdout is not None
         pids = [int(p) for p in owner.stdout.readline().split()]

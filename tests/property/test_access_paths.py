@@ -63,8 +63,9 @@ def test_a_globstar_matches_its_directory_and_everything_below(
     assert not pattern.matches(posixpath.dirname(root))
 
 
-@given(parent=st.lists(names, max_size=3), name=names, deeper=st.lists(names, min_size=1,
-                                                                        max_size=3))
+@given(
+    parent=st.lists(names, max_size=3), name=names, deeper=st.lists(names, min_size=1, max_size=3)
+)
 def test_a_star_never_crosses_a_slash(parent: list[str], name: str, deeper: list[str]) -> None:
     base = "/" + "/".join(parent) if parent else ""
     pattern = parse_path_pattern(base + "/*")
@@ -73,8 +74,10 @@ def test_a_star_never_crosses_a_slash(parent: list[str], name: str, deeper: list
     assert not pattern.matches("/".join([f"{base}/{name}", *deeper]))
 
 
-@given(pattern=st.text(alphabet="ab*?[]!-", min_size=1, max_size=6),
-       name=st.text(alphabet="ab*?[]!-", min_size=1, max_size=6))
+@given(
+    pattern=st.text(alphabet="ab*?[]!-", min_size=1, max_size=6),
+    name=st.text(alphabet="ab*?[]!-", min_size=1, max_size=6),
+)
 def test_within_one_component_a_pattern_matches_as_fnmatch_does(pattern: str, name: str) -> None:
     try:
         parsed = parse_path_pattern("/d/" + pattern)

@@ -4,6 +4,7 @@ and exit reasons that the decider reads back exactly."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import openai
@@ -35,10 +36,15 @@ from tests.unit.test_agent_loop import (
 
 # --- the breaker against a reference model --------------------------------------------------
 
-breaker_ops = st.lists(st.one_of(
-    st.just(("fail",)), st.just(("ok",)), st.just(("allow",)),
-    st.tuples(st.just("advance"), st.floats(0, 10, allow_nan=False)),
-), max_size=60)
+breaker_ops = st.lists(
+    st.one_of(
+        st.just(("fail",)),
+        st.just(("ok",)),
+        st.just(("allow",)),
+        st.tuples(st.just("advance"), st.floats(0, 10, allow_nan=False)),
+    ),
+    max_size=60,
+)
 
 
 @given(st.integers(1, 5), st.floats(0, 8, allow_nan=False), breaker_ops)
@@ -60,14 +66,18 @@ def test_the_breaker_behaves_like_the_reference_model(
             if opened_at is not None or consecutive >= failures:
                 opened_at, trial = clock.now, False
         else:
-            expected = opened_at is None or (
-                not trial and clock.now - opened_at >= cooldown)
+            expected = opened_at is None or (not trial and clock.now - opened_at >= cooldown)
             if opened_at is not None and expected:
                 trial = True
 
             assert expected == breaker.allow()
-        state = ("closed" if opened_at is None
-                 else "half_open" if trial or clock.now - opened_at >= cooldown else "open")
+        state = (
+            "closed"
+            if opened_at is None
+            else "half_open"
+            if trial or clock.now - opened_at >= cooldown
+            else "open"
+        )
 
         assert state == breaker.state
 
@@ -75,8 +85,10 @@ def test_the_breaker_behaves_like_the_reference_model(
 # --- the rate limiter -----------------------------------------------------------------------
 
 
-@given(st.floats(0.1, 100, allow_nan=False),
-       st.lists(st.floats(0, 2, allow_nan=False), min_size=1, max_size=40))
+@given(
+    st.floats(0.1, 100, allow_nan=False),
+    st.lists(st.floats(0, 2, allow_nan=False), min_size=1, max_size=40),
+)
 def test_granted_calls_are_never_closer_than_the_interval_and_waits_are_exact(
     rate: float, gaps: list[float]
 ) -> None:
@@ -92,41 +104,60 @@ def test_granted_calls_are_never_closer_than_the_interval_and_waits_are_exact(
             assert 0.0 == limiter.try_acquire()
         granted.append(clock.now)
 
-    assert all(b - a >= 1 / rate - 1e-6 for a, b in zip(granted, granted[1:], strict=False))
+    assert all(b - a >= 1 / rate - 1e-6 for a, b in itertools.pairwise(granted))
 
 
 # --- conversations --------------------------------------------------------------------------
 
-tool_call = st.sampled_from([
-    ("list_directory", {}), ("read_file", {"path": "a.txt"}),
-    ("write_file", {"path": "b.txt", "content": "x"}),
-])
-turns = st.lists(st.tuples(st.lists(tool_call, min_size=1, max_size=3),
-                           st.integers(0, 400), st.integers(0, 100)), max_size=8)
+tool_call = st.sampled_from(
+    [
+        ("list_directory", {}),
+        ("read_file", {"path": "a.txt"}),
+        ("write_file", {"path": "b.txt", "content": "x"}),
+    ]
+)
+turns = st.lists(
+    st.tuples(
+        st.lists(tool_call, min_size=1, max_size=3), st.integers(0, 400), st.integers(0, 100)
+    ),
+    max_size=8,
+)
 
 
-@given(turns, st.integers(0, 400), st.integers(0, 100),
-       st.one_of(st.none(), st.integers(1, 3000)), st.integers(1, 10))
+@given(
+    turns,
+    st.integers(0, 400),
+    st.integers(0, 100),
+    st.one_of(st.none(), st.integers(1, 3000)),
+    st.integers(1, 10),
+)
 def test_tokens_steps_and_limits_add_up_over_any_conversation(
     script: list[tuple[list[tuple[str, dict[str, Any]]], int, int]],
-    final_in: int, final_out: int, budget: int | None, max_steps: int,
+    final_in: int,
+    final_out: int,
+    budget: int | None,
+    max_steps: int,
 ) -> None:
-    turns_: list[ModelTurn | BaseException] = [call(*calls, inp=i, out=o)
-                                              for calls, i, o in script]
+    turns_: list[ModelTurn | BaseException] = [call(*calls, inp=i, out=o) for calls, i, o in script]
     turns_.append(say("done", inp=final_in, out=final_out))
     clock = Clock()
-    run = AgentRun(goal(token_budget=budget, max_steps=max_steps), agent="a",
-                   breaker=CircuitBreaker(clock=clock), clock=clock)
+    run = AgentRun(
+        goal(token_budget=budget, max_steps=max_steps),
+        agent="a",
+        breaker=CircuitBreaker(clock=clock),
+        clock=clock,
+    )
     fake = FakeHost(run, clock, list(turns_))
 
     finish = fake.go()
 
     result = finish.result
     made = len(fake.of(CallModel))
-    used = [(t.input_tokens, t.output_tokens) for t in turns_[:made]
-            if isinstance(t, ModelTurn)]
+    used = [(t.input_tokens, t.output_tokens) for t in turns_[:made] if isinstance(t, ModelTurn)]
     assert (sum(i for i, _ in used), sum(o for _, o in used)) == (
-        result.usage.input_tokens, result.usage.output_tokens)
+        result.usage.input_tokens,
+        result.usage.output_tokens,
+    )
     assert made <= max_steps
     assert len(result.steps) == len(fake.of(Audit))
     assert finish.exit_reason is None
@@ -148,8 +179,13 @@ model_error = st.one_of(
     st.just(status_error(openai.BadRequestError, 400)),
     st.just(ValueError("odd response")),
 )
-CLASS_OF = {"RateLimitError": "retryable", "InternalServerError": "retryable",
-            "AuthenticationError": "fatal", "BadRequestError": "fatal", "ValueError": "unknown"}
+CLASS_OF = {
+    "RateLimitError": "retryable",
+    "InternalServerError": "retryable",
+    "AuthenticationError": "fatal",
+    "BadRequestError": "fatal",
+    "ValueError": "unknown",
+}
 DIRECTIVE = {"retryable": "restart", "fatal": "stop", "unknown": "escalate"}
 
 
@@ -158,15 +194,20 @@ def test_retries_wait_at_least_retry_after_and_failures_exit_with_their_class(
     errors: list[Exception], retries: int
 ) -> None:
     clock = Clock()
-    run = AgentRun(goal(max_execution_time=1000), agent="a",
-                   breaker=CircuitBreaker(10, 1.0, clock=clock), clock=clock,
-                   model_retries=retries)
+    run = AgentRun(
+        goal(max_execution_time=1000),
+        agent="a",
+        breaker=CircuitBreaker(10, 1.0, clock=clock),
+        clock=clock,
+        model_retries=retries,
+    )
     fake = FakeHost(run, clock, [*errors, say("done")])
 
     finish = fake.go()
 
-    first_bad = next((i for i, e in enumerate(errors)
-                      if CLASS_OF[type(e).__name__] != "retryable"), None)
+    first_bad = next(
+        (i for i, e in enumerate(errors) if CLASS_OF[type(e).__name__] != "retryable"), None
+    )
     retryable_run = len(errors) if first_bad is None else first_bad
     succeeded = first_bad is None and len(errors) <= retries
     assert succeeded == finish.result.success
@@ -180,11 +221,17 @@ def test_retries_wait_at_least_retry_after_and_failures_exit_with_their_class(
         assert DIRECTIVE[error_class] == decide(finish.exit_reason)[0]
 
 
-@given(st.text(max_size=200), st.text(min_size=1, max_size=40).filter(str.isidentifier),
-       st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False)),
-       st.sampled_from(["retryable", "fatal", "unknown"]))
+@given(
+    st.text(max_size=200),
+    st.text(min_size=1, max_size=40).filter(str.isidentifier),
+    st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False)),
+    st.sampled_from(["retryable", "fatal", "unknown"]),
+)
 def test_the_decider_reads_back_every_exit_reason_exactly(
-    message: str, type_name: str, retry_after: float | None, error_class: Any,  # noqa: ANN401
+    message: str,
+    type_name: str,
+    retry_after: float | None,
+    error_class: Any,
 ) -> None:
     from actors.agents.model_guard import _one_line
 

@@ -66,7 +66,7 @@ def tamperings(draw: st.DrawFn, lines: list[bytes]) -> tuple[str, list[bytes]]:
         pos = draw(st.integers(0, len(out[k]) - 1))
         old = out[k][pos]
         new = draw(st.integers(0, 255).filter(lambda b: b != old))
-        out[k] = out[k][:pos] + bytes([new]) + out[k][pos + 1:]
+        out[k] = out[k][:pos] + bytes([new]) + out[k][pos + 1 :]
     elif what == "delete":
         del out[draw(st.integers(0, n - 1))]
     elif what == "insert":

@@ -38,7 +38,7 @@ KINDS = message_kinds()
 envelope_triples = st.tuples(messages(), message_ids, correlation_ids)
 
 
-def _pack(obj: Any) -> bytes:  # noqa: ANN401 - any msgpack-able value
+def _pack(obj: Any) -> bytes:
     data: bytes = msgpack.packb(obj, use_bin_type=True)
     return data
 
@@ -96,7 +96,7 @@ def test_decoding_random_bytes_raises_only_codec_errors(data: bytes) -> None:
 
 @settings(max_examples=300)
 @given(msgpack_values)
-def test_decoding_any_msgpack_value_raises_only_codec_errors(value: Any) -> None:  # noqa: ANN401
+def test_decoding_any_msgpack_value_raises_only_codec_errors(value: Any) -> None:
     data = _pack(value)
     try:
         decode(data)
@@ -109,7 +109,7 @@ def test_decoding_any_msgpack_value_raises_only_codec_errors(value: Any) -> None
 
 
 @st.composite
-def hostile_envelopes(draw: st.DrawFn) -> Any:  # noqa: ANN401 - any msgpack-able value
+def hostile_envelopes(draw: st.DrawFn) -> Any:
     """Envelope-shaped values: a registered (or unknown) kind with a body of random values.
 
     Bodies use the kind's real field names, so validation runs deep into the models. Maps have

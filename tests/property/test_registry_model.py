@@ -56,12 +56,16 @@ class HeldMessagesMachine(RuleBasedStateMachine):
         self.refused: list[int] = []
 
     @precondition(lambda self: self.held is None)
-    @rule(max_held=st.integers(1, 4), max_total=st.integers(1, 8),
-          hold=st.integers(0, 8).map(lambda n: n / 2), overflow=st.sampled_from(
-              ["reject", "drop_oldest"]))
+    @rule(
+        max_held=st.integers(1, 4),
+        max_total=st.integers(1, 8),
+        hold=st.integers(0, 8).map(lambda n: n / 2),
+        overflow=st.sampled_from(["reject", "drop_oldest"]),
+    )
     def configure(self, max_held: int, max_total: int, hold: float, overflow: str) -> None:
-        self.config = RegistryConfig(max_held=max_held, max_held_total=max_total,
-                                     hold_seconds=hold, overflow=overflow)
+        self.config = RegistryConfig(
+            max_held=max_held, max_held_total=max_total, hold_seconds=hold, overflow=overflow
+        )
         self.held = HeldMessages(self.config)
 
     @precondition(lambda self: self.held is not None)
@@ -79,11 +83,12 @@ class HeldMessagesMachine(RuleBasedStateMachine):
         total = sum(len(q) for q in self.model.values())
         drop = max(0, len(queue) - self.config.max_held + 1)
         refused = (drop > 0 and self.config.overflow == "reject") or (
-            total - drop >= self.config.max_held_total)
+            total - drop >= self.config.max_held_total
+        )
         try:
             _held, dropped = self.held.hold(agent, Token(n=n), self.now)
         except Refusal as refusal:
-            assert "HoldLimitReached" == refusal.error
+            assert "HoldLimitReached" == refusal.error  # noqa: PT017 - a rule-based state machine step, not a raises check
             assert refused
             self.refused.append(n)
             return
@@ -138,6 +143,7 @@ TestHeldMessages.settings = settings(max_examples=150, stateful_step_count=40)
 
 # --- Cards ------------------------------------------------------------------------------------
 
+
 def model(cls: type[Any], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Instances of a pydantic model from strategies for its fields (by Python name).
 
@@ -152,8 +158,13 @@ mimes = st.sampled_from(["text/plain", "application/json", "image/png"])
 paths = st.sampled_from(["root/agents/a", "root/x", "root/agents/team/b", "root//bad", "root "])
 
 skills = model(
-    AgentSkill, id=words, name=texts, description=texts, tags=st.lists(words, max_size=3),
-    examples=st.lists(texts, max_size=2), input_modes=st.none() | st.lists(mimes, max_size=2),
+    AgentSkill,
+    id=words,
+    name=texts,
+    description=texts,
+    tags=st.lists(words, max_size=3),
+    examples=st.lists(texts, max_size=2),
+    input_modes=st.none() | st.lists(mimes, max_size=2),
     output_modes=st.none() | st.lists(mimes, max_size=2),
 )
 interfaces = model(
@@ -164,46 +175,79 @@ interfaces = model(
     tenant=st.none() | words,
 )
 extensions = model(
-    AgentExtension, uri=st.sampled_from(["urn:x:a", "urn:x:b"]), description=st.none() | texts,
-    required=st.booleans(), params=st.none() | json_objects,
+    AgentExtension,
+    uri=st.sampled_from(["urn:x:a", "urn:x:b"]),
+    description=st.none() | texts,
+    required=st.booleans(),
+    params=st.none() | json_objects,
 )
 capabilities = model(
-    AgentCapabilities, streaming=st.none() | st.booleans(),
-    push_notifications=st.none() | st.booleans(), extended_agent_card=st.none() | st.booleans(),
+    AgentCapabilities,
+    streaming=st.none() | st.booleans(),
+    push_notifications=st.none() | st.booleans(),
+    extended_agent_card=st.none() | st.booleans(),
     extensions=st.lists(extensions, max_size=2),
 )
 cards = model(
-    AgentCard, name=words, description=texts, version=st.sampled_from(["1", "2.0.1", ""]),
+    AgentCard,
+    name=words,
+    description=texts,
+    version=st.sampled_from(["1", "2.0.1", ""]),
     supported_interfaces=st.none() | st.lists(interfaces, max_size=2),
     provider=st.none() | model(AgentProvider, organization=texts, url=texts),
-    documentation_url=st.none() | texts, capabilities=capabilities,
+    documentation_url=st.none() | texts,
+    capabilities=capabilities,
     default_input_modes=st.lists(mimes, max_size=2),
-    default_output_modes=st.lists(mimes, max_size=2), skills=st.lists(skills, max_size=3),
-    icon_url=st.none() | texts, path=paths,
+    default_output_modes=st.lists(mimes, max_size=2),
+    skills=st.lists(skills, max_size=3),
+    icon_url=st.none() | texts,
+    path=paths,
     status=st.sampled_from(["available", "busy", "unavailable"]),
 )
 names = st.text(alphabet=string.ascii_lowercase + string.digits + "-", min_size=1, max_size=6)
 filled = st.text(alphabet=string.ascii_letters + " .", min_size=1, max_size=8).filter(str.strip)
 valid_cards = model(
-    AgentCard, name=names, description=filled, version=st.sampled_from(["1", "2.0.1"]),
-    supported_interfaces=st.none() | st.lists(model(
-        AgentInterface, url=st.just("https://a.example/a2a"),
-        protocol_binding=st.sampled_from(["JSONRPC", "GRPC"]),
-        protocol_version=st.sampled_from(["1.0", "0.3"])), min_size=1, max_size=2),
+    AgentCard,
+    name=names,
+    description=filled,
+    version=st.sampled_from(["1", "2.0.1"]),
+    supported_interfaces=st.none()
+    | st.lists(
+        model(
+            AgentInterface,
+            url=st.just("https://a.example/a2a"),
+            protocol_binding=st.sampled_from(["JSONRPC", "GRPC"]),
+            protocol_version=st.sampled_from(["1.0", "0.3"]),
+        ),
+        min_size=1,
+        max_size=2,
+    ),
     capabilities=capabilities,
     default_input_modes=st.lists(mimes, min_size=1, max_size=2),
     default_output_modes=st.lists(mimes, min_size=1, max_size=2),
-    skills=st.lists(model(AgentSkill, id=names, name=filled, description=filled,
-                          tags=st.lists(names, min_size=1, max_size=3)),
-                    min_size=1, max_size=3, unique_by=lambda skill: skill.id),
+    skills=st.lists(
+        model(
+            AgentSkill,
+            id=names,
+            name=filled,
+            description=filled,
+            tags=st.lists(names, min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda skill: skill.id,
+    ),
     path=st.sampled_from(["root/agents/a", "root/x", "root/agents/team/b"]),
     status=st.sampled_from(["available", "busy", "unavailable"]),
 )
 queries = model(
     FindAgents,
-    capability=st.none() | st.sampled_from(
-        ["streaming", "pushNotifications", "extended_agent_card", "urn:x:a", "urn:x:c"]),
-    skill_tag=st.none() | words, skill_id=st.none() | words,
+    capability=st.none()
+    | st.sampled_from(
+        ["streaming", "pushNotifications", "extended_agent_card", "urn:x:a", "urn:x:c"]
+    ),
+    skill_tag=st.none() | words,
+    skill_id=st.none() | words,
     status=st.none() | st.sampled_from(["available", "busy", "unavailable"]),
 )
 
@@ -239,13 +283,15 @@ def test_the_a2a_sdk_accepts_every_card_without_problems_and_refuses_only_cards_
 def test_a2a_json_round_trips_to_the_same_card(card: AgentCard) -> None:
     explicit = card.model_copy(update={"supported_interfaces": card.interfaces()})
 
-    assert explicit == AgentCard.from_a2a_json(card.to_a2a_json(), path=card.path,
-                                               status=card.status)
+    assert explicit == AgentCard.from_a2a_json(
+        card.to_a2a_json(), path=card.path, status=card.status
+    )
 
 
 @given(st.lists(valid_cards, max_size=6, unique_by=lambda c: c.name), queries)
 def test_find_agents_returns_exactly_the_matching_cards_sorted_by_name(
-    found: list[AgentCard], query: FindAgents,
+    found: list[AgentCard],
+    query: FindAgents,
 ) -> None:
     directory = AgentDirectory()
     for card in found:
@@ -257,10 +303,15 @@ def test_find_agents_returns_exactly_the_matching_cards_sorted_by_name(
     assert directory.cards() == directory.cards(FindAgents())
 
 
-@given(st.lists(st.tuples(st.sampled_from(AGENTS), quarters), max_size=20),
-       st.integers(0, 8).map(lambda n: n / 2), quarters)
+@given(
+    st.lists(st.tuples(st.sampled_from(AGENTS), quarters), max_size=20),
+    st.integers(0, 8).map(lambda n: n / 2),
+    quarters,
+)
 def test_sweep_counts_every_expired_message_once(
-    deliveries: list[tuple[str, float]], hold: float, extra: float,
+    deliveries: list[tuple[str, float]],
+    hold: float,
+    extra: float,
 ) -> None:
     state = RegistryState(RegistryConfig(hold_seconds=hold, max_held=100))
     now = 0.0

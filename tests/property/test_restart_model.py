@@ -154,7 +154,9 @@ def test_affected_children_is_a_run_of_the_start_order_containing_the_failed_chi
     st.integers(0, 10),
 )
 def test_auto_shutdown_is_due_only_for_significant_exits_under_a_policy(
-    policy: AutoShutdown, exited_significant: bool, still_alive: int  # noqa: FBT001
+    policy: AutoShutdown,
+    exited_significant: bool,
+    still_alive: int,
 ) -> None:
     due = auto_shutdown_due(
         policy, exited_significant=exited_significant, significant_still_alive=still_alive

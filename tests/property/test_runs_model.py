@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.services.runs_book import RunBook, RunError, Stale
 from actors.services.runs import RunStore
+from actors.services.runs_book import RunBook, RunError, Stale
 from protocols.runs import RunInfo
 
 OWNERS = ("alice", "bob", "carol")
@@ -26,8 +26,9 @@ T0 = 1_000.0
 # One command: (name, a number picking the run, a number picking the owner / epoch / agent).
 commands = st.lists(
     st.tuples(
-        st.sampled_from(["create", "child", "complete", "fail", "stop", "resume", "attach",
-                         "stale"]),
+        st.sampled_from(
+            ["create", "child", "complete", "fail", "stop", "resume", "attach", "stale"]
+        ),
         st.integers(0, 50),
         st.integers(0, 50),
     ),
@@ -41,15 +42,20 @@ def apply(book: RunBook, command: tuple[str, int, int], now: float) -> None:
     name, pick, other = command
     runs = book.all_runs()
     if name == "create" or not runs:
-        book.create(OWNERS[other % len(OWNERS)], "goal", now,
-                    agents=[AGENTS[other % len(AGENTS)]] if other % 2 else [])
+        book.create(
+            OWNERS[other % len(OWNERS)],
+            "goal",
+            now,
+            agents=[AGENTS[other % len(AGENTS)]] if other % 2 else [],
+        )
         return
     run = runs[pick % len(runs)]
     try:
         match name:
             case "child":
-                book.create(run.owner, "sub goal", now, parent=run.id,
-                            agents=[AGENTS[other % len(AGENTS)]])
+                book.create(
+                    run.owner, "sub goal", now, parent=run.id, agents=[AGENTS[other % len(AGENTS)]]
+                )
             case "complete":
                 book.complete(run.id, run.owner, run.epoch, {"n": other}, now)
             case "fail":
@@ -104,8 +110,7 @@ def test_stopping_a_run_stops_exactly_its_running_descendants(
 
     after = snapshot(book)
     assert inside == set(outcome.subtree)
-    assert {i for i in inside if before[i].status == "running"} == {
-        r.id for r in outcome.stopped}
+    assert {i for i in inside if before[i].status == "running"} == {r.id for r in outcome.stopped}
     for run_id, run in after.items():
         if run_id in inside and before[run_id].status == "running":
             assert "stopped" == run.status
@@ -113,8 +118,9 @@ def test_stopping_a_run_stops_exactly_its_running_descendants(
         else:
             assert before[run_id] == run
     assert not any(after[i].status == "running" for i in inside)
-    in_use = {a for r in before.values() if r.id not in inside and r.status == "running"
-              for a in r.agents}
+    in_use = {
+        a for r in before.values() if r.id not in inside and r.status == "running" for a in r.agents
+    }
     assert {a for i in inside for a in before[i].agents} - in_use == set(outcome.agents)
 
 
@@ -147,7 +153,7 @@ def test_a_stale_epoch_completion_or_failure_never_changes_state(
     assert before == snapshot(book)
 
 
-def _refusal(call: Any) -> tuple[str, str]:  # noqa: ANN401 - a thunk
+def _refusal(call: Any) -> tuple[str, str]:
     try:
         call()
     except RunError as exc:
@@ -166,16 +172,17 @@ def test_owners_never_see_or_touch_other_owners_runs(drawn: list[tuple[str, int,
         for run in before.values():
             if run.owner == owner:
                 continue
+            epoch = run.epoch
             for make in (
-                lambda i: book.get(i, owner),
-                lambda i: book.stop(i, owner, T0),
-                lambda i: book.resume(i, owner, T0),
-                lambda i: book.attach(i, owner, AGENTS[0], T0),
-                lambda i: book.complete(i, owner, run.epoch, None, T0),
-                lambda i: book.fail(i, owner, run.epoch, "x", T0),
-                lambda i: book.create(owner, "g", T0, parent=i),
+                lambda i, o=owner: book.get(i, o),
+                lambda i, o=owner: book.stop(i, o, T0),
+                lambda i, o=owner: book.resume(i, o, T0),
+                lambda i, o=owner: book.attach(i, o, AGENTS[0], T0),
+                lambda i, o=owner, e=epoch: book.complete(i, o, e, None, T0),
+                lambda i, o=owner, e=epoch: book.fail(i, o, e, "x", T0),
+                lambda i, o=owner: book.create(o, "g", T0, parent=i),
             ):
-                theirs = _refusal(lambda m=make: m(run.id))
+                theirs = _refusal(lambda m=make, i=run.id: m(i))
                 missing = _refusal(lambda m=make: m("no-such-run"))
                 assert ("UnknownRun", f"no run {run.id!r}") == theirs
                 assert missing == (theirs[0], theirs[1].replace(run.id, "no-such-run"))
@@ -209,9 +216,15 @@ class RunTreeMachine(RuleBasedStateMachine):
         self.epochs: dict[str, int] = {}
         self.now = T0
 
-    @rule(command=st.tuples(st.sampled_from(["create", "child", "complete", "fail", "stop",
-                                             "resume", "attach", "stale"]),
-                            st.integers(0, 50), st.integers(0, 50)))
+    @rule(
+        command=st.tuples(
+            st.sampled_from(
+                ["create", "child", "complete", "fail", "stop", "resume", "attach", "stale"]
+            ),
+            st.integers(0, 50),
+            st.integers(0, 50),
+        )
+    )
     def command(self, command: tuple[str, int, int]) -> None:
         self.now += 1
         apply(self.book, command, self.now)
@@ -222,8 +235,9 @@ class RunTreeMachine(RuleBasedStateMachine):
         runs = self.book.all_runs()
         run = runs[pick % len(runs)]
         self.book.stop(run.id, run.owner, self.now)
-        assert all(self.book.get(i, run.owner).status != "running"
-                   for i in self.book.subtree(run.id))
+        assert all(
+            self.book.get(i, run.owner).status != "running" for i in self.book.subtree(run.id)
+        )
 
     @invariant()
     def epochs_never_go_back_and_owners_match_their_parents(self) -> None:

@@ -124,17 +124,23 @@ class SchedulerModel(RuleBasedStateMachine):
         deadline: float | None,
         max_duration: float | None,
     ) -> str:
-        command = SubmitTask(description="d", priority=priority, agent=agent, task_id=chosen_id,
-                             deadline=None if deadline is None else self.now + deadline,
-                             max_duration=max_duration)
+        command = SubmitTask(
+            description="d",
+            priority=priority,
+            agent=agent,
+            task_id=chosen_id,
+            deadline=None if deadline is None else self.now + deadline,
+            max_duration=max_duration,
+        )
         task_id = chosen_id if chosen_id is not None else f"task-{self.next_seq}"
         if task_id in self.model:
             self._check_refusal("DuplicateTask", lambda: self.book.submit(command, self.now))
             return task_id
         task = self.book.submit(command, self.now)
         self._commit("SubmitTask", [task])
-        self.model[task_id] = ModelTask(self.next_seq, priority, agent,
-                                        deadline=command.deadline, max_duration=max_duration)
+        self.model[task_id] = ModelTask(
+            self.next_seq, priority, agent, deadline=command.deadline, max_duration=max_duration
+        )
         self.next_seq += 1
         assert task_id == task.id
         assert "pending" == task.state
@@ -209,7 +215,8 @@ class SchedulerModel(RuleBasedStateMachine):
     @rule()
     def sweep(self) -> None:
         expected = sorted(
-            task_id for task_id, t in self.model.items()
+            task_id
+            for task_id, t in self.model.items()
             if t.state == "running" and t.deadline is not None and t.deadline <= self.now
         )
         timed_out = self.book.sweep(self.now)
@@ -222,10 +229,13 @@ class SchedulerModel(RuleBasedStateMachine):
     def agent_exits(self, path: str, ago: int) -> None:
         exited_at = self.now - ago
         expected = sorted(
-            task_id for task_id, t in self.model.items()
-            if t.state == "running" and t.agent is not None
+            task_id
+            for task_id, t in self.model.items()
+            if t.state == "running"
+            and t.agent is not None
             and (t.agent == path or t.agent.startswith(path + "/"))
-            and t.started_at is not None and t.started_at <= exited_at
+            and t.started_at is not None
+            and t.started_at <= exited_at
         )
         reaped = self.book.reap(path, "killed", exited_at, self.now)
         self._commit("Reap", reaped)
@@ -275,8 +285,11 @@ class SchedulerModel(RuleBasedStateMachine):
 
     @invariant()
     def next_deadline_is_the_earliest_running_one(self) -> None:
-        running = [t.deadline for t in self.model.values()
-                   if t.state == "running" and t.deadline is not None]
+        running = [
+            t.deadline
+            for t in self.model.values()
+            if t.state == "running" and t.deadline is not None
+        ]
         assert min(running, default=None) == self.book.next_deadline()
 
 

@@ -40,8 +40,9 @@ def root(tmp_path: Path) -> Path:
     return real
 
 
-def agent_policy(*paths: str, tools: tuple[str, ...] = ("fs.*",), network: bool = False,
-                 role: str = "operator") -> AccessPolicy:
+def agent_policy(
+    *paths: str, tools: tuple[str, ...] = ("fs.*",), network: bool = False, role: str = "operator"
+) -> AccessPolicy:
     policy = AccessPolicy()
     policy.grant_role("coder", role)
     policy.set_permissions("coder", tools=list(tools), paths=list(paths), network=network)
@@ -170,14 +171,19 @@ def test_authorize_checks_the_admin_actions_and_who_grants_superuser() -> None:
 def test_ensure_permissions_grants_tools_workspace_tmp_network_and_role(root: Path) -> None:
     policy = AccessPolicy()
 
-    changed = policy.ensure_permissions("coder", tools=["fs.read", "web.*"],
-                                        workspace=f"{root}/work/**", network=True, role="operator")
+    changed = policy.ensure_permissions(
+        "coder",
+        tools=["fs.read", "web.*"],
+        workspace=f"{root}/work/**",
+        network=True,
+        role="operator",
+    )
 
     held = policy.get("coder")
     assert changed
     assert {"operator"} == held.roles
     assert ["fs.read", "web.*"] == held.tools
-    assert [f"{root}/work/**", "/tmp/**"] == held.paths  # noqa: S108 - the granted pattern
+    assert [f"{root}/work/**", "/tmp/**"] == held.paths
     assert held.network
     assert policy.check("coder", "write", f"{root}/work/src/new.py").allowed
     assert policy.check("coder", "execute", "web.fetch").allowed
@@ -189,14 +195,22 @@ def test_ensure_permissions_is_idempotent_and_only_adds() -> None:
     args = {"tools": ["fs.read"], "workspace": "/srv/work/**", "network": False, "role": "operator"}
 
     first = policy.ensure_permissions("coder", **args)  # type: ignore[arg-type]
-    snapshot = (sorted(policy.get("coder").roles), list(policy.get("coder").tools),
-                list(policy.get("coder").paths), policy.get("coder").network)
+    snapshot = (
+        sorted(policy.get("coder").roles),
+        list(policy.get("coder").tools),
+        list(policy.get("coder").paths),
+        policy.get("coder").network,
+    )
     second = policy.ensure_permissions("coder", **args)  # type: ignore[arg-type]
 
     assert first
     assert not second
-    assert snapshot == (sorted(policy.get("coder").roles), list(policy.get("coder").tools),
-                        list(policy.get("coder").paths), policy.get("coder").network)
+    assert snapshot == (
+        sorted(policy.get("coder").roles),
+        list(policy.get("coder").tools),
+        list(policy.get("coder").paths),
+        policy.get("coder").network,
+    )
     assert ["operator"] == snapshot[0]
     assert not snapshot[3], "network stays off unless asked for"
 
@@ -205,11 +219,13 @@ def test_ensure_permissions_validates_everything_before_changing_anything() -> N
     policy = AccessPolicy()
 
     with pytest.raises(InvalidPattern):
-        policy.ensure_permissions("coder", tools=["ok"], workspace="[", network=False,
-                                  role="operator")
+        policy.ensure_permissions(
+            "coder", tools=["ok"], workspace="[", network=False, role="operator"
+        )
     with pytest.raises(UnknownRole):
-        policy.ensure_permissions("coder", tools=["ok"], workspace="/w/**", network=False,
-                                  role="boss")
+        policy.ensure_permissions(
+            "coder", tools=["ok"], workspace="/w/**", network=False, role="boss"
+        )
 
     assert "coder" not in policy.subjects
 
@@ -351,46 +367,52 @@ def test_no_path_patterns_means_no_path_access(root: Path) -> None:
 # --- Pattern grammar --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("pattern", "path", "expected"), [
-    ("/srv/work/**", "/srv/work", True),
-    ("/srv/work/**", "/srv/work/a/b/c.txt", True),
-    ("/srv/work/**", "/srv/workshop/a", False),
-    ("/srv/work/*", "/srv/work/a", True),
-    ("/srv/work/*", "/srv/work/a/b", False),
-    ("/srv/work/*", "/srv/work", False),
-    ("/srv/*/logs/**", "/srv/app/logs/x.log", True),
-    ("/srv/*/logs/**", "/srv/a/b/logs/x.log", False),
-    ("/srv/**/logs", "/srv/logs", True),
-    ("/srv/**/logs", "/srv/a/b/logs", True),
-    ("/srv/**/logs", "/srv/a/b/logs/x", False),
-    ("/srv/w?rk/*.py", "/srv/work/a.py", True),
-    ("/srv/w?rk/*.py", "/srv/wrk/a.py", False),
-    ("/srv/[wx]ork/**", "/srv/xork/a", True),
-    ("/srv/[!w]ork/**", "/srv/work/a", False),
-    ("/srv/[!w]ork/**", "/srv/bork/a", True),
-    ("/srv/work/*", "/srv/work/.hidden", True),
-    ("/srv/a.b", "/srv/aXb", False),
-    ("/", "/", True),
-    ("/**", "/anything/at/all", True),
-])
-def test_path_pattern_grammar(pattern: str, path: str, expected: bool) -> None:  # noqa: FBT001
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("/srv/work/**", "/srv/work", True),
+        ("/srv/work/**", "/srv/work/a/b/c.txt", True),
+        ("/srv/work/**", "/srv/workshop/a", False),
+        ("/srv/work/*", "/srv/work/a", True),
+        ("/srv/work/*", "/srv/work/a/b", False),
+        ("/srv/work/*", "/srv/work", False),
+        ("/srv/*/logs/**", "/srv/app/logs/x.log", True),
+        ("/srv/*/logs/**", "/srv/a/b/logs/x.log", False),
+        ("/srv/**/logs", "/srv/logs", True),
+        ("/srv/**/logs", "/srv/a/b/logs", True),
+        ("/srv/**/logs", "/srv/a/b/logs/x", False),
+        ("/srv/w?rk/*.py", "/srv/work/a.py", True),
+        ("/srv/w?rk/*.py", "/srv/wrk/a.py", False),
+        ("/srv/[wx]ork/**", "/srv/xork/a", True),
+        ("/srv/[!w]ork/**", "/srv/work/a", False),
+        ("/srv/[!w]ork/**", "/srv/bork/a", True),
+        ("/srv/work/*", "/srv/work/.hidden", True),
+        ("/srv/a.b", "/srv/aXb", False),
+        ("/", "/", True),
+        ("/**", "/anything/at/all", True),
+    ],
+)
+def test_path_pattern_grammar(pattern: str, path: str, expected: bool) -> None:
     assert expected == parse_path_pattern(pattern).matches(path)
 
 
-@pytest.mark.parametrize(("pattern", "complaint"), [
-    ("", "must not be empty"),
-    ("[", "must be absolute"),
-    ("/srv/[", "unclosed '['"),
-    ("/srv/[]", "unclosed '['"),
-    ("/srv/[!", "unclosed '['"),
-    ("/srv/[a/b]", "unclosed '['"),
-    ("relative/**", "must be absolute"),
-    ("/srv/../etc", "'..' components"),
-    ("/srv/./work", "'.' components"),
-    ("/srv/a**", "whole component"),
-    ("/srv/[z-a]", "bad character set"),
-    ("/srv/\x00", "NUL"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "complaint"),
+    [
+        ("", "must not be empty"),
+        ("[", "must be absolute"),
+        ("/srv/[", "unclosed '['"),
+        ("/srv/[]", "unclosed '['"),
+        ("/srv/[!", "unclosed '['"),
+        ("/srv/[a/b]", "unclosed '['"),
+        ("relative/**", "must be absolute"),
+        ("/srv/../etc", "'..' components"),
+        ("/srv/./work", "'.' components"),
+        ("/srv/a**", "whole component"),
+        ("/srv/[z-a]", "bad character set"),
+        ("/srv/\x00", "NUL"),
+    ],
+)
 def test_invalid_path_patterns_are_rejected(pattern: str, complaint: str) -> None:
     with pytest.raises(InvalidPattern, match=complaint.replace("[", r"\[").replace(".", r"\.")):
         parse_path_pattern(pattern)

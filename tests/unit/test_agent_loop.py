@@ -23,28 +23,28 @@ from actors.agents.agent_loop import (
     Finish,
     ModelTurn,
     Progress,
-    TokenAccount,
     RequestedToolCall,
+    TokenAccount,
     Wait,
     turn_from_completion,
 )
-from actors.agents.model_guard import MalformedToolCall
+from actors.agents.agent_tools import ToolOutcome
 from actors.agents.model_guard import (
     CircuitBreaker,
     CircuitOpen,
+    MalformedToolCall,
     ModelFailure,
     RateLimiter,
     classify,
     decide,
     parse_retry_after,
 )
-from actors.agents.agent_tools import ToolOutcome
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
 
 URL = "http://model.test/v1/chat/completions"
 # The HTTP library the installed openai builds its errors from (httpx, or httpx2 for openai 3):
 # the errors are made from its Request and Response objects, as the client makes them.
-_errors: Any = openai._exceptions  # noqa: SLF001
+_errors: Any = openai._exceptions
 http: Any = getattr(_errors, "httpx2", None) or _errors.httpx
 WS = "/srv/ws"
 
@@ -65,12 +65,16 @@ class Clock:
         self.now += seconds
 
 
-def response(status: int, headers: dict[str, str] | None = None) -> Any:  # noqa: ANN401
+def response(status: int, headers: dict[str, str] | None = None) -> Any:
     return http.Response(status, headers=headers or {}, request=http.Request("POST", URL))
 
 
-def status_error(cls: type[openai.APIStatusError], status: int, message: str = "nope",
-                 headers: dict[str, str] | None = None) -> openai.APIStatusError:
+def status_error(
+    cls: type[openai.APIStatusError],
+    status: int,
+    message: str = "nope",
+    headers: dict[str, str] | None = None,
+) -> openai.APIStatusError:
     body = {"message": message, "type": "invalid_request_error", "code": None}
     return cls(f"Error code: {status}", response=response(status, headers), body=body)
 
@@ -88,14 +92,18 @@ def say(text: str, inp: int = 10, out: int = 5) -> ModelTurn:
 
 def call(*calls: tuple[str, dict[str, Any] | str], inp: int = 10, out: int = 5) -> ModelTurn:
     parsed = tuple(
-        RequestedToolCall.parse(f"call_{i}", name, args if isinstance(args, str) else json.dumps(args))
-        for i, (name, args) in enumerate(calls))
+        RequestedToolCall.parse(
+            f"call_{i}", name, args if isinstance(args, str) else json.dumps(args)
+        )
+        for i, (name, args) in enumerate(calls)
+    )
     return ModelTurn(content=None, tool_calls=parsed, input_tokens=inp, output_tokens=out)
 
 
-def goal(text: str = "do it", **limits: Any) -> RunGoal:  # noqa: ANN401
-    return RunGoal(run_id="r1", spec=GoalSpec(goal=text, workspace=WS),
-                   limits=AgentLimits(**limits))
+def goal(text: str = "do it", **limits: Any) -> RunGoal:
+    return RunGoal(
+        run_id="r1", spec=GoalSpec(goal=text, workspace=WS), limits=AgentLimits(**limits)
+    )
 
 
 def grant(check: CheckTool) -> tuple[bool, str, str]:
@@ -130,13 +138,16 @@ class FakeHost:
                 case CallModel():
                     self.clock.advance(self.model_seconds)
                     answer = self.model.pop(0)
-                    pending.extend(self.run.model_failed(answer)
-                                   if isinstance(answer, BaseException)
-                                   else self.run.model_replied(answer))
+                    pending.extend(
+                        self.run.model_failed(answer)
+                        if isinstance(answer, BaseException)
+                        else self.run.model_replied(answer)
+                    )
                 case CheckTool():
                     allowed, reason, resolved = self.access(effect)
-                    pending.extend(self.run.access_decided(allowed=allowed, reason=reason,
-                                                           resolved=resolved))
+                    pending.extend(
+                        self.run.access_decided(allowed=allowed, reason=reason, resolved=resolved)
+                    )
                 case ExecuteTool():
                     self.clock.advance(self.tool_seconds)
                     pending.extend(self.run.tool_done(self.tools(effect)))
@@ -147,44 +158,48 @@ class FakeHost:
         assert isinstance(finish, Finish)
         return finish
 
-    def of(self, kind: type[Any]) -> list[Any]:  # noqa: ANN401
+    def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.effects if isinstance(e, kind)]
 
 
-def host(script: list[ModelTurn | BaseException], limits: dict[str, Any] | None = None,
-         **options: Any) -> FakeHost:  # noqa: ANN401
+def host(
+    script: list[ModelTurn | BaseException], limits: dict[str, Any] | None = None, **options: Any
+) -> FakeHost:
     clock = Clock()
     breaker = options.pop("breaker", None) or CircuitBreaker(3, 5.0, clock=clock)
-    run_options = {k: options.pop(k) for k in ("model_retries", "retry_backoff")
-                   if k in options}
-    run = AgentRun(goal(**(limits or {})), agent="coder", breaker=breaker, clock=clock,
-                   **run_options)
+    run_options = {k: options.pop(k) for k in ("model_retries", "retry_backoff") if k in options}
+    run = AgentRun(
+        goal(**(limits or {})), agent="coder", breaker=breaker, clock=clock, **run_options
+    )
     return FakeHost(run, clock, list(script), **options)
 
 
 # --- classify and decide --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("exc", "expected"), [
-    (rate_limited("2"), "retryable"),
-    (status_error(openai.InternalServerError, 500), "retryable"),
-    (status_error(openai.InternalServerError, 503), "retryable"),
-    (status_error(openai.ConflictError, 409), "retryable"),
-    (status_error(openai.APIStatusError, 408), "retryable"),
-    (openai.APITimeoutError(request=http.Request("POST", URL)), "retryable"),
-    (openai.APIConnectionError(request=http.Request("POST", URL)), "retryable"),
-    (status_error(openai.AuthenticationError, 401), "fatal"),
-    (status_error(openai.PermissionDeniedError, 403), "fatal"),
-    (status_error(openai.BadRequestError, 400, "maximum context length is 10 tokens"), "fatal"),
-    (status_error(openai.NotFoundError, 404), "fatal"),
-    (status_error(openai.UnprocessableEntityError, 422), "fatal"),
-    (status_error(openai.APIStatusError, 418), "fatal"),
-    (MalformedToolCall("write_file: arguments are not JSON"), "fatal"),
-    (CircuitOpen(1.5), "retryable"),
-    (ValueError("the model's response has no choices"), "unknown"),
-    (openai.APIResponseValidationError(response(200), None), "unknown"),
-    (status_error(openai.APIStatusError, 302), "unknown"),
-])
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (rate_limited("2"), "retryable"),
+        (status_error(openai.InternalServerError, 500), "retryable"),
+        (status_error(openai.InternalServerError, 503), "retryable"),
+        (status_error(openai.ConflictError, 409), "retryable"),
+        (status_error(openai.APIStatusError, 408), "retryable"),
+        (openai.APITimeoutError(request=http.Request("POST", URL)), "retryable"),
+        (openai.APIConnectionError(request=http.Request("POST", URL)), "retryable"),
+        (status_error(openai.AuthenticationError, 401), "fatal"),
+        (status_error(openai.PermissionDeniedError, 403), "fatal"),
+        (status_error(openai.BadRequestError, 400, "maximum context length is 10 tokens"), "fatal"),
+        (status_error(openai.NotFoundError, 404), "fatal"),
+        (status_error(openai.UnprocessableEntityError, 422), "fatal"),
+        (status_error(openai.APIStatusError, 418), "fatal"),
+        (MalformedToolCall("write_file: arguments are not JSON"), "fatal"),
+        (CircuitOpen(1.5), "retryable"),
+        (ValueError("the model's response has no choices"), "unknown"),
+        (openai.APIResponseValidationError(response(200), None), "unknown"),
+        (status_error(openai.APIStatusError, 302), "unknown"),
+    ],
+)
 def test_model_errors_are_classified_by_type_and_status(exc: Exception, expected: str) -> None:
     assert expected == classify(exc).error_class
 
@@ -194,23 +209,28 @@ def test_a_rate_limit_keeps_its_retry_after_and_the_servers_message() -> None:
 
     assert ModelFailure("retryable", "RateLimitError", "HTTP 429: slow down", 2.5) == failure
     assert "RateLimitError: HTTP 429: slow down; retry_after=2.5" == failure.error()
-    assert ("error:retryable:RateLimitError: HTTP 429: slow down; retry_after=2.5"
-            == failure.exit_reason())
+    assert (
+        "error:retryable:RateLimitError: HTTP 429: slow down; retry_after=2.5"
+        == failure.exit_reason()
+    )
 
 
 def test_a_circuit_open_failure_waits_for_the_breaker() -> None:
     assert 1.5 == classify(CircuitOpen(1.5)).retry_after
 
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    ({"retry-after": "2"}, 2.0),
-    ({"retry-after": "0.25"}, 0.25),
-    ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
-    ({"retry-after": "-3"}, 0.0),
-    ({"retry-after": "soon"}, None),
-    ({"retry-after": "inf"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "0.25"}, 0.25),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "inf"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after_is_read_from_seconds_or_milliseconds(
     headers: dict[str, str], expected: float | None
 ) -> None:
@@ -233,16 +253,19 @@ def test_the_exit_reason_of_each_class_follows_the_protocol() -> None:
     assert "error:KeyError: 'choices'" == unknown.exit_reason()
 
 
-@pytest.mark.parametrize(("reason", "expected"), [
-    ("error:retryable:RateLimitError: HTTP 429: slow; retry_after=2.5", ("restart", 2.5)),
-    ("error:retryable:InternalServerError: HTTP 500: oops", ("restart", 0.0)),
-    ("error:retryable:X: y; retry_after=nan", ("restart", 0.0)),
-    ("error:retryable:X: y; retry_after=1e-07", ("restart", 1e-07)),
-    ("error:fatal:AuthenticationError: HTTP 401: no", ("stop", 0.0)),
-    ("error:ValueError: no choices", ("escalate", 0.0)),
-    ("killed", ("restart", 0.0)),
-    ("budget", ("escalate", 0.0)),
-])
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("error:retryable:RateLimitError: HTTP 429: slow; retry_after=2.5", ("restart", 2.5)),
+        ("error:retryable:InternalServerError: HTTP 500: oops", ("restart", 0.0)),
+        ("error:retryable:X: y; retry_after=nan", ("restart", 0.0)),
+        ("error:retryable:X: y; retry_after=1e-07", ("restart", 1e-07)),
+        ("error:fatal:AuthenticationError: HTTP 401: no", ("stop", 0.0)),
+        ("error:ValueError: no choices", ("escalate", 0.0)),
+        ("killed", ("restart", 0.0)),
+        ("budget", ("escalate", 0.0)),
+    ],
+)
 def test_decide_restarts_retryable_stops_fatal_and_escalates_the_rest(
     reason: str, expected: tuple[str, float]
 ) -> None:
@@ -372,17 +395,40 @@ def test_the_token_account_counts_and_compares_with_the_budget() -> None:
 
 
 def test_a_completion_becomes_a_turn_and_malformed_arguments_are_kept() -> None:
-    completion = openai.types.chat.ChatCompletion.model_validate({
-        "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": None, "tool_calls": [
-                {"id": "a", "type": "function",
-                 "function": {"name": "read_file", "arguments": '{"path": "x"}'}},
-                {"id": "b", "type": "function",
-                 "function": {"name": "write_file", "arguments": '{"path": "x", "con'}},
-            ]}}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
-    })
+    completion = openai.types.chat.ChatCompletion.model_validate(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "a",
+                                "type": "function",
+                                "function": {"name": "read_file", "arguments": '{"path": "x"}'},
+                            },
+                            {
+                                "id": "b",
+                                "type": "function",
+                                "function": {
+                                    "name": "write_file",
+                                    "arguments": '{"path": "x", "con',
+                                },
+                            },
+                        ],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+        }
+    )
 
     turn = turn_from_completion(completion)
 
@@ -390,13 +436,15 @@ def test_a_completion_becomes_a_turn_and_malformed_arguments_are_kept() -> None:
     assert {"path": "x"} == turn.tool_calls[0].arguments
     assert turn.tool_calls[1].arguments is None
     assert "not JSON" in (turn.tool_calls[1].problem or "")
-    assert '{"path": "x", "con' == turn.assistant_message()["tool_calls"][1]["function"][
-        "arguments"]
+    assert (
+        '{"path": "x", "con' == turn.assistant_message()["tool_calls"][1]["function"]["arguments"]
+    )
 
 
 def test_a_completion_without_choices_is_an_error() -> None:
-    completion = openai.types.chat.ChatCompletion.model_validate({
-        "id": "c1", "object": "chat.completion", "created": 0, "model": "m", "choices": []})
+    completion = openai.types.chat.ChatCompletion.model_validate(
+        {"id": "c1", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+    )
 
     with pytest.raises(ValueError, match="no choices"):
         turn_from_completion(completion)
@@ -415,17 +463,28 @@ def test_a_final_answer_ends_the_run_successfully() -> None:
 
     result = fake.go().result
 
-    assert AgentResult(run_id="r1", agent="coder", success=True, output="all done",
-                       usage={"input_tokens": 30, "output_tokens": 4}) == result
+    assert (
+        AgentResult(
+            run_id="r1",
+            agent="coder",
+            success=True,
+            output="all done",
+            usage={"input_tokens": 30, "output_tokens": 4},
+        )
+        == result
+    )
     call_model = fake.of(CallModel)[0]
     assert "Goal: do it" in call_model.messages[0]["content"]
     assert ["read_file", "write_file", "list_directory"] == [
-        t["function"]["name"] for t in call_model.tools]
+        t["function"]["name"] for t in call_model.tools
+    ]
 
 
 def test_a_granted_tool_call_runs_on_the_resolved_path_and_is_recorded_and_audited() -> None:
-    fake = host([call(("write_file", {"path": "notes/a.txt", "content": "hi"})), say("ok")],
-                access=lambda c: (True, "matches", "/real/srv/ws/notes/a.txt"))
+    fake = host(
+        [call(("write_file", {"path": "notes/a.txt", "content": "hi"})), say("ok")],
+        access=lambda c: (True, "matches", "/real/srv/ws/notes/a.txt"),
+    )
     fake.tool_seconds = 0.5
 
     finish = fake.go()
@@ -439,38 +498,53 @@ def test_a_granted_tool_call_runs_on_the_resolved_path_and_is_recorded_and_audit
     assert {"path": "notes/a.txt", "content": "hi"} == step.arguments
     audit = fake.of(Audit)[0]
     assert "tool.write_file" == audit.action
-    assert {"run_id": "r1", "tool": "write_file", "allowed": True, "reason": "matches",
-            "error": False} == {k: audit.detail[k] for k in
-                                ("run_id", "tool", "allowed", "reason", "error")}
+    assert {
+        "run_id": "r1",
+        "tool": "write_file",
+        "allowed": True,
+        "reason": "matches",
+        "error": False,
+    } == {k: audit.detail[k] for k in ("run_id", "tool", "allowed", "reason", "error")}
     second_call = fake.of(CallModel)[1]
-    assert {"role": "tool", "tool_call_id": "call_0",
-            "content": "wrote to /real/srv/ws/notes/a.txt"} == second_call.messages[-1]
+    assert {
+        "role": "tool",
+        "tool_call_id": "call_0",
+        "content": "wrote to /real/srv/ws/notes/a.txt",
+    } == second_call.messages[-1]
     assert "assistant" == second_call.messages[-2]["role"]
 
 
 def test_a_denied_tool_call_never_runs_and_the_model_reads_the_reason() -> None:
-    fake = host([call(("read_file", {"path": "/etc/shadow"})), say("could not")],
-                access=lambda c: (False, "'/etc/shadow' matches no allowed path", "/etc/shadow"))
+    fake = host(
+        [call(("read_file", {"path": "/etc/shadow"})), say("could not")],
+        access=lambda c: (False, "'/etc/shadow' matches no allowed path", "/etc/shadow"),
+    )
 
     finish = fake.go()
 
     assert [] == fake.of(ExecuteTool)
     assert finish.result.success
     assert finish.result.steps[0].error
-    assert ("ERROR AccessDenied: '/etc/shadow' matches no allowed path"
-            == fake.of(CallModel)[1].messages[-1]["content"])
+    assert (
+        "ERROR AccessDenied: '/etc/shadow' matches no allowed path"
+        == fake.of(CallModel)[1].messages[-1]["content"]
+    )
     assert ["model_call", "tool_denied", "model_call", "finished"] == [
-        p.what for p in fake.of(Progress)]
+        p.what for p in fake.of(Progress)
+    ]
     assert fake.of(Audit)[0].detail["allowed"] is False
 
 
-@pytest.mark.parametrize(("turn", "error"), [
-    (call(("run_command", {"command": "ls"})), "ERROR ToolNotAvailable:"),
-    (call(("delete_everything", {})), "ERROR UnknownTool:"),
-    (call(("write_file", {"path": "a.txt"})), "ERROR InvalidArguments: write_file needs"),
-    (call(("read_file", {"path": "a\x00b"})), "ERROR InvalidArguments:"),
-    (call(("read_file", "{not json")), "ERROR MalformedToolCall: read_file: arguments are"),
-])
+@pytest.mark.parametrize(
+    ("turn", "error"),
+    [
+        (call(("run_command", {"command": "ls"})), "ERROR ToolNotAvailable:"),
+        (call(("delete_everything", {})), "ERROR UnknownTool:"),
+        (call(("write_file", {"path": "a.txt"})), "ERROR InvalidArguments: write_file needs"),
+        (call(("read_file", {"path": "a\x00b"})), "ERROR InvalidArguments:"),
+        (call(("read_file", "{not json")), "ERROR MalformedToolCall: read_file: arguments are"),
+    ],
+)
 def test_calls_that_cannot_run_are_answered_with_an_error_and_never_checked(
     turn: ModelTurn, error: str
 ) -> None:
@@ -486,8 +560,9 @@ def test_calls_that_cannot_run_are_answered_with_an_error_and_never_checked(
 
 
 def test_run_command_is_offered_and_checked_as_execute_when_commands_are_allowed() -> None:
-    fake = host([call(("run_command", {"command": "echo hi"})), say("ran")],
-                limits={"allow_commands": True})
+    fake = host(
+        [call(("run_command", {"command": "echo hi"})), say("ran")], limits={"allow_commands": True}
+    )
 
     fake.go()
 
@@ -509,8 +584,10 @@ def test_a_second_malformed_tool_call_is_fatal() -> None:
 
 
 def test_a_response_past_the_token_budget_stops_the_run_before_its_tools() -> None:
-    fake = host([call(("write_file", {"path": "a", "content": "b"}), inp=80, out=30)],
-                limits={"token_budget": 100})
+    fake = host(
+        [call(("write_file", {"path": "a", "content": "b"}), inp=80, out=30)],
+        limits={"token_budget": 100},
+    )
 
     finish = fake.go()
 
@@ -522,8 +599,9 @@ def test_a_response_past_the_token_budget_stops_the_run_before_its_tools() -> No
 
 
 def test_a_budget_used_up_exactly_stops_before_the_next_call() -> None:
-    fake = host([call(("list_directory", {}), inp=90, out=10), say("never")],
-                limits={"token_budget": 100})
+    fake = host(
+        [call(("list_directory", {}), inp=90, out=10), say("never")], limits={"token_budget": 100}
+    )
 
     finish = fake.go()
 
@@ -543,8 +621,10 @@ def test_max_steps_counts_model_turns() -> None:
 
 
 def test_the_execution_time_is_checked_between_steps() -> None:
-    fake = host([call(("list_directory", {}), ("read_file", {"path": "a"})), say("x")],
-                limits={"max_execution_time": 2.0})
+    fake = host(
+        [call(("list_directory", {}), ("read_file", {"path": "a"})), say("x")],
+        limits={"max_execution_time": 2.0},
+    )
     fake.tool_seconds = 2.5
 
     finish = fake.go()
@@ -614,8 +694,9 @@ def test_when_in_place_retries_run_out_the_run_fails_and_the_agent_exits_retryab
     finish = fake.go()
 
     assert "retryable" == finish.result.error_class
-    assert ("error:retryable:RateLimitError: HTTP 429: slow down; retry_after=3.0"
-            == finish.exit_reason)
+    assert (
+        "error:retryable:RateLimitError: HTTP 429: slow down; retry_after=3.0" == finish.exit_reason
+    )
     assert 1 == len(fake.of(Wait))
 
 
@@ -650,10 +731,17 @@ def test_a_retry_that_would_pass_the_deadline_is_not_waited_for() -> None:
 def test_an_open_breaker_makes_retries_wait_for_its_cooldown() -> None:
     clock = Clock()
     script: list[ModelTurn | BaseException] = [
-        status_error(openai.InternalServerError, 500), status_error(openai.InternalServerError, 500),
-        say("done")]
-    run = AgentRun(goal(), agent="coder", breaker=CircuitBreaker(2, 7.0, clock=clock),
-                   clock=clock, model_retries=2)
+        status_error(openai.InternalServerError, 500),
+        status_error(openai.InternalServerError, 500),
+        say("done"),
+    ]
+    run = AgentRun(
+        goal(),
+        agent="coder",
+        breaker=CircuitBreaker(2, 7.0, clock=clock),
+        clock=clock,
+        model_retries=2,
+    )
     fake = FakeHost(run, clock, script)
 
     finish = fake.go()
@@ -681,8 +769,9 @@ def test_a_run_that_starts_with_the_breaker_open_fails_fast_as_retryable() -> No
 
 def test_an_early_resume_waits_for_the_rest() -> None:
     clock = Clock()
-    run = AgentRun(goal(), agent="coder", breaker=CircuitBreaker(clock=clock), clock=clock,
-                   model_retries=1)
+    run = AgentRun(
+        goal(), agent="coder", breaker=CircuitBreaker(clock=clock), clock=clock, model_retries=1
+    )
     run.start()
     assert Wait(2.0, "retry") == run.model_failed(rate_limited("2"))[-1]
 
@@ -696,8 +785,9 @@ def test_an_early_resume_waits_for_the_rest() -> None:
 
 
 def test_tool_calls_are_spaced_by_the_rate_limit() -> None:
-    fake = host([call(*[("list_directory", {})] * 3), say("listed")],
-                limits={"tool_calls_per_second": 2.0})
+    fake = host(
+        [call(*[("list_directory", {})] * 3), say("listed")], limits={"tool_calls_per_second": 2.0}
+    )
 
     finish = fake.go()
 

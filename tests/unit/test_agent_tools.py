@@ -18,44 +18,53 @@ from actors.agents.agent_tools import (
 )
 
 
-def run(name: str, target: Path | str, ws: Path, **arguments: Any) -> tuple[bool, str, str | None]:  # noqa: ANN401
+def run(name: str, target: Path | str, ws: Path, **arguments: Any) -> tuple[bool, str, str | None]:
     outcome = execute_tool(name, arguments, str(target), workspace=str(ws), timeout=10.0)
     return outcome.ok, outcome.output, outcome.written
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("a.txt", "/ws/a.txt"),
-    ("sub/../a.txt", "/ws/sub/../a.txt"),
-    ("/etc/passwd", "/etc/passwd"),
-    ("", "/ws"),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("a.txt", "/ws/a.txt"),
+        ("sub/../a.txt", "/ws/sub/../a.txt"),
+        ("/etc/passwd", "/etc/passwd"),
+        ("", "/ws"),
+    ],
+)
 def test_relative_paths_are_inside_the_workspace_and_left_for_the_access_manager_to_resolve(
     path: str, expected: str
 ) -> None:
     assert expected == in_workspace(path, "/ws")
 
 
-@pytest.mark.parametrize(("name", "arguments", "expected"), [
-    ("read_file", {"path": "a.txt"}, ToolPlan("read", "/ws/a.txt")),
-    ("write_file", {"path": "/tmp/x", "content": ""}, ToolPlan("write", "/tmp/x")),
-    ("list_directory", {}, ToolPlan("list", "/ws")),
-    ("list_directory", {"path": "src"}, ToolPlan("list", "/ws/src")),
-    ("run_command", {"command": "ls -la"}, ToolPlan("execute", "ls -la")),
-])
+@pytest.mark.parametrize(
+    ("name", "arguments", "expected"),
+    [
+        ("read_file", {"path": "a.txt"}, ToolPlan("read", "/ws/a.txt")),
+        ("write_file", {"path": "/tmp/x", "content": ""}, ToolPlan("write", "/tmp/x")),
+        ("list_directory", {}, ToolPlan("list", "/ws")),
+        ("list_directory", {"path": "src"}, ToolPlan("list", "/ws/src")),
+        ("run_command", {"command": "ls -la"}, ToolPlan("execute", "ls -la")),
+    ],
+)
 def test_each_tool_needs_its_action_on_its_resource(
     name: str, arguments: dict[str, Any], expected: ToolPlan
 ) -> None:
     assert expected == plan_tool(name, arguments, "/ws")
 
 
-@pytest.mark.parametrize(("name", "arguments", "match"), [
-    ("read_file", {}, "needs a string argument 'path', got missing"),
-    ("write_file", {"path": "a"}, "'content', got missing"),
-    ("write_file", {"path": 3, "content": ""}, "'path', got int"),
-    ("list_directory", {"path": ["a"]}, "'path', got list"),
-    ("read_file", {"path": "a\x00"}, "NUL"),
-    ("run_command", {"command": "  "}, "non-empty command"),
-])
+@pytest.mark.parametrize(
+    ("name", "arguments", "match"),
+    [
+        ("read_file", {}, "needs a string argument 'path', got missing"),
+        ("write_file", {"path": "a"}, "'content', got missing"),
+        ("write_file", {"path": 3, "content": ""}, "'path', got int"),
+        ("list_directory", {"path": ["a"]}, "'path', got list"),
+        ("read_file", {"path": "a\x00"}, "NUL"),
+        ("run_command", {"command": "  "}, "non-empty command"),
+    ],
+)
 def test_bad_arguments_are_refused_before_any_check(
     name: str, arguments: dict[str, Any], match: str
 ) -> None:
@@ -138,8 +147,9 @@ def test_a_command_past_its_timeout_is_stopped(tmp_path: Path) -> None:
 
 
 def test_long_command_output_is_clipped(tmp_path: Path) -> None:
-    ok, output, _ = run("run_command", f"head -c {OUTPUT_LIMIT + 5} /dev/zero | tr '\\0' y",
-                        tmp_path)
+    ok, output, _ = run(
+        "run_command", f"head -c {OUTPUT_LIMIT + 5} /dev/zero | tr '\\0' y", tmp_path
+    )
 
     assert ok
     assert output.endswith("[... 5 more characters not shown]")

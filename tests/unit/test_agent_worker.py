@@ -34,24 +34,33 @@ def server() -> Iterator[ModelServer]:
         yield srv
 
 
-def tree(server: ModelServer, **args: Any) -> SupervisorSpec:  # noqa: ANN401
-    return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-        ChildSpec(id="agent", start="actors.agents.agent:Agent", decider="actors.agents.model_guard:decide",
-                  args={"base_url": server.url, "access": ACCESS, **args}),
-    ])
+def tree(server: ModelServer, **args: Any) -> SupervisorSpec:
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+            ChildSpec(
+                id="agent",
+                start="actors.agents.agent:Agent",
+                decider="actors.agents.model_guard:decide",
+                args={"base_url": server.url, "access": ACCESS, **args},
+            ),
+        ],
+    )
 
 
-def started(start_tree: StartTree, server: ModelServer, ws: Path, **args: Any) -> Runtime:  # noqa: ANN401
+def started(start_tree: StartTree, server: ModelServer, ws: Path, **args: Any) -> Runtime:
     rt = start_tree(tree(server, **args))
     reply = rt.ask(ACCESS, EnsurePermissions(agent="agent", tools=["*"], workspace=f"{ws}/**"))
     assert isinstance(reply, SubjectGrants)
     return rt
 
 
-def goal(text: str, ws: Path, run_id: str = "r1", **limits: Any) -> RunGoal:  # noqa: ANN401
-    return RunGoal(run_id=run_id, spec=GoalSpec(goal=text, workspace=str(ws)),
-                   limits=AgentLimits(**limits))
+def goal(text: str, ws: Path, run_id: str = "r1", **limits: Any) -> RunGoal:
+    return RunGoal(
+        run_id=run_id, spec=GoalSpec(goal=text, workspace=str(ws)), limits=AgentLimits(**limits)
+    )
 
 
 def run(rt: Runtime, message: RunGoal) -> AgentResult:
@@ -170,8 +179,7 @@ def test_a_hanging_model_is_cut_off_at_the_max_execution_time(
     rt = started(start_tree, server, tmp_path)
     server.inject("hang", seconds=10)
 
-    result = run(rt, goal("write a haiku about waiting to w.txt", tmp_path,
-                          max_execution_time=0.5))
+    result = run(rt, goal("write a haiku about waiting to w.txt", tmp_path, max_execution_time=0.5))
     after = run(rt, goal("write a haiku about waiting to w.txt", tmp_path, run_id="r2"))
 
     assert result.error is not None
@@ -198,8 +206,9 @@ def test_a_model_timeout_inside_the_run_time_is_retryable(
 def test_an_open_breaker_makes_in_place_retries_wait_for_its_cooldown(
     start_tree: StartTree, server: ModelServer, tmp_path: Path
 ) -> None:
-    rt = started(start_tree, server, tmp_path, model_retries=3, breaker_failures=2,
-                 breaker_cooldown=0.3)
+    rt = started(
+        start_tree, server, tmp_path, model_retries=3, breaker_failures=2, breaker_cooldown=0.3
+    )
     server.inject("500", count=3)
 
     result = run(rt, goal("write a haiku about storms to s.txt", tmp_path))

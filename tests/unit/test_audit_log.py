@@ -180,12 +180,15 @@ def test_a_garbage_line_is_reported_and_the_chain_followed_past_it(tmp_path: Pat
     assert "prev is not the hash" in result.problems[1][1]
 
 
-@pytest.mark.parametrize(("line", "complaint"), [
-    (b"", "the line is empty"),
-    (b"[1, 2]", "JSON list, not an entry"),
-    (b'{"seq": NaN}', "not valid JSON"),
-    (b'{"seq": 0}', "missing action, actor, detail, hash, prev, time, type"),
-])
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [
+        (b"", "the line is empty"),
+        (b"[1, 2]", "JSON list, not an entry"),
+        (b'{"seq": NaN}', "not valid JSON"),
+        (b'{"seq": 0}', "missing action, actor, detail, hash, prev, time, type"),
+    ],
+)
 def test_lines_that_are_not_entries_are_described(
     tmp_path: Path, line: bytes, complaint: str
 ) -> None:
@@ -210,7 +213,8 @@ def test_removing_entries_from_the_end_is_found_only_against_a_known_head(tmp_pa
 
     assert alone.ok
     assert [(3, "the log ends after 3 entries, 4 expected (entries removed from its end)")] == (
-        against_head.problems)
+        against_head.problems
+    )
 
 
 def test_a_head_that_matches_verifies_and_a_rewritten_one_does_not(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ def test_the_topology_model_block_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # restored after the test
     monkeypatch.delenv("UNDERSTUDY_MODEL", raising=False)
 
-    server = _configure_model(_topology(ModelConfig(base_url="http://model:8000/v1",
-                                                    api_key_env="MY_KEY", model="m1")))
+    server = _configure_model(
+        _topology(ModelConfig(base_url="http://model:8000/v1", api_key_env="MY_KEY", model="m1"))
+    )
 
     assert server is None
     assert "http://model:8000/v1" == os.environ["OPENAI_BASE_URL"]
@@ -46,8 +47,11 @@ def test_without_any_endpoint_the_embedded_model_is_started(
 
     server = _configure_model(_topology())
     try:
-        client = openai.OpenAI(base_url=os.environ["OPENAI_BASE_URL"],
-                               api_key=os.environ["OPENAI_API_KEY"], max_retries=0)
+        client = openai.OpenAI(
+            base_url=os.environ["OPENAI_BASE_URL"],
+            api_key=os.environ["OPENAI_API_KEY"],
+            max_retries=0,
+        )
         models = client.models.list()
     finally:
         assert server is not None

@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED: dict[str, set[str]] = {
     "protocols": {"protocols"},
     "actors.core": {"protocols", "actors.core", "actors.errors", "actors.logs"},
-    "actors.services": {"protocols", "actors.core", "actors.errors", "actors.logs",
-                        "actors.services"},
+    "actors.services": {
+        "protocols",
+        "actors.core",
+        "actors.errors",
+        "actors.logs",
+        "actors.services",
+    },
     "actors.agents": {"protocols", "actors.core", "actors.agents", "actors.errors", "actors.logs"},
     "actors.model": {"protocols", "actors.model", "actors.logs"},
 }
@@ -80,8 +85,13 @@ def _part(imported: str) -> str | None:
 
 
 def test_the_modules_are_found() -> None:
-    assert {"actors.core.seam", "actors.services.scheduler", "actors.agents.agent",
-            "actors.model.server", "protocols.codec"} <= set(MODULES)
+    assert {
+        "actors.core.seam",
+        "actors.services.scheduler",
+        "actors.agents.agent",
+        "actors.model.server",
+        "protocols.codec",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("module_name", MODULES)
@@ -105,10 +115,12 @@ def _role(module_name: str) -> str:
 @pytest.mark.parametrize("module_name", [m for m in MODULES if _layer(m) == "actors.services"])
 def test_services_never_import_each_other(module_name: str) -> None:
     """A service imports only its own role's parts (``<role>_<part>``) and role-less plumbing."""
-    siblings = {name for name in _imports(module_name)
-                if name.startswith("actors.services.")}
-    foreign = {name for name in siblings
-               if not name.rsplit(".", 1)[-1].startswith("_") and _role(name) != _role(module_name)}
+    siblings = {name for name in _imports(module_name) if name.startswith("actors.services.")}
+    foreign = {
+        name
+        for name in siblings
+        if not name.rsplit(".", 1)[-1].startswith("_") and _role(name) != _role(module_name)
+    }
 
     assert set() == foreign
 
@@ -130,8 +142,9 @@ def test_every_module_declares_all(module_name: str) -> None:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name!r}"
 
 
-@pytest.mark.parametrize("package", ["actors.core", "actors.services", "actors.agents",
-                                     "actors.model"])
+@pytest.mark.parametrize(
+    "package", ["actors.core", "actors.services", "actors.agents", "actors.model"]
+)
 def test_each_layer_says_what_it_may_import(package: str) -> None:
     doc = importlib.import_module(package).__doc__ or ""
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.errors import UnderstudyError
 from protocols.prompts import (
     EVALUATE_MARKER,
     SPECIFY_MARKER,
@@ -32,7 +33,6 @@ from protocols.prompts import (
     specification_prompt,
     tool_definitions,
 )
-from protocols.errors import UnderstudyError
 
 texts = st.text(max_size=60)
 items = st.lists(texts, max_size=4)
@@ -56,8 +56,11 @@ specifications = st.builds(
 
 def test_agent_system_prompt_has_labelled_lines_and_bullets() -> None:
     prompt = agent_system_prompt(
-        "write a haiku to haiku.txt", "a haiku please", ["stay in the workspace"],
-        ["haiku.txt exists", "three lines"], "/ws",
+        "write a haiku to haiku.txt",
+        "a haiku please",
+        ["stay in the workspace"],
+        ["haiku.txt exists", "three lines"],
+        "/ws",
     )
 
     lines = prompt.split("\n")
@@ -65,7 +68,7 @@ def test_agent_system_prompt_has_labelled_lines_and_bullets() -> None:
     assert "Original request: a haiku please" in lines
     assert "Workspace: /ws" in lines
     assert lines[lines.index("Constraints:") + 1] == "- stay in the workspace"
-    criteria = lines[lines.index("Acceptance criteria:") + 1:]
+    criteria = lines[lines.index("Acceptance criteria:") + 1 :]
     assert ["- haiku.txt exists", "- three lines"] == criteria
 
 
@@ -77,8 +80,16 @@ def test_parse_goal_reads_back_every_field_of_any_text(
 
     parsed = parse_goal(prompt)
 
-    assert ParsedGoal(goal=goal, original_request=request, workspace=workspace,
-                      constraints=tuple(constraints), acceptance_criteria=tuple(criteria)) == parsed
+    assert (
+        ParsedGoal(
+            goal=goal,
+            original_request=request,
+            workspace=workspace,
+            constraints=tuple(constraints),
+            acceptance_criteria=tuple(criteria),
+        )
+        == parsed
+    )
 
 
 def test_parse_goal_skips_appended_sections_and_keeps_the_first_goal() -> None:
@@ -98,15 +109,22 @@ def test_parse_goal_of_free_text_has_empty_fields() -> None:
 def test_parse_goal_reads_labels_case_insensitively() -> None:
     parsed = parse_goal("goal: list src\nWORKSPACE: /w\nconstraints:\n- none of that")
 
-    assert ("list src", "/w", ("none of that",)) == (parsed.goal, parsed.workspace,
-                                                     parsed.constraints)
+    assert ("list src", "/w", ("none of that",)) == (
+        parsed.goal,
+        parsed.workspace,
+        parsed.constraints,
+    )
 
 
 # --- evaluation -----------------------------------------------------------------------------
 
 
-@given(goal=texts, criteria=items, output=texts,
-       files=st.dictionaries(st.text(min_size=1, max_size=20), texts, max_size=3))
+@given(
+    goal=texts,
+    criteria=items,
+    output=texts,
+    files=st.dictionaries(st.text(min_size=1, max_size=20), texts, max_size=3),
+)
 def test_evaluation_prompt_starts_with_its_marker_and_carries_its_input(
     goal: str, criteria: list[str], output: str, files: dict[str, str]
 ) -> None:
@@ -114,8 +132,9 @@ def test_evaluation_prompt_starts_with_its_marker_and_carries_its_input(
 
     assert EVALUATE_MARKER == prompt.split("\n", 1)[0]
     assert "evaluate" == prompt_kind(prompt)
-    assert EvaluationRequest(goal=goal, criteria=tuple(criteria), output=output,
-                             files=files) == parse_evaluation_request(prompt)
+    assert EvaluationRequest(
+        goal=goal, criteria=tuple(criteria), output=output, files=files
+    ) == parse_evaluation_request(prompt)
 
 
 @given(evaluation=evaluations, before=no_braces, after=st.text(max_size=40))
@@ -128,8 +147,10 @@ def test_parse_evaluation_finds_the_object_among_other_text(
 
 
 def test_parse_evaluation_accepts_a_code_fence_and_extra_keys() -> None:
-    text = ('Here you go:\n```json\n{"score": "0.5", "met": ["a"], "unmet": ["b"], '
-            '"feedback": "do b", "reasoning": "..."}\n```')
+    text = (
+        'Here you go:\n```json\n{"score": "0.5", "met": ["a"], "unmet": ["b"], '
+        '"feedback": "do b", "reasoning": "..."}\n```'
+    )
 
     expected = Evaluation(score=0.5, met=("a",), unmet=("b",), feedback="do b")
     assert expected == parse_evaluation(text)
@@ -141,13 +162,16 @@ def test_parse_evaluation_skips_objects_that_are_not_evaluations() -> None:
     assert 1.0 == parse_evaluation(text).score
 
 
-@pytest.mark.parametrize("text", [
-    "no json here",
-    '{"score": 1.5, "met": [], "unmet": []}',
-    '{"score": NaN}',
-    '{"met": ["a"]}',
-    '{"score": 0.5',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no json here",
+        '{"score": 1.5, "met": [], "unmet": []}',
+        '{"score": NaN}',
+        '{"met": ["a"]}',
+        '{"score": 0.5',
+    ],
+)
 def test_parse_evaluation_rejects_text_without_a_valid_evaluation(text: str) -> None:
     with pytest.raises(PromptFormatError, match="Evaluation"):
         parse_evaluation(text)
@@ -219,17 +243,20 @@ def test_a_formatted_tool_error_reads_back_as_an_error(error: str, message: str)
     assert error in (result.error or "")
 
 
-@pytest.mark.parametrize(("text", "ok", "output"), [
-    ("hello\nworld", True, "hello\nworld"),
-    ("Error handling is a chapter title", True, "Error handling is a chapter title"),
-    ('{"content": "abc"}', True, "abc"),
-    ('{"entries": ["a", "b"]}', True, "a\nb"),
-    ('{"error": {"message": "denied: /etc"}}', False, ""),
-    ('{"ok": false, "message": "no such file"}', False, ""),
-    ("Permission denied: /root", False, ""),
-    ("{not json", True, "{not json"),
-])
-def test_parse_tool_result_tells_outputs_from_errors(text: str, ok: bool, output: str) -> None:  # noqa: FBT001
+@pytest.mark.parametrize(
+    ("text", "ok", "output"),
+    [
+        ("hello\nworld", True, "hello\nworld"),
+        ("Error handling is a chapter title", True, "Error handling is a chapter title"),
+        ('{"content": "abc"}', True, "abc"),
+        ('{"entries": ["a", "b"]}', True, "a\nb"),
+        ('{"error": {"message": "denied: /etc"}}', False, ""),
+        ('{"ok": false, "message": "no such file"}', False, ""),
+        ("Permission denied: /root", False, ""),
+        ("{not json", True, "{not json"),
+    ],
+)
+def test_parse_tool_result_tells_outputs_from_errors(text: str, ok: bool, output: str) -> None:
     result = parse_tool_result(text)
 
     assert ok == result.ok

@@ -11,10 +11,26 @@ import protocols
 
 def test_actors_exports_the_runtime_api_and_the_error_tree() -> None:
     expected = {
-        "Runtime", "Worker", "ChildInfo", "ChildCounts", "SupervisionEvent",
-        "UnderstudyError", "TopologyError", "AskTimeout", "ActorNotFound", "ActorCrashed",
-        "ChildNotFound", "AlreadyStarted", "AlreadyPresent", "ChildRunning", "ChildRestarting",
-        "StartFailed", "NotSupported", "RuntimeStopped", "SupervisorError", "RequestRejected",
+        "Runtime",
+        "Worker",
+        "ChildInfo",
+        "ChildCounts",
+        "SupervisionEvent",
+        "UnderstudyError",
+        "TopologyError",
+        "AskTimeout",
+        "ActorNotFound",
+        "ActorCrashed",
+        "ChildNotFound",
+        "AlreadyStarted",
+        "AlreadyPresent",
+        "ChildRunning",
+        "ChildRestarting",
+        "StartFailed",
+        "NotSupported",
+        "RuntimeStopped",
+        "SupervisorError",
+        "RequestRejected",
         "Backpressure",
     }
 
@@ -31,9 +47,18 @@ def test_every_error_is_an_understudy_error() -> None:
 
 
 def test_protocols_exports_message_and_codec_errors() -> None:
-    assert {"Message", "UnderstudyError", "TopologyError", "CodecError", "DecodeError",
-            "UnknownMessageKind", "MessageInvalid", "MessageTooLarge", "message_class",
-            "registered_kinds"} == set(protocols.__all__)
+    assert {
+        "Message",
+        "UnderstudyError",
+        "TopologyError",
+        "CodecError",
+        "DecodeError",
+        "UnknownMessageKind",
+        "MessageInvalid",
+        "MessageTooLarge",
+        "message_class",
+        "registered_kinds",
+    } == set(protocols.__all__)
 
 
 def test_protocols_never_imports_actors_or_thespian() -> None:
@@ -55,15 +80,27 @@ def test_every_protocol_class_owns_its_kind() -> None:
 
     from protocols._base import Message, message_class
 
-    modules = ["protocols.common", "protocols.supervision", "protocols._lifecycle", "protocols.access",
-               "protocols.scheduler", "protocols.registry", "protocols.agent", "protocols.runs",
-               "protocols.orchestrator"]
+    modules = [
+        "protocols.common",
+        "protocols.supervision",
+        "protocols._lifecycle",
+        "protocols.access",
+        "protocols.scheduler",
+        "protocols.registry",
+        "protocols.agent",
+        "protocols.runs",
+        "protocols.orchestrator",
+    ]
     owned = 0
     for name in modules:
         module = importlib.import_module(name)
         for obj in vars(module).values():
-            if (isinstance(obj, type) and issubclass(obj, Message) and obj.__module__ == name
-                    and isinstance(obj.model_fields["kind"].default, str)):
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Message)
+                and obj.__module__ == name
+                and isinstance(obj.model_fields["kind"].default, str)
+            ):
                 assert message_class(obj.model_fields["kind"].default) is obj, obj
                 owned += 1
 

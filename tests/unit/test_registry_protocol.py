@@ -37,31 +37,53 @@ def full_card() -> AgentCard:
         description="Finds and summarises sources.",
         version="2.1.0",
         supported_interfaces=[
-            AgentInterface(url="https://agents.example.com/a2a/v1", protocol_binding="JSONRPC",
-                           protocol_version="1.0", tenant="team-a"),
-            AgentInterface(url="https://agents.example.com/a2a/v0",
-                           protocol_binding="HTTP+JSON", protocol_version="0.3"),
+            AgentInterface(
+                url="https://agents.example.com/a2a/v1",
+                protocol_binding="JSONRPC",
+                protocol_version="1.0",
+                tenant="team-a",
+            ),
+            AgentInterface(
+                url="https://agents.example.com/a2a/v0",
+                protocol_binding="HTTP+JSON",
+                protocol_version="0.3",
+            ),
         ],
         provider=AgentProvider(organization="Example Org", url="https://example.com"),
         documentation_url="https://example.com/docs",
         capabilities=AgentCapabilities(
-            streaming=True, push_notifications=False, extended_agent_card=True,
-            extensions=[AgentExtension(uri="urn:example:memo", description="memos",
-                                       required=False, params={"depth": 2})],
+            streaming=True,
+            push_notifications=False,
+            extended_agent_card=True,
+            extensions=[
+                AgentExtension(
+                    uri="urn:example:memo", description="memos", required=False, params={"depth": 2}
+                )
+            ],
         ),
         security_schemes={"bearer": {"httpAuthSecurityScheme": {"scheme": "Bearer"}}},
         security_requirements=[{"schemes": {"bearer": {"list": []}}}],
         default_input_modes=["text/plain", "application/json"],
         default_output_modes=["text/markdown"],
         skills=[
-            AgentSkill(id="search", name="Search", description="Searches the web.",
-                       tags=["research", "web"], examples=["find papers on actors"],
-                       input_modes=["text/plain"], output_modes=["application/json"]),
-            AgentSkill(id="summarise", name="Summarise", description="Summarises text.",
-                       tags=["writing"]),
+            AgentSkill(
+                id="search",
+                name="Search",
+                description="Searches the web.",
+                tags=["research", "web"],
+                examples=["find papers on actors"],
+                input_modes=["text/plain"],
+                output_modes=["application/json"],
+            ),
+            AgentSkill(
+                id="summarise", name="Summarise", description="Summarises text.", tags=["writing"]
+            ),
         ],
-        signatures=[AgentCardSignature(protected="eyJhbGciOiJFUzI1NiJ9", signature="c2ln",
-                                       header={"kid": "key-1"})],
+        signatures=[
+            AgentCardSignature(
+                protected="eyJhbGciOiJFUzI1NiJ9", signature="c2ln", header={"kid": "key-1"}
+            )
+        ],
         icon_url="https://example.com/icon.png",
         path="root/agents/researcher",
         status="busy",
@@ -69,8 +91,13 @@ def full_card() -> AgentCard:
 
 
 def minimal_card() -> AgentCard:
-    return AgentCard(name="m", description="minimal", version="1", path="root/agents/m",
-                     skills=[AgentSkill(id="s", name="s", description="d", tags=["t"])])
+    return AgentCard(
+        name="m",
+        description="minimal",
+        version="1",
+        path="root/agents/m",
+        skills=[AgentSkill(id="s", name="s", description="d", tags=["t"])],
+    )
 
 
 # --- A2A JSON ------------------------------------------------------------------------------
@@ -81,9 +108,15 @@ def test_a2a_json_uses_camel_case_names_and_leaves_out_understudy_fields() -> No
 
     assert "path" not in data
     assert "status" not in data
-    assert {"supportedInterfaces", "defaultInputModes", "defaultOutputModes",
-            "documentationUrl", "iconUrl", "securitySchemes",
-            "securityRequirements"} <= set(data)
+    assert {
+        "supportedInterfaces",
+        "defaultInputModes",
+        "defaultOutputModes",
+        "documentationUrl",
+        "iconUrl",
+        "securitySchemes",
+        "securityRequirements",
+    } <= set(data)
     assert "pushNotifications" in data["capabilities"]
     assert "extendedAgentCard" in data["capabilities"]
     assert "protocolBinding" in data["supportedInterfaces"][0]
@@ -93,8 +126,13 @@ def test_a2a_json_uses_camel_case_names_and_leaves_out_understudy_fields() -> No
 def test_a_card_without_interfaces_is_reached_through_its_actor() -> None:
     data = minimal_card().to_a2a_json()
 
-    assert [{"url": "understudy://root/agents/m", "protocolBinding": "UNDERSTUDY",
-             "protocolVersion": "1.0"}] == data["supportedInterfaces"]
+    assert [
+        {
+            "url": "understudy://root/agents/m",
+            "protocolBinding": "UNDERSTUDY",
+            "protocolVersion": "1.0",
+        }
+    ] == data["supportedInterfaces"]
     assert ["text/plain"] == data["defaultInputModes"]
 
 
@@ -107,12 +145,24 @@ def test_a_card_round_trips_through_a2a_json() -> None:
 
 
 def test_a_card_accepts_python_names_and_a2a_names() -> None:
-    by_alias = AgentCard.model_validate({
-        "name": "a", "description": "d", "version": "1", "path": "root/a",
-        "defaultInputModes": ["text/plain"],
-        "skills": [{"id": "s", "name": "s", "description": "d", "tags": ["t"],
-                    "inputModes": ["image/png"]}],
-    })
+    by_alias = AgentCard.model_validate(
+        {
+            "name": "a",
+            "description": "d",
+            "version": "1",
+            "path": "root/a",
+            "defaultInputModes": ["text/plain"],
+            "skills": [
+                {
+                    "id": "s",
+                    "name": "s",
+                    "description": "d",
+                    "tags": ["t"],
+                    "inputModes": ["image/png"],
+                }
+            ],
+        }
+    )
 
     assert ["image/png"] == by_alias.skills[0].input_modes
 
@@ -122,14 +172,17 @@ def test_unknown_card_fields_are_rejected() -> None:
         AgentCard.from_a2a_json({**minimal_card().to_a2a_json(), "colour": "red"}, path="root/a")
 
 
-@pytest.mark.parametrize(("change", "problem"), [
-    ({"name": " "}, "name must not be empty"),
-    ({"skills": []}, "skills must list at least one skill"),
-    ({"default_output_modes": []}, "defaultOutputModes"),
-    ({"supported_interfaces": []}, "supportedInterfaces"),
-    ({"path": "root/agents/"}, "path"),
-    ({"path": "root agents"}, "path"),
-])
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"name": " "}, "name must not be empty"),
+        ({"skills": []}, "skills must list at least one skill"),
+        ({"default_output_modes": []}, "defaultOutputModes"),
+        ({"supported_interfaces": []}, "supportedInterfaces"),
+        ({"path": "root/agents/"}, "path"),
+        ({"path": "root agents"}, "path"),
+    ],
+)
 def test_problems_name_the_field(change: dict[str, Any], problem: str) -> None:
     card = minimal_card().model_copy(update=change)
 
@@ -154,7 +207,7 @@ def test_a_complete_card_has_no_problems() -> None:
 # --- Validated by the published a2a-sdk -------------------------------------------------------
 
 
-def _sdk_parse(data: dict[str, Any]) -> Any:  # noqa: ANN401 - a protobuf message
+def _sdk_parse(data: dict[str, Any]) -> Any:
     """Parse A2A JSON the strict way: unknown fields fail, REQUIRED fields must be set."""
     a2a_types = pytest.importorskip("a2a.types")
     proto_utils = pytest.importorskip("a2a.utils.proto_utils")
@@ -172,7 +225,8 @@ def test_cards_are_valid_agent_cards_for_the_a2a_sdk(card: AgentCard) -> None:
     assert [s.id for s in card.skills] == [s.id for s in parsed.skills]
     assert [i.url for i in card.interfaces()] == [i.url for i in parsed.supported_interfaces]
     assert card.capabilities.streaming is parsed.capabilities.streaming or (
-        card.capabilities.streaming is None and not parsed.capabilities.streaming)
+        card.capabilities.streaming is None and not parsed.capabilities.streaming
+    )
 
 
 def test_the_sdk_client_reads_the_card_as_we_wrote_it() -> None:
@@ -217,7 +271,9 @@ def test_deliver_to_agent_carries_a_message_as_its_kind_and_body() -> None:
     command = DeliverToAgent.wrap("a", Memo(text="hi", tags=["x"]))
 
     assert ("test.registry_protocol_memo", {"text": "hi", "tags": ["x"]}) == (
-        command.payload_kind, command.payload)
+        command.payload_kind,
+        command.payload,
+    )
     assert __name__ == command.payload_module
     assert Memo(text="hi", tags=["x"]) == decode(encode(command)).unwrap()  # type: ignore[attr-defined]
 
@@ -230,8 +286,10 @@ def test_unwrap_raises_codec_errors_for_bad_payloads() -> None:
 
 
 def test_the_registry_protocol_never_imports_actors_or_thespian() -> None:
-    code = ("import sys, protocols.registry;"
-            " print(','.join(m for m in sys.modules if m.split('.')[0] in ('actors', 'thespian')))")
+    code = (
+        "import sys, protocols.registry;"
+        " print(','.join(m for m in sys.modules if m.split('.')[0] in ('actors', 'thespian')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert "" == out.stdout.strip()

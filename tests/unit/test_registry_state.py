@@ -43,19 +43,29 @@ def memo(n: int) -> Memo:
     return Memo(n=n)
 
 
-def card(name: str, path: str | None = None, *, tags: tuple[str, ...] = ("general",),
-         streaming: bool = False, extensions: tuple[str, ...] = (),
-         **fields: Any) -> AgentCard:  # noqa: ANN401
+def card(
+    name: str,
+    path: str | None = None,
+    *,
+    tags: tuple[str, ...] = ("general",),
+    streaming: bool = False,
+    extensions: tuple[str, ...] = (),
+    **fields: Any,
+) -> AgentCard:
     return AgentCard(
-        name=name, description=f"{name} agent", version="1", path=path or f"root/agents/{name}",
-        capabilities=AgentCapabilities(streaming=streaming,
-                                       extensions=[AgentExtension(uri=u) for u in extensions]),
+        name=name,
+        description=f"{name} agent",
+        version="1",
+        path=path or f"root/agents/{name}",
+        capabilities=AgentCapabilities(
+            streaming=streaming, extensions=[AgentExtension(uri=u) for u in extensions]
+        ),
         skills=[AgentSkill(id=f"{name}-skill", name="skill", description="d", tags=list(tags))],
         **fields,
     )
 
 
-def config(**overrides: Any) -> RegistryConfig:  # noqa: ANN401
+def config(**overrides: Any) -> RegistryConfig:
     return RegistryConfig(**overrides)
 
 
@@ -192,8 +202,7 @@ def test_a_card_with_problems_is_an_invalid_card() -> None:
 def test_unknown_names_are_refused_as_unknown_agent() -> None:
     directory = AgentDirectory()
 
-    for call in (directory.get, directory.remove,
-                 lambda name: directory.set_status(name, "busy")):
+    for call in (directory.get, directory.remove, lambda name: directory.set_status(name, "busy")):
         with pytest.raises(Refusal) as refused:
             call("nobody")
         assert "UnknownAgent" == refused.value.error
@@ -206,7 +215,7 @@ def test_find_combines_every_given_filter() -> None:
     directory.register(card("c", tags=("code",), streaming=True))
     directory.set_status("c", "busy")
 
-    def find(**query: Any) -> list[str]:  # noqa: ANN401
+    def find(**query: Any) -> list[str]:
         return [c.name for c in directory.cards(FindAgents(**query))]
 
     assert ["a", "b", "c"] == find()
@@ -245,16 +254,18 @@ def test_is_under_compares_whole_path_segments() -> None:
     assert not is_under("root/ab", "root/a")
 
 
-@pytest.mark.parametrize(("event", "expected"), [
-    ("child_exited", "root/agents/a"),
-    ("child_terminated", "root/agents/a"),
-    ("start_failed", "root/agents/a"),
-    ("child_started", None),
-    ("child_restarted", None),
-])
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ("child_exited", "root/agents/a"),
+        ("child_terminated", "root/agents/a"),
+        ("start_failed", "root/agents/a"),
+        ("child_started", None),
+        ("child_restarted", None),
+    ],
+)
 def test_only_exit_events_name_a_path_to_remove(event: str, expected: str | None) -> None:
-    ev = SupervisionEvent(seq=1, time=0.0, supervisor="root/agents", child_id="a",
-                          event=event)
+    ev = SupervisionEvent(seq=1, time=0.0, supervisor="root/agents", child_id="a", event=event)
 
     assert expected == exited_path(ev)
 
@@ -282,8 +293,11 @@ def test_held_messages_are_released_by_registration_in_order() -> None:
     assert Kept(held=1, expires_in=30.0) == first
     assert Kept(held=2, expires_in=30.0) == second
     assert deliveries is not None
-    assert ("a", "root/agents/a", [1, 2]) == (deliveries.name, deliveries.path,
-                                             ns(list(deliveries.items)))
+    assert ("a", "root/agents/a", [1, 2]) == (
+        deliveries.name,
+        deliveries.path,
+        ns(list(deliveries.items)),
+    )
     stats = state.statistics()
     assert (0, 2, 0) == (stats.held, stats.delivered, stats.forwarded)
 
@@ -317,12 +331,14 @@ def test_sweep_reports_expired_messages_as_losses() -> None:
 
     losses = state.sweep(now=6.0)
 
-    assert [("a", "expired", [1, 2])] == [(loss.agent, loss.reason, nums(loss.messages))
-                                           for loss in losses]
+    assert [("a", "expired", [1, 2])] == [
+        (loss.agent, loss.reason, nums(loss.messages)) for loss in losses
+    ]
     stats = state.statistics()
     assert (1, 2) == (stats.held, stats.expired)
     assert [("a", "expired", 2, ["test.registry_memo"], 1234.0)] == [
-        (loss.agent, loss.reason, loss.count, loss.kinds, loss.at) for loss in stats.recent_losses]
+        (loss.agent, loss.reason, loss.count, loss.kinds, loss.at) for loss in stats.recent_losses
+    ]
 
 
 def test_a_refused_message_counts_as_overflowed() -> None:
@@ -478,24 +494,36 @@ def test_an_unknown_payload_kind_imports_its_module_first() -> None:
 
         return types.ModuleType(name)
 
-    command = DeliverToAgent(name="a", payload_kind="test.registry_late",
-                             payload_module="some.module")
+    command = DeliverToAgent(
+        name="a", payload_kind="test.registry_late", payload_module="some.module"
+    )
 
     assert "test.registry_late" == rebuild_payload(command, importer).kind
     assert ["some.module"] == imported
 
 
-@pytest.mark.parametrize(("command", "error"), [
-    (DeliverToAgent(name="a", payload_kind="test.nothing"), "UnknownPayloadKind"),
-    (DeliverToAgent(name="a", payload_kind="test.nothing", payload_module="no_such_mod_xyz"),
-     "UnknownPayloadKind"),
-    (DeliverToAgent(name="a", payload_kind="test.nothing", payload_module="os; rm"),
-     "UnknownPayloadKind"),
-    (DeliverToAgent(name="a", payload_kind="test.registry_memo", payload={"n": "x"}),
-     "PayloadInvalid"),
-    (DeliverToAgent(name="a", payload_kind="test.registry_memo", payload={"n": 1, "x": 2}),
-     "PayloadInvalid"),
-])
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        (DeliverToAgent(name="a", payload_kind="test.nothing"), "UnknownPayloadKind"),
+        (
+            DeliverToAgent(name="a", payload_kind="test.nothing", payload_module="no_such_mod_xyz"),
+            "UnknownPayloadKind",
+        ),
+        (
+            DeliverToAgent(name="a", payload_kind="test.nothing", payload_module="os; rm"),
+            "UnknownPayloadKind",
+        ),
+        (
+            DeliverToAgent(name="a", payload_kind="test.registry_memo", payload={"n": "x"}),
+            "PayloadInvalid",
+        ),
+        (
+            DeliverToAgent(name="a", payload_kind="test.registry_memo", payload={"n": 1, "x": 2}),
+            "PayloadInvalid",
+        ),
+    ],
+)
 def test_bad_payloads_are_refused_by_name(command: DeliverToAgent, error: str) -> None:
     with pytest.raises(Refusal) as refused:
         rebuild_payload(command)
@@ -503,9 +531,15 @@ def test_bad_payloads_are_refused_by_name(command: DeliverToAgent, error: str) -
     assert error == refused.value.error
 
 
-@pytest.mark.parametrize("args", [
-    {"max_held": 0}, {"hold_seconds": -1}, {"overflow": "drop_newest"}, {"max_hold": 5},
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"max_held": 0},
+        {"hold_seconds": -1},
+        {"overflow": "drop_newest"},
+        {"max_hold": 5},
+    ],
+)
 def test_bad_registry_args_are_rejected(args: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         RegistryConfig.model_validate(args)

@@ -72,7 +72,7 @@ class FakeHost:
         self.deferred.append(replies)
         return replies.append
 
-    def set_timer(self, seconds: float, payload: Any) -> int:  # noqa: ANN401
+    def set_timer(self, seconds: float, payload: Any) -> int:
         token = len(self.timers) + 1
         self.timers[token] = (seconds, payload)
         return token
@@ -93,28 +93,32 @@ class ClockedRegistry(Registry):
         return self.now
 
 
-def start(**args: Any) -> tuple[ClockedRegistry, FakeHost]:  # noqa: ANN401
+def start(**args: Any) -> tuple[ClockedRegistry, FakeHost]:
     worker = ClockedRegistry()
     host = FakeHost()
     worker.args = args
     worker.child_id = "registry"
     worker.path = PATH
     worker.state_dir = Path("/nonexistent")
-    worker._host = host  # type: ignore[assignment]  # noqa: SLF001 - the stub stands in for the host
+    worker._host = host  # type: ignore[assignment]
     worker.on_start()
     return worker, host
 
 
-def card(name: str, **fields: Any) -> AgentCard:  # noqa: ANN401
+def card(name: str, **fields: Any) -> AgentCard:
     values: dict[str, Any] = {
-        "name": name, "description": "d", "version": "1", "path": f"root/agents/{name}",
-        "skills": [AgentSkill(id="s", name="s", description="d", tags=["t"])], **fields}
+        "name": name,
+        "description": "d",
+        "version": "1",
+        "path": f"root/agents/{name}",
+        "skills": [AgentSkill(id="s", name="s", description="d", tags=["t"])],
+        **fields,
+    }
     return AgentCard(**values)
 
 
 def event(seq: int, name: str, child_id: str, supervisor: str = "root/agents") -> SupervisionEvent:
-    return SupervisionEvent(seq=seq, time=0.0, supervisor=supervisor, child_id=child_id,
-                            event=name)
+    return SupervisionEvent(seq=seq, time=0.0, supervisor=supervisor, child_id=child_id, event=name)
 
 
 def memo(n: int) -> DeliverToAgent:
@@ -158,7 +162,8 @@ def test_expired_messages_are_logged_at_the_next_message(logs: Logs) -> None:
 
     expired = events_named(logs, "messages_expired")
     assert [("a", 2, ["test.registry_worker_memo"])] == [
-        (e["agent"], e["count"], e["kinds"]) for e in expired]
+        (e["agent"], e["count"], e["kinds"]) for e in expired
+    ]
     assert "warning" == expired[0]["log_level"]
     assert isinstance(stats, RegistryStatistics)
     assert (0, 2) == (stats.held, stats.expired)
@@ -340,6 +345,7 @@ def test_stopping_reports_held_messages_as_discarded(logs: Logs) -> None:
 
     worker.on_stop("shutdown")
 
-    assert [("a", 1)] == [(e["agent"], e["count"])
-                          for e in events_named(logs, "messages_discarded")]
+    assert [("a", 1)] == [
+        (e["agent"], e["count"]) for e in events_named(logs, "messages_discarded")
+    ]
     assert "SyncAbandoned" == host.deferred[0][0].error  # type: ignore[attr-defined]

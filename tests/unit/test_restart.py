@@ -1,4 +1,5 @@
-"""Examples of the pure supervision decisions in ``actors.core.restart`` and the exit reason helpers."""
+"""Examples of the pure supervision decisions in ``actors.core.restart`` and the exit reason
+helpers."""
 
 from __future__ import annotations
 
@@ -163,7 +164,10 @@ def test_affected_children_returns_a_new_list() -> None:
     ],
 )
 def test_auto_shutdown_is_due_as_in_otp(
-    policy: AutoShutdown, exited_significant: bool, still_alive: int, due: bool  # noqa: FBT001
+    policy: AutoShutdown,
+    exited_significant: bool,
+    still_alive: int,
+    due: bool,
 ) -> None:
     assert (
         auto_shutdown_due(
@@ -197,14 +201,25 @@ def test_backoff_delay_stays_at_the_cap_for_a_very_large_attempt() -> None:
 # --- exit reasons -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reason", ["normal", "shutdown", "shutdown:x", "shutdown:", "shutdown:a:b"])
+@pytest.mark.parametrize(
+    "reason", ["normal", "shutdown", "shutdown:x", "shutdown:", "shutdown:a:b"]
+)
 def test_the_normal_class_of_exit_reasons_is_normal(reason: str) -> None:
     assert is_normal_exit(reason)
 
 
 @pytest.mark.parametrize(
     "reason",
-    ["killed", "error:ValueError: boom", "", "Normal", "shutdownx", "normal:x", " shutdown", "gave up"],
+    [
+        "killed",
+        "error:ValueError: boom",
+        "",
+        "Normal",
+        "shutdownx",
+        "normal:x",
+        " shutdown",
+        "gave up",
+    ],
 )
 def test_other_exit_reasons_are_not_normal(reason: str) -> None:
     assert not is_normal_exit(reason)
@@ -234,4 +249,3 @@ def test_an_error_reason_is_abnormal_so_a_transient_child_restarts() -> None:
     reason = error_reason(ValueError("shutdown"))
     assert not is_normal_exit(reason)
     assert should_restart("transient", reason)
-

@@ -44,8 +44,9 @@ def test_a_run_cannot_be_created_under_a_parent_that_is_not_running() -> None:
     parent = book.create("alice", "p", T0)
     book.stop(parent.id, "alice", T0)
 
-    assert "InvalidTransition" == error_of(lambda: book.create("alice", "c", T0,
-                                                                parent=parent.id))[0]
+    assert (
+        "InvalidTransition" == error_of(lambda: book.create("alice", "c", T0, parent=parent.id))[0]
+    )
     assert 1 == len(book)
 
 
@@ -56,8 +57,7 @@ def test_completing_a_run_records_its_result_and_is_final() -> None:
     done = book.complete(run.id, "alice", 1, {"answer": [1, 2]}, T0 + 5)
 
     assert not isinstance(done, Stale)
-    assert ("completed", {"answer": [1, 2]}, T0 + 5) == (done.status, done.result,
-                                                          done.updated_at)
+    assert ("completed", {"answer": [1, 2]}, T0 + 5) == (done.status, done.result, done.updated_at)
     error, message = error_of(lambda: book.resume(run.id, "alice", T0 + 6))
     assert "InvalidTransition" == error
     assert "completed" in message
@@ -186,8 +186,10 @@ def test_attach_adds_an_agent_once_and_only_to_a_running_run() -> None:
 
     assert ["root/agents/a"] == again.agents
     assert T0 == again.updated_at
-    assert "InvalidTransition" == error_of(
-        lambda: book.attach(run.id, "alice", "root/agents/b", T0))[0]
+    assert (
+        "InvalidTransition"
+        == error_of(lambda: book.attach(run.id, "alice", "root/agents/b", T0))[0]
+    )
 
 
 def test_another_owners_run_is_unknown_exactly_like_a_missing_one() -> None:
@@ -223,7 +225,8 @@ def test_statistics_count_every_status_over_every_owner() -> None:
     book.stop(b.id, "bob", T0)
 
     assert {"running": 1, "stopped": 1, "completed": 0, "failed": 0, "total": 2} == (
-        book.statistics())
+        book.statistics()
+    )
 
 
 @pytest.mark.parametrize("value", [(1, 2), {1: "a"}, float("nan"), b"bytes", {"x": {1, 2}}])

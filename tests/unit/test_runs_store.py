@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.services.runs_book import RunBook
 from actors.services.runs import RunStore, StoreError
+from actors.services.runs_book import RunBook
 
 T0 = 1_000.0
 

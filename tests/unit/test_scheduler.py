@@ -39,15 +39,26 @@ A2 = "root/agents/a2"
 
 def tree(**args: object) -> SupervisorSpec:
     """An audit recorder, two agents under their own supervisor, and the scheduler."""
-    return SupervisorSpec(id="root", intensity=10, children=[
-        ChildSpec(id="audit", start="tests.integration._scheduler_workers:AuditRecorder"),
-        SupervisorSpec(id="agents", intensity=10, children=[
-            ChildSpec(id="a1", start="tests.integration._workers:Echo"),
-            ChildSpec(id="a2", start="tests.integration._workers:Echo"),
-        ]),
-        ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler",
-                  args={"audit": "root/audit", **args}),
-    ])
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            ChildSpec(id="audit", start="tests.integration._scheduler_workers:AuditRecorder"),
+            SupervisorSpec(
+                id="agents",
+                intensity=10,
+                children=[
+                    ChildSpec(id="a1", start="tests.integration._workers:Echo"),
+                    ChildSpec(id="a2", start="tests.integration._workers:Echo"),
+                ],
+            ),
+            ChildSpec(
+                id="scheduler",
+                start="actors.services.scheduler:Scheduler",
+                args={"audit": "root/audit", **args},
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -89,12 +100,17 @@ def in_state(rt: Runtime, state: str, **submit: object) -> TaskInfo:
 def test_a_submitted_task_is_pending_with_its_fields(rt: Runtime) -> None:
     before = time.time()
 
-    t = task(rt, SubmitTask(description="write the report", priority="high", agent=A1,
-                            max_duration=30.0))
+    t = task(
+        rt, SubmitTask(description="write the report", priority="high", agent=A1, max_duration=30.0)
+    )
 
     assert "pending" == t.state
-    assert ("write the report", "high", A1, 30.0) == (t.description, t.priority, t.agent,
-                                                     t.max_duration)
+    assert ("write the report", "high", A1, 30.0) == (
+        t.description,
+        t.priority,
+        t.agent,
+        t.max_duration,
+    )
     assert before <= t.created_at <= time.time()
     assert (None, None, None, None) == (t.started_at, t.finished_at, t.result, t.reason)
     assert t == task(rt, GetTask(task_id=t.id))
@@ -115,11 +131,14 @@ def test_a_task_runs_to_completion_with_its_result(rt: Runtime) -> None:
     assert done == task(rt, GetTask(task_id=t.id))
 
 
-@pytest.mark.parametrize(("start_state", "command", "end_state"), [
-    ("running", lambda i: FailTask(task_id=i, reason="tool broke"), "failed"),
-    ("pending", lambda i: CancelTask(task_id=i, reason="not needed"), "cancelled"),
-    ("running", lambda i: CancelTask(task_id=i, reason="not needed"), "cancelled"),
-])
+@pytest.mark.parametrize(
+    ("start_state", "command", "end_state"),
+    [
+        ("running", lambda i: FailTask(task_id=i, reason="tool broke"), "failed"),
+        ("pending", lambda i: CancelTask(task_id=i, reason="not needed"), "cancelled"),
+        ("running", lambda i: CancelTask(task_id=i, reason="not needed"), "cancelled"),
+    ],
+)
 def test_fail_and_cancel_finish_a_task_with_a_reason(
     rt: Runtime, start_state: str, command: Callable[[str], Message], end_state: str
 ) -> None:
@@ -135,15 +154,18 @@ def test_fail_and_cancel_finish_a_task_with_a_reason(
 # --- Refusals --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("state", "command", "name"), [
-    ("pending", lambda i: CompleteTask(task_id=i), "CompleteTask"),
-    ("pending", lambda i: FailTask(task_id=i, reason="r"), "FailTask"),
-    ("running", lambda i: StartTask(task_id=i), "StartTask"),
-    ("completed", lambda i: StartTask(task_id=i), "StartTask"),
-    ("failed", lambda i: CompleteTask(task_id=i), "CompleteTask"),
-    ("cancelled", lambda i: CancelTask(task_id=i), "CancelTask"),
-    ("completed", lambda i: CancelTask(task_id=i), "CancelTask"),
-])
+@pytest.mark.parametrize(
+    ("state", "command", "name"),
+    [
+        ("pending", lambda i: CompleteTask(task_id=i), "CompleteTask"),
+        ("pending", lambda i: FailTask(task_id=i, reason="r"), "FailTask"),
+        ("running", lambda i: StartTask(task_id=i), "StartTask"),
+        ("completed", lambda i: StartTask(task_id=i), "StartTask"),
+        ("failed", lambda i: CompleteTask(task_id=i), "CompleteTask"),
+        ("cancelled", lambda i: CancelTask(task_id=i), "CancelTask"),
+        ("completed", lambda i: CancelTask(task_id=i), "CancelTask"),
+    ],
+)
 def test_an_invalid_transition_is_refused_naming_the_task_its_state_and_the_command(
     rt: Runtime, state: str, command: Callable[[str], Message], name: str
 ) -> None:
@@ -160,14 +182,18 @@ def test_an_invalid_transition_is_refused_naming_the_task_its_state_and_the_comm
     assert stats == rt.ask(S, GetStatistics())
 
 
-@pytest.mark.parametrize("command", [
-    StartTask(task_id="ghost"),
-    CompleteTask(task_id="ghost"),
-    FailTask(task_id="ghost", reason="r"),
-    CancelTask(task_id="ghost"),
-    GetTask(task_id="ghost"),
-    WaitTask(task_id="ghost", timeout=1.0),
-], ids=lambda m: m.kind)
+@pytest.mark.parametrize(
+    "command",
+    [
+        StartTask(task_id="ghost"),
+        CompleteTask(task_id="ghost"),
+        FailTask(task_id="ghost", reason="r"),
+        CancelTask(task_id="ghost"),
+        GetTask(task_id="ghost"),
+        WaitTask(task_id="ghost", timeout=1.0),
+    ],
+    ids=lambda m: m.kind,
+)
 def test_an_unknown_task_id_is_refused(rt: Runtime, command: Message) -> None:
     error = rejected(rt, command)
 
@@ -209,8 +235,7 @@ def test_next_task_hands_out_by_priority_then_in_submission_order_and_starts_it(
     rt: Runtime,
 ) -> None:
     for n, priority in enumerate(["low", "normal", "critical", "normal", "high", "critical"]):
-        rt.ask(S, SubmitTask(description=f"{priority}-{n}", priority=priority,
-                             task_id=f"t{n}"))
+        rt.ask(S, SubmitTask(description=f"{priority}-{n}", priority=priority, task_id=f"t{n}"))
 
     handed = [task(rt, NextTask()) for _ in range(6)]
 
@@ -261,8 +286,12 @@ def test_statistics_count_the_tasks_in_each_state(rt: Runtime) -> None:
 
     stats = rt.ask(S, GetStatistics())
 
-    assert SchedulerStatistics(pending=2, running=1, completed=1, failed=1, cancelled=1,
-                               timed_out=0, total=6) == stats
+    assert (
+        SchedulerStatistics(
+            pending=2, running=1, completed=1, failed=1, cancelled=1, timed_out=0, total=6
+        )
+        == stats
+    )
     assert isinstance(stats, SchedulerStatistics)
     assert "6 tasks (2 pending, 1 running, 1 completed, 1 failed, 1 cancelled)" == stats.summary()
 
@@ -348,9 +377,11 @@ def test_a_task_whose_agent_crashes_is_reaped_as_failed_and_audited(rt: Runtime)
     assert 1 == len(audits.records)
     record = audits.records[0]
     assert (S, "task.reaped") == (record["actor"], record["action"])
-    assert ("zombie", A1, reaped.reason) == (record["detail"]["task_id"],
-                                             record["detail"]["agent"],
-                                             record["detail"]["reason"])
+    assert ("zombie", A1, reaped.reason) == (
+        record["detail"]["task_id"],
+        record["detail"]["agent"],
+        record["detail"]["reason"],
+    )
 
 
 def test_the_exit_of_a_supervisor_reaps_the_tasks_of_the_agents_below_it(rt: Runtime) -> None:
@@ -379,8 +410,10 @@ def test_an_agent_exit_before_its_task_started_does_not_reap_the_task(rt: Runtim
 
 
 def test_every_task_survives_a_restart_of_the_scheduler_in_its_last_state(rt: Runtime) -> None:
-    tasks = [in_state(rt, s, task_id=s) for s in
-             ["pending", "running", "completed", "failed", "cancelled"]]
+    tasks = [
+        in_state(rt, s, task_id=s)
+        for s in ["pending", "running", "completed", "failed", "cancelled"]
+    ]
     stats = rt.ask(S, GetStatistics())
 
     rt.terminate_child("root", "scheduler")
@@ -418,8 +451,9 @@ def test_an_audit_record_waits_in_the_outbox_until_the_audit_log_is_there(
     with pytest.raises(ActorCrashed):
         rt.ask(A1, Crash())
     assert "failed" == task(rt, WaitTask(task_id=t.id, timeout=5.0)).state
-    rt.start_child("root", ChildSpec(
-        id="late", start="tests.integration._scheduler_workers:AuditRecorder"))
+    rt.start_child(
+        "root", ChildSpec(id="late", start="tests.integration._scheduler_workers:AuditRecorder")
+    )
     audits = rt.ask("root/late", GetAudits(count=1, timeout=5.0))
 
     assert isinstance(audits, Audits)

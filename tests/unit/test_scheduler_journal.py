@@ -61,8 +61,12 @@ def test_a_command_whose_transaction_fails_leaves_nothing_of_it(tmp_path: Path) 
     unstorable = bad.model_copy(update={"result": math.nan})
 
     with pytest.raises(ValueError, match="JSON"):
-        journal.commit("SubmitTask", [("SubmitTask", good), ("SubmitTask", unstorable)], 1.0,
-                       audit=[{"actor": "a", "action": "b", "detail": {}}])
+        journal.commit(
+            "SubmitTask",
+            [("SubmitTask", good), ("SubmitTask", unstorable)],
+            1.0,
+            audit=[{"actor": "a", "action": "b", "detail": {}}],
+        )
 
     assert [] == journal.load_tasks()
     assert [] == journal.history(good.id)

@@ -820,7 +820,7 @@ def test_loader_does_not_import_actors_or_thespian() -> None:
         "assert not bad, bad\n"
     )
 
-    result = subprocess.run(  # noqa: S603 - our own interpreter
+    result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
 
