@@ -24,7 +24,7 @@ from actors.agents.model_guard import (
     RateLimiter,
     decide,
 )
-from tests.unit.test_agent_loop import (
+from tests.unit.agents.test_agent_loop import (
     Clock,
     FakeHost,
     call,
