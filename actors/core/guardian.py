@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from actors.core.seam import Address, SeamActor, pack_address, unpack_address
+from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.supervisor import SupervisorActor
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
 from actors.logs import ensure_safe_logging
@@ -129,10 +129,10 @@ class Guardian(SeamActor):
         """Return the guardian's name for logs."""
         return "guardian"
 
-    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         """Dispatch one message; see the module doc."""
         msg = env.message
-        if meta and meta.get("ask"):
+        if meta.ask:
             self._remember_client(sender)
         if isinstance(msg, _Resolve):
             self._resolve(msg, sender, env)
@@ -321,7 +321,7 @@ class Guardian(SeamActor):
                 kinds.append("<undecodable>")
             for env in envelopes:
                 kinds.append(env.message.kind if isinstance(env, codec.Envelope) else "<bad>")
-                if meta and meta.get("ask") and isinstance(env, codec.Envelope):
+                if FrameMeta.from_wire(meta).ask and isinstance(env, codec.Envelope):
                     for client in self._clients.values():
                         self.reply(client, env, _Gone(path=""))
         else:

@@ -419,8 +419,8 @@ class Runtime:
         if result is None:
             raise AskTimeout(path, round(timeout, 3))
         env, meta = result
-        if meta and "ev" in meta:
-            incarnation, count = meta["ev"]
+        if meta.events is not None:
+            incarnation, count = meta.events
             self._barrier[incarnation] = max(self._barrier.get(incarnation, 0), count)
         return env.message
 

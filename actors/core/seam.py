@@ -59,9 +59,12 @@ __all__ = [
     "DEFAULT_BATCH_MAX",
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_WINDOW",
+    "NO_META",
     "Address",
+    "FrameMeta",
     "Link",
     "SeamActor",
+    "decode_reply",
     "encode_external",
     "open_system",
     "pack_address",
@@ -86,7 +89,70 @@ def spawn_global(system: Any, actor_class: type, name: str) -> Address:
     return address
 
 
-ASK_META: dict[str, Any] = {"ask": 1}
+@dataclass(frozen=True, slots=True)
+class FrameMeta:
+    """The header of one frame: what the seam and the Runtime read besides its envelopes.
+
+    On the wire it is a msgpack map with short keys (declared here and nowhere else).
+    """
+
+    link: int | None = None
+    """The frame's sequence number on its data-path link (``"l"``); None off the data path."""
+    acks: list[list[Any]] | None = None
+    """Acknowledged frames of the reverse link, ``[seq, [refused ids]]`` each (``"a"``)."""
+    events: tuple[str, int] | None = None
+    """A supervisor's (incarnation, events sent) when it answered (``"ev"``)."""
+    ask: bool = False
+    """An ask from outside the actors: always answered, Ok if the handler returns nothing."""
+
+    def to_wire(self) -> dict[str, Any] | None:
+        """Return the msgpack map for this header (None when it carries nothing)."""
+        wire: dict[str, Any] = {}
+        if self.link is not None:
+            wire[_LINK] = self.link
+        if self.acks is not None:
+            wire[_ACKS] = self.acks
+        if self.events is not None:
+            wire[_EVENTS] = list(self.events)
+        if self.ask:
+            wire[_ASK] = 1
+        return wire or None
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any] | None) -> FrameMeta:
+        """Return the header a frame carried (``NO_META`` for none)."""
+        if not wire:
+            return NO_META
+        events = wire.get(_EVENTS)
+        return cls(
+            link=wire.get(_LINK),
+            acks=wire.get(_ACKS),
+            events=(str(events[0]), int(events[1])) if events else None,
+            ask=bool(wire.get(_ASK)),
+        )
+
+
+_LINK, _ACKS, _EVENTS, _ASK = "l", "a", "ev", "ask"
+NO_META = FrameMeta()
+ASK_META = FrameMeta(ask=True)
+
+
+def decode_reply(
+    raw: bytes, message_id: int, *, max_size: int
+) -> tuple[codec.Envelope, FrameMeta] | None:
+    """Return the envelope of frame ``raw`` answering ``message_id`` and the frame's header.
+
+    None when the frame answers another request (or cannot be decoded: logged).
+    """
+    try:
+        wire, envelopes = codec.decode_frame(raw, max_size=max_size)
+    except CodecError as exc:
+        log.warning("reply_undecodable", error=str(exc))
+        return None
+    for env in envelopes:
+        if isinstance(env, codec.Envelope) and env.correlation_id == message_id:
+            return env, FrameMeta.from_wire(wire)
+    return None
 
 
 def encode_external(
@@ -96,7 +162,7 @@ def encode_external(
     the receiver always answers it (Ok when its handler returns nothing)."""
     return codec.encode_frame(
         [codec.envelope_parts(message, message_id)],
-        meta=ASK_META if ask else None,
+        meta=ASK_META.to_wire() if ask else None,
         max_size=max_size,
     )
 
@@ -206,9 +272,10 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             )
             self.send_message(sender, ErrorReply(error=type(exc).__name__, message=str(exc)))
             return
-        link_seq = meta.get("l") if meta else None
-        if meta and "a" in meta:
-            self._on_acks(sender, meta["a"])
+        header = FrameMeta.from_wire(meta)
+        link_seq = header.link
+        if header.acks is not None:
+            self._on_acks(sender, header.acks)
         refused: list[int] = []
         for env in envelopes:
             if isinstance(env, codec.BadEnvelope):
@@ -229,7 +296,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             if link_seq is not None and not self.accepting():
                 refused.append(env.message_id)
                 continue
-            self.on_message(env, sender, meta)
+            self.on_message(env, sender, header)
         if link_seq is not None:
             self._ensure_links()
             key = str(sender)
@@ -264,13 +331,13 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         message: Message,
         *,
         correlation_id: int | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: FrameMeta | None = None,
     ) -> int:
         """Encode ``message`` and send it to ``to``; return its message id."""
         mid = codec.new_message_id()
         data = codec.encode_frame(
             [codec.envelope_parts(message, mid, correlation_id)],
-            meta=meta,
+            meta=meta.to_wire() if meta is not None else None,
             max_size=self.max_message_size,
         )
         self.send(to, data)
@@ -326,7 +393,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             for address, acks in due.values():
                 self.send(
                     address,
-                    codec.encode_frame([], meta={"a": acks}, max_size=self.max_message_size),
+                    codec.encode_frame([], meta={_ACKS: acks}, max_size=self.max_message_size),
                 )
 
     def _flush_link(self, key: str, link: Link) -> None:
@@ -335,10 +402,10 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             batch = [link.queue.popleft() for _ in range(count)]
             seq = link.next_seq
             link.next_seq += 1
-            meta: dict[str, Any] = {"l": seq}
+            meta: dict[str, Any] = {_LINK: seq}
             due = self._acks_due.pop(key, None)
             if due is not None:
-                meta["a"] = due[1]
+                meta[_ACKS] = due[1]
             data = codec.encode_frame(
                 [parts for parts, _ in batch], meta=meta, max_size=self.max_message_size
             )
@@ -391,7 +458,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         request: codec.Envelope,
         message: Message,
         *,
-        meta: dict[str, Any] | None = None,
+        meta: FrameMeta | None = None,
     ) -> None:
         """Send ``message`` to ``to`` as the answer to ``request``."""
         self.send_message(to, message, correlation_id=request.message_id, meta=meta)
@@ -448,9 +515,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         """Return a short name for logs."""
         return type(self).__name__
 
-    def on_message(
-        self, env: codec.Envelope, sender: ActorAddress, meta: dict[str, Any] | None
-    ) -> None:
+    def on_message(self, env: codec.Envelope, sender: ActorAddress, meta: FrameMeta) -> None:
         """Handle one decoded message."""
         log.warning("unexpected_message", actor=self.describe(), kind=env.message.kind)
 

@@ -41,7 +41,7 @@ from actors.core.restart import (
     prune,
     record_restart,
 )
-from actors.core.seam import Address, SeamActor, pack_address, unpack_address
+from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent, kill_process
 from actors.core.worker import WorkerActor
 from actors.logs import ensure_safe_logging
@@ -172,7 +172,7 @@ class SupervisorActor(SeamActor):
 
     # --- Inputs: everything becomes an _Ev and goes through _pump -----------------------------
 
-    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         """Turn a decoded message into an input event."""
         msg = env.message
         if isinstance(msg, _Started | _StartFailed | _Exiting) and msg.incarnation:
@@ -643,7 +643,7 @@ class SupervisorActor(SeamActor):
     # --- The child API ---------------------------------------------------------------------------
 
     def _answer(self, to: Address, env: codec.Envelope, message: Any) -> None:
-        self.reply(to, env, message, meta={"ev": [self._incarnation, self._events_sent]})
+        self.reply(to, env, message, meta=FrameMeta(events=(self._incarnation, self._events_sent)))
 
     def _refuse(self, to: Address, env: codec.Envelope, error: str, message: str) -> None:
         self._answer(to, env, ErrorReply(error=error, message=message))

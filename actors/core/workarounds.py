@@ -32,8 +32,8 @@ from typing import Any
 import psutil
 import structlog
 
+from actors.core.seam import FrameMeta, decode_reply
 from protocols import codec
-from protocols.errors import CodecError
 
 __all__ = [
     "DeliveryFailed",
@@ -128,11 +128,11 @@ def ask_correlated(
     timeout: float,
     *,
     max_size: int,
-) -> tuple[codec.Envelope, dict[str, Any] | None] | None:
+) -> tuple[codec.Envelope, FrameMeta] | None:
     """Send ``data`` and wait for the envelope answering ``message_id``.
 
     Returns:
-        (the reply envelope, the frame's meta), or None on timeout.
+        (the reply envelope, the frame's header), or None on timeout.
 
     Raises:
         DeliveryFailed: Thespian gave up delivering (the target's process is gone).
@@ -146,23 +146,18 @@ def ask_correlated(
                 raise DeliveryFailed
             return None
         if isinstance(raw, bytes):
-            try:
-                meta, envelopes = codec.decode_frame(raw, max_size=max_size)
-            except CodecError as exc:
-                log.warning("reply_undecodable", error=str(exc))
-                envelopes, meta = [], None
-            for env in envelopes:
-                if isinstance(env, codec.Envelope) and env.correlation_id == message_id:
-                    if time.monotonic() > deadline + _LATE_MARGIN:
-                        # simpleSystemBase ignores ask timeouts and blocks until the handler
-                        # returns: a reply after the deadline is a timeout all the same.
-                        log.warning(
-                            "late_reply_dropped",
-                            kind=env.message.kind,
-                            late_by=round(time.monotonic() - deadline, 3),
-                        )
-                        return None
-                    return env, meta
+            found = decode_reply(raw, message_id, max_size=max_size)
+            if found is not None:
+                if time.monotonic() > deadline + _LATE_MARGIN:
+                    # simpleSystemBase ignores ask timeouts and blocks until the handler
+                    # returns: a reply after the deadline is a timeout all the same.
+                    log.warning(
+                        "late_reply_dropped",
+                        kind=found[0].message.kind,
+                        late_by=round(time.monotonic() - deadline, 3),
+                    )
+                    return None
+                return found
             log.debug("stale_reply_skipped", expected=message_id)
         else:
             log.debug("non_understudy_reply_skipped", type=type(raw).__name__)

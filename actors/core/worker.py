@@ -25,7 +25,7 @@ import structlog
 
 from actors.core.flow import Flow, Flows
 from actors.core.loading import load_class
-from actors.core.seam import Address, SeamActor, unpack_address
+from actors.core.seam import Address, FrameMeta, SeamActor, unpack_address
 from actors.core.workarounds import die_with_parent
 from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
@@ -163,7 +163,7 @@ class WorkerActor(SeamActor):
         """Return the worker's path for logs."""
         return self._path
 
-    def on_message(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
+    def on_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         """Handle one decoded message according to the lifecycle in the module doc."""
         msg = env.message
         if isinstance(msg, _Init):
@@ -177,7 +177,7 @@ class WorkerActor(SeamActor):
         elif isinstance(msg, _Resolved):
             self._route_resolved(msg)
         elif self._exiting or self._worker is None:
-            if meta is None or "l" not in meta:
+            if meta.link is None:
                 self.reply(sender, env, _Gone(path=self._path))
         elif isinstance(msg, ErrorReply) and env.correlation_id not in self._outstanding:
             log.warning(
@@ -214,10 +214,10 @@ class WorkerActor(SeamActor):
         self._worker = worker
         self.send_message(supervisor, _Started(pid=os.getpid()))
 
-    def _handle(self, env: codec.Envelope, sender: Address, meta: dict[str, Any] | None) -> None:
+    def _handle(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         worker = self._worker
         assert worker is not None  # noqa: S101 - checked by on_message
-        on_link = meta is not None and "l" in meta
+        on_link = meta.link is not None
         corr = env.correlation_id
         self._current, self._deferred = (sender, env, on_link), False
         try:
@@ -241,7 +241,7 @@ class WorkerActor(SeamActor):
             self._current = None
         if result is not None:
             self._answer(sender, env, result, on_link=on_link)
-        elif meta is not None and meta.get("ask") and not self._deferred:
+        elif meta.ask and not self._deferred:
             self.reply(sender, env, Ok())
         self._stop_if_asked()
 
