@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import structlog
 
@@ -79,11 +79,37 @@ from protocols.supervision import (
 from protocols.topology import ChildSpec, SupervisorSpec
 
 __all__ = [
+    "SUPERVISOR_REQUESTS",
     "Op",
     "SupervisorActor",
+    "SupervisorRequest",
 ]
 
 log = structlog.get_logger("understudy.supervisor")
+
+SupervisorRequest = (
+    _Init
+    | _Stop
+    | _RetryRestart
+    | WhichChildren
+    | CountChildren
+    | StartChild
+    | TerminateChild
+    | RestartChild
+    | DeleteChild
+)
+"""What a supervisor is asked to do: its parent's lifecycle commands and the child API."""
+SUPERVISOR_REQUESTS = (
+    _Init,
+    _Stop,
+    _RetryRestart,
+    WhichChildren,
+    CountChildren,
+    StartChild,
+    TerminateChild,
+    RestartChild,
+    DeleteChild,
+)
 
 _timer_tokens = itertools.count(1)
 
@@ -278,31 +304,7 @@ class SupervisorActor(SeamActor):
         env, sender = ev.env, ev.sender
         assert env is not None  # noqa: S101 - requests carry their envelope
         msg = env.message
-        if isinstance(msg, _Init):
-            self._run(self._boot(msg, sender))
-        elif self._exiting and isinstance(msg, _Stop):
-            log.debug("stop_while_exiting_ignored", supervisor=self._path)
-        elif self._exiting:
-            self.reply(sender, env, _Gone(path=self._path))
-        elif isinstance(msg, _Stop):
-            self._run(self._shutdown(msg.reason, event=None))
-        elif isinstance(msg, _RetryRestart):
-            child = self._by_id(msg.child_id)
-            if child is not None and child.status == "restarting":
-                self._run(self._retry_restart(child, count=msg.count))
-        elif isinstance(msg, WhichChildren):
-            self._answer(sender, env, Children(children=[self._info(c) for c in self._children]))
-        elif isinstance(msg, CountChildren):
-            self._answer(sender, env, self._counts())
-        elif isinstance(msg, StartChild):
-            self._run(self._api_start_child(msg, sender, env))
-        elif isinstance(msg, TerminateChild):
-            self._run(self._api_terminate_child(msg.child_id, sender, env))
-        elif isinstance(msg, RestartChild):
-            self._run(self._api_restart_child(msg.child_id, sender, env))
-        elif isinstance(msg, DeleteChild):
-            self._api_delete_child(msg.child_id, sender, env)
-        else:
+        if not isinstance(msg, SUPERVISOR_REQUESTS):
             log.warning("unexpected_message", supervisor=self._path, kind=msg.kind)
             self._answer(
                 sender,
@@ -312,6 +314,40 @@ class SupervisorActor(SeamActor):
                     message=f"a supervisor does not handle {msg.kind!r} messages",
                 ),
             )
+            return
+        if self._exiting and not isinstance(msg, _Init):
+            if isinstance(msg, _Stop):
+                log.debug("stop_while_exiting_ignored", supervisor=self._path)
+            else:
+                self.reply(sender, env, _Gone(path=self._path))
+            return
+        self._dispatch(msg, sender, env)
+
+    def _dispatch(self, msg: SupervisorRequest, sender: Address, env: codec.Envelope) -> None:
+        match msg:
+            case _Init():
+                self._run(self._boot(msg, sender))
+            case _Stop():
+                self._run(self._shutdown(msg.reason, event=None))
+            case _RetryRestart():
+                child = self._by_id(msg.child_id)
+                if child is not None and child.status == "restarting":
+                    self._run(self._retry_restart(child, count=msg.count))
+            case WhichChildren():
+                children = Children(children=[self._info(c) for c in self._children])
+                self._answer(sender, env, children)
+            case CountChildren():
+                self._answer(sender, env, self._counts())
+            case StartChild():
+                self._run(self._api_start_child(msg, sender, env))
+            case TerminateChild():
+                self._run(self._api_terminate_child(msg.child_id, sender, env))
+            case RestartChild():
+                self._run(self._api_restart_child(msg.child_id, sender, env))
+            case DeleteChild():
+                self._api_delete_child(msg.child_id, sender, env)
+            case _:
+                assert_never(msg)
 
     # --- Boot -------------------------------------------------------------------------------
 
