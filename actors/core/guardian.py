@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import structlog
 
@@ -27,6 +27,7 @@ from actors.core.supervisor import SupervisorActor
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
 from actors.logs import ensure_safe_logging
 from protocols import codec
+from protocols._base import Message
 from protocols._lifecycle import (
     _Ack,
     _Boot,
@@ -54,11 +55,13 @@ from protocols.supervision import (
 )
 
 __all__ = [
+    "GUARDIAN_INBOX",
     "GUARDIAN_NAME",
     "MAX_CLIENTS",
     "OWNER_CHECK_INTERVAL",
     "REPORT_DEPENDENCY_TIMEOUT",
     "Guardian",
+    "GuardianInbox",
 ]
 
 log = structlog.get_logger("understudy.guardian")
@@ -94,6 +97,39 @@ class _Stream:
 
     next_n: int = 1
     early: dict[int, _Report] = field(default_factory=dict)
+
+
+GuardianInbox = (
+    _Resolve
+    | _Report
+    | _Register
+    | _Unregister
+    | GetEvents
+    | SubscribeEvents
+    | _Boot
+    | _Started
+    | _StartFailed
+    | _Exiting
+    | _ShutdownTree
+    | ErrorReply
+    | _Gone
+)
+"""What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
+GUARDIAN_INBOX = (
+    _Resolve,
+    _Report,
+    _Register,
+    _Unregister,
+    GetEvents,
+    SubscribeEvents,
+    _Boot,
+    _Started,
+    _StartFailed,
+    _Exiting,
+    _ShutdownTree,
+    ErrorReply,
+    _Gone,
+)
 
 
 class Guardian(SeamActor):
@@ -134,46 +170,59 @@ class Guardian(SeamActor):
         msg = env.message
         if meta.ask:
             self._remember_client(sender)
-        if isinstance(msg, _Resolve):
-            self._resolve(msg, sender, env)
-        elif isinstance(msg, _Report):
-            self._report(msg)
-        elif isinstance(msg, _Register):
-            self._register(msg, sender, env)
-        elif isinstance(msg, _Unregister):
-            self._unregister(msg.path, msg.address, pending=msg.pending)
-        elif isinstance(msg, GetEvents):
-            self._get_events(msg, sender, env)
-        elif isinstance(msg, SubscribeEvents):
-            self._subscribers[msg.path] = sender
-            if msg.replay:
-                for event in self._events:
-                    self.send_message(sender, event)
-        elif isinstance(msg, _Boot):
-            self._boot(msg, sender, env)
-        elif isinstance(msg, _Started) and sender == self._root:
-            self._root_started(msg)
-        elif isinstance(msg, _StartFailed) and sender == self._root:
-            self._root_start_failed(msg)
-        elif isinstance(msg, _Exiting) and sender == self._root:
-            self._root_reason = msg.reason
-            self.stop_actor(sender)
-        elif isinstance(msg, _ShutdownTree):
-            self._shutdown_tree(sender, env)
-        elif isinstance(msg, ErrorReply):
-            log.warning("error_reply_received", error=msg.error, detail=msg.message)
-        elif isinstance(msg, _Gone):
-            log.debug("gone_reply_ignored", path=msg.path)  # a notice reached an exiting actor
+        if isinstance(msg, GUARDIAN_INBOX):
+            self._dispatch(msg, sender, env)
         else:
-            log.warning("unexpected_message", actor="guardian", kind=msg.kind)
-            self.reply(
-                sender,
-                env,
-                ErrorReply(
-                    error=ErrorName.NOT_SUPPORTED,
-                    message=f"the guardian does not handle {msg.kind!r}",
-                ),
-            )
+            self._refuse_unexpected(msg, sender, env)
+
+    def _refuse_unexpected(self, msg: Message, sender: Address, env: codec.Envelope) -> None:
+        log.warning("unexpected_message", actor="guardian", kind=msg.kind)
+        self.reply(
+            sender,
+            env,
+            ErrorReply(
+                error=ErrorName.NOT_SUPPORTED,
+                message=f"the guardian does not handle {msg.kind!r}",
+            ),
+        )
+
+    def _dispatch(self, msg: GuardianInbox, sender: Address, env: codec.Envelope) -> None:
+        from_root = sender == self._root
+        match msg:
+            case _Resolve():
+                self._resolve(msg, sender, env)
+            case _Report():
+                self._report(msg)
+            case _Register():
+                self._register(msg, sender, env)
+            case _Unregister():
+                self._unregister(msg.path, msg.address, pending=msg.pending)
+            case GetEvents():
+                self._get_events(msg, sender, env)
+            case SubscribeEvents():
+                self._subscribers[msg.path] = sender
+                if msg.replay:
+                    for event in self._events:
+                        self.send_message(sender, event)
+            case _Boot():
+                self._boot(msg, sender, env)
+            case _Started() if from_root:
+                self._root_started(msg)
+            case _StartFailed() if from_root:
+                self._root_start_failed(msg)
+            case _Exiting() if from_root:
+                self._root_reason = msg.reason
+                self.stop_actor(sender)
+            case _Started() | _StartFailed() | _Exiting():  # not from the root
+                self._refuse_unexpected(msg, sender, env)
+            case _ShutdownTree():
+                self._shutdown_tree(sender, env)
+            case ErrorReply():
+                log.warning("error_reply_received", error=msg.error, detail=msg.message)
+            case _Gone():
+                log.debug("gone_reply_ignored", path=msg.path)  # a notice reached an exiting actor
+            case _:
+                assert_never(msg)
 
     # --- The root -------------------------------------------------------------------------
 

@@ -166,17 +166,24 @@ class WorkerActor(SeamActor):
     def on_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         """Handle one decoded message according to the lifecycle in the module doc."""
         msg = env.message
-        if isinstance(msg, _Init):
-            self._init(msg, sender)
-        elif isinstance(msg, _Adopt):
-            if msg.parent_pid != os.getpid():
-                die_with_parent(msg.parent_pid)
-            self.reply(sender, env, _Ack())  # opens the connection back to the supervisor
-        elif isinstance(msg, _Stop):
-            self._orderly_stop(msg.reason)
-        elif isinstance(msg, _Resolved):
-            self._route_resolved(msg)
-        elif self._exiting or self._worker is None:
+        match msg:
+            case _Init():
+                self._init(msg, sender)
+            case _Adopt():
+                if msg.parent_pid != os.getpid():
+                    die_with_parent(msg.parent_pid)
+                self.reply(sender, env, _Ack())  # opens the connection back to the supervisor
+            case _Stop():
+                self._orderly_stop(msg.reason)
+            case _Resolved():
+                self._route_resolved(msg)
+            case _:
+                # The worker's inbox is open: everything else is the user's protocol.
+                self._user_message(env, sender, meta)
+
+    def _user_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
+        msg = env.message
+        if self._exiting or self._worker is None:
             if meta.link is None:
                 self.reply(sender, env, _Gone(path=self._path))
         elif isinstance(msg, ErrorReply) and env.correlation_id not in self._outstanding:
