@@ -9,6 +9,7 @@ Endpoints (on 127.0.0.1 by default; ``start()`` returns the ``base_url`` ending 
     POST   /_control/faults       ``{"faults": [FaultSpec, ...]}`` queues faults
     DELETE /_control/faults       clears the queue
     GET    /_control/stats        requests, faults fired, pending faults, a request log
+With an API key, the control endpoints require it too (``Authorization: Bearer <key>``).
 
 How it answers (every answer is a pure function of the request; see :func:`plan_goal`)
     agent runs    the goal is read from the system prompt (``prompts.agent_system_prompt``) or
@@ -32,6 +33,7 @@ Faults (FaultSpec.kind)
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import json
 import select
@@ -334,12 +336,15 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         elif path == "/_control/stats":
-            self._send(200, state.stats().model_dump(mode="json"))
+            if self._control_allowed():
+                self._send(200, state.stats().model_dump(mode="json"))
         else:
             self._send(404, HttpError(404, f"no route GET {path}").body())
 
     def do_DELETE(self) -> None:
         if self._path() == "/_control/faults":
+            if not self._control_allowed():
+                return
             cleared = self.server.state.faults.clear()
             log.info("faults_cleared", cleared=cleared)
             self._send(200, {"cleared": cleared})
@@ -351,6 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path in {"/v1/chat/completions", "/chat/completions"}:
             self._chat()
         elif path == "/_control/faults":
+            if not self._control_allowed():
+                return
             try:
                 faults = FaultsRequest.model_validate(self._body()).faults
             except HttpError as exc:
@@ -428,11 +435,27 @@ class _Handler(BaseHTTPRequestHandler):
                 500, f"the model server failed: {exc!r}", type_="server_error", code="server_error"
             ) from exc
 
+    def _key_accepted(self) -> bool:
+        """True when the server has no key, or the request carries it as its bearer token."""
+        key = self.server.state.api_key
+        if key is None:
+            return True
+        given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def _control_allowed(self) -> bool:
+        """Check the key on a control endpoint; answer 401 (and return False) without it."""
+        if self._key_accepted():
+            return True
+        log.warning("control_request_refused", path=self._path(), client=self.client_address[0])
+        self._send(
+            401, HttpError(401, "Incorrect API key provided.", code="invalid_api_key").body()
+        )
+        return False
+
     def _authorised_request(self, state: _State) -> ChatCompletionRequest:
-        if state.api_key is not None:
-            given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if given != state.api_key:
-                raise HttpError(401, "Incorrect API key provided.", code="invalid_api_key")
+        if not self._key_accepted():
+            raise HttpError(401, "Incorrect API key provided.", code="invalid_api_key")
         try:
             request = ChatCompletionRequest.model_validate(self._body())
         except ValidationError as exc:

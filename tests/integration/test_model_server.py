@@ -457,14 +457,19 @@ def test_fault_logs_name_the_kind_and_served_requests_are_logged(
 # --- the control API over HTTP --------------------------------------------------------------
 
 
-def http(server: ModelServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def http(
+    server: ModelServer, method: str, path: str, body: Any = None, *, key: str | None = None
+) -> tuple[int, Any]:
     root = server.url.removesuffix("/v1")
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(  # noqa: S310 - a local http URL of the test's server
         root + path,
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
@@ -575,6 +580,25 @@ def test_an_api_key_is_required_when_configured() -> None:
             completion = ask(right, conversation("Explain supervision"))
 
     assert "stop" == completion.choices[0].finish_reason
+
+
+def test_the_control_endpoints_require_the_api_key_when_one_is_configured() -> None:
+    faults = {"faults": [{"kind": "500"}]}
+    with ModelServer(api_key="sesame") as server:
+        refused = [
+            http(server, "POST", "/_control/faults", faults)[0],
+            http(server, "POST", "/_control/faults", faults, key="wrong")[0],
+            http(server, "GET", "/_control/stats")[0],
+            http(server, "DELETE", "/_control/faults")[0],
+        ]
+        pending_after_refusals = server.stats().pending_faults
+        queued = http(server, "POST", "/_control/faults", faults, key="sesame")
+        stats_status, stats = http(server, "GET", "/_control/stats", key="sesame")
+
+    assert [401, 401, 401, 401] == refused
+    assert [] == pending_after_refusals
+    assert (200, {"queued": 1}) == queued
+    assert (200, ["500"]) == (stats_status, [f["kind"] for f in stats["pending_faults"]])
 
 
 def test_a_prompt_beyond_the_context_window_is_rejected() -> None:
