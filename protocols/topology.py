@@ -5,6 +5,10 @@ Mirrors OTP's child specification and supervisor flags::
     system:                       # SystemConfig
       base: multiprocTCPBase      # or simpleSystemBase
       admin_port: null            # null: pick a free port
+      listen: 127.0.0.1           # the one address every socket binds
+      cluster: {secret_file: null}  # null: $UNDERSTUDY_SECRET_FILE, else <state_dir>/secret
+      principals:                 # external clients (CLI, Runtime) and their roles
+        operator: {roles: [operator]}
     root:                         # SupervisorSpec
       strategy: one_for_one
       children:
@@ -22,6 +26,8 @@ are never permanent and need an ``auto_shutdown`` other than ``never``.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,13 +35,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "CHILD_ID_PATTERN",
     "DEFAULT_STATE_DIR",
+    "PRINCIPAL_PATTERN",
+    "RESERVED_PRINCIPALS",
+    "ROLE_NAMES",
     "START_PATTERN",
     "AnyChildSpec",
     "AutoShutdown",
     "Backoff",
     "Base",
     "ChildSpec",
+    "ClusterConfig",
     "ModelConfig",
+    "PrincipalSpec",
     "RestartType",
     "Shutdown",
     "Strategy",
@@ -54,6 +65,11 @@ Base = Literal["simpleSystemBase", "multiprocTCPBase"]
 CHILD_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 START_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 DEFAULT_STATE_DIR = ".understudy"
+PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_\-]{0,63}$"
+#: Names no principal or agent may take: the owner program of the tree acts as ``system``.
+RESERVED_PRINCIPALS = frozenset({"system"})
+#: The roles of the access policy, weakest first (their actions: actors.services.access_policy).
+ROLE_NAMES = ("reader", "operator", "admin", "superuser")
 
 
 class _Spec(BaseModel):
@@ -163,15 +179,57 @@ class ModelConfig(_Spec):
     model: str = "understudy-embedded"
 
 
+class ClusterConfig(_Spec):
+    """How the processes of a deployment trust each other."""
+
+    secret_file: str | None = Field(
+        default=None,
+        description="the deployment secret (mode 0600); null: $UNDERSTUDY_SECRET_FILE, "
+        "else <state_dir>/secret, created by `understudy up`",
+    )
+
+
+class PrincipalSpec(_Spec):
+    """An external client (the CLI, a program using the Runtime) and the roles it holds."""
+
+    roles: list[Literal["reader", "operator", "admin", "superuser"]] = Field(default_factory=list)
+
+
+def _default_principals() -> dict[str, PrincipalSpec]:
+    return {"operator": PrincipalSpec(roles=["operator"])}
+
+
 class SystemConfig(_Spec):
     """Which Thespian base runs the tree, and the runtime's knobs."""
 
     base: Base = "multiprocTCPBase"
     admin_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    listen: Annotated[str, Field(description="the IPv4 address every socket binds")] = "127.0.0.1"
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    principals: dict[str, PrincipalSpec] = Field(default_factory=_default_principals)
     state_dir: str = DEFAULT_STATE_DIR
     max_message_size: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> SystemConfig:
+        try:
+            address = ipaddress.IPv4Address(self.listen)
+        except ValueError:
+            msg = f"listen must be an IPv4 address, got {self.listen!r}"
+            raise ValueError(msg) from None
+        if address.is_unspecified:
+            msg = "listen 0.0.0.0 binds every interface; name the one address to bind"
+            raise ValueError(msg)
+        for name in self.principals:
+            if name in RESERVED_PRINCIPALS:
+                msg = f"principal name {name!r} is reserved (the owner program acts as it)"
+                raise ValueError(msg)
+            if not re.match(PRINCIPAL_PATTERN, name):
+                msg = f"principal name {name!r} must match {PRINCIPAL_PATTERN}"
+                raise ValueError(msg)
+        return self
 
 
 class Topology(_Spec):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from actors.cli import main as cli
 from protocols.errors import TopologyError
-from protocols.topology import ChildSpec, SupervisorSpec, Topology
+from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
 from protocols.topology_loader import (
     REGENERATE_SCHEMA_COMMAND,
     SCHEMA_PATH,
@@ -825,3 +826,28 @@ def test_loader_does_not_import_actors_or_thespian() -> None:
     )
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("system", "says"),
+    [
+        ({"listen": "0.0.0.0"}, "binds every interface"),  # noqa: S104 - the refused input
+        ({"listen": "localhost"}, "must be an IPv4 address"),
+        ({"principals": {"system": {}}}, "reserved"),
+        ({"principals": {"Bad Name": {}}}, "must match"),
+        ({"principals": {"ops": {"roles": ["god"]}}}, "reader"),
+        ({"cluster": {"secret": "x"}}, "Extra inputs"),
+    ],
+)
+def test_security_settings_are_checked(system: dict[str, object], says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        SystemConfig.model_validate(system)
+
+
+def test_security_defaults_are_loopback_and_an_operator() -> None:
+    config = SystemConfig()
+    assert config.listen == "127.0.0.1"
+    assert config.cluster.secret_file is None
+    assert {name: spec.roles for name, spec in config.principals.items()} == {
+        "operator": ["operator"]
+    }
