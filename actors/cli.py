@@ -28,6 +28,7 @@ from rich.tree import Tree
 from actors.core.runtime import Runtime, check_workers
 from actors.errors import ActorNotFound
 from actors.logs import configure_logging
+from protocols import codec
 from protocols._base import Message, message_class
 from protocols.errors import TopologyError, UnderstudyError
 from protocols.supervision import ChildInfo, SupervisionEvent
@@ -137,6 +138,24 @@ def _read_state(state_dir: str) -> dict[str, Any]:
     return state
 
 
+def _attach(state: dict[str, Any]) -> Runtime:
+    """Connect to the tree recorded in ``state`` (``runtime.json``) with its secret."""
+    try:
+        return Runtime.attach(
+            int(state["admin_port"]),
+            secret_file=state["secret_file"],
+            listen=state.get("listen", "127.0.0.1"),
+            max_message_size=int(state.get("max_message_size", codec.DEFAULT_MAX_SIZE)),
+        )
+    except KeyError as exc:
+        raise click.ClickException(
+            f"runtime.json has no {exc.args[0]!r}: it was written by an older understudy; "
+            "restart the tree"
+        ) from None
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 class _Stop(Exception):
     pass
 
@@ -203,6 +222,9 @@ def up(file: str, duration: float | None, refresh: float) -> None:
                 "pid": os.getpid(),
                 "admin_port": runtime.admin_port,
                 "base": runtime.base,
+                "listen": runtime.listen,
+                "secret_file": str(runtime.secret_file),
+                "max_message_size": topology.system.max_message_size,
                 "topology": str(Path(file).resolve()),
             }
         )
@@ -300,7 +322,7 @@ def _count(spec: Any) -> int:
 def status(state_dir: str) -> None:
     """Show the live tree of the running `understudy up`: status and restarts per child."""
     state = _read_state(state_dir)
-    runtime = Runtime.attach(int(state["admin_port"]))
+    runtime = _attach(state)
     try:
         tree = collect_tree(runtime, "root")
     except UnderstudyError as exc:
@@ -387,7 +409,7 @@ def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(f"invalid {kind} body: {exc}") from exc
     state = _read_state(state_dir)
-    runtime = Runtime.attach(int(state["admin_port"]))
+    runtime = _attach(state)
     try:
         reply = runtime.ask(path, message, timeout=timeout)
     except UnderstudyError as exc:
@@ -455,7 +477,7 @@ def run(
     )
 
     state = _read_state(state_dir)
-    runtime = Runtime.attach(int(state["admin_port"]))
+    runtime = _attach(state)
     request = RunGoalRequest(
         goal=goal,
         workspace=workspace and str(Path(workspace).resolve()),

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Final
 
+from protocols.errors import UnderstudyError
+
 __all__ = [
     "KEY_BYTES",
     "SECRET_FILE_ENV",
@@ -53,7 +55,7 @@ TAG_BYTES: Final = 32
 _RELOAD_INTERVAL: Final = 1.0
 
 
-class SecretError(Exception):
+class SecretError(UnderstudyError):
     """A key file is missing, unreadable, too open, or holds no valid key."""
 
 

@@ -13,6 +13,7 @@ path is resolved again, waiting for a pending restart within the call's timeout.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import structlog
 
 from actors.core.guardian import GUARDIAN_NAME, Guardian
+from actors.core.keyring import SECRET_FILE_ENV, Keyring, create_key_file, secret_path
 from actors.core.loading import load_class, load_decider
 from actors.core.seam import (
     Address,
@@ -68,7 +70,7 @@ from protocols.supervision import (
     TerminateChild,
     WhichChildren,
 )
-from protocols.topology import ChildSpec, SupervisorSpec, Topology
+from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
 from protocols.topology_loader import load_topology
 
 log = structlog.get_logger("understudy.runtime")
@@ -79,12 +81,35 @@ DEFAULT_ASK_TIMEOUT = 5.0
 DEFAULT_CALL_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    """Return a TCP port on loopback that nothing listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def deployment_keyring(config: SystemConfig, *, create: bool) -> Keyring:
+    """Return the deployment secret of ``config`` (see ``actors.core.keyring``).
+
+    With no secret configured (``system.cluster.secret_file``, ``UNDERSTUDY_SECRET_FILE``),
+    ``<state_dir>/secret`` is used, created (mode 0600) when ``create`` and missing.
+
+    Raises:
+        TopologyError: ``listen`` is not loopback and no secret is configured.
+        SecretError: the secret file is missing, unreadable, not 0600 or invalid.
+    """
+    configured = config.cluster.secret_file or os.environ.get(SECRET_FILE_ENV)
+    if not configured and not ipaddress.IPv4Address(config.listen).is_loopback:
+        msg = (
+            f"listen {config.listen} is reachable from other hosts: configure the cluster "
+            "secret they share (system.cluster.secret_file or UNDERSTUDY_SECRET_FILE) first"
+        )
+        raise TopologyError(msg, field="system.listen")
+    path = secret_path(config.cluster.secret_file, config.state_dir)
+    if not configured and create and create_key_file(path):
+        log.info("secret_created", secret=str(path.resolve()))
+    return Keyring(path.resolve())
 
 
 def check_workers(topology: Topology) -> None:
@@ -132,8 +157,14 @@ class Runtime:
         max_message_size: int = codec.DEFAULT_MAX_SIZE,
         admin_port: int | None = None,
         base: str = "multiprocTCPBase",
+        secret_file: Path | None = None,
+        listen: str = "127.0.0.1",
     ) -> None:
         self._system = system
+        self.secret_file = secret_file
+        """The deployment secret this runtime's frames are tagged with."""
+        self.listen = listen
+        """The address every socket of the deployment binds."""
         self._guardian = guardian
         self._owns_system = owns_system
         self._max_size = max_message_size
@@ -165,12 +196,19 @@ class Runtime:
             topology = load_topology(topology)
         check_workers(topology)
         config = topology.system
+        keyring = deployment_keyring(config, create=True)
         capabilities: dict[str, Any] = {}
         port = None
         if config.base == "multiprocTCPBase":
-            port = config.admin_port or free_port()
+            port = config.admin_port or free_port(config.listen)
             capabilities["Admin Port"] = port
-        system = open_system(config.base, capabilities)
+        system = open_system(
+            config.base,
+            capabilities,
+            keyring=keyring,
+            listen=config.listen,
+            max_frame=config.max_message_size,
+        )
         try:
             guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
             runtime = cls(
@@ -180,6 +218,8 @@ class Runtime:
                 max_message_size=config.max_message_size,
                 admin_port=port,
                 base=config.base,
+                secret_file=keyring.path,
+                listen=config.listen,
             )
             reply = runtime._request(
                 guardian,
@@ -202,11 +242,44 @@ class Runtime:
         return runtime
 
     @classmethod
-    def attach(cls, admin_port: int) -> Runtime:
-        """Connect to a tree started by another process (e.g. ``understudy up``) on this host."""
-        system = open_system("multiprocTCPBase", {"Admin Port": admin_port}, transient=False)
+    def attach(
+        cls,
+        admin_port: int,
+        *,
+        secret_file: str | os.PathLike[str],
+        listen: str = "127.0.0.1",
+        max_message_size: int = codec.DEFAULT_MAX_SIZE,
+    ) -> Runtime:
+        """Connect to a tree started by another process (e.g. ``understudy up``).
+
+        Args:
+            admin_port: the tree's admin port (``runtime.json`` in its state directory).
+            secret_file: the deployment secret the tree was started with.
+            listen: the address the tree listens on (this process binds it too).
+            max_message_size: the largest message sent or accepted.
+
+        Raises:
+            SecretError: the secret file is missing, unreadable or not 0600.
+        """
+        keyring = Keyring(secret_file)
+        system = open_system(
+            "multiprocTCPBase",
+            {"Admin Port": admin_port},
+            transient=False,
+            keyring=keyring,
+            listen=listen,
+            max_frame=max_message_size,
+        )
         guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
-        return cls(system, guardian, owns_system=False, admin_port=admin_port)
+        return cls(
+            system,
+            guardian,
+            owns_system=False,
+            admin_port=admin_port,
+            max_message_size=max_message_size,
+            secret_file=keyring.path,
+            listen=listen,
+        )
 
     def shutdown(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         """Stop the tree in reverse start order and then the ActorSystem; idempotent."""
@@ -489,4 +562,4 @@ def running(topology: Topology | str | os.PathLike[str]) -> Iterator[Runtime]:
         runtime.shutdown()
 
 
-__all__ = ["Runtime", "check_workers", "free_port", "running"]
+__all__ = ["Runtime", "check_workers", "deployment_keyring", "free_port", "running"]

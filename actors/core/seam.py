@@ -48,6 +48,8 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from actors.core import transport_guard
+from actors.core.keyring import Keyring
 from actors.errors import Backpressure
 from protocols import codec
 from protocols._base import Message
@@ -78,9 +80,33 @@ Address: TypeAlias = ActorAddress
 """An actor's address (Thespian's, opaque outside this module)."""
 
 
-def open_system(base: str, capabilities: dict[str, Any], *, transient: bool = True) -> Any:
-    """Start (``transient``: a fresh one) or join the ActorSystem of ``base``; return it."""
+def open_system(
+    base: str,
+    capabilities: dict[str, Any],
+    *,
+    transient: bool = True,
+    keyring: Keyring | None = None,
+    listen: str = "127.0.0.1",
+    max_frame: int = codec.DEFAULT_MAX_SIZE,
+) -> Any:
+    """Start (``transient``: a fresh one) or join the ActorSystem of ``base``; return it.
+
+    A multiprocTCPBase system is guarded first (``actors.core.transport_guard``): every socket
+    binds ``listen`` and every frame is tagged with ``keyring``'s current key.
+
+    Raises:
+        ValueError: a multiprocTCPBase system without a keyring.
+    """
+    if base == "multiprocTCPBase":
+        if keyring is None:
+            msg = "a multiprocTCPBase system needs the deployment secret (a Keyring)"
+            raise ValueError(msg)
+        transport_guard.install(listen=listen, keyring=keyring, max_frame=max_frame + _FRAME_SLACK)
     return ActorSystem(base, capabilities, transientUnique=transient)
+
+
+# Thespian's own envelope (sender address, message class) around Understudy's frame bytes.
+_FRAME_SLACK = 64 * 1024
 
 
 def spawn_global(system: Any, actor_class: type, name: str) -> Address:

@@ -16,6 +16,7 @@ from thespian.actors import ActorSystem
 
 from actors import Runtime
 from actors.core.runtime import free_port
+from actors.core.transport_guard import uninstalled
 from actors.core.workarounds import ask_correlated
 from protocols import codec
 from protocols.common import Ok
@@ -27,9 +28,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def tcp_system() -> Iterator[ActorSystem]:
-    system = ActorSystem("multiprocTCPBase", {"Admin Port": free_port()}, transientUnique=True)
-    yield system
-    system.shutdown()
+    with uninstalled():  # raw Thespian, as the defects are measured on it
+        system = ActorSystem("multiprocTCPBase", {"Admin Port": free_port()}, transientUnique=True)
+        yield system
+        system.shutdown()
 
 
 def _spawn(system: ActorSystem, how: str) -> tuple[int, int]:

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "actors.model": {"protocols", "actors.model", "actors.logs"},
 }
 TOP_LEVEL = {"actors", "actors.errors", "actors.cli", "actors.logs", "actors.demo"}
-THESPIAN_ADAPTERS = {"actors.core.seam", "actors.core.workarounds"}
+THESPIAN_ADAPTERS = {"actors.core.seam", "actors.core.workarounds", "actors.core.transport_guard"}
 
 
 def _modules() -> list[str]:
