@@ -7,17 +7,17 @@ API and ``SupervisionEvent`` (``protocols.supervision``).
 
 from __future__ import annotations
 
-import base64
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols._base import Message
 from protocols.supervision import SHUTDOWN, EventName
 from protocols.topology import AnyChildSpec
 
 __all__ = [
-    "AddressBlob",
+    "ActorRef",
     "_Ack",
     "_Adopt",
     "_Boot",
@@ -37,18 +37,30 @@ __all__ = [
 ]
 
 
-def _b64_decode(value: object) -> object:
-    if isinstance(value, str):
-        return base64.b64decode(value)
-    return value
+class ActorRef(BaseModel):
+    """An actor's address as data: ``{host, port}`` on multiprocTCPBase, ``{name}`` on
+    simpleSystemBase. Never pickle: an address in a message field is validated like any other
+    field (``actors.core.seam.pack_address`` / ``unpack_address`` convert)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-# A Thespian address, pickled; carried as base64 text in the JSON-mode body.
-AddressBlob = Annotated[
-    bytes,
-    BeforeValidator(_b64_decode),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), when_used="json"),
-]
+    host: str | None = Field(default=None, max_length=15)
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ActorRef:
+        tcp = (self.host, self.port) != (None, None)
+        if tcp == (self.name is not None) or (tcp and None in (self.host, self.port)):
+            msg = "an address is either {host, port} (TCP) or {name} (simpleSystemBase)"
+            raise ValueError(msg)
+        if self.host is not None:
+            try:
+                ipaddress.IPv4Address(self.host)
+            except ValueError:
+                msg = f"host must be an IPv4 address, got {self.host!r}"
+                raise ValueError(msg) from None
+        return self
 
 
 # --- Messages ---------------------------------------------------------
@@ -60,7 +72,7 @@ class _Init(Message):
     kind: Literal["_supervision.init"] = "_supervision.init"
     path: str
     spec: AnyChildSpec
-    guardian: AddressBlob
+    guardian: ActorRef
     parent_pid: int
     max_message_size: int
     state_dir: str = ".understudy"
@@ -124,7 +136,7 @@ class _Register(Message):
 
     kind: Literal["_supervision.register"] = "_supervision.register"
     path: str
-    address: AddressBlob
+    address: ActorRef
     pid: int | None = None
 
 
@@ -136,7 +148,7 @@ class _Unregister(Message):
 
     kind: Literal["_supervision.unregister"] = "_supervision.unregister"
     path: str
-    address: AddressBlob
+    address: ActorRef
     pending: bool = False
 
 
@@ -150,7 +162,7 @@ class _Resolve(Message):
 
     kind: Literal["_supervision.resolve"] = "_supervision.resolve"
     path: str
-    stale: AddressBlob | None = None
+    stale: ActorRef | None = None
     wait: float = 0.0
     watch: bool = False
 
@@ -160,7 +172,7 @@ class _Resolved(Message):
 
     kind: Literal["_supervision.resolved"] = "_supervision.resolved"
     path: str
-    address: AddressBlob | None
+    address: ActorRef | None
     pid: int | None = None
     detail: str = ""
 

@@ -29,6 +29,7 @@ from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
 from protocols._lifecycle import (
+    ActorRef,
     _Ack,
     _Boot,
     _Exiting,
@@ -394,9 +395,9 @@ class Guardian(SeamActor):
             self.send_message(watcher, _Resolved(path=msg.path, address=msg.address, pid=msg.pid))
         self._release_resolves(msg.path)
 
-    def _unregister(self, path: str, address_blob: bytes, *, pending: bool) -> None:
+    def _unregister(self, path: str, address_ref: ActorRef, *, pending: bool) -> None:
         current = self._registry.get(path)
-        if current is not None and current.address == unpack_address(address_blob):
+        if current is not None and current.address == unpack_address(address_ref):
             del self._registry[path]
             self._unregister_tree(path + "/")
             self._subscribers.pop(path, None)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import pickle
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,12 +46,15 @@ from thespian.actors import (
     PoisonMessage,
     WakeupMessage,
 )
+from thespian.system.addressManager import ActorLocalAddress
+from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from actors.core import transport_guard
 from actors.core.keyring import Keyring
 from actors.errors import Backpressure
 from protocols import codec
 from protocols._base import Message
+from protocols._lifecycle import ActorRef
 from protocols.common import ErrorName, ErrorReply
 from protocols.errors import CodecError
 
@@ -216,15 +218,34 @@ class Link:
     undelivered: int = 0
 
 
-def pack_address(address: ActorAddress) -> bytes:
-    """Return a Thespian address as bytes for an ``AddressBlob`` field."""
-    return pickle.dumps(address, protocol=pickle.HIGHEST_PROTOCOL)
+def pack_address(address: ActorAddress) -> ActorRef:
+    """Return a Thespian address as an ``ActorRef`` for a message field (never pickle bytes).
+
+    Raises:
+        ValueError: the address is of a kind Understudy does not send (a child not created yet,
+            a routed convention address).
+    """
+    details = address.addressDetails
+    if isinstance(details, ActorLocalAddress):
+        useable = details.addressManager.exportAddr(address)
+        if useable is None:
+            msg = f"the address of an actor that is not created yet cannot be sent: {address}"
+            raise ValueError(msg)
+        details = useable.addressDetails
+    if isinstance(details, str):
+        return ActorRef(name=details)
+    if type(details) is TCPv4ActorAddress:
+        host, port = details.sockname[:2]
+        return ActorRef(host=host, port=port)
+    msg = f"cannot send an address of type {type(details).__name__}: {address}"
+    raise ValueError(msg)
 
 
-def unpack_address(blob: bytes) -> ActorAddress:
-    """Return the Thespian address packed by :func:`pack_address`."""
-    address: ActorAddress = pickle.loads(blob)  # noqa: S301 - blobs come from our own actors
-    return address
+def unpack_address(ref: ActorRef) -> ActorAddress:
+    """Return the Thespian address that :func:`pack_address` described."""
+    if ref.name is not None:
+        return ActorAddress(ref.name)
+    return ActorAddress(TCPv4ActorAddress(ref.host, ref.port, external=True))
 
 
 class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped

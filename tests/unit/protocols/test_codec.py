@@ -20,7 +20,7 @@ from protocols import (
     message_class,
     registered_kinds,
 )
-from protocols._lifecycle import _Register
+from protocols._lifecycle import ActorRef, _Register
 from protocols.codec import (
     FORMAT_VERSION,
     BadEnvelope,
@@ -278,7 +278,7 @@ def test_a_message_exactly_at_the_size_limit_is_accepted() -> None:
 
 
 def test_the_body_on_the_wire_has_no_kind_and_uses_json_types() -> None:
-    message = _Register(path="root/a", address=b"\x00\x01pickle", pid=12)
+    message = _Register(path="root/a", address=ActorRef(host="127.0.0.1", port=4321), pid=12)
     version, meta, [[kind, message_id, correlation_id, body]] = msgpack.unpackb(
         encode(message, message_id=5, correlation_id=4)
     )
@@ -289,7 +289,36 @@ def test_the_body_on_the_wire_has_no_kind_and_uses_json_types() -> None:
         5,
         4,
     )
-    assert body == {"path": "root/a", "address": "AAFwaWNrbGU=", "pid": 12}
+    assert {
+        "path": "root/a",
+        "address": {"host": "127.0.0.1", "port": 4321, "name": None},
+        "pid": 12,
+    } == body
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        {"host": "127.0.0.1"},
+        {"port": 80},
+        {},
+        {"host": "127.0.0.1", "port": 80, "name": "x"},
+        {"host": "not-an-ip", "port": 80},
+        {"host": "127.0.0.1", "port": 0},
+        "gASVCAAAAAAAAACMBHBvc2l4lC4=",
+    ],
+)
+def test_an_address_field_is_validated_data_never_pickle(address: object) -> None:
+    data = msgpack.packb(
+        [
+            FORMAT_VERSION,
+            None,
+            [["_supervision.register", 1, None, {"path": "root/a", "address": address, "pid": 1}]],
+        ]
+    )
+
+    with pytest.raises(MessageInvalid):
+        decode(data)
 
 
 def test_nested_specs_and_messages_round_trip() -> None:
