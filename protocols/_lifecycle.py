@@ -76,6 +76,7 @@ class _Init(Message):
     parent_pid: int
     max_message_size: int
     state_dir: str = ".understudy"
+    secret_file: str = ""
 
 
 class _Adopt(Message):
@@ -206,6 +207,7 @@ class _Boot(Message):
     spec: AnyChildSpec
     max_message_size: int
     state_dir: str = ".understudy"
+    secret_file: str = ""
     owner_pid: int | None = None
 
 

@@ -259,6 +259,7 @@ class Guardian(SeamActor):
                 parent_pid=os.getpid(),
                 max_message_size=msg.max_message_size,
                 state_dir=msg.state_dir,
+                secret_file=msg.secret_file,
             ),
         )
 

@@ -228,6 +228,7 @@ class Runtime:
                     spec=topology.root,
                     max_message_size=config.max_message_size,
                     state_dir=str(Path(config.state_dir).resolve()),
+                    secret_file=str(keyring.path),
                     owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None,
                 ),
                 timeout,

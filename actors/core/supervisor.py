@@ -188,6 +188,7 @@ class SupervisorActor(SeamActor):
         self._exiting = False
         self._clock: Callable[[], float] = time.monotonic
         self._state_dir = ".understudy"
+        self._secret_file = ""
         self._spare: Address | None = None
         self._delayed: dict[int, str] = {}
         self._spares = False
@@ -358,6 +359,7 @@ class SupervisorActor(SeamActor):
         self._guardian = unpack_address(msg.guardian)
         self.max_message_size = msg.max_message_size
         self._state_dir = msg.state_dir
+        self._secret_file = msg.secret_file
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
             ensure_safe_logging()
@@ -416,6 +418,7 @@ class SupervisorActor(SeamActor):
                 parent_pid=os.getpid(),
                 max_message_size=self.max_message_size,
                 state_dir=self._state_dir,
+                secret_file=self._secret_file,
             ),
         )
         ev = yield _Await([address], _CHILD_EVENTS)

@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -44,6 +44,7 @@ from protocols._lifecycle import (
     _Stop,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.identity import Identity
 from protocols.supervision import NORMAL, SubscribeEvents, error_reason
 from protocols.topology import ChildSpec
 
@@ -59,14 +60,31 @@ class Worker:
     """Base class of user workers. Override ``handle``; ``on_start`` and ``on_stop`` optionally.
 
     Inside a worker: ``self.args`` (the spec's args), ``self.child_id``, ``self.path``,
-    ``self.stop(reason)`` and ``self.send(path, message)``.
+    ``self.stop(reason)`` and ``self.send(path, message)``; ``self.state_dir`` (the tree's
+    state directory) and ``self.secret_file`` (the deployment secret, a key file for
+    ``actors.core.keyring.Keyring``).
     """
 
     args: dict[str, Any]
     child_id: str
     path: str
     state_dir: Path
+    secret_file: Path
     _host: WorkerActor
+
+    verify_senders: ClassVar[bool] = False
+    """Set True to have ``sender`` filled: the host then asks the guardian who each new sender
+    address is before handing it the sender's messages (in order)."""
+
+    _sender: Identity | None = None
+
+    @property
+    def sender(self) -> Identity | None:
+        """The verified sender of the message being handled (``verify_senders`` workers only).
+
+        None when the sender is neither an actor of this tree nor a logged-in principal.
+        """
+        return self._sender
 
     def on_start(self) -> None:
         """Run at every (re)start, before any message; raising makes the start fail."""
@@ -210,6 +228,7 @@ class WorkerActor(SeamActor):
             worker.child_id = spec.id
             worker.path = msg.path
             worker.state_dir = Path(msg.state_dir)
+            worker.secret_file = Path(msg.secret_file)
             worker._host = self
             worker.on_start()
         except Exception as exc:  # noqa: BLE001 - any start error is a start failure
