@@ -41,6 +41,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 STATE_FILE = "runtime.json"
+DEFAULT_PRINCIPAL = "operator"
 
 
 @dataclass
@@ -138,14 +139,19 @@ def _read_state(state_dir: str) -> dict[str, Any]:
     return state
 
 
-def _attach(state: dict[str, Any]) -> Runtime:
-    """Connect to the tree recorded in ``state`` (``runtime.json``) with its secret."""
+def _attach(state: dict[str, Any], state_dir: str) -> Runtime:
+    """Connect to the tree recorded in ``state`` (``runtime.json``) with its secret, as the
+    principal named by ``--as`` (``operator`` by default)."""
+    context = click.get_current_context()
+    principal = str((context.find_root().obj or {}).get("principal", DEFAULT_PRINCIPAL))
     try:
         return Runtime.attach(
             int(state["admin_port"]),
             secret_file=state["secret_file"],
             listen=state.get("listen", "127.0.0.1"),
             max_message_size=int(state.get("max_message_size", codec.DEFAULT_MAX_SIZE)),
+            principal=principal,
+            state_dir=state_dir,
         )
     except KeyError as exc:
         raise click.ClickException(
@@ -173,9 +179,19 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     help="structlog events shown on stderr",
 )
 @click.option("--json-logs", is_flag=True, help="log JSON lines instead of text")
-def main(log_level: str, json_logs: bool) -> None:
+@click.option(
+    "--as",
+    "principal",
+    default=DEFAULT_PRINCIPAL,
+    show_default=True,
+    help="the principal (system.principals) that status, ask and run act as; its key is "
+    "<state-dir>/principals/NAME.key",
+)
+@click.pass_context
+def main(context: click.Context, log_level: str, json_logs: bool, principal: str) -> None:
     """Understudy: OTP-style supervision trees on Thespian."""
     configure_logging(log_level, json=json_logs)
+    context.obj = {"principal": principal}
 
 
 @main.command()
@@ -322,7 +338,7 @@ def _count(spec: Any) -> int:
 def status(state_dir: str) -> None:
     """Show the live tree of the running `understudy up`: status and restarts per child."""
     state = _read_state(state_dir)
-    runtime = _attach(state)
+    runtime = _attach(state, state_dir)
     try:
         tree = collect_tree(runtime, "root")
     except UnderstudyError as exc:
@@ -409,7 +425,7 @@ def ask(path: str, kind: str, body: str, state_dir: str, timeout: float) -> None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(f"invalid {kind} body: {exc}") from exc
     state = _read_state(state_dir)
-    runtime = _attach(state)
+    runtime = _attach(state, state_dir)
     try:
         reply = runtime.ask(path, message, timeout=timeout)
     except UnderstudyError as exc:
@@ -477,7 +493,7 @@ def run(
     )
 
     state = _read_state(state_dir)
-    runtime = _attach(state)
+    runtime = _attach(state, state_dir)
     request = RunGoalRequest(
         goal=goal,
         workspace=workspace and str(Path(workspace).resolve()),

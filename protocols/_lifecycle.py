@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols._base import Message
+from protocols.identity import Identity
 from protocols.supervision import SHUTDOWN, EventName
 from protocols.topology import AnyChildSpec
 
@@ -21,9 +22,14 @@ __all__ = [
     "_Ack",
     "_Adopt",
     "_Boot",
+    "_Challenge",
+    "_Challenged",
     "_Exiting",
     "_Gone",
+    "_Identified",
+    "_Identify",
     "_Init",
+    "_Login",
     "_Register",
     "_Report",
     "_Resolve",
@@ -139,6 +145,7 @@ class _Register(Message):
     path: str
     address: ActorRef
     pid: int | None = None
+    roles: list[str] = Field(default_factory=list)
 
 
 class _Unregister(Message):
@@ -209,6 +216,7 @@ class _Boot(Message):
     state_dir: str = ".understudy"
     secret_file: str = ""
     owner_pid: int | None = None
+    principals: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class _ShutdownTree(Message):
@@ -223,3 +231,46 @@ class _Ack(Message):
     kind: Literal["_supervision.ack"] = "_supervision.ack"
     incarnation: str = ""
     n: int = 0
+
+
+class _Identify(Message):
+    """Worker -> guardian: who sent me messages from ``address``? Answered ``_Identified``.
+
+    The guardian remembers the asker: if the address stops being that identity (its actor
+    exited), it sends ``_Identified(identity=None)`` again, unsolicited.
+    """
+
+    kind: Literal["_supervision.identify"] = "_supervision.identify"
+    address: ActorRef
+
+
+class _Identified(Message):
+    """Guardian -> worker: the verified identity at ``address`` (None: unknown)."""
+
+    kind: Literal["_supervision.identified"] = "_supervision.identified"
+    address: ActorRef
+    identity: Identity | None = None
+
+
+class _Challenge(Message):
+    """External client -> guardian: give me a login nonce. Answered ``_Challenged``."""
+
+    kind: Literal["_supervision.challenge"] = "_supervision.challenge"
+
+
+class _Challenged(Message):
+    """Guardian -> client: prove a principal's key over this one-use ``nonce``."""
+
+    kind: Literal["_supervision.challenged"] = "_supervision.challenged"
+    nonce: str
+
+
+class _Login(Message):
+    """External client -> guardian: act as ``principal`` (``actors.core.identities``).
+
+    Answered Ok, or ErrorReply(PermissionDenied) saying why.
+    """
+
+    kind: Literal["_supervision.login"] = "_supervision.login"
+    principal: str = Field(max_length=64)
+    proof: str = Field(max_length=128)

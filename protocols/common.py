@@ -36,6 +36,7 @@ class ErrorName(StrEnum):
     UNKNOWN_RUN = "UnknownRun"
     AGENT_BUSY = "AgentBusy"
     SYNC_ABANDONED = "SyncAbandoned"
+    PERMISSION_DENIED = "PermissionDenied"
 
 
 class ErrorReply(Message):

@@ -48,6 +48,7 @@ __all__ = [
     "ModelConfig",
     "PrincipalSpec",
     "RestartType",
+    "Role",
     "Shutdown",
     "Strategy",
     "SupervisorSpec",
@@ -61,6 +62,7 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for
 AutoShutdown = Literal["never", "any_significant", "all_significant"]
 Shutdown = Annotated[float, Field(ge=0)] | Literal["brutal_kill", "infinity"]
 Base = Literal["simpleSystemBase", "multiprocTCPBase"]
+Role = Literal["reader", "operator", "admin", "superuser"]
 
 CHILD_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 START_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -102,6 +104,10 @@ class ChildSpec(_Spec):
     significant: bool = False
     decider: Annotated[str, Field(pattern=START_PATTERN)] | None = None
     backoff: Backoff | None = None
+    roles: list[Role] = Field(
+        default_factory=list,
+        description="the access roles this actor holds, acting as its path (e.g. [admin])",
+    )
 
     @model_validator(mode="after")
     def _significant_is_not_permanent(self) -> ChildSpec:
@@ -192,11 +198,14 @@ class ClusterConfig(_Spec):
 class PrincipalSpec(_Spec):
     """An external client (the CLI, a program using the Runtime) and the roles it holds."""
 
-    roles: list[Literal["reader", "operator", "admin", "superuser"]] = Field(default_factory=list)
+    roles: list[Role] = Field(default_factory=list)
 
 
 def _default_principals() -> dict[str, PrincipalSpec]:
-    return {"operator": PrincipalSpec(roles=["operator"])}
+    return {
+        "operator": PrincipalSpec(roles=["operator"]),
+        "admin": PrincipalSpec(roles=["admin"]),
+    }
 
 
 class SystemConfig(_Spec):

@@ -10,7 +10,10 @@ Like Akka's user guardian, it sits above the tree. It
 * keeps the ordered event log: supervisors number their reports, the guardian appends them in
   that order per supervisor and gives every event a global ``seq``; ``GetEvents`` can wait
   for a barrier so a caller sees the events its own calls caused;
-* logs dead letters (messages Thespian could not deliver): nothing is dropped silently.
+* logs dead letters (messages Thespian could not deliver): nothing is dropped silently;
+* keeps the book of verified identities (``actors.core.identities``): the registered actors,
+  the owner program that booted the tree (``system``) and the clients that logged in as a
+  principal; workers that verify their senders ask it who an address is (``_Identify``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, assert_never
 
 import structlog
 
+from actors.core.identities import IdentityBook, LoginRefused
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.supervisor import SupervisorActor
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
@@ -32,9 +36,14 @@ from protocols._lifecycle import (
     ActorRef,
     _Ack,
     _Boot,
+    _Challenge,
+    _Challenged,
     _Exiting,
     _Gone,
+    _Identified,
+    _Identify,
     _Init,
+    _Login,
     _Register,
     _Report,
     _Resolve,
@@ -114,6 +123,9 @@ GuardianInbox = (
     | _ShutdownTree
     | ErrorReply
     | _Gone
+    | _Identify
+    | _Challenge
+    | _Login
 )
 """What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
 GUARDIAN_INBOX = (
@@ -130,6 +142,9 @@ GUARDIAN_INBOX = (
     _ShutdownTree,
     ErrorReply,
     _Gone,
+    _Identify,
+    _Challenge,
+    _Login,
 )
 
 
@@ -161,6 +176,8 @@ class Guardian(SeamActor):
         self._owner_pid: int | None = None
         self._orphaned = False
         self._timer_ids: dict[int, int] = {}
+        self._book = IdentityBook(state_dir=".understudy", principals={})
+        self._identity_watchers: dict[ActorRef, dict[str, Address]] = {}
 
     def describe(self) -> str:
         """Return the guardian's name for logs."""
@@ -222,6 +239,12 @@ class Guardian(SeamActor):
                 log.warning("error_reply_received", error=msg.error, detail=msg.message)
             case _Gone():
                 log.debug("gone_reply_ignored", path=msg.path)  # a notice reached an exiting actor
+            case _Identify():
+                self._identify(msg, sender)
+            case _Challenge():
+                self._challenge(sender, env)
+            case _Login():
+                self._login(msg, sender, env)
             case _:
                 assert_never(msg)
 
@@ -248,6 +271,13 @@ class Guardian(SeamActor):
             self.set_timer(OWNER_CHECK_INTERVAL, ("owner", 0))
         self._root_path = msg.spec.id
         self._root_spec = msg.spec
+        self._book = IdentityBook(
+            state_dir=msg.state_dir,
+            principals={name: tuple(roles) for name, roles in msg.principals.items()},
+        )
+        owner = self._ref(sender)
+        if owner is not None:
+            self._book.set_owner(owner)
         self._boot_request = (sender, env)
         self._root = self.spawn(SupervisorActor)
         self.send_message(
@@ -266,6 +296,9 @@ class Guardian(SeamActor):
     def _root_started(self, msg: _Started) -> None:
         assert self._root is not None  # noqa: S101
         self._registry[self._root_path] = _Registration(self._root, msg.pid)
+        root = self._ref(self._root)
+        if root is not None:
+            self._book.register_actor(root, self._root_path)
         if self._boot_request is not None:
             requester, env = self._boot_request
             self._boot_request = None
@@ -390,6 +423,7 @@ class Guardian(SeamActor):
     def _register(self, msg: _Register, sender: Address, env: codec.Envelope) -> None:
         address = unpack_address(msg.address)
         self._registry[msg.path] = _Registration(address, msg.pid)
+        self._book.register_actor(msg.address, msg.path, tuple(msg.roles))
         self._pending.discard(msg.path)
         self.reply(sender, env, _Ack())
         for watcher in self._watchers.get(msg.path, {}).values():
@@ -400,6 +434,7 @@ class Guardian(SeamActor):
         current = self._registry.get(path)
         if current is not None and current.address == unpack_address(address_ref):
             del self._registry[path]
+            self._forget_identity(address_ref)
             self._unregister_tree(path + "/")
             self._subscribers.pop(path, None)
         if pending:
@@ -413,9 +448,57 @@ class Guardian(SeamActor):
 
     def _unregister_tree(self, prefix: str) -> None:
         for path in [p for p in self._registry if p.startswith(prefix)]:
-            del self._registry[path]
+            ref = self._ref(self._registry.pop(path).address)
+            if ref is not None:
+                self._forget_identity(ref)
             self._pending.discard(path)
             self._release_resolves(path)
+
+    # --- Identities ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _ref(address: Address) -> ActorRef | None:
+        try:
+            return pack_address(address)
+        except ValueError as exc:
+            log.warning("address_unidentifiable", address=str(address), error=str(exc))
+            return None
+
+    def _identify(self, msg: _Identify, sender: Address) -> None:
+        self._identity_watchers.setdefault(msg.address, {})[str(sender)] = sender
+        identity = self._book.identify(msg.address)
+        self.send_message(sender, _Identified(address=msg.address, identity=identity))
+
+    def _forget_identity(self, ref: ActorRef) -> None:
+        self._book.unregister_actor(ref)
+        for watcher in self._identity_watchers.pop(ref, {}).values():
+            self.send_message(watcher, _Identified(address=ref, identity=None))
+
+    def _challenge(self, sender: Address, env: codec.Envelope) -> None:
+        ref = self._ref(sender)
+        if ref is None:
+            self.reply(sender, env, self._denied("this client's address cannot be identified"))
+            return
+        self.reply(sender, env, _Challenged(nonce=self._book.challenge(ref)))
+
+    def _login(self, msg: _Login, sender: Address, env: codec.Envelope) -> None:
+        ref = self._ref(sender)
+        try:
+            if ref is None:
+                raise LoginRefused("this client's address cannot be identified")
+            identity = self._book.login(ref, msg.principal, msg.proof)
+        except LoginRefused as exc:
+            log.warning(
+                "login_refused", principal=msg.principal, client=str(sender), reason=str(exc)
+            )
+            self.reply(sender, env, self._denied(str(exc)))
+            return
+        log.info("principal_logged_in", principal=identity.name, roles=list(identity.roles))
+        self.reply(sender, env, Ok())
+
+    @staticmethod
+    def _denied(text: str) -> ErrorReply:
+        return ErrorReply(error=ErrorName.PERMISSION_DENIED, message=text)
 
     def _resolve(self, msg: _Resolve, sender: Address, env: codec.Envelope) -> None:
         if msg.watch:

@@ -26,7 +26,15 @@ from typing import Any, TypeVar
 import structlog
 
 from actors.core.guardian import GUARDIAN_NAME, Guardian
-from actors.core.keyring import SECRET_FILE_ENV, Keyring, create_key_file, secret_path
+from actors.core.identities import login_proof
+from actors.core.keyring import (
+    SECRET_FILE_ENV,
+    Keyring,
+    create_key_file,
+    principal_key_path,
+    read_key_file,
+    secret_path,
+)
 from actors.core.loading import load_class, load_decider
 from actors.core.seam import (
     Address,
@@ -49,7 +57,10 @@ from protocols import codec
 from protocols._base import Message
 from protocols._lifecycle import (
     _Boot,
+    _Challenge,
+    _Challenged,
     _Gone,
+    _Login,
     _Resolve,
     _Resolved,
     _ShutdownTree,
@@ -70,7 +81,13 @@ from protocols.supervision import (
     TerminateChild,
     WhichChildren,
 )
-from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
+from protocols.topology import (
+    DEFAULT_STATE_DIR,
+    ChildSpec,
+    SupervisorSpec,
+    SystemConfig,
+    Topology,
+)
 from protocols.topology_loader import load_topology
 
 log = structlog.get_logger("understudy.runtime")
@@ -110,6 +127,14 @@ def deployment_keyring(config: SystemConfig, *, create: bool) -> Keyring:
     if not configured and create and create_key_file(path):
         log.info("secret_created", secret=str(path.resolve()))
     return Keyring(path.resolve())
+
+
+def ensure_principal_keys(config: SystemConfig) -> None:
+    """Create the key file (mode 0600) of every principal of ``config`` that has none."""
+    for name in config.principals:
+        path = principal_key_path(config.state_dir, name)
+        if create_key_file(path):
+            log.info("principal_key_created", principal=name, key_file=str(path.resolve()))
 
 
 def check_workers(topology: Topology) -> None:
@@ -165,6 +190,8 @@ class Runtime:
         """The deployment secret this runtime's frames are tagged with."""
         self.listen = listen
         """The address every socket of the deployment binds."""
+        self.principal = "system"
+        """Who this runtime acts as: ``system`` (it started the tree) or a principal's name."""
         self._guardian = guardian
         self._owns_system = owns_system
         self._max_size = max_message_size
@@ -197,6 +224,7 @@ class Runtime:
         check_workers(topology)
         config = topology.system
         keyring = deployment_keyring(config, create=True)
+        ensure_principal_keys(config)
         capabilities: dict[str, Any] = {}
         port = None
         if config.base == "multiprocTCPBase":
@@ -230,6 +258,7 @@ class Runtime:
                     state_dir=str(Path(config.state_dir).resolve()),
                     secret_file=str(keyring.path),
                     owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None,
+                    principals={name: list(spec.roles) for name, spec in config.principals.items()},
                 ),
                 timeout,
             )
@@ -250,18 +279,28 @@ class Runtime:
         secret_file: str | os.PathLike[str],
         listen: str = "127.0.0.1",
         max_message_size: int = codec.DEFAULT_MAX_SIZE,
+        principal: str = "operator",
+        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+        timeout: float = DEFAULT_ASK_TIMEOUT,
     ) -> Runtime:
-        """Connect to a tree started by another process (e.g. ``understudy up``).
+        """Connect to a tree started by another process (e.g. ``understudy up``) as a principal.
 
         Args:
             admin_port: the tree's admin port (``runtime.json`` in its state directory).
             secret_file: the deployment secret the tree was started with.
             listen: the address the tree listens on (this process binds it too).
             max_message_size: the largest message sent or accepted.
+            principal: the principal (``system.principals``) this client acts as; its key is
+                ``<state_dir>/principals/<principal>.key``.
+            state_dir: the tree's state directory.
+            timeout: seconds to wait for the login.
 
         Raises:
-            SecretError: the secret file is missing, unreadable or not 0600.
+            SecretError: the secret file or the principal's key file is missing, unreadable
+                or not 0600.
+            RequestRejected: the guardian refused the login (``error`` PermissionDenied).
         """
+        principal_keys = read_key_file(principal_key_path(state_dir, principal))
         keyring = Keyring(secret_file)
         system = open_system(
             "multiprocTCPBase",
@@ -272,7 +311,7 @@ class Runtime:
             max_frame=max_message_size,
         )
         guardian = spawn_global(system, Guardian, GUARDIAN_NAME)
-        return cls(
+        runtime = cls(
             system,
             guardian,
             owns_system=False,
@@ -281,6 +320,23 @@ class Runtime:
             secret_file=keyring.path,
             listen=listen,
         )
+        runtime._login(principal, principal_keys[0], timeout)
+        runtime.principal = principal
+        return runtime
+
+    def _login(self, principal: str, key: bytes, timeout: float) -> None:
+        """Prove to the guardian that this client holds ``principal``'s key."""
+        challenge = self._request(self._guardian, "guardian", _Challenge(), timeout)
+        if isinstance(challenge, ErrorReply):
+            raise error_from_reply(challenge, "guardian")
+        assert isinstance(challenge, _Challenged)  # noqa: S101 - the guardian's answer
+        proof = login_proof(key, principal, challenge.nonce)
+        reply = self._request(
+            self._guardian, "guardian", _Login(principal=principal, proof=proof), timeout
+        )
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply, "guardian")
+        log.info("runtime_logged_in", principal=principal)
 
     def shutdown(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         """Stop the tree in reverse start order and then the ActorSystem; idempotent."""
@@ -563,4 +619,11 @@ def running(topology: Topology | str | os.PathLike[str]) -> Iterator[Runtime]:
         runtime.shutdown()
 
 
-__all__ = ["Runtime", "check_workers", "deployment_keyring", "free_port", "running"]
+__all__ = [
+    "Runtime",
+    "check_workers",
+    "deployment_keyring",
+    "ensure_principal_keys",
+    "free_port",
+    "running",
+]

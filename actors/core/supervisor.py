@@ -430,6 +430,7 @@ class SupervisorActor(SeamActor):
                     path=path,
                     address=pack_address(address),
                     pid=child.pid,
+                    roles=list(getattr(child.spec, "roles", [])),
                 ),
             )
             yield _Await(correlation=ack)

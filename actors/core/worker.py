@@ -25,17 +25,20 @@ import structlog
 
 from actors.core.flow import Flow, Flows
 from actors.core.loading import load_class
-from actors.core.seam import Address, FrameMeta, SeamActor, unpack_address
+from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent
 from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._base import Message
 from protocols._lifecycle import (
+    ActorRef,
     _Ack,
     _Adopt,
     _Exiting,
     _Gone,
+    _Identified,
+    _Identify,
     _Init,
     _Resolve,
     _Resolved,
@@ -176,6 +179,8 @@ class WorkerActor(SeamActor):
         self._current: tuple[Address, codec.Envelope, bool] | None = None
         self.flows = Flows(self)
         self._deferred = False
+        self._identities: dict[ActorRef, Identity] = {}
+        self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
 
     def describe(self) -> str:
         """Return the worker's path for logs."""
@@ -195,6 +200,8 @@ class WorkerActor(SeamActor):
                 self._orderly_stop(msg.reason)
             case _Resolved():
                 self._route_resolved(msg)
+            case _Identified() if sender == self._guardian:
+                self._identified(msg)
             case _:
                 # The worker's inbox is open: everything else is the user's protocol.
                 self._user_message(env, sender, meta)
@@ -208,8 +215,44 @@ class WorkerActor(SeamActor):
             log.warning(
                 "error_reply_received", actor=self._path, error=msg.error, detail=msg.message
             )
+        elif self._worker.verify_senders and env.correlation_id not in self._outstanding:
+            self._identify_then_handle(env, sender, meta)
         else:
             self._handle(env, sender, meta)
+
+    # --- Verified senders: who is at an address, asked of the guardian once --------------------
+
+    def _identify_then_handle(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
+        """Handle ``env`` with its sender's verified identity; ask the guardian first if needed.
+
+        Messages from one sender wait in order while its identity is asked for.
+        """
+        try:
+            ref = pack_address(sender)
+        except ValueError:
+            self._handle(env, sender, meta, identity=None)
+            return
+        waiting = self._identifying.get(ref)
+        if waiting is not None:
+            waiting.append((env, sender, meta))
+        elif ref in self._identities or self._guardian is None:
+            self._handle(env, sender, meta, identity=self._identities.get(ref))
+        else:
+            self._identifying[ref] = deque([(env, sender, meta)])
+            self.send_message(self._guardian, _Identify(address=ref))
+
+    def _identified(self, msg: _Identified) -> None:
+        if msg.identity is None:
+            self._identities.pop(msg.address, None)
+        else:
+            self._identities[msg.address] = msg.identity
+        for env, sender, meta in self._identifying.pop(msg.address, deque()):
+            if self._exiting or self._worker is None:
+                if meta.link is not None:
+                    log.warning("message_not_handled", actor=self._path, kind=env.message.kind)
+                self._user_message(env, sender, meta)  # an ask is answered _Gone
+            else:
+                self._handle(env, sender, meta, identity=msg.identity)
 
     def _init(self, msg: _Init, supervisor: Address) -> None:
         self._supervisor = supervisor
@@ -240,12 +283,20 @@ class WorkerActor(SeamActor):
         self._worker = worker
         self.send_message(supervisor, _Started(pid=os.getpid()))
 
-    def _handle(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
+    def _handle(
+        self,
+        env: codec.Envelope,
+        sender: Address,
+        meta: FrameMeta,
+        *,
+        identity: Identity | None = None,
+    ) -> None:
         worker = self._worker
         assert worker is not None  # noqa: S101 - checked by on_message
         on_link = meta.link is not None
         corr = env.correlation_id
         self._current, self._deferred = (sender, env, on_link), False
+        worker._sender = identity
         try:
             if corr is not None and self._outstanding.pop(corr, None) is not None:
                 if not self.flows.on_reply(corr, env.message):
@@ -265,6 +316,7 @@ class WorkerActor(SeamActor):
             return
         finally:
             self._current = None
+            worker._sender = None
         if result is not None:
             self._answer(sender, env, result, on_link=on_link)
         elif meta.ask and not self._deferred:

@@ -844,10 +844,17 @@ def test_security_settings_are_checked(system: dict[str, object], says: str) -> 
         SystemConfig.model_validate(system)
 
 
-def test_security_defaults_are_loopback_and_an_operator() -> None:
+def test_security_defaults_are_loopback_an_operator_and_an_admin() -> None:
     config = SystemConfig()
-    assert config.listen == "127.0.0.1"
+
+    assert "127.0.0.1" == config.listen
     assert config.cluster.secret_file is None
-    assert {name: spec.roles for name, spec in config.principals.items()} == {
-        "operator": ["operator"]
+    assert {"operator": ["operator"], "admin": ["admin"]} == {
+        name: spec.roles for name, spec in config.principals.items()
     }
+
+
+def test_a_child_declares_the_roles_it_acts_with() -> None:
+    assert ["admin"] == ChildSpec(id="o", start="m:C", roles=["admin"]).roles
+    with pytest.raises(ValidationError, match="roles"):
+        ChildSpec.model_validate({"id": "o", "start": "m:C", "roles": ["root"]})
