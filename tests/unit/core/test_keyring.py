@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from actors.core.keyring import (
     secret_path,
     tag,
 )
+from actors.core.runtime import deployment_keyring
+from protocols.errors import TopologyError
+from protocols.topology import ClusterConfig, SystemConfig
 
 
 def test_created_file_is_private_and_holds_one_key(tmp_path: Path) -> None:
@@ -106,3 +110,57 @@ def test_a_bad_edit_keeps_the_previous_keys(tmp_path: Path) -> None:
 def test_tags_differ_for_different_data(key: bytes, one: bytes, other: bytes) -> None:
     assert (tag(key, one) == tag(key, other)) == (one == other)
     assert len(key_id(key)) == 8
+
+
+# --- The deployment secret at start (actors.core.runtime.deployment_keyring) -------------------
+
+
+def test_listening_beyond_loopback_without_a_secret_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    config = SystemConfig(listen="10.1.2.3", state_dir=str(tmp_path))
+
+    with pytest.raises(TopologyError, match=r"system\.cluster\.secret_file") as caught:
+        deployment_keyring(config, create=True)
+    assert "system.listen" == caught.value.field
+    assert not (tmp_path / "secret").exists()
+
+
+def test_listening_beyond_loopback_with_a_private_secret_is_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    secret = tmp_path / "cluster.key"
+    create_key_file(secret)
+    config = SystemConfig(
+        listen="10.1.2.3",
+        state_dir=str(tmp_path),
+        cluster=ClusterConfig(secret_file=str(secret)),
+    )
+
+    assert read_key_file(secret) == deployment_keyring(config, create=True).keys
+
+
+def test_a_configured_secret_others_can_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    secret = tmp_path / "cluster.key"
+    create_key_file(secret)
+    secret.chmod(0o640)
+    config = SystemConfig(state_dir=str(tmp_path), cluster=ClusterConfig(secret_file=str(secret)))
+
+    with pytest.raises(SecretError, match="0640"):
+        deployment_keyring(config, create=True)
+
+
+def test_on_loopback_the_state_directory_secret_is_created_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+
+    keyring = deployment_keyring(SystemConfig(state_dir=str(tmp_path)), create=True)
+
+    assert tmp_path / "secret" == keyring.path
+    assert 0o600 == stat.S_IMODE(keyring.path.stat().st_mode)
