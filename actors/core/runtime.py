@@ -30,6 +30,7 @@ from actors.core.identities import login_proof
 from actors.core.keyring import (
     SECRET_FILE_ENV,
     Keyring,
+    SecretError,
     create_key_file,
     principal_key_path,
     read_key_file,
@@ -300,7 +301,14 @@ class Runtime:
                 or not 0600.
             RequestRejected: the guardian refused the login (``error`` PermissionDenied).
         """
-        principal_keys = read_key_file(principal_key_path(state_dir, principal))
+        try:
+            principal_keys = read_key_file(principal_key_path(state_dir, principal))
+        except SecretError as exc:
+            msg = (
+                f"cannot act as principal {principal!r}: {exc} (`understudy up` creates a key "
+                "for each principal declared in system.principals)"
+            )
+            raise SecretError(msg) from exc
         keyring = Keyring(secret_file)
         system = open_system(
             "multiprocTCPBase",
