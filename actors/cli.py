@@ -25,6 +25,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
+from actors.core.keyring import (
+    SecretError,
+    key_id,
+    principal_key_path,
+    retire_old_keys,
+    rotate_key_file,
+    secret_path,
+)
 from actors.core.runtime import Runtime, check_workers
 from actors.errors import ActorNotFound
 from actors.logs import configure_logging
@@ -573,6 +581,64 @@ def model_server(host: str, port: int, api_key: str | None, context_window: int 
         api_key=api_key,
         context_window=context_window,
     )
+
+
+@main.group()
+def secret() -> None:
+    """Rotate the deployment secret (or a principal's key) without downtime."""
+
+
+def _key_file(state_dir: str, principal: str | None, file: str | None) -> Path:
+    if file is not None:
+        return Path(file)
+    if principal is not None:
+        return principal_key_path(state_dir, principal)
+    state = _state_path(state_dir)
+    if state.exists():
+        return Path(json.loads(state.read_text())["secret_file"])
+    return secret_path(None, state_dir)
+
+
+_KEY_FILE_OPTIONS = [
+    click.option("--state-dir", default=".understudy", show_default=True),
+    click.option("--principal", default=None, help="rotate this principal's key instead"),
+    click.option("--file", default=None, help="the key file (default: the running tree's secret)"),
+]
+
+
+def _key_file_options(command: Any) -> Any:
+    for option in reversed(_KEY_FILE_OPTIONS):
+        command = option(command)
+    return command
+
+
+@secret.command("rotate")
+@_key_file_options
+def secret_rotate(state_dir: str, principal: str | None, file: str | None) -> None:
+    """Step 1: put a new key first; the old ones stay accepted until `secret retire`."""
+    path = _key_file(state_dir, principal, file)
+    try:
+        keys = rotate_key_file(path)
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"{path}: new current key {key_id(keys[0])}; still accepted: "
+        f"{', '.join(key_id(k) for k in keys[1:])}. Every process picks it up within a "
+        "second of its next message; then run `understudy secret retire`."
+    )
+
+
+@secret.command("retire")
+@_key_file_options
+def secret_retire(state_dir: str, principal: str | None, file: str | None) -> None:
+    """Step 2: keep only the current key; frames under the old ones are refused from now on."""
+    path = _key_file(state_dir, principal, file)
+    try:
+        old = retire_old_keys(path)
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from exc
+    retired = ", ".join(key_id(k) for k in old) or "none"
+    console.print(f"{path}: retired keys: {retired}")
 
 
 @main.group()

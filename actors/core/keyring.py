@@ -43,8 +43,11 @@ __all__ = [
     "key_id",
     "principal_key_path",
     "read_key_file",
+    "retire_old_keys",
+    "rotate_key_file",
     "secret_path",
     "tag",
+    "write_key_file",
 ]
 
 SECRET_FILE_ENV: Final = "UNDERSTUDY_SECRET_FILE"  # noqa: S105 - a variable name
@@ -147,6 +150,38 @@ def create_key_file(path: str | os.PathLike[str]) -> bool:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(KEY_BYTES) + "\n")
     return True
+
+
+def write_key_file(path: str | os.PathLike[str], keys: list[bytes]) -> None:
+    """Replace ``path`` with ``keys`` (current first) atomically, mode 0600."""
+    path = Path(path)
+    fresh = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(key.hex() + "\n" for key in keys))
+    fresh.replace(path)
+
+
+def rotate_key_file(path: str | os.PathLike[str]) -> list[bytes]:
+    """Put a new random key first in ``path``, keeping the others accepted; return the keys.
+
+    Raises:
+        SecretError: the file is missing, not 0600 or invalid.
+    """
+    keys = [secrets.token_bytes(KEY_BYTES), *read_key_file(path)]
+    write_key_file(path, keys)
+    return keys
+
+
+def retire_old_keys(path: str | os.PathLike[str]) -> list[bytes]:
+    """Keep only the current (first) key of ``path``; return the keys removed.
+
+    Raises:
+        SecretError: the file is missing, not 0600 or invalid.
+    """
+    current, *old = read_key_file(path)
+    write_key_file(path, [current])
+    return old
 
 
 class Keyring:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import openai
 import pytest
+from click.testing import CliRunner
 
-from actors.cli import _configure_model
+from actors.cli import _configure_model, main
+from actors.core.keyring import create_key_file, key_id, read_key_file
 from protocols.topology import ModelConfig, SupervisorSpec, SystemConfig, Topology
 
 
@@ -58,3 +61,31 @@ def test_without_any_endpoint_the_embedded_model_is_started(
         server.stop()
 
     assert models.data
+
+
+def test_secret_rotate_then_retire_through_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    create_key_file(path)
+    [old] = read_key_file(path)
+
+    rotated = CliRunner().invoke(main, ["secret", "rotate", f"--file={path}"])
+    keys = read_key_file(path)
+    retired = CliRunner().invoke(main, ["secret", "retire", f"--file={path}"])
+
+    assert 0 == rotated.exit_code, rotated.output
+    assert [old] == keys[1:]
+    assert key_id(keys[0]) in rotated.output
+    assert 0 == retired.exit_code, retired.output
+    assert key_id(old) in retired.output
+    assert [keys[0]] == read_key_file(path)
+
+
+def test_secret_rotate_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    create_key_file(path)
+    path.chmod(0o644)
+
+    result = CliRunner().invoke(main, ["secret", "rotate", f"--file={path}"])
+
+    assert 1 == result.exit_code
+    assert "0644" in result.output

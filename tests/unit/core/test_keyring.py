@@ -18,6 +18,8 @@ from actors.core.keyring import (
     create_key_file,
     key_id,
     read_key_file,
+    retire_old_keys,
+    rotate_key_file,
     secret_path,
     tag,
 )
@@ -164,3 +166,19 @@ def test_on_loopback_the_state_directory_secret_is_created_private(
 
     assert tmp_path / "secret" == keyring.path
     assert 0o600 == stat.S_IMODE(keyring.path.stat().st_mode)
+
+
+def test_rotate_puts_a_new_key_first_and_retire_keeps_only_it(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    create_key_file(path)
+    [old] = read_key_file(path)
+
+    rotated = rotate_key_file(path)
+    retired = retire_old_keys(path)
+
+    assert [old] == rotated[1:]
+    assert old != rotated[0]
+    assert [old] == retired
+    assert [rotated[0]] == read_key_file(path)
+    assert 0o600 == stat.S_IMODE(path.stat().st_mode)
+    assert ["secret"] == [p.name for p in tmp_path.iterdir()]  # no temporary file left
