@@ -79,6 +79,7 @@ from protocols.supervision import (
 from protocols.topology import ChildSpec, SupervisorSpec
 
 __all__ = [
+    "RETRY_RESTART_DELAY",
     "SUPERVISOR_REQUESTS",
     "Op",
     "SupervisorActor",
@@ -163,6 +164,10 @@ class _Await:
 
 Op = Generator[_Await, _Ev, Any]
 
+#: Seconds before a failed restart is tried again (one attempt per delivery round on
+#: simpleSystemBase; OTP retries at once, asynchronously).
+RETRY_RESTART_DELAY = 0.005
+
 _CHILD_EVENTS = frozenset({"started", "start_failed", "exiting", "gone"})
 
 
@@ -190,7 +195,7 @@ class SupervisorActor(SeamActor):
         self._state_dir = ".understudy"
         self._secret_file = ""
         self._spare: Address | None = None
-        self._delayed: dict[int, str] = {}
+        self._delayed: dict[int, tuple[str, bool]] = {}
         self._spares = False
 
     def describe(self) -> str:
@@ -228,9 +233,10 @@ class SupervisorActor(SeamActor):
     def on_wakeup(self, payload: Any) -> None:
         """A stop timer or a delayed restart fired."""
         if isinstance(payload, tuple) and payload and payload[0] == "supervisor_timer":
-            child_id = self._delayed.pop(payload[1], None)
-            if child_id is not None:
-                self.send_message(self.self_address, _RetryRestart(child_id=child_id, count=False))
+            delayed = self._delayed.pop(payload[1], None)
+            if delayed is not None:
+                child_id, count = delayed
+                self.send_message(self.self_address, _RetryRestart(child_id=child_id, count=count))
                 return
             self._pump(_Ev("timer", payload=payload[1]))
 
@@ -574,7 +580,7 @@ class SupervisorActor(SeamActor):
         delay = max(delay, self._backoff(child))
         if delay > 0:
             child.status = "restarting"
-            self._delayed[self._start_timer(delay)] = child.id
+            self._delayed[self._start_timer(delay)] = (child.id, False)
             return
         yield from self._restart_group(child)
 
@@ -636,7 +642,10 @@ class SupervisorActor(SeamActor):
                 self._emit("start_failed", child.id, reason)
                 for waiting in group[index:]:
                     waiting.status = "restarting"
-                self.send_message(self.self_address, _RetryRestart(child_id=child.id))
+                # OTP's try_again_restart, on a timer rather than a message to ourselves: on
+                # simpleSystemBase a self-message is handled within the same synchronous
+                # delivery, so a restart that keeps failing would never let the caller return.
+                self._delayed[self._start_timer(RETRY_RESTART_DELAY)] = (child.id, True)
                 return
             child.restarts += 1
             self._emit("child_restarted", child.id)

@@ -607,6 +607,32 @@ def test_failed_restart_retried_after_marker_removed(start_tree: Any, tmp_path: 
     assert rt.exit_reason is None
 
 
+def test_a_restart_that_keeps_failing_never_wedges_the_caller(
+    start_tree: Any, tmp_path: Path
+) -> None:
+    """OTP retries a failed restart asynchronously (try_again_restart) and keeps answering: on
+    simpleSystemBase too, the tell that crashed the child returns and the child shows
+    `restarting` until a later attempt succeeds."""
+    marker = tmp_path / "marker"
+    rt = start_tree(
+        sup(intensity=1000, period=60, children=[echo("a", fail_start_if_exists=str(marker))])
+    )
+    marker.touch()
+    seq0 = last_seq(rt)
+
+    rt.tell("root/a", Crash())  # returns: the failing restarts are retried later
+    failed = rt.wait_event("start_failed", child_id="a", after=seq0)
+    info = child(rt, "root", "a")
+    marker.unlink()
+    restarted = rt.wait_event("child_restarted", child_id="a", after=failed.seq)
+
+    assert "restarting" == info.status
+    assert "error:RuntimeError: marker says fail" == failed.reason
+    assert restarted.seq > failed.seq
+    assert "running" == child(rt, "root", "a").status
+    assert rt.exit_reason is None
+
+
 # --- Boot -----------------------------------------------------------------------------------
 
 
