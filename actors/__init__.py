@@ -9,6 +9,7 @@ from actors.core.runtime import Runtime
 from actors.core.worker import Worker
 from actors.errors import (
     ActorCrashed,
+    ActorExited,
     ActorNotFound,
     AlreadyPresent,
     AlreadyStarted,
@@ -28,6 +29,7 @@ from protocols.supervision import ChildCounts, ChildInfo, SupervisionEvent
 
 __all__ = [
     "ActorCrashed",
+    "ActorExited",
     "ActorNotFound",
     "AlreadyPresent",
     "AlreadyStarted",

@@ -5,7 +5,8 @@ UnderstudyError                  base; never raised itself
 + CodecError (+ DecodeError, UnknownMessageKind, MessageInvalid, MessageTooLarge)
 + AskTimeout                     no reply within .timeout seconds
 + ActorNotFound                  no live actor at .path
-+ ActorCrashed                   the asked handler raised; .reason is the exit reason
++ ActorExited                    the asked actor exited before answering; .reason says why
+  + ActorCrashed                 the asked handler itself raised; .reason is the exit reason
 + RuntimeStopped                 the Runtime was shut down
 + SupervisorError                a child API call was refused (OTP's {error, _})
   + ChildNotFound                no child with that id
@@ -49,13 +50,21 @@ class ActorNotFound(UnderstudyError):
         super().__init__(f"no actor at {path!r}" + (f": {detail}" if detail else ""))
 
 
-class ActorCrashed(UnderstudyError):
+class ActorExited(UnderstudyError):
+    """The asked actor exited (crashed on another message, was killed or stopped) before
+    answering; ``reason`` is its exit reason. The request fails at once, never by timeout."""
+
+    def __init__(self, path: str, reason: str, text: str | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(text or f"actor {path!r} exited before answering: {reason}")
+
+
+class ActorCrashed(ActorExited):
     """The asked actor's handler raised; the actor exited with ``reason`` and is not retried."""
 
     def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"actor {path!r} crashed handling the request: {reason}")
+        super().__init__(path, reason, f"actor {path!r} crashed handling the request: {reason}")
 
 
 class RuntimeStopped(UnderstudyError):
@@ -137,6 +146,8 @@ def error_from_reply(reply: ErrorReply, path: str) -> UnderstudyError:
     """Turn an ErrorReply from the actor at ``path`` into the exception the caller raises."""
     if reply.error == ErrorName.ACTOR_CRASHED:
         return ActorCrashed(path, reply.reason or reply.message)
+    if reply.error == ErrorName.ACTOR_EXITED:
+        return ActorExited(path, reply.reason or reply.message)
     if reply.error == ErrorName.ACTOR_NOT_FOUND:
         return ActorNotFound(path, reply.message)
     if reply.error == ErrorName.START_FAILED:
@@ -153,6 +164,7 @@ def error_from_reply(reply: ErrorReply, path: str) -> UnderstudyError:
 
 __all__ = [
     "ActorCrashed",
+    "ActorExited",
     "ActorNotFound",
     "AlreadyPresent",
     "AlreadyStarted",

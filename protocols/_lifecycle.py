@@ -151,13 +151,15 @@ class _Register(Message):
 class _Unregister(Message):
     """Supervisor -> guardian: the actor at ``path`` has exited.
 
-    ``pending`` says a restart may follow: resolutions of ``path`` wait for it.
+    ``pending`` says a restart may follow: resolutions of ``path`` wait for it; ``reason`` is
+    the actor's exit reason.
     """
 
     kind: Literal["_supervision.unregister"] = "_supervision.unregister"
     path: str
     address: ActorRef
     pending: bool = False
+    reason: str = ""
 
 
 class _Resolve(Message):
@@ -176,13 +178,17 @@ class _Resolve(Message):
 
 
 class _Resolved(Message):
-    """Guardian -> asker: ``path`` lives at ``address`` (None: no live actor there)."""
+    """Guardian -> asker: ``path`` lives at ``address`` (None: no live actor there).
+
+    Sent to watchers when the actor at ``path`` exits: ``reason`` is its exit reason.
+    """
 
     kind: Literal["_supervision.resolved"] = "_supervision.resolved"
     path: str
     address: ActorRef | None
     pid: int | None = None
     detail: str = ""
+    reason: str = ""
 
 
 class _RetryRestart(Message):

@@ -18,6 +18,7 @@ class ErrorName(StrEnum):
     """
 
     ACTOR_CRASHED = "ActorCrashed"
+    ACTOR_EXITED = "ActorExited"
     ACTOR_NOT_FOUND = "ActorNotFound"
     START_FAILED = "StartFailed"
     NOT_SUPPORTED = "NotSupported"

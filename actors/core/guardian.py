@@ -214,7 +214,7 @@ class Guardian(SeamActor):
             case _Register():
                 self._register(msg, sender, env)
             case _Unregister():
-                self._unregister(msg.path, msg.address, pending=msg.pending)
+                self._unregister(msg.path, msg.address, pending=msg.pending, reason=msg.reason)
             case GetEvents():
                 self._get_events(msg, sender, env)
             case SubscribeEvents():
@@ -430,7 +430,9 @@ class Guardian(SeamActor):
             self.send_message(watcher, _Resolved(path=msg.path, address=msg.address, pid=msg.pid))
         self._release_resolves(msg.path)
 
-    def _unregister(self, path: str, address_ref: ActorRef, *, pending: bool) -> None:
+    def _unregister(
+        self, path: str, address_ref: ActorRef, *, pending: bool, reason: str = ""
+    ) -> None:
         current = self._registry.get(path)
         if current is not None and current.address == unpack_address(address_ref):
             del self._registry[path]
@@ -443,7 +445,9 @@ class Guardian(SeamActor):
             self._pending.discard(path)
         detail = "restarting" if pending else "exited"
         for watcher in self._watchers.get(path, {}).values():
-            self.send_message(watcher, _Resolved(path=path, address=None, detail=detail))
+            self.send_message(
+                watcher, _Resolved(path=path, address=None, detail=detail, reason=reason)
+            )
         self._release_resolves(path)
 
     def _unregister_tree(self, prefix: str) -> None:

@@ -45,9 +45,10 @@ from actors.core.seam import (
     spawn_global,
     unpack_address,
 )
-from actors.core.workarounds import DeliveryFailed, ask_correlated, process_alive
+from actors.core.workarounds import DeliveryFailed, TargetGone, ask_correlated, process_alive
 from actors.core.worker import Worker
 from actors.errors import (
+    ActorExited,
     ActorNotFound,
     AskTimeout,
     RuntimeStopped,
@@ -69,6 +70,7 @@ from protocols._lifecycle import (
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
 from protocols.supervision import (
+    KILLED,
     ChildCounts,
     ChildInfo,
     Children,
@@ -534,10 +536,17 @@ class Runtime:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AskTimeout(path, timeout)
+            cached = self._addresses.get(path)
+            pid = cached[1] if cached is not None and cached[0] is address else None
             try:
-                reply = self._request(address, path, message, remaining)
+                reply = self._request(address, path, message, remaining, pid=pid)
             except DeliveryFailed:
                 reply = _Gone(path=path)
+            except TargetGone:
+                # It took the message and died before answering: fail now (never resend it).
+                self._addresses.pop(path, None)
+                self._stale[path] = address
+                raise ActorExited(path, KILLED) from None
             if isinstance(reply, _Gone):
                 self._addresses.pop(path, None)
                 address = self._resolve(path, deadline, stale=address)
@@ -549,11 +558,28 @@ class Runtime:
                 self._stale[path] = address
             return reply
 
-    def _request(self, address: Address, path: str, message: Message, timeout: float) -> Message:
-        """One request/reply exchange; raises AskTimeout or DeliveryFailed."""
+    def _request(
+        self,
+        address: Address,
+        path: str,
+        message: Message,
+        timeout: float,
+        *,
+        pid: int | None = None,
+    ) -> Message:
+        """One request/reply exchange; raises AskTimeout, DeliveryFailed or TargetGone (the
+        process ``pid`` died before answering)."""
         mid = codec.new_message_id()
         data = encode_external(message, message_id=mid, ask=True, max_size=self._max_size)
-        result = ask_correlated(self._system, address, data, mid, timeout, max_size=self._max_size)
+        alive = None
+        if pid is not None and pid != os.getpid():
+
+            def alive() -> bool:
+                return process_alive(pid)
+
+        result = ask_correlated(
+            self._system, address, data, mid, timeout, max_size=self._max_size, alive=alive
+        )
         if result is None:
             raise AskTimeout(path, round(timeout, 3))
         env, meta = result

@@ -475,6 +475,12 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 lost = [(mid, message) for mid, message in batch if mid in ids]
                 self._report_undelivered(link, lost, "the receiver was exiting")
 
+    def queued_ids(self, address: ActorAddress) -> set[int]:
+        """The ids of the messages queued (not yet sent) for ``address``."""
+        self._ensure_links()
+        link = self._links.get(str(address))
+        return {parts[1] for parts, _ in link.queue} if link is not None else set()
+
     def fail_link(self, address: ActorAddress, reason: str) -> list[tuple[Message, int]]:
         """The destination is gone: report what was in flight; return what was still queued
         (never sent), with the message ids it was given."""

@@ -518,7 +518,11 @@ class SupervisorActor(SeamActor):
                 outcome[id(child)] = (
                     KILLED if id(child) in killed else reported.get(id(child), KILLED)
                 )
-                self._forget(child, pending=pending and child.spec.restart != "temporary")
+                self._forget(
+                    child,
+                    pending=pending and child.spec.restart != "temporary",
+                    reason=outcome[id(child)],
+                )
         return [outcome[id(c)] for c in children]
 
     def _kill(self, child: _Child) -> None:
@@ -532,8 +536,8 @@ class SupervisorActor(SeamActor):
         self.set_timer(seconds, ("supervisor_timer", token))
         return token
 
-    def _forget(self, child: _Child, *, pending: bool) -> None:
-        """Record that the child's process is gone and tell the guardian."""
+    def _forget(self, child: _Child, *, pending: bool, reason: str) -> None:
+        """Record that the child's process is gone (with ``reason``) and tell the guardian."""
         if child.address is not None and self._guardian is not None:
             self.send_message(
                 self._guardian,
@@ -541,6 +545,7 @@ class SupervisorActor(SeamActor):
                     path=self._child_path(child),
                     address=pack_address(child.address),
                     pending=pending,
+                    reason=reason,
                 ),
             )
         child.address, child.pid, child.status = None, None, "stopped"
@@ -555,7 +560,7 @@ class SupervisorActor(SeamActor):
             del ev
         directive, delay = self._directive(child, reason)
         restart = directive == "restart"
-        self._forget(child, pending=restart)
+        self._forget(child, pending=restart, reason=reason)
         self._emit("child_exited", child.id, reason)
         if directive == "escalate":
             log.warning("child_escalated", supervisor=self._path, offender=child.id, reason=reason)

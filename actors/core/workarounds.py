@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -36,7 +37,9 @@ from actors.core.seam import FrameMeta, decode_reply
 from protocols import codec
 
 __all__ = [
+    "LIVENESS_SLICE",
     "DeliveryFailed",
+    "TargetGone",
     "ask_correlated",
     "die_with_parent",
     "kill_process",
@@ -114,8 +117,16 @@ class DeliveryFailed(Exception):
     """The target address did not take the message: its process is gone."""
 
 
+class TargetGone(Exception):
+    """The target took the message, then its process died before answering."""
+
+
 # A None that comes back this much before the deadline is a failed delivery, not a timeout.
 _EARLY_NONE_MARGIN = 0.05
+#: Seconds between liveness checks of an ask's target while waiting for its answer.
+LIVENESS_SLICE = 0.1
+# The first wait is longer: a None before it ends means Thespian gave up delivering.
+_FIRST_SLICE = 0.25
 # A reply this much past the deadline counts as no reply (the caller has given up on it).
 _LATE_MARGIN = 0.05
 
@@ -128,23 +139,42 @@ def ask_correlated(
     timeout: float,
     *,
     max_size: int,
+    alive: Callable[[], bool] | None = None,
 ) -> tuple[codec.Envelope, FrameMeta] | None:
     """Send ``data`` and wait for the envelope answering ``message_id``.
+
+    Thespian's ``ask`` waits out its whole timeout when the target dies after taking the
+    message; with ``alive`` (is the target's process still there?) the wait is cut into slices
+    of ``LIVENESS_SLICE`` seconds and fails as soon as the target is gone.
 
     Returns:
         (the reply envelope, the frame's header), or None on timeout.
 
     Raises:
         DeliveryFailed: Thespian gave up delivering (the target's process is gone).
+        TargetGone: the target died after taking the message, before answering.
     """
     deadline = time.monotonic() + timeout
-    raw = system.ask(address, data, timeout)
+    wait = timeout if alive is None else min(timeout, _FIRST_SLICE)
+    slice_end = time.monotonic() + wait
+    raw = system.ask(address, data, wait)
+    first = True
     while True:
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = deadline - now
         if raw is None:
-            if remaining > _EARLY_NONE_MARGIN:
-                raise DeliveryFailed
-            return None
+            if first and slice_end - now > _EARLY_NONE_MARGIN:
+                raise DeliveryFailed  # None long before the timeout: Thespian gave up
+            first = False
+            if remaining <= 0:
+                return None
+            if alive is not None and not alive():
+                raw = system.listen(_EARLY_NONE_MARGIN)  # a reply sent just before dying
+                if raw is None:
+                    raise TargetGone
+                continue
+            raw = system.listen(min(remaining, LIVENESS_SLICE) if alive else remaining)
+            continue
         if isinstance(raw, bytes):
             found = decode_reply(raw, message_id, max_size=max_size)
             if found is not None:
@@ -163,4 +193,5 @@ def ask_correlated(
             log.debug("non_understudy_reply_skipped", type=type(raw).__name__)
         if remaining <= 0:
             return None
-        raw = system.listen(remaining)
+        first = False
+        raw = system.listen(min(remaining, LIVENESS_SLICE) if alive else remaining)

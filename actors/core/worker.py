@@ -180,6 +180,7 @@ class WorkerActor(SeamActor):
         self.flows = Flows(self)
         self._deferred = False
         self._identities: dict[ActorRef, Identity] = {}
+        self._open_deferred: dict[int, tuple[Address, codec.Envelope, bool]] = {}
         self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
 
     def describe(self) -> str:
@@ -306,6 +307,7 @@ class WorkerActor(SeamActor):
                 result = worker.handle(env.message)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
             reason = self._crash_reason(exc, env.message)
+            self._open_deferred.pop(env.message_id, None)
             self._answer(
                 sender,
                 env,
@@ -349,8 +351,12 @@ class WorkerActor(SeamActor):
             raise RuntimeError(msg)
         sender, env, on_link = self._current
         self._deferred = True
+        self._open_deferred[env.message_id] = (sender, env, on_link)
 
         def send_reply(message: Message) -> None:
+            if self._open_deferred.pop(env.message_id, None) is None:
+                log.warning("deferred_reply_dropped", actor=self._path, kind=message.kind)
+                return  # answered already, or failed when this worker exited
             self._answer(sender, env, message, on_link=on_link)
 
         return send_reply
@@ -376,10 +382,10 @@ class WorkerActor(SeamActor):
         self._stop_if_asked()
 
     def on_undelivered_ids(self, to: str, message_ids: list[int], reason: str) -> None:
-        """Requests that will never be answered fail now (their flows get ActorNotFound)."""
+        """Requests that will never be answered fail now with ActorNotFound."""
         for mid in message_ids:
             if self._outstanding.pop(mid, None) is not None:
-                self.flows.on_reply(
+                self._fail_request(
                     mid, ErrorReply(error=ErrorName.ACTOR_NOT_FOUND, message=f"{to}: {reason}")
                 )
 
@@ -408,10 +414,26 @@ class WorkerActor(SeamActor):
 
     def _exit(self, reason: str) -> None:
         self._exiting = True
+        self._fail_deferred(reason)
         if self._supervisor is not None:
             self.send_message(self._supervisor, _Exiting(reason=reason))
         else:
             self.stop_actor(self.self_address)
+
+    def _fail_deferred(self, reason: str) -> None:
+        """Requests this worker promised to answer later fail now: it is exiting."""
+        open_deferred, self._open_deferred = self._open_deferred, {}
+        for sender, env, on_link in open_deferred.values():
+            self._answer(
+                sender,
+                env,
+                ErrorReply(
+                    error=ErrorName.ACTOR_EXITED,
+                    message=f"{self._path} exited before answering: {reason}",
+                    reason=reason,
+                ),
+                on_link=on_link,
+            )
 
     def on_internal_error(self, exc: Exception) -> None:
         """An error in the host itself is a crash of this worker."""
@@ -450,6 +472,32 @@ class WorkerActor(SeamActor):
             self._outstanding[mid] = path
         return mid
 
+    def _fail_requests_to(self, path: str, *, keep: set[int], why: _Resolved) -> None:
+        """The actor at ``path`` exited: every request it was sent (acknowledged or not) fails
+        now with ActorExited, except ``keep`` (queued, never sent: they go to the next one)."""
+        reason = why.reason or why.detail or "exited"
+        for mid in [m for m, p in self._outstanding.items() if p == path and m not in keep]:
+            del self._outstanding[mid]
+            failure = ErrorReply(
+                error=ErrorName.ACTOR_EXITED,
+                message=f"{path} exited before answering: {reason}",
+                reason=reason,
+            )
+            self._fail_request(mid, failure)
+
+    def _fail_request(self, mid: int, failure: ErrorReply) -> None:
+        """Answer the pending request ``mid`` with ``failure``: its flow raises it, else the
+        worker's ``on_reply`` gets it (as any reply; raising there is a crash)."""
+        if self.flows.on_reply(mid, failure):
+            return
+        worker = self._worker
+        if worker is None or self._exiting:
+            return
+        try:
+            worker.on_reply(mid, failure)
+        except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
+            self._exit(self._crash_reason(exc, failure))
+
     def _route_resolved(self, msg: _Resolved) -> None:
         old = self._routes.get(msg.path)
         new = unpack_address(msg.address) if msg.address is not None else None
@@ -457,6 +505,9 @@ class WorkerActor(SeamActor):
         carried: list[tuple[Message, int]] = []
         if old is not None and old != new:
             del self._routes[msg.path]
+            # Requests it was sent fail first, with its exit reason (acknowledged or not).
+            unsent = self.queued_ids(old) | {mid for _, mid in self._unrouted.get(msg.path, ())}
+            self._fail_requests_to(msg.path, keep=unsent, why=msg)
             carried = self.fail_link(old, f"{msg.path} exited")
         pending = carried + list(self._unrouted.pop(msg.path, deque()))
         if new is None:

@@ -43,7 +43,7 @@ from actors.services.scheduler_journal import Journal
 from actors.services.scheduler_tasks import TaskBook, TaskError
 from protocols._base import Message
 from protocols.access import AppendAudit
-from protocols.common import ErrorName, ErrorReply
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.scheduler import (
     FINAL_STATES,
     CancelTask,
@@ -369,12 +369,24 @@ class Scheduler(Worker):
             self._audit_sent.add(outbox_id)
 
     def on_reply(self, request_id: int, reply: Message) -> None:
-        """The audit log acknowledged a record: drop it from the outbox."""
+        """The audit log acknowledged a record: drop it from the outbox. A failed request (the
+        audit log is not there, or exited) keeps the record for a retry."""
         outbox_id = self._audit_inflight.pop(request_id, None)
         if outbox_id is None:
             log.debug("reply_ignored", actor=self.path, kind=reply.kind)
             return
         self._audit_sent.discard(outbox_id)
+        if not isinstance(reply, Ok):
+            log.warning(
+                "audit_not_acknowledged",
+                actor=self.path,
+                audit_id=outbox_id,
+                reply=reply.kind,
+                detail=getattr(reply, "message", ""),
+            )
+            if self._audit_timer is None:
+                self._audit_timer = self.call_later(self._audit_retry, _RetryAudit())
+            return
         self._journal.audit_acknowledged(outbox_id)
         log.info("audit_acknowledged", actor=self.path, audit_id=outbox_id)
 

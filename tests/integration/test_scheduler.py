@@ -1,7 +1,7 @@
 """The scheduler on real processes: SIGKILL at any moment loses nothing acknowledged.
 
 A command is *acknowledged* when its ask returned a reply. An ask that failed (AskTimeout,
-ActorNotFound, ActorCrashed: the scheduler was killed while it was in flight) is
+ActorNotFound, ActorExited: the scheduler was killed while it was in flight) is
 *unacknowledged*: it may or may not have been applied, but never half. So after the storm:
 
 * a task whose last command was acknowledged is exactly (every field) as its last reply said;
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import ActorCrashed, ActorNotFound, AskTimeout, RequestRejected, Runtime
+from actors import ActorExited, ActorNotFound, AskTimeout, RequestRejected, Runtime
 from actors.services.scheduler_journal import Journal
 from protocols import Message
 from protocols.scheduler import (
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 tcp_only = pytest.mark.parametrize("base", ["multiprocTCPBase"])
 
 S = "root/scheduler"
-UNACKNOWLEDGED = (AskTimeout, ActorNotFound, ActorCrashed)
+UNACKNOWLEDGED = (AskTimeout, ActorNotFound, ActorExited)
 ASK_TIMEOUT = 0.5
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,6 +21,7 @@ def test_actors_exports_the_runtime_api_and_the_error_tree() -> None:
         "AskTimeout",
         "ActorNotFound",
         "ActorCrashed",
+        "ActorExited",
         "ChildNotFound",
         "AlreadyStarted",
         "AlreadyPresent",
