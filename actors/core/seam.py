@@ -104,6 +104,9 @@ def open_system(
             msg = "a multiprocTCPBase system needs the deployment secret (a Keyring)"
             raise ValueError(msg)
         transport_guard.install(listen=listen, keyring=keyring, max_frame=max_frame + _FRAME_SLACK)
+        from actors.core.workarounds import tune_transport_backoff  # it imports this module
+
+        tune_transport_backoff()
     return ActorSystem(base, capabilities, transientUnique=transient)
 
 

@@ -3,21 +3,29 @@ fix."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from thespian.actors import ActorSystem
+from thespian.system import transport as thespian_transport
 
 from actors import Runtime
 from actors.core.runtime import free_port
 from actors.core.transport_guard import uninstalled
-from actors.core.workarounds import ask_correlated
+from actors.core.workarounds import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    ask_correlated,
+    tune_transport_backoff,
+)
 from protocols import codec
 from protocols.common import Ok
 from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
@@ -137,3 +145,48 @@ def test_a_killed_owner_takes_its_actor_system_down_in_order(tmp_path: Path) -> 
     assert [] == alive
     assert len(pids) == len(gone)
     assert "echo:stop:shutdown" in journal.read_text()
+
+
+# --- 5. The transport's backoff ---------------------------------------------------------------
+
+
+def test_raw_thespian_backs_off_from_34_ms_up_to_seconds() -> None:
+    """The defect, read off Thespian itself: the pauses a refused transmit goes through."""
+    with _backoff_bounds(_RAW_MIN, _RAW_MAX):
+        pauses = _pauses(30)
+
+    assert timedelta(milliseconds=30) < pauses[0]
+    assert timedelta(seconds=1) < sum(pauses[:6], timedelta())
+    assert timedelta(seconds=7) < max(pauses)
+
+
+def test_tuned_backoff_starts_near_1_ms_and_stays_under_a_quarter_second() -> None:
+    with _backoff_bounds(_RAW_MIN, _RAW_MAX):
+        raw = _pauses(6)
+        tune_transport_backoff()
+        pauses = _pauses(30)
+
+    assert BACKOFF_MIN < pauses[0] < 2 * BACKOFF_MIN  # Thespian multiplies by 1.7 at once
+    assert BACKOFF_MAX == max(pauses)
+    assert sum(pauses[:6], timedelta()) * 10 < sum(raw, timedelta())
+
+
+_RAW_MIN, _RAW_MAX = timedelta(milliseconds=20), timedelta(seconds=7, milliseconds=329)
+
+
+def _pauses(count: int) -> list[timedelta]:
+    pauses, pause = [], timedelta()
+    for _ in range(count):
+        pause = thespian_transport.backoffDelay(pause)
+        pauses.append(pause)
+    return pauses
+
+
+@contextlib.contextmanager
+def _backoff_bounds(low: timedelta, high: timedelta) -> Iterator[None]:
+    saved = thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY
+    thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY = low, high
+    try:
+        yield
+    finally:
+        thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY = saved
