@@ -1,8 +1,9 @@
 """The access protocol: who may do what, on which resource, and the audit log that says so.
 
 Vocabulary
-    subject     who acts: an agent (``coder-1``), a user (``user:alice``) or ``system`` (the
-                built-in superuser); any id without whitespace
+    subject     who acts: an actor of the tree (its path, ``root/agents/agent-3``), a principal
+                (``operator``), ``system`` (the built-in superuser: the program that started
+                the tree), or a name granted to (``user:alice``); any id without whitespace
     role        a named set of actions: reader < operator < admin < superuser
     action      what is done: read, list, write, execute, network, task.submit, task.cancel,
                 agent.spawn, agent.terminate, registry.write, audit.read, admin.permissions,
@@ -10,6 +11,12 @@ Vocabulary
     resource    what it is done to: an absolute path (read, list, write), a tool name
                 (execute), a host (network), or free text (every other action)
     scope       per-subject tool globs, path patterns and a network switch; default deny
+
+Who asks is never a field of the message: the access manager acts on the sender the seam
+verified (``protocols.identity``): administrative commands are authorised for the sender, a
+check is for the sender unless it names another subject (which needs admin.permissions), and
+an audit entry's actor is the sender. A sender that cannot be identified is refused
+(PermissionDenied).
 
 Every decision and every administrative change is appended to a hash-chained JSON-lines audit
 log (``<state_dir>/audit.jsonl``). Commands are answered with the subject's resulting grants
@@ -46,7 +53,7 @@ __all__ = [
     "VerifyAudit",
 ]
 
-#: The subject every administrative command acts as unless it names another (``by``).
+#: The built-in superuser: the program that started the tree acts as it.
 SYSTEM_SUBJECT = "system"
 
 
@@ -54,14 +61,17 @@ SYSTEM_SUBJECT = "system"
 
 
 class CheckAccess(Message):
-    """May ``subject`` do ``action`` on ``resource``? Answered AccessGranted or AccessDenied.
+    """May I (or ``subject``) do ``action`` on ``resource``? Answered AccessGranted or
+    AccessDenied.
 
-    Paths are resolved (``..``, repeated slashes, symlinks) against the real filesystem before
-    they are matched, so a path that leads outside every allowed tree is denied.
+    ``subject`` None: the verified sender itself. Naming another subject needs
+    admin.permissions. Paths are resolved (``..``, repeated slashes, symlinks) against the real
+    filesystem before they are matched, so a path that leads outside every allowed tree is
+    denied.
     """
 
     kind: Literal["access.check_access"] = "access.check_access"
-    subject: str
+    subject: str | None = None
     action: str
     resource: str = ""
 
@@ -98,7 +108,7 @@ class AccessDenied(Message):
 
 
 class GrantRole(Message):
-    """Give ``subject`` the role ``role`` (creating the subject); needs admin.grant.
+    """Give ``subject`` the role ``role`` (creating the subject); the sender needs admin.grant.
 
     Only a superuser grants the superuser role.
     """
@@ -106,7 +116,6 @@ class GrantRole(Message):
     kind: Literal["access.grant_role"] = "access.grant_role"
     subject: str
     role: str
-    by: str = SYSTEM_SUBJECT
 
 
 class RevokeRole(Message):
@@ -115,7 +124,6 @@ class RevokeRole(Message):
     kind: Literal["access.revoke_role"] = "access.revoke_role"
     subject: str
     role: str
-    by: str = SYSTEM_SUBJECT
 
 
 class SetAgentPermissions(Message):
@@ -131,7 +139,6 @@ class SetAgentPermissions(Message):
     tools: list[str] | None = None
     paths: list[str] | None = None
     network: bool | None = None
-    by: str = SYSTEM_SUBJECT
 
 
 class EnsurePermissions(Message):
@@ -147,7 +154,6 @@ class EnsurePermissions(Message):
     workspace: str
     network: bool = False
     role: str = "operator"
-    by: str = SYSTEM_SUBJECT
 
 
 class GetSubject(Message):
@@ -174,6 +180,9 @@ class SubjectGrants(Message):
 
 class AppendAudit(Message):
     """Another actor records a fact in the audit log (e.g. the scheduler's reaps); answered Ok.
+
+    The entry's actor is the verified sender; ``actor`` (who the fact is about, when that is
+    someone else) is kept in the entry's detail as ``about``.
 
     ``detail`` must be JSON-able (no bytes, no NaN): otherwise InvalidAuditDetail.
     """

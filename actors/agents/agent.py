@@ -7,7 +7,9 @@ Topology entry (agents usually run under a simple_one_for_one supervisor)::
                args: {base_url: "http://127.0.0.1:8000/v1", model_retries: 0}}
 
 Args (all optional)
-    name              the agent's access subject (default: its child id)
+    name              the agent's name in logs and results (default: its child id); never its
+                      access subject, which is its verified path; a reserved name (``system``,
+                      a principal's) is refused at start
     base_url          the chat-completions endpoint (default env OPENAI_BASE_URL, else OpenAI's)
     api_key           (default env OPENAI_API_KEY, else a placeholder: local servers need none)
     model             (default env UNDERSTUDY_MODEL, else "understudy-embedded")
@@ -52,6 +54,7 @@ import posixpath
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, Literal
 
 import openai
@@ -74,12 +77,13 @@ from actors.agents.agent_tools import execute_tool
 from actors.agents.model_guard import (
     CircuitBreaker,
 )
+from actors.core.keyring import PRINCIPALS_DIR
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
 from protocols.agent import AgentProgress, RunGoal
 from protocols.common import ErrorName, ErrorReply, Ok
-from protocols.topology import Backoff
+from protocols.topology import RESERVED_PRINCIPALS, Backoff
 
 __all__ = ["DEFAULT_ACCESS", "DEFAULT_AGENT_MODEL", "Agent", "AgentConfig"]
 
@@ -88,6 +92,11 @@ log = structlog.get_logger("understudy.agent")
 DEFAULT_ACCESS: Final = "root/system/access"
 DEFAULT_AGENT_MODEL: Final = "understudy-embedded"
 PLACEHOLDER_KEY: Final = "understudy-no-key"
+
+
+def _principal_names(state_dir: Path) -> set[str]:
+    """The principals of this deployment (``up`` creates a key file for each)."""
+    return {key.stem for key in (state_dir / PRINCIPALS_DIR).glob("*.key")}
 
 
 class AgentConfig(BaseModel):
@@ -157,6 +166,9 @@ class Agent(Worker):
             raise ValueError(msg) from exc
         self._config = config
         self._name = config.name or self.child_id
+        if self._name in RESERVED_PRINCIPALS or self._name in _principal_names(self.state_dir):
+            msg = f"the agent name {self._name!r} is reserved (the owner or a principal acts as it)"
+            raise ValueError(msg)
         self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_AGENT_MODEL
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
@@ -363,7 +375,7 @@ class Agent(Worker):
         self._check = (self._checks, check, timer)
         self.request(
             self._config.access,
-            CheckAccess(subject=self._name, action=check.action, resource=check.resource),
+            CheckAccess(action=check.action, resource=check.resource),  # as its verified path
         )
 
     def _reply(self, reply: Message) -> None:

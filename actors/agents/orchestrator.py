@@ -446,7 +446,7 @@ class Orchestrator(Worker):
 
     def _lifecycle(self, run: _Run, spec: GoalSpec, suffix: str) -> Flow:
         generation = run.generation = run.generation + 1
-        name = f"{run.run_id}-{suffix}"  # the agent's access subject and card name
+        name = f"{run.run_id}-{suffix}"  # the agent's card name; its access subject is its path
         info = yield Call(self.agents_path, StartChild(args={"name": name}))
         assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
         child_id, path = info.id, f"{self.agents_path}/{info.id}"
@@ -473,7 +473,7 @@ class Orchestrator(Worker):
             yield Call(
                 self.access_path,
                 EnsurePermissions(
-                    agent=name, tools=["*"], workspace=f"{run.workspace}/**", network=False
+                    agent=path, tools=["*"], workspace=f"{run.workspace}/**", network=False
                 ),
             )
             task = yield Call(

@@ -34,6 +34,7 @@ from protocols.errors import UnderstudyError
 
 __all__ = [
     "KEY_BYTES",
+    "PRINCIPALS_DIR",
     "SECRET_FILE_ENV",
     "SECRET_FILE_NAME",
     "TAG_BYTES",

@@ -300,11 +300,10 @@ class SupervisorActor(SeamActor):
             log.debug("stale_event_ignored", supervisor=self._path, kind=ev.kind)
             return
         if ev.kind == "exiting":
-            # The child has stopped handling messages and said why: it is gone for every
-            # purpose but its process's teardown, which goes on while the restart proceeds
-            # (its "gone" then finds no child at that address).
+            # Wait for the process to be gone before telling anyone: acknowledgements it sent
+            # on its way out reach their senders before the path's change does.
             self.stop_actor(child.address)
-            self._run(self._child_exited(child, ev.payload, await_gone=False))
+            self._run(self._child_exited(child, ev.payload, await_gone=True))
         elif ev.kind == "gone":
             self._run(self._child_exited(child, KILLED, await_gone=False))
         else:

@@ -9,6 +9,11 @@ Topology entry (default path ``root/system/access``)::
     fsync       fsync after every entry (default false: an entry survives the access manager's
                 process dying at once, but not the machine losing power)
 
+Who asks is the sender the seam verified (``self.sender``: an actor's path with its spec's
+roles, a logged-in principal, or ``system``), never a field of the message; the roles an
+identity carries count as held. A sender that cannot be identified is refused
+(PermissionDenied).
+
 Every decision (type ``decision``), every administrative change and refusal (type ``admin``)
 and every AppendAudit (type ``external``) becomes one entry of the hash-chained log before the
 reply is sent; if the entry cannot be written the handler raises, the asker gets ActorCrashed
@@ -50,6 +55,7 @@ from protocols.access import (
     VerifyAudit,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.identity import Identity
 
 __all__ = [
     "DEFAULT_AUDIT_FILE",
@@ -66,6 +72,8 @@ AdminCommand = GrantRole | RevokeRole | SetAgentPermissions | EnsurePermissions
 
 class AccessManager(Worker):
     """The access manager worker (``actors.services.access_manager:AccessManager``)."""
+
+    verify_senders = True
 
     _audit: AuditLog
     _policy: AccessPolicy
@@ -111,13 +119,13 @@ class AccessManager(Worker):
         try:
             match message:
                 case CheckAccess():
-                    return self._check(message)
+                    return self._check(message, self._sender_identity())
                 case GrantRole() | RevokeRole() | SetAgentPermissions() | EnsurePermissions():
-                    return self._administer(message)
+                    return self._administer(message, self._sender_identity())
                 case GetSubject():
                     return self._grants(message.subject)
                 case AppendAudit():
-                    return self._append_external(message)
+                    return self._append_external(message, self._sender_identity())
                 case GetAuditStats():
                     return self._statistics()
                 case VerifyAudit():
@@ -132,23 +140,46 @@ class AccessManager(Worker):
             )
             return ErrorReply(error=exc.error, message=str(exc))
 
-    def _check(self, msg: CheckAccess) -> Message:
-        decision = self._policy.check(msg.subject, msg.action, msg.resource)
-        event = "access_granted" if decision.allowed else "access_denied"
-        entry = self._append(
-            "decision",
-            msg.subject,
-            event,
-            {
-                "action": msg.action,
-                "resource": msg.resource,
-                "resolved": decision.resolved,
-                "reason": decision.reason,
-            },
+    def _sender_identity(self) -> Identity:
+        """The verified sender of the message being handled.
+
+        Raises:
+            PermissionDenied: the sender is not an actor of this tree nor a logged-in principal.
+        """
+        identity = self.sender
+        if identity is None:
+            msg = (
+                "the sender could not be identified (not an actor of this tree nor a "
+                "logged-in principal); access requests need a verified sender"
+            )
+            raise PermissionDenied(msg)
+        return identity
+
+    def _check(self, msg: CheckAccess, asker: Identity) -> Message:
+        subject = msg.subject if msg.subject is not None else asker.name
+        own = subject == asker.name
+        if not own:
+            try:
+                self._policy.authorize(asker.name, "admin.permissions", extra_roles=asker.roles)
+            except PermissionDenied as exc:
+                msg_text = f"checking the access of {subject!r} (not the sender): {exc}"
+                raise PermissionDenied(msg_text) from exc
+        decision = self._policy.check(
+            subject, msg.action, msg.resource, extra_roles=asker.roles if own else ()
         )
+        event = "access_granted" if decision.allowed else "access_denied"
+        detail = {
+            "action": msg.action,
+            "resource": msg.resource,
+            "resolved": decision.resolved,
+            "reason": decision.reason,
+        }
+        if not own:
+            detail["asked_by"] = asker.name
+        entry = self._append("decision", subject, event, detail)
         self._log.info(
             event,
-            subject=msg.subject,
+            subject=subject,
             action=msg.action,
             resource=msg.resource,
             reason=decision.reason,
@@ -156,7 +187,7 @@ class AccessManager(Worker):
         )
         reply = AccessGranted if decision.allowed else AccessDenied
         return reply(
-            subject=msg.subject,
+            subject=subject,
             action=msg.action,
             resource=msg.resource,
             resolved=decision.resolved,
@@ -164,39 +195,40 @@ class AccessManager(Worker):
             audit_seq=entry["seq"],
         )
 
-    def _administer(self, msg: AdminCommand) -> Message:
-        """Authorise ``msg.by``, apply the change, audit it (or the refusal), answer the grants."""
+    def _administer(self, msg: AdminCommand, by: Identity) -> Message:
+        """Authorise the sender, apply the change, audit it (or the refusal), answer the grants."""
         subject = msg.subject if isinstance(msg, GrantRole | RevokeRole) else msg.agent
         try:
-            event, detail = self._apply(msg)
+            event, detail = self._apply(msg, by)
         except PermissionDenied as exc:
             self._append(
                 "admin",
-                msg.by,
+                by.name,
                 "admin_denied",
                 {"command": msg.kind, "subject": subject, "reason": str(exc)},
             )
             self._log.warning(
-                "admin_denied", by=msg.by, command=msg.kind, subject=subject, reason=str(exc)
+                "admin_denied", by=by.name, command=msg.kind, subject=subject, reason=str(exc)
             )
             raise
-        entry = self._append("admin", msg.by, event, {"subject": subject, **detail})
-        self._log.info(event, by=msg.by, subject=subject, audit_seq=entry["seq"], **detail)
+        entry = self._append("admin", by.name, event, {"subject": subject, **detail})
+        self._log.info(event, by=by.name, subject=subject, audit_seq=entry["seq"], **detail)
         return self._grants(subject)
 
-    def _apply(self, msg: AdminCommand) -> tuple[str, dict[str, Any]]:
+    def _apply(self, msg: AdminCommand, by: Identity) -> tuple[str, dict[str, Any]]:
         policy = self._policy
+        roles = by.roles
         match msg:
             case GrantRole():
-                policy.authorize(msg.by, "admin.grant", role=msg.role)
+                policy.authorize(by.name, "admin.grant", role=msg.role, extra_roles=roles)
                 changed = policy.grant_role(msg.subject, msg.role)
                 return "role_granted", {"role": msg.role, "changed": changed}
             case RevokeRole():
-                policy.authorize(msg.by, "admin.grant", role=msg.role)
+                policy.authorize(by.name, "admin.grant", role=msg.role, extra_roles=roles)
                 changed = policy.revoke_role(msg.subject, msg.role)
                 return "role_revoked", {"role": msg.role, "changed": changed}
             case SetAgentPermissions():
-                policy.authorize(msg.by, "admin.permissions")
+                policy.authorize(by.name, "admin.permissions", extra_roles=roles)
                 paths = (
                     None if msg.paths is None else [policy.resolve_pattern(p) for p in msg.paths]
                 )
@@ -210,7 +242,9 @@ class AccessManager(Worker):
                     "changed": changed,
                 }
             case EnsurePermissions():
-                policy.authorize(msg.by, "admin.permissions", "admin.grant", role=msg.role)
+                policy.authorize(
+                    by.name, "admin.permissions", "admin.grant", role=msg.role, extra_roles=roles
+                )
                 workspace = policy.resolve_pattern(msg.workspace)
                 tmp = policy.resolve_pattern(TMP_PATTERN)
                 changed = policy.ensure_permissions(
@@ -263,11 +297,12 @@ class AccessManager(Worker):
             return False
         return True
 
-    def _append_external(self, msg: AppendAudit) -> Message:
+    def _append_external(self, msg: AppendAudit, by: Identity) -> Message:
         if not msg.actor or not msg.action:
             msg_text = f"actor and action must be non-empty, got {msg.actor!r}, {msg.action!r}"
             return ErrorReply(error=InvalidAuditDetail.error, message=msg_text)
-        self._append("external", msg.actor, msg.action, msg.detail)
+        detail = msg.detail if msg.actor == by.name else {**msg.detail, "about": msg.actor}
+        self._append("external", by.name, msg.action, detail)
         return Ok()
 
     def _append(

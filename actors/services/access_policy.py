@@ -137,7 +137,7 @@ class InvalidResource(PolicyError):
 
 
 class PermissionDenied(PolicyError):
-    """The subject named in ``by`` may not make this administrative change."""
+    """The sender may not make this administrative change (or could not be identified)."""
 
 
 # --- Patterns -------------------------------------------------------------------------------
@@ -373,13 +373,35 @@ class AccessPolicy:
             raise UnknownSubject(msg)
         return found
 
-    def authorize(self, by: str, *actions: str, role: str | None = None) -> None:
+    def holder(self, subject: str, extra_roles: Iterable[str] = ()) -> Subject | None:
+        """Return what ``subject`` holds, counting ``extra_roles`` (the roles its verified
+        identity carries: a principal's, an actor's spec's) as held; None if it holds nothing.
+        """
+        held = self.subjects.get(subject)
+        extra = {role for role in extra_roles if role in ROLES}
+        if not extra or (held is not None and extra <= held.roles):
+            return held
+        if held is None:
+            return Subject(roles=extra)
+        return Subject(
+            roles=held.roles | extra, tools=held.tools, paths=held.paths, network=held.network
+        )
+
+    def authorize(
+        self,
+        by: str,
+        *actions: str,
+        role: str | None = None,
+        extra_roles: Iterable[str] = (),
+    ) -> None:
         """Check that ``by`` may perform the administrative ``actions`` (and grant ``role``).
+
+        ``extra_roles`` are the roles ``by``'s verified identity carries.
 
         Raises:
             PermissionDenied: naming the missing action.
         """
-        holder = self.subjects.get(by)
+        holder = self.holder(by, extra_roles)
         if holder is None:
             msg = f"unknown subject {by!r} may not administer access (default deny)"
             raise PermissionDenied(msg)
@@ -480,8 +502,12 @@ class AccessPolicy:
             changed = True
         return changed
 
-    def check(self, subject: str, action: str, resource: str) -> Decision:
+    def check(
+        self, subject: str, action: str, resource: str, *, extra_roles: Iterable[str] = ()
+    ) -> Decision:
         """Decide whether ``subject`` may do ``action`` on ``resource`` (see the module doc).
+
+        ``extra_roles`` are the roles ``subject``'s verified identity carries.
 
         Raises:
             UnknownAction: ``action`` is not one of ACTIONS.
@@ -496,7 +522,7 @@ class AccessPolicy:
         elif action == "execute" and not resource:
             msg = "execute needs a tool name as its resource"
             raise InvalidResource(msg)
-        holder = self.subjects.get(subject)
+        holder = self.holder(subject, extra_roles)
         if holder is None:
             reason = f"unknown subject {subject!r} (default deny)"
             return Decision(allowed=False, reason=reason, resolved=resolved)

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors import RequestRejected, Runtime
+from actors.errors import error_from_reply
 from actors.services.access_audit import verify_audit_log
 from protocols._base import Message
 from protocols.access import (
@@ -30,9 +31,10 @@ from protocols.access import (
     SubjectGrants,
     VerifyAudit,
 )
-from protocols.common import Ok
+from protocols.common import ErrorReply, Ok
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
+from tests.integration._access_workers import Forward
 
 ACCESS = "root/access"
 TCP = "multiprocTCPBase"
@@ -149,7 +151,6 @@ def test_bad_input_gets_typed_errors_and_the_manager_keeps_running(
         (CheckAccess(subject="coder", action="read", resource="relative/path"), "InvalidResource"),
         (CheckAccess(subject="coder", action="teleport", resource="x"), "UnknownAction"),
         (AppendAudit(actor="", action="task_reaped"), "InvalidAuditDetail"),
-        (GrantRole(subject="coder", role="admin", by="coder"), "PermissionDenied"),
     ]
 
     errors = []
@@ -163,33 +164,96 @@ def test_bad_input_gets_typed_errors_and_the_manager_keeps_running(
     assert isinstance(after, AccessGranted)
     assert [] == [e for e in rt.events() if e.event == "child_exited"]
     logged = entries(stats(rt).path)
-    assert ["permissions_ensured", "admin_denied", "access_granted"] == [
-        e["action"] for e in logged
-    ], "bad input is not audited; a refused change is"
+    assert ["permissions_ensured", "access_granted"] == [e["action"] for e in logged], (
+        "bad input is not audited"
+    )
 
 
-def test_administration_is_authorised_by_the_subjects_own_roles(start_tree: StartTree) -> None:
-    rt = start_tree(tree())
+def _actors_tree() -> SupervisorSpec:
+    """The access manager, an actor acting with the admin role, and one with no role."""
+    forwarder = "tests.integration._access_workers:Forwarder"
+    return SupervisorSpec(
+        id="root",
+        intensity=5,
+        children=[
+            ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
+            ChildSpec(id="alice", start=forwarder, roles=["admin"]),
+            ChildSpec(id="mallory", start=forwarder),
+        ],
+    )
 
-    ask(rt, GrantRole(subject="user:alice", role="admin"))
-    granted = ask(rt, GrantRole(subject="user:bob", role="operator", by="user:alice"))
-    with pytest.raises(RequestRejected) as refused:
-        ask(rt, GrantRole(subject="user:bob", role="superuser", by="user:alice"))
-    revoked = ask(rt, RevokeRole(subject="user:bob", role="operator", by="user:alice"))
+
+def as_actor(rt: Runtime, actor: str, message: Message) -> Message:
+    """Send ``message`` to the access manager from the actor ``root/<actor>``."""
+    body = message.model_dump(mode="json", exclude={"kind"})
+    forward = Forward(to=ACCESS, message_kind=message.kind, body=body)
+    reply = rt.ask(f"root/{actor}", forward, timeout=10.0)
+    if isinstance(reply, ErrorReply):
+        raise error_from_reply(reply, ACCESS)
+    return reply
+
+
+def test_administration_is_authorised_by_the_senders_verified_roles(
+    start_tree: StartTree,
+) -> None:
+    rt = start_tree(_actors_tree())
+
+    granted = as_actor(rt, "alice", GrantRole(subject="user:bob", role="operator"))
+    with pytest.raises(RequestRejected) as too_much:
+        as_actor(rt, "alice", GrantRole(subject="user:bob", role="superuser"))
+    with pytest.raises(RequestRejected) as no_role:
+        as_actor(rt, "mallory", GrantRole(subject="root/mallory", role="superuser"))
+    revoked = as_actor(rt, "alice", RevokeRole(subject="user:bob", role="operator"))
 
     assert isinstance(granted, SubjectGrants)
     assert ["operator"] == granted.roles
-    assert "only a superuser" in refused.value.detail
+    assert ("PermissionDenied", True) == (
+        too_much.value.error,
+        "only a superuser" in str(too_much.value),
+    )
+    assert "PermissionDenied" == no_role.value.error
+    assert "'root/mallory'" in no_role.value.detail
     assert isinstance(revoked, SubjectGrants)
     assert [] == revoked.roles
-    assert [] == revoked.actions
     logged = entries(stats(rt).path)
     assert [
-        ("system", "role_granted"),
-        ("user:alice", "role_granted"),
-        ("user:alice", "admin_denied"),
-        ("user:alice", "role_revoked"),
+        ("root/alice", "role_granted"),
+        ("root/alice", "admin_denied"),
+        ("root/mallory", "admin_denied"),
+        ("root/alice", "role_revoked"),
     ] == [(e["actor"], e["action"]) for e in logged]
+
+
+def test_a_check_is_for_the_sender_unless_it_may_administer_permissions(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(_actors_tree())
+    ask(rt, SetAgentPermissions(agent="root/mallory", paths=[f"{area}/work/**"]))
+    ask(rt, GrantRole(subject="root/mallory", role="reader"))
+
+    own = as_actor(rt, "mallory", CheckAccess(action="read", resource=f"{area}/work/src/a.py"))
+    with pytest.raises(RequestRejected) as other:
+        as_actor(rt, "mallory", CheckAccess(subject="system", action="read", resource="/etc"))
+    for_mallory = as_actor(
+        rt, "alice", CheckAccess(subject="root/mallory", action="read", resource="/etc/passwd")
+    )
+
+    assert isinstance(own, AccessGranted)
+    assert "root/mallory" == own.subject
+    assert "PermissionDenied" == other.value.error
+    assert isinstance(for_mallory, AccessDenied)
+    assert "root/mallory" == for_mallory.subject
+    assert "root/alice" == entries(stats(rt).path)[-1]["detail"]["asked_by"]
+
+
+def test_an_audit_entry_names_its_verified_sender(start_tree: StartTree) -> None:
+    rt = start_tree(_actors_tree())
+
+    as_actor(rt, "mallory", AppendAudit(actor="system", action="task_reaped", detail={"n": 1}))
+
+    [entry] = entries(stats(rt).path)
+    assert "root/mallory" == entry["actor"]
+    assert {"n": 1, "about": "system"} == entry["detail"]
 
 
 def test_ensure_permissions_is_idempotent_and_audited_each_time(
@@ -220,12 +284,12 @@ def test_other_actors_append_to_the_audit_log(start_tree: StartTree) -> None:
 
     assert isinstance(reply, Ok)
     [entry] = entries(stats(rt).path)
-    assert ("external", "root/system/scheduler", "task_reaped") == (
+    assert ("external", "system", "task_reaped") == (
         entry["type"],
         entry["actor"],
         entry["action"],
-    )
-    assert {"task": "t-7", "agent": "coder"} == entry["detail"]
+    )  # the verified sender (here the program that started the tree)
+    assert {"task": "t-7", "agent": "coder", "about": "root/system/scheduler"} == entry["detail"]
 
 
 def kill_access(rt: Runtime) -> None:

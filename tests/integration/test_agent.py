@@ -60,7 +60,7 @@ def tree(server: ModelServer, **args: Any) -> SupervisorSpec:
 
 
 def grant_workspace(rt: Runtime, ws: Path) -> None:
-    reply = rt.ask(ACCESS, EnsurePermissions(agent="agent", tools=["*"], workspace=f"{ws}/**"))
+    reply = rt.ask(ACCESS, EnsurePermissions(agent=AGENT, tools=["*"], workspace=f"{ws}/**"))
     assert isinstance(reply, SubjectGrants)
 
 
@@ -130,8 +130,8 @@ def test_a_write_outside_the_workspace_is_denied_and_never_runs(
     start_tree: StartTree, server: ModelServer, ws: Path, tmp_path: Path
 ) -> None:
     rt = start_tree(tree(server))
-    ask(rt, GrantRole(subject="agent", role="operator"))
-    ask(rt, SetAgentPermissions(agent="agent", tools=["*"], paths=[f"{ws}/**"]))
+    ask(rt, GrantRole(subject=AGENT, role="operator"))
+    ask(rt, SetAgentPermissions(agent=AGENT, tools=["*"], paths=[f"{ws}/**"]))
     outside = tmp_path / "outside" / "escape.txt"
 
     result = run(rt, f"write a haiku about escape to {outside}", ws)
@@ -142,7 +142,7 @@ def test_a_write_outside_the_workspace_is_denied_and_never_runs(
     assert ["write_file"] == [s.name for s in result.steps]
     assert result.steps[0].error
     assert result.steps[0].result.startswith("ERROR AccessDenied:")
-    assert "matches no allowed path of 'agent'" in result.steps[0].result
+    assert "matches no allowed path of 'root/agent'" in result.steps[0].result
     assert "Could not write" in result.output
     assert [] == result.files
     denied = [e for e in entries if e["action"] == "tool.write_file"]

@@ -180,3 +180,58 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
     assert 3 == len(written[0].read_text().strip().splitlines())
     assert "1 completed" in status.stdout
     assert 0 == proc.returncode
+
+
+ACCESS_TOPOLOGY = """\
+system: {base: multiprocTCPBase, state_dir: STATE}
+root:
+  id: root
+  children:
+    - {id: access, start: "actors.services.access_manager:AccessManager"}
+"""
+
+
+@pytest.mark.integration
+def test_the_cli_acts_as_operator_unless_told_and_an_operator_cannot_grant(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "topology.yaml").write_text(
+        ACCESS_TOPOLOGY.replace("STATE", str(tmp_path / "state"))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    grant = '{"subject": "mallory", "role": "superuser"}'
+    state = f"--state-dir={tmp_path / 'state'}"
+    try:
+        _read_until(proc, r"access", timeout=60)
+        as_operator = _cli("ask", "root/access", "access.grant_role", grant, state, cwd=tmp_path)
+        as_admin = _cli(
+            "--as",
+            "admin",
+            "ask",
+            "root/access",
+            "access.grant_role",
+            '{"subject": "bob", "role": "operator"}',
+            state,
+            cwd=tmp_path,
+        )
+        as_nobody = _cli("--as", "nobody", "status", state, cwd=tmp_path)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert 1 == as_operator.returncode
+    assert "PermissionDenied" in as_operator.stderr
+    assert "'operator' lacks 'admin.grant'" in as_operator.stderr
+    assert 0 == as_admin.returncode, as_admin.stderr
+    assert '"operator"' in as_admin.stdout
+    assert 1 == as_nobody.returncode
+    assert "nobody.key" in as_nobody.stderr

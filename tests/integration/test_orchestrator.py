@@ -69,6 +69,7 @@ def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> Superviso
                 id="orchestrator",
                 start="actors.agents.orchestrator:Orchestrator",
                 args={"base_url": model.url, "api_key": "k"},
+                roles=["admin"],  # it grants its agents their permissions
             ),
             *(extra or []),
         ],
