@@ -29,6 +29,7 @@ from actors.core.keyring import (
     SecretError,
     key_id,
     principal_key_path,
+    read_key_file,
     retire_old_keys,
     rotate_key_file,
     secret_path,
@@ -719,21 +720,34 @@ def audit() -> None:
     help="entries and last hash seen earlier (from `understudy status`): also "
     "detects entries removed from the end",
 )
-def audit_verify(file: str | None, state_dir: str, head: str | None) -> None:
-    """Check every entry's hash chain; name the line of any edited, removed, inserted or
-    reordered entry. FILE defaults to <state-dir>/audit.jsonl."""
+@click.option(
+    "--secret-file",
+    default=None,
+    help="the deployment secret the log is keyed with (default: the running tree's, else "
+    "$UNDERSTUDY_SECRET_FILE, else <state-dir>/secret)",
+)
+def audit_verify(
+    file: str | None, state_dir: str, head: str | None, secret_file: str | None
+) -> None:
+    """Check every entry's keyed hash chain; name the line of any edited, removed, inserted
+    or reordered entry, and fail a log rewritten without the secret. FILE defaults to
+    <state-dir>/audit.jsonl."""
     from actors.services.access_audit import verify_audit_log
 
     path = Path(file) if file else Path(state_dir) / "audit.jsonl"
     if not path.exists():
         raise click.ClickException(f"no audit log at {path}")
+    try:
+        keys = read_key_file(_key_file(state_dir, None, secret_file))
+    except SecretError as exc:
+        raise click.ClickException(f"cannot verify without the deployment secret: {exc}") from exc
     known: tuple[int, str] | None = None
     if head is not None:
         count, _, digest = head.partition(":")
         if not count.isdigit() or not digest:
             raise click.ClickException(f"--head must be N:HASH, got {head!r}")
         known = (int(count), digest)
-    result = verify_audit_log(path, head=known)
+    result = verify_audit_log(path, keys=keys, head=known)
     for index, problem in result.problems:
         console.print(f"line {index}: {problem}")
     if not result.ok:

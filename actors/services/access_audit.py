@@ -2,14 +2,17 @@
 
 One entry per line, in canonical JSON (keys sorted, no spaces, ASCII only)::
 
-    {"action":"access_granted","actor":"coder-1","detail":{...},"hash":"<sha256>",
-     "prev":"<hash of the entry before>","seq":0,"time":1700000000.5,"type":"decision"}
+    {"action":"access_granted","actor":"root/agents/agent-1","detail":{...},"hash":"<hmac>",
+     "key":"<key id>","prev":"<hash of the entry before>","seq":0,"time":1700000000.5,
+     "type":"decision"}
 
     seq     the entry's index (0, 1, 2 ...)
     type    decision (an access check) | admin (a change of roles or scopes, replayed at start)
             | external (appended by another actor with AppendAudit)
     prev    the ``hash`` of the entry before; the first entry's is GENESIS_HASH (64 zeros)
-    hash    SHA-256 of the canonical JSON of the entry without its ``hash`` field
+    key     the id (``actors.core.keyring.key_id``) of the deployment secret's key that made
+            ``hash``: after a rotation, older entries verify under the key they name
+    hash    HMAC-SHA256, under that key, of the canonical JSON of the entry without ``hash``
 
 ``verify_audit_log`` reads a file line by line and reports, per line at fault, what is wrong:
 a line that is not JSON or not an entry, a ``seq`` that does not follow the one before (an
@@ -20,23 +23,27 @@ so one tampering gives one or a few problems, the first at the exact line. Remov
 from the END leaves a valid, shorter chain: only a known head (entries, last hash, as
 ``understudy status`` shows them) detects that, via ``head=``.
 
-The chain makes the log tamper-evident, not tamper-proof: there is no key, so whoever can
-write the file can forge a whole new chain. It finds accidents, partial writes and careless
-edits, and tells an operator exactly where.
+The chain is keyed with the deployment secret: whoever can write the file but does not hold
+the secret cannot forge an entry, nor rewrite the whole log with a chain of their own (every
+hash fails to verify). An entry naming a key that is not in the secret file (an old key
+retired too early, or a forgery) is reported as such; so is an entry without a key (a log
+written before the chain was keyed), which cannot be verified.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from actors.core.keyring import Keyring, SecretError, key_id
 from protocols.access import AuditVerification
 
 GENESIS_HASH = "0" * 64
@@ -44,7 +51,7 @@ ENTRY_TYPES = ("decision", "admin", "external")
 EntryType = Literal["decision", "admin", "external"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_FIELDS = ("action", "actor", "detail", "hash", "prev", "seq", "time", "type")
+_FIELDS = ("action", "actor", "detail", "hash", "key", "prev", "seq", "time", "type")
 
 
 class InvalidAuditDetail(ValueError):
@@ -65,10 +72,11 @@ def canonical_json(value: Any) -> bytes:
     return text.encode("ascii")
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    """Return the SHA-256 (hex) of an entry's canonical JSON without its ``hash`` field."""
-    body = {key: value for key, value in entry.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+def entry_hash(entry: Mapping[str, Any], key: bytes) -> str:
+    """Return the HMAC-SHA256 (hex) under ``key`` of an entry's canonical JSON without its
+    ``hash`` field."""
+    body = {name: value for name, value in entry.items() if name != "hash"}
+    return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -87,9 +95,13 @@ class LineCheck:
 
 
 class ChainChecker:
-    """Follow a chain line by line; ``next_seq`` and ``last_hash`` say where it continues."""
+    """Follow a chain line by line; ``next_seq`` and ``last_hash`` say where it continues.
 
-    def __init__(self) -> None:
+    ``keys`` are the deployment secret's keys (every entry's ``key`` must name one of them).
+    """
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self._keys = {key_id(key): key for key in keys}
         self.entries = 0
         self.next_seq = 0
         self.last_hash = GENESIS_HASH
@@ -116,8 +128,22 @@ class ChainChecker:
                 "(an entry before it was removed, inserted, moved or rewritten)"
             )
         if isinstance(stated, str) and _HEX64.fullmatch(stated):
-            if stated != entry_hash(entry):
-                problems.append("hash does not match the entry's content (the entry was edited)")
+            named = entry.get("key")
+            key = self._keys.get(named) if isinstance(named, str) else None
+            if key is None:
+                problems.append(
+                    "the entry names no key of the deployment secret "
+                    f"(key {named!r}): it cannot be verified"
+                    if named is not None
+                    else "the entry has no key (written before the log was keyed): "
+                    "it cannot be verified"
+                )
+                content_ok = False
+            elif not hmac.compare_digest(stated, entry_hash(entry, key)):
+                problems.append(
+                    "hash does not verify under the deployment secret "
+                    "(the entry was edited, or written without the key)"
+                )
                 content_ok = False
             elif raw != canonical_json(entry):
                 problems.append("the line is not in canonical form (the entry was edited)")
@@ -173,6 +199,7 @@ def _field_types(value: dict[str, Any]) -> dict[str, bool]:
         "detail": isinstance(value.get("detail"), dict),
         "prev": isinstance(value.get("prev"), str) and bool(_HEX64.fullmatch(value["prev"])),
         "hash": isinstance(value.get("hash"), str) and bool(_HEX64.fullmatch(value["hash"])),
+        "key": isinstance(value.get("key"), str),
     }
 
 
@@ -183,20 +210,24 @@ def read_lines(path: Path) -> Iterator[bytes]:
             yield line[:-1] if line.endswith(b"\n") else line
 
 
-def check_log(path: Path) -> Iterator[LineCheck]:
-    """Check every line of the audit log at ``path``, in order."""
-    checker = ChainChecker()
+def check_log(path: Path, keys: Sequence[bytes]) -> Iterator[LineCheck]:
+    """Check every line of the audit log at ``path``, in order, under ``keys``."""
+    checker = ChainChecker(keys)
     for raw in read_lines(path):
         yield checker.feed(raw)
 
 
 def verify_audit_log(
-    path: str | os.PathLike[str], *, head: tuple[int, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    keys: Sequence[bytes],
+    head: tuple[int, str] | None = None,
 ) -> AuditVerification:
-    """Verify the hash chain of the audit log at ``path``; usable without a runtime.
+    """Verify the keyed hash chain of the audit log at ``path``; usable without a runtime.
 
     Args:
         path: the JSON-lines audit file.
+        keys: the deployment secret's keys (``actors.core.keyring.read_key_file``).
         head: ``(entries, last_hash)`` known from earlier (``understudy status``): the file
             must still hold at least that many entries, the last of them with that hash.
             Without it, entries removed from the end cannot be noticed.
@@ -210,7 +241,7 @@ def verify_audit_log(
     problems: list[tuple[int, str]] = []
     head_hash: str | None = None
     entries = 0
-    for check in check_log(Path(path)):
+    for check in check_log(Path(path), keys):
         entries += 1
         if check.problem is not None:
             problems.append((check.index, check.problem))
@@ -247,9 +278,15 @@ class AuditLog:
     """The single writer of one audit file: continues the chain that is there."""
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], float] = time.time, fsync: bool = False
+        self,
+        path: Path,
+        *,
+        keyring: Keyring,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = False,
     ) -> None:
         self.path = path
+        self.keyring = keyring
         self._clock = clock
         self._fsync = fsync
         self.entries = 0
@@ -259,7 +296,12 @@ class AuditLog:
 
     @classmethod
     def open(
-        cls, path: Path, *, clock: Callable[[], float] = time.time, fsync: bool = False
+        cls,
+        path: Path,
+        *,
+        keyring: Keyring,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = False,
     ) -> tuple[AuditLog, OpenReport]:
         """Open (or create) the file, check the chain in it and continue from its last entry.
 
@@ -271,11 +313,11 @@ class AuditLog:
             The log and a report: the problems found and the intact admin entries in order
             (their content matches their hash), for replaying the grants.
         """
-        log = cls(path, clock=clock, fsync=fsync)
+        log = cls(path, keyring=keyring, clock=clock, fsync=fsync)
         report = OpenReport()
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            checker = ChainChecker()
+            checker = ChainChecker(keyring.keys)
             for raw in read_lines(path):
                 check = checker.feed(raw)
                 if check.problem is not None:
@@ -313,6 +355,11 @@ class AuditLog:
         except (TypeError, ValueError) as exc:
             msg = f"audit detail for {action!r} is not JSON: {exc}"
             raise InvalidAuditDetail(msg) from exc
+        try:
+            self.keyring.refresh()  # a rotated secret: new entries use the new current key
+        except SecretError:
+            pass  # a bad edit of the secret file: the previous keys stay in use (logged there)
+        key = self.keyring.current
         entry: dict[str, Any] = {
             "seq": self.next_seq,
             "time": self._clock(),
@@ -321,8 +368,9 @@ class AuditLog:
             "action": action,
             "detail": plain,
             "prev": self.last_hash,
+            "key": key_id(key),
         }
-        entry["hash"] = entry_hash(entry)
+        entry["hash"] = entry_hash(entry, key)
         line = canonical_json(entry) + b"\n"
         self._write(line)
         self.entries += 1

@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from actors.core.keyring import Keyring
 from actors.core.worker import Worker
 from actors.services.access_audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
 from actors.services.access_policy import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
@@ -84,7 +85,10 @@ class AccessManager(Worker):
         self._log = log.bind(actor=self.path)
         path = self.state_dir / str(self.args.get("audit_file", DEFAULT_AUDIT_FILE))
         self._audit, report = AuditLog.open(
-            path, clock=time.time, fsync=bool(self.args.get("fsync", False))
+            path,
+            keyring=Keyring(self.secret_file),
+            clock=time.time,
+            fsync=bool(self.args.get("fsync", False)),
         )
         self._problems_at_start = len(report.problems)
         if report.problems:
@@ -129,7 +133,7 @@ class AccessManager(Worker):
                 case GetAuditStats():
                     return self._statistics()
                 case VerifyAudit():
-                    return verify_audit_log(self._audit.path)
+                    return verify_audit_log(self._audit.path, keys=self._audit.keyring.keys)
                 case _:
                     self._log.warning("unexpected_message", kind=message.kind)
                     text = f"the access manager does not handle {message.kind!r}"

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors import RequestRejected, Runtime
+from actors.core.keyring import read_key_file
 from actors.errors import error_from_reply
 from actors.services.access_audit import verify_audit_log
 from protocols._base import Message
@@ -38,6 +39,11 @@ from tests.integration._access_workers import Forward
 
 ACCESS = "root/access"
 TCP = "multiprocTCPBase"
+
+
+def tree_keys(audit_path: str) -> list[bytes]:
+    """The deployment secret of the tree whose audit log is ``audit_path``."""
+    return read_key_file(Path(audit_path).parent / "secret")
 
 
 def tree() -> SupervisorSpec:
@@ -128,7 +134,7 @@ def test_checks_are_answered_with_reasons_and_each_is_audited(
         "access_denied",
     ] == [e["action"] for e in logged]
     assert audit.last_hash == logged[-1]["hash"]
-    assert verify_audit_log(audit.path).ok
+    assert verify_audit_log(audit.path, keys=tree_keys(audit.path)).ok
     verified = ask(rt, VerifyAudit())
     assert isinstance(verified, AuditVerification)
     assert (True, 6) == (verified.ok, verified.entries)
@@ -337,7 +343,7 @@ def check_grants_survive(rt: Runtime, area: Path, restart: Callable[[Runtime], N
     assert before.path == after.path
     logged = entries(after.path)
     assert before.last_hash == logged[before.entries]["prev"]
-    assert verify_audit_log(after.path).ok
+    assert verify_audit_log(after.path, keys=tree_keys(after.path)).ok
 
 
 def test_grants_and_the_chain_survive_terminate_and_restart_child(

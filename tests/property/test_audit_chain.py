@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.core.keyring import Keyring
 from actors.services.access_audit import ENTRY_TYPES, AuditLog, verify_audit_log
 from tests.strategies import json_objects
 
@@ -16,10 +17,16 @@ appends = st.tuples(
     st.sampled_from(ENTRY_TYPES), st.text(max_size=10), st.text(max_size=10), json_objects
 )
 
+KEY = bytes(range(32))
+KEYS = [KEY]
+RING = Keyring("/nonexistent/understudy-test-secret", keys=KEYS)
+
 
 def build(path: Path, records: list[tuple[Any, str, str, dict[str, Any]]]) -> tuple[int, str]:
     """Write ``records`` as a new log at ``path``; return its head (entries, last hash)."""
-    log, _report = AuditLog.open(path, clock=lambda: 1234.5)  # same lines for the same draws
+    log, _report = AuditLog.open(
+        path, keyring=RING, clock=lambda: 1234.5
+    )  # same lines for the same draws
     for entry_type, actor, action, detail in records:
         log.append(entry_type, actor, action, detail)
     log.close()
@@ -48,7 +55,7 @@ def test_a_log_of_random_appends_verifies_even_across_reopening(
         build(path, first)
         head = build(path, second)
 
-        result = verify_audit_log(path, head=head)
+        result = verify_audit_log(path, head=head, keys=KEYS)
 
     assert result.ok, result.problems
     assert len(first) + len(second) == result.entries
@@ -93,7 +100,7 @@ def test_any_single_tampering_is_reported_first_at_the_line_it_changed(
         path.write_bytes(b"".join(line + b"\n" for line in tampered))
         changed_at = first_difference(original, split(path.read_bytes()))
 
-        result = verify_audit_log(path, head=head)
+        result = verify_audit_log(path, head=head, keys=KEYS)
 
     assert not result.ok, what
     assert changed_at == result.problems[0][0], (what, result.problems)

@@ -89,3 +89,34 @@ def test_secret_rotate_refuses_a_key_file_others_can_read(tmp_path: Path) -> Non
 
     assert 1 == result.exit_code
     assert "0644" in result.output
+
+
+def test_audit_verify_names_the_edited_line_and_needs_the_secret(tmp_path: Path) -> None:
+    from actors.core.keyring import Keyring
+    from actors.services.access_audit import AuditLog
+
+    create_key_file(tmp_path / "secret")
+    path = tmp_path / "audit.jsonl"
+    log, _ = AuditLog.open(path, keyring=Keyring(tmp_path / "secret"))
+    for n in range(3):
+        log.append("decision", f"agent-{n}", "access_granted", {"n": n})
+    log.close()
+    intact = CliRunner().invoke(main, ["audit", "verify", f"--state-dir={tmp_path}"])
+    raw = path.read_bytes().splitlines()
+    raw[1] = raw[1].replace(b"agent-1", b"agent-9")
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    edited = CliRunner().invoke(main, ["audit", "verify", f"--state-dir={tmp_path}"])
+    (tmp_path / "secret").unlink()
+    keyless = CliRunner().invoke(main, ["audit", "verify", f"--state-dir={tmp_path}"])
+
+    assert 0 == intact.exit_code, intact.output
+    assert "ok, 3 entries" in _flat(intact.output)
+    assert 1 == edited.exit_code
+    assert "line 1: hash does not verify under the deployment secret" in _flat(edited.output)
+    assert 1 == keyless.exit_code
+    assert "cannot verify without the deployment secret" in _flat(keyless.output)
+
+
+def _flat(text: str) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(text.split())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.core.keyring import Keyring, key_id, write_key_file
 from actors.services.access_audit import (
     GENESIS_HASH,
     AuditLog,
@@ -17,9 +18,13 @@ from actors.services.access_audit import (
     verify_audit_log,
 )
 
+KEY = bytes(range(32))
+KEYS = [KEY]
+RING = Keyring("/nonexistent/understudy-test-secret", keys=KEYS)
+
 
 def write_log(path: Path, n: int) -> AuditLog:
-    log, _report = AuditLog.open(path, clock=lambda: 1000.5)
+    log, _report = AuditLog.open(path, keyring=RING, clock=lambda: 1000.5)
     for i in range(n):
         log.append("decision", f"agent-{i}", "access_granted", {"i": i, "resource": f"/w/{i}"})
     return log
@@ -44,7 +49,7 @@ def test_entries_chain_from_the_genesis_hash(tmp_path: Path) -> None:
     assert entries[0]["hash"] == entries[1]["prev"]
     assert entries[1]["hash"] == entries[2]["prev"]
     for entry, raw in zip(entries, lines(path), strict=True):
-        assert entry_hash(entry) == entry["hash"]
+        assert entry_hash(entry, KEY) == entry["hash"]
         assert canonical_json(entry) == raw
 
 
@@ -52,7 +57,7 @@ def test_an_intact_log_verifies(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 5).close()
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert result.ok
     assert 5 == result.entries
@@ -62,9 +67,9 @@ def test_an_intact_log_verifies(tmp_path: Path) -> None:
 def test_an_empty_log_verifies_and_a_missing_one_raises(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_bytes(b"")
 
-    assert verify_audit_log(tmp_path / "empty.jsonl").ok
+    assert verify_audit_log(tmp_path / "empty.jsonl", keys=KEYS).ok
     with pytest.raises(FileNotFoundError):
-        verify_audit_log(tmp_path / "missing.jsonl")
+        verify_audit_log(tmp_path / "missing.jsonl", keys=KEYS)
 
 
 def test_reopening_continues_the_chain(tmp_path: Path) -> None:
@@ -73,7 +78,7 @@ def test_reopening_continues_the_chain(tmp_path: Path) -> None:
     last_hash = first.last_hash
     first.close()
 
-    again, report = AuditLog.open(path)
+    again, report = AuditLog.open(path, keyring=RING)
     entry = again.append("external", "root/system/scheduler", "task_reaped", {"task": "t-1"})
     again.close()
 
@@ -81,7 +86,7 @@ def test_reopening_continues_the_chain(tmp_path: Path) -> None:
     assert 2 == entry["seq"]
     assert last_hash == entry["prev"]
     assert 3 == again.entries
-    assert verify_audit_log(path).ok
+    assert verify_audit_log(path, keys=KEYS).ok
 
 
 def test_an_edited_entry_is_reported_at_its_index(tmp_path: Path) -> None:
@@ -91,7 +96,7 @@ def test_an_edited_entry_is_reported_at_its_index(tmp_path: Path) -> None:
     content[2] = content[2].replace(b'"agent-2"', b'"agent-X"')
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert not result.ok
     assert [2] == [index for index, _ in result.problems]
@@ -103,12 +108,12 @@ def test_an_edit_that_recomputes_the_hash_breaks_the_next_link(tmp_path: Path) -
     write_log(path, 4).close()
     entry = json.loads(lines(path)[1])
     entry["actor"] = "mallory"
-    entry["hash"] = entry_hash(entry)
+    entry["hash"] = entry_hash(entry, KEY)
     content = lines(path)
     content[1] = canonical_json(entry)
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert [2] == [index for index, _ in result.problems]
     assert "prev is not the hash of the entry before" in result.problems[0][1]
@@ -121,7 +126,7 @@ def test_a_cosmetic_edit_is_reported(tmp_path: Path) -> None:
     content[0] = content[0].replace(b'"seq":0', b'"seq": 0')
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert [(0, "the line is not in canonical form (the entry was edited)")] == result.problems
 
@@ -133,7 +138,7 @@ def test_a_removed_entry_is_reported_where_it_is_missing(tmp_path: Path) -> None
     del content[2]
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert 4 == result.entries
     assert [2] == [index for index, _ in result.problems]
@@ -147,7 +152,7 @@ def test_an_inserted_entry_is_reported_at_its_index(tmp_path: Path) -> None:
     content.insert(1, content[3])
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert 1 == result.problems[0][0]
     assert "seq is 3, expected 1" in result.problems[0][1]
@@ -160,7 +165,7 @@ def test_swapped_entries_are_reported_at_the_first_of_them(tmp_path: Path) -> No
     content[1], content[3] = content[3], content[1]
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert 1 == result.problems[0][0]
     assert "seq is 3, expected 1" in result.problems[0][1]
@@ -173,7 +178,7 @@ def test_a_garbage_line_is_reported_and_the_chain_followed_past_it(tmp_path: Pat
     content[1] = b"{not json"
     put_lines(path, content)
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert [1, 2] == [index for index, _ in result.problems]
     assert "not valid JSON" in result.problems[0][1]
@@ -186,7 +191,7 @@ def test_a_garbage_line_is_reported_and_the_chain_followed_past_it(tmp_path: Pat
         (b"", "the line is empty"),
         (b"[1, 2]", "JSON list, not an entry"),
         (b'{"seq": NaN}', "not valid JSON"),
-        (b'{"seq": 0}', "missing action, actor, detail, hash, prev, time, type"),
+        (b'{"seq": 0}', "missing action, actor, detail, hash, key, prev, time, type"),
     ],
 )
 def test_lines_that_are_not_entries_are_described(
@@ -195,7 +200,7 @@ def test_lines_that_are_not_entries_are_described(
     path = tmp_path / "audit.jsonl"
     path.write_bytes(line + b"\n")
 
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
 
     assert [0] == [index for index, _ in result.problems]
     assert complaint in result.problems[0][1]
@@ -208,8 +213,8 @@ def test_removing_entries_from_the_end_is_found_only_against_a_known_head(tmp_pa
     log.close()
     put_lines(path, lines(path)[:3])
 
-    alone = verify_audit_log(path)
-    against_head = verify_audit_log(path, head=head)
+    alone = verify_audit_log(path, keys=KEYS)
+    against_head = verify_audit_log(path, head=head, keys=KEYS)
 
     assert alone.ok
     assert [(3, "the log ends after 3 entries, 4 expected (entries removed from its end)")] == (
@@ -223,8 +228,8 @@ def test_a_head_that_matches_verifies_and_a_rewritten_one_does_not(tmp_path: Pat
     head = (log.entries, log.last_hash)
     log.close()
 
-    assert verify_audit_log(path, head=head).ok
-    assert not verify_audit_log(path, head=(3, "f" * 64)).ok
+    assert verify_audit_log(path, head=head, keys=KEYS).ok
+    assert not verify_audit_log(path, head=(3, "f" * 64), keys=KEYS).ok
 
 
 def test_opening_a_broken_log_reports_it_and_appends_after_its_last_line(tmp_path: Path) -> None:
@@ -235,7 +240,7 @@ def test_opening_a_broken_log_reports_it_and_appends_after_its_last_line(tmp_pat
     put_lines(path, content)
     before = path.read_bytes()
 
-    log, report = AuditLog.open(path)
+    log, report = AuditLog.open(path, keyring=RING)
     entry = log.append("decision", "a", "access_denied", {})
     log.close()
 
@@ -243,7 +248,7 @@ def test_opening_a_broken_log_reports_it_and_appends_after_its_last_line(tmp_pat
     assert path.read_bytes().startswith(before), "existing entries are never rewritten"
     assert json.loads(content[2])["hash"] == entry["prev"]
     assert 3 == entry["seq"]
-    assert [1] == [index for index, _ in verify_audit_log(path).problems]
+    assert [1] == [index for index, _ in verify_audit_log(path, keys=KEYS).problems]
 
 
 def test_a_partial_last_line_is_completed_and_chained_past(tmp_path: Path) -> None:
@@ -253,7 +258,7 @@ def test_a_partial_last_line_is_completed_and_chained_past(tmp_path: Path) -> No
     with path.open("ab") as fh:
         fh.write(partial)
 
-    log, report = AuditLog.open(path)
+    log, report = AuditLog.open(path, keyring=RING)
     entry = log.append("decision", "a", "access_granted", {})
     log.close()
 
@@ -261,14 +266,14 @@ def test_a_partial_last_line_is_completed_and_chained_past(tmp_path: Path) -> No
     assert [2] == [index for index, _ in report.problems]
     assert hashlib.sha256(partial).hexdigest() == entry["prev"]
     assert 3 == entry["seq"]
-    result = verify_audit_log(path)
+    result = verify_audit_log(path, keys=KEYS)
     assert [2] == [index for index, _ in result.problems], "the entry after the break verifies"
     assert 4 == result.entries
 
 
 def test_open_returns_intact_admin_entries_for_replay(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    log, _ = AuditLog.open(path)
+    log, _ = AuditLog.open(path, keyring=RING)
     log.append("admin", "system", "role_granted", {"subject": "a", "role": "reader"})
     log.append("decision", "a", "access_granted", {})
     log.append("admin", "system", "role_granted", {"subject": "b", "role": "reader"})
@@ -278,7 +283,7 @@ def test_open_returns_intact_admin_entries_for_replay(tmp_path: Path) -> None:
     content[2] = content[2].replace(b'"b"', b'"mallory"')
     put_lines(path, content)
 
-    _log, report = AuditLog.open(path)
+    _log, report = AuditLog.open(path, keyring=RING)
     _log.close()
 
     assert ["a", "c"] == [e["detail"]["subject"] for e in report.admin_entries]
@@ -299,16 +304,75 @@ def test_a_detail_that_is_not_json_is_refused_and_nothing_written(
 
     assert 1 == entry["seq"]
     assert size < path.stat().st_size
-    assert verify_audit_log(path).ok
+    assert verify_audit_log(path, keys=KEYS).ok
 
 
 def test_the_returned_entry_is_what_a_reader_gets_back(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    log, _ = AuditLog.open(path)
+    log, _ = AuditLog.open(path, keyring=RING)
 
     entry = log.append("external", "x", "y", {"pair": (1, 2), "keys": {3: "three"}})
     log.close()
 
     assert json.loads(lines(path)[0]) == entry
     assert {"pair": [1, 2], "keys": {"3": "three"}} == entry["detail"]
-    assert verify_audit_log(path).ok
+    assert verify_audit_log(path, keys=KEYS).ok
+
+
+# --- The key ------------------------------------------------------------------------------
+
+
+def test_a_log_rewritten_without_the_key_fails_at_every_line(tmp_path: Path) -> None:
+    """Whoever can write the file but lacks the secret recomputes the chain in vain."""
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 3).close()
+    forged = []
+    prev = GENESIS_HASH
+    for raw in lines(path):
+        entry = json.loads(raw)
+        entry["actor"] = "mallory"
+        entry["prev"] = prev
+        entry["hash"] = entry_hash(entry, b"a key that is not the deployment secret!")
+        prev = entry["hash"]
+        forged.append(canonical_json(entry))
+    put_lines(path, forged)
+
+    result = verify_audit_log(path, keys=KEYS)
+
+    assert not result.ok
+    assert [0, 1, 2] == [index for index, _ in result.problems]
+    assert all("does not verify under the deployment secret" in p for _, p in result.problems)
+
+
+def test_an_unkeyed_entry_cannot_be_verified(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 1).close()
+    entry = json.loads(lines(path)[0])
+    del entry["key"]
+    entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
+    put_lines(path, [canonical_json(entry)])
+
+    [(index, problem)] = verify_audit_log(path, keys=KEYS).problems
+
+    assert 0 == index
+    assert "missing key" in problem
+
+
+def test_after_a_rotation_old_entries_verify_under_the_key_they_name(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    write_key_file(secret, [old])
+    path = tmp_path / "audit.jsonl"
+    log, _ = AuditLog.open(path, keyring=Keyring(secret))
+    log.append("decision", "a", "access_granted", {})
+    write_key_file(secret, [new, old])
+    log.keyring.refresh(force=True)
+    log.append("decision", "b", "access_granted", {})
+    log.close()
+    named = [json.loads(raw)["key"] for raw in lines(path)]
+
+    assert [key_id(old), key_id(new)] == named
+    assert verify_audit_log(path, keys=[new, old]).ok
+    retired = verify_audit_log(path, keys=[new])
+    assert [0] == [index for index, _ in retired.problems]
+    assert f"key '{key_id(old)}'" in retired.problems[0][1]
