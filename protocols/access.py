@@ -34,6 +34,7 @@ from pydantic import Field
 from protocols._base import Message
 
 __all__ = [
+    "COMMAND_PATH",
     "SYSTEM_SUBJECT",
     "AccessDenied",
     "AccessGranted",
@@ -47,6 +48,7 @@ __all__ = [
     "GetAuditStats",
     "GetSubject",
     "GrantRole",
+    "RevokePermissions",
     "RevokeRole",
     "SetAgentPermissions",
     "SubjectGrants",
@@ -55,6 +57,10 @@ __all__ = [
 
 #: The built-in superuser: the program that started the tree acts as it.
 SYSTEM_SUBJECT = "system"
+
+#: Where ``run_command`` looks up a program named without a directory (its scrubbed PATH); a
+#: program glob without a ``/`` matches only programs found here.
+COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 # --- Decisions ------------------------------------------------------------------------------
@@ -74,6 +80,11 @@ class CheckAccess(Message):
     subject: str | None = None
     action: str
     resource: str = ""
+    tool: str | None = Field(
+        default=None,
+        description="the tool being called: its name must match the subject's tool globs too; "
+        "for run_command, execute's resource is the program (an absolute path)",
+    )
 
 
 class AccessGranted(Message):
@@ -90,6 +101,10 @@ class AccessGranted(Message):
     resolved: str
     reason: str
     audit_seq: int
+    network: bool = Field(
+        default=False,
+        description="the subject's network switch: a command runs without a network unless on",
+    )
 
 
 class AccessDenied(Message):
@@ -138,22 +153,33 @@ class SetAgentPermissions(Message):
     agent: str
     tools: list[str] | None = None
     paths: list[str] | None = None
+    programs: list[str] | None = None
     network: bool | None = None
 
 
 class EnsurePermissions(Message):
     """The lifecycle's step: make sure ``agent`` has at least these grants (idempotent).
 
-    Adds the tools, the ``workspace`` path pattern, ``/tmp/**``, network when ``network`` is
-    True (False leaves it as it is) and the role. Needs admin.permissions and admin.grant.
+    Adds the tools, the programs ``run_command`` may run, the ``workspace`` path pattern (the
+    agent's temp directory is inside it: no ``/tmp``), network when ``network`` is True (False
+    leaves it as it is) and the role. Needs admin.permissions and admin.grant.
     """
 
     kind: Literal["access.ensure_permissions"] = "access.ensure_permissions"
     agent: str
     tools: list[str]
     workspace: str
+    programs: list[str] = Field(default_factory=list)
     network: bool = False
     role: str = "operator"
+
+
+class RevokePermissions(Message):
+    """Take every grant from ``agent`` (roles, tools, programs, paths, network): its run has
+    ended. Needs admin.permissions and admin.grant; audited and replayed like any change."""
+
+    kind: Literal["access.revoke_permissions"] = "access.revoke_permissions"
+    agent: str
 
 
 class GetSubject(Message):
@@ -173,6 +199,7 @@ class SubjectGrants(Message):
     tools: list[str]
     paths: list[str]
     network: bool
+    programs: list[str] = Field(default_factory=list)
 
 
 # --- The audit log --------------------------------------------------------------------------
@@ -240,6 +267,7 @@ AccessInbox = Annotated[
     | RevokeRole
     | SetAgentPermissions
     | EnsurePermissions
+    | RevokePermissions
     | GetSubject
     | AppendAudit
     | GetAuditStats

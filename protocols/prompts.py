@@ -383,8 +383,8 @@ _TOOL_SPECS: Final[dict[str, tuple[str, dict[str, str]]]] = {
         {"path": "the directory to list; relative paths are inside the workspace"},
     ),
     "run_command": (
-        "Run a shell command in the workspace and return its output.",
-        {"command": "the command line to run"},
+        "Run a program (no shell) in the workspace and return its output.",
+        {"argv": 'the program and its arguments, e.g. ["python3", "primes.py"]'},
     ),
 }
 
@@ -409,9 +409,7 @@ def tool_definitions(names: Iterable[str] = TOOL_NAMES) -> list[dict[str, Any]]:
                     "description": description,
                     "parameters": {
                         "type": "object",
-                        "properties": {
-                            p: {"type": "string", "description": d} for p, d in params.items()
-                        },
+                        "properties": {p: _param_schema(p, d) for p, d in params.items()},
                         "required": list(params),
                         "additionalProperties": False,
                     },
@@ -419,6 +417,12 @@ def tool_definitions(names: Iterable[str] = TOOL_NAMES) -> list[dict[str, Any]]:
             }
         )
     return tools
+
+
+def _param_schema(name: str, description: str) -> dict[str, Any]:
+    if name == "argv":
+        return {"type": "array", "items": {"type": "string"}, "description": description}
+    return {"type": "string", "description": description}
 
 
 def format_tool_error(error: str, message: str) -> str:

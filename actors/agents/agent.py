@@ -323,6 +323,7 @@ class Agent(Worker):
                         effect.target,
                         workspace=effect.workspace,
                         timeout=effect.timeout,
+                        network=effect.network,
                     )
                     queue.extend(run.tool_done(outcome))
                 case CheckTool():
@@ -375,7 +376,8 @@ class Agent(Worker):
         self._check = (self._checks, check, timer)
         self.request(
             self._config.access,
-            CheckAccess(action=check.action, resource=check.resource),  # as its verified path
+            # As its verified path; the tool's glob is checked with the path or program.
+            CheckAccess(action=check.action, resource=check.resource, tool=check.tool),
         )
 
     def _reply(self, reply: Message) -> None:
@@ -405,7 +407,12 @@ class Agent(Worker):
                 reason=reply.reason,
             )
         self._drive(
-            run.access_decided(allowed=allowed, reason=reply.reason, resolved=reply.resolved)
+            run.access_decided(
+                allowed=allowed,
+                reason=reply.reason,
+                resolved=reply.resolved,
+                network=isinstance(reply, AccessGranted) and reply.network,
+            )
         )
 
     def _check_expired(self, expired: _CheckExpired) -> None:

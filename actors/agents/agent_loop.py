@@ -260,6 +260,7 @@ class ExecuteTool:
     target: str
     workspace: str
     timeout: float
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -431,8 +432,11 @@ class AgentRun:
             self.breaker.record_failure()
         return self._model_error(failure)
 
-    def access_decided(self, *, allowed: bool, reason: str, resolved: str = "") -> list[Effect]:
-        """The access manager answered the current tool call's check."""
+    def access_decided(
+        self, *, allowed: bool, reason: str, resolved: str = "", network: bool = False
+    ) -> list[Effect]:
+        """The access manager answered the current tool call's check (``network``: the
+        agent's grant has network on)."""
         current = self._current
         if self.phase != "access" or current is None or current.plan is None:
             return []
@@ -446,7 +450,12 @@ class AgentRun:
         timeout = max(0.1, min(self.command_timeout, self.deadline - self.clock()))
         return [
             ExecuteTool(
-                current.call.name, current.call.arguments, target, self.goal.spec.workspace, timeout
+                current.call.name,
+                current.call.arguments,
+                target,
+                self.goal.spec.workspace,
+                timeout,
+                network,
             )
         ]
 

@@ -14,7 +14,12 @@ The lifecycle of one execution (the source's seven steps):
     2 register its card (capabilities from the goal)   5 submit and start a task (scheduler)
     3 the registry delivers messages held for it       6 run it under the maximum execution
     7 on success or failure: unregister the card,        time (changeable: SetMaxExecutionTime),
-      complete / fail / time out the task, stop it        killing it on timeout
+      complete / fail / time out the task, stop it,       killing it on timeout
+      revoke its grants
+
+An agent is granted (as its path) every tool, its run's workspace (its temp directory is
+inside it), no network, and the programs of the ``programs`` arg (globs for run_command; none
+by default); the grants are revoked when its execution ends.
 
 Subtasks run in parallel on agents found by capability (``FindAgents``), each delegation
 through a circuit breaker with retries and exponential backoff (base 100 ms, cap 5 s, 3 tries),
@@ -45,7 +50,7 @@ from actors.core.flow import All, Call, Flow, Sleep
 from actors.core.restart import backoff_delay
 from actors.core.worker import Worker
 from protocols._base import Message
-from protocols.access import EnsurePermissions
+from protocols.access import EnsurePermissions, RevokePermissions
 from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal
 from protocols.common import ErrorName, ErrorReply
 from protocols.errors import UnderstudyError
@@ -149,6 +154,8 @@ class Orchestrator(Worker):
         self.scheduler_path = str(args.get("scheduler", "root/system/scheduler"))
         self.registry_path = str(args.get("registry", "root/system/registry"))
         self.runs_path = str(args.get("runs", "root/system/runs"))
+        # The programs an agent's run_command may run (globs; none unless the topology says).
+        self.programs = [str(p) for p in args.get("programs", [])]
         self.model = str(
             args.get("model") or os.environ.get("UNDERSTUDY_MODEL") or "understudy-embedded"
         )
@@ -473,7 +480,11 @@ class Orchestrator(Worker):
             yield Call(
                 self.access_path,
                 EnsurePermissions(
-                    agent=path, tools=["*"], workspace=f"{run.workspace}/**", network=False
+                    agent=path,
+                    tools=["*"],
+                    programs=self.programs,
+                    workspace=f"{run.workspace}/**",
+                    network=False,
                 ),
             )
             task = yield Call(
@@ -527,7 +538,8 @@ class Orchestrator(Worker):
         *,
         succeeded: bool,
     ) -> Flow:
-        """Step 7: unregister the card, settle the task, stop the agent (errors only logged)."""
+        """Step 7: unregister the card, settle the task, stop the agent, revoke its grants
+        (audited by the access manager; errors only logged)."""
         self._phase(run, "cleanup", "started", agent=name)
         calls: list[Call] = [Call(self.registry_path, UnregisterAgent(name=name))]
         if task_id is not None and generation not in run.timed_out:
@@ -547,6 +559,10 @@ class Orchestrator(Worker):
             yield Call(self.agents_path, TerminateChild(child_id=child_id))
         except UnderstudyError as exc:
             log.debug("cleanup_step_skipped", run_id=run.run_id, error=str(exc))
+        try:
+            yield Call(self.access_path, RevokePermissions(agent=f"{self.agents_path}/{child_id}"))
+        except UnderstudyError as exc:
+            log.warning("grants_not_revoked", run_id=run.run_id, agent=name, error=str(exc))
         self._phase(run, "cleanup", "finished", agent=name)
 
     def _arm(self, run: _Run, generation: int) -> None:

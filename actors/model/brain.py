@@ -14,6 +14,7 @@ import hashlib
 import json
 import posixpath
 import re
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -839,9 +840,9 @@ def _last_read(history: Sequence[_Done]) -> tuple[str, str] | None:
     return None
 
 
-def _arguments(step: Action, workspace: str, history: Sequence[_Done]) -> dict[str, str]:
+def _arguments(step: Action, workspace: str, history: Sequence[_Done]) -> dict[str, Any]:
     if step.tool == "run_command":
-        return {"command": step.target}
+        return {"argv": shlex.split(step.target)}
     path = _in_workspace(step.target, workspace)
     if step.tool == "write_file":
         assert step.content is not None  # noqa: S101 - every write has content
@@ -876,7 +877,9 @@ def _final_text(
 
 def _describe(done: _Done, step: Action | None, before: Sequence[_Done]) -> str:
     args = done.args()
-    target = str(args.get("path") or args.get("command") or "")
+    argv = args.get("argv")
+    command = shlex.join(str(a) for a in argv) if isinstance(argv, list) else ""
+    target = str(args.get("path") or command or "")
     if not done.result.ok:
         what = f"`{target}`" if done.name == "run_command" else target or "(unparsable arguments)"
         return f"Could not {_verb(done.name)} {what}: {done.result.error}."

@@ -38,7 +38,7 @@ import structlog
 from actors.core.keyring import Keyring
 from actors.core.worker import Worker
 from actors.services.access_audit import AuditLog, EntryType, InvalidAuditDetail, verify_audit_log
-from actors.services.access_policy import TMP_PATTERN, AccessPolicy, PermissionDenied, PolicyError
+from actors.services.access_policy import AccessPolicy, PermissionDenied, PolicyError
 from protocols._base import Message
 from protocols.access import (
     AccessDenied,
@@ -50,6 +50,7 @@ from protocols.access import (
     GetAuditStats,
     GetSubject,
     GrantRole,
+    RevokePermissions,
     RevokeRole,
     SetAgentPermissions,
     SubjectGrants,
@@ -68,7 +69,7 @@ log = structlog.get_logger("understudy.access")
 
 DEFAULT_AUDIT_FILE = "audit.jsonl"
 
-AdminCommand = GrantRole | RevokeRole | SetAgentPermissions | EnsurePermissions
+AdminCommand = GrantRole | RevokeRole | SetAgentPermissions | EnsurePermissions | RevokePermissions
 
 
 class AccessManager(Worker):
@@ -124,7 +125,13 @@ class AccessManager(Worker):
             match message:
                 case CheckAccess():
                     return self._check(message, self._sender_identity())
-                case GrantRole() | RevokeRole() | SetAgentPermissions() | EnsurePermissions():
+                case (
+                    GrantRole()
+                    | RevokeRole()
+                    | SetAgentPermissions()
+                    | EnsurePermissions()
+                    | RevokePermissions()
+                ):
                     return self._administer(message, self._sender_identity())
                 case GetSubject():
                     return self._grants(message.subject)
@@ -168,12 +175,14 @@ class AccessManager(Worker):
             except PermissionDenied as exc:
                 msg_text = f"checking the access of {subject!r} (not the sender): {exc}"
                 raise PermissionDenied(msg_text) from exc
+        extra = asker.roles if own else ()
         decision = self._policy.check(
-            subject, msg.action, msg.resource, extra_roles=asker.roles if own else ()
+            subject, msg.action, msg.resource, tool=msg.tool, extra_roles=extra
         )
         event = "access_granted" if decision.allowed else "access_denied"
-        detail = {
+        detail: dict[str, Any] = {
             "action": msg.action,
+            "tool": msg.tool,
             "resource": msg.resource,
             "resolved": decision.resolved,
             "reason": decision.reason,
@@ -189,15 +198,18 @@ class AccessManager(Worker):
             reason=decision.reason,
             audit_seq=entry["seq"],
         )
-        reply = AccessGranted if decision.allowed else AccessDenied
-        return reply(
-            subject=subject,
-            action=msg.action,
-            resource=msg.resource,
-            resolved=decision.resolved,
-            reason=decision.reason,
-            audit_seq=entry["seq"],
-        )
+        common = {
+            "subject": subject,
+            "action": msg.action,
+            "resource": msg.resource,
+            "resolved": decision.resolved,
+            "reason": decision.reason,
+            "audit_seq": entry["seq"],
+        }
+        if not decision.allowed:
+            return AccessDenied(**common)
+        held = self._policy.holder(subject, extra)
+        return AccessGranted(**common, network=bool(held and held.network))
 
     def _administer(self, msg: AdminCommand, by: Identity) -> Message:
         """Authorise the sender, apply the change, audit it (or the refusal), answer the grants."""
@@ -217,6 +229,10 @@ class AccessManager(Worker):
             raise
         entry = self._append("admin", by.name, event, {"subject": subject, **detail})
         self._log.info(event, by=by.name, subject=subject, audit_seq=entry["seq"], **detail)
+        if isinstance(msg, RevokePermissions):
+            return SubjectGrants(
+                subject=subject, roles=[], actions=[], tools=[], paths=[], network=False
+            )
         return self._grants(subject)
 
     def _apply(self, msg: AdminCommand, by: Identity) -> tuple[str, dict[str, Any]]:
@@ -237,11 +253,16 @@ class AccessManager(Worker):
                     None if msg.paths is None else [policy.resolve_pattern(p) for p in msg.paths]
                 )
                 changed = policy.set_permissions(
-                    msg.agent, tools=msg.tools, paths=paths, network=msg.network
+                    msg.agent,
+                    tools=msg.tools,
+                    paths=paths,
+                    network=msg.network,
+                    programs=msg.programs,
                 )
                 return "permissions_set", {
                     "tools": msg.tools,
                     "paths": paths,
+                    "programs": msg.programs,
                     "network": msg.network,
                     "changed": changed,
                 }
@@ -250,23 +271,26 @@ class AccessManager(Worker):
                     by.name, "admin.permissions", "admin.grant", role=msg.role, extra_roles=roles
                 )
                 workspace = policy.resolve_pattern(msg.workspace)
-                tmp = policy.resolve_pattern(TMP_PATTERN)
                 changed = policy.ensure_permissions(
                     msg.agent,
                     tools=msg.tools,
+                    programs=msg.programs,
                     workspace=workspace,
                     network=msg.network,
                     role=msg.role,
-                    tmp=tmp,
                 )
                 return "permissions_ensured", {
                     "tools": msg.tools,
+                    "programs": msg.programs,
                     "workspace": workspace,
-                    "tmp": tmp,
                     "network": msg.network,
                     "role": msg.role,
                     "changed": changed,
                 }
+            case RevokePermissions():
+                policy.authorize(by.name, "admin.permissions", "admin.grant", extra_roles=roles)
+                changed = policy.revoke_permissions(msg.agent)
+                return "permissions_revoked", {"changed": changed}
 
     def _replay(self, entry: dict[str, Any]) -> bool:
         """Apply one admin entry from the log (authorised when it was written).
@@ -278,16 +302,22 @@ class AccessManager(Worker):
             "role_granted": lambda d: self._policy.grant_role(d["subject"], d["role"]),
             "role_revoked": lambda d: self._policy.revoke_role(d["subject"], d["role"]),
             "permissions_set": lambda d: self._policy.set_permissions(
-                d["subject"], tools=d["tools"], paths=d["paths"], network=d["network"]
+                d["subject"],
+                tools=d["tools"],
+                paths=d["paths"],
+                network=d["network"],
+                programs=d.get("programs"),
             ),
             "permissions_ensured": lambda d: self._policy.ensure_permissions(
                 d["subject"],
                 tools=d["tools"],
+                programs=d.get("programs", []),
                 workspace=d["workspace"],
                 network=d["network"],
                 role=d["role"],
-                tmp=d["tmp"],
+                tmp=d.get("tmp"),
             ),
+            "permissions_revoked": lambda d: self._policy.revoke_permissions(d["subject"]),
         }
         apply = appliers.get(entry["action"])
         if apply is None:
@@ -327,6 +357,7 @@ class AccessManager(Worker):
             tools=list(held.tools),
             paths=list(held.paths),
             network=held.network,
+            programs=list(held.programs),
         )
 
     def _statistics(self) -> AuditStatistics:

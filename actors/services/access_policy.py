@@ -4,7 +4,8 @@ Actions (what a role may grant)
     read              read a file                          resource: an absolute path
     list              list a directory                     resource: an absolute path
     write             create, change or delete a file      resource: an absolute path
-    execute           call a tool                          resource: the tool's name
+    execute           call a tool, or run a program        resource: the tool's name, or (for
+                                                           the run_command tool) the program
     network           open a network connection            resource: a host or URL (any)
     task.submit       submit a task to the scheduler
     task.cancel       cancel or fail a task
@@ -26,11 +27,15 @@ Decision (default deny), in order
     1. an unknown subject is denied;
     2. a subject whose roles do not grant the action is denied;
     3. a superuser is granted;
-    4. read/list/write: the path is resolved against the real filesystem (``os.path.realpath``:
+    4. a check that names the ``tool`` being called: the tool must match one of the subject's
+       tool globs (``fnmatch``, case-sensitive), whatever the action;
+    5. read/list/write: the path is resolved against the real filesystem (``os.path.realpath``:
        repeated slashes collapse, ``..`` and symlinks are followed) and must match one of the
-       subject's path patterns; execute: the tool must match one of its tool globs
-       (``fnmatch``, case-sensitive); network: its network switch must be on; any other action
-       needs no scope.
+       subject's path patterns; execute of the run_command tool: the program (an absolute
+       path) must match one of its program globs (a glob with a ``/`` matches the whole path,
+       one without matches the name of a program in ``COMMAND_PATH``'s directories only);
+       execute without a tool: the resource is a tool name matched against the tool globs;
+       network: its network switch must be on; any other action needs no scope.
 
 Path patterns are absolute. ``**`` (a whole component) matches zero or more components, so
 ``/srv/work/**`` matches ``/srv/work`` and everything below it; ``*`` matches within one
@@ -57,7 +62,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from protocols.access import SYSTEM_SUBJECT
+from protocols.access import COMMAND_PATH, SYSTEM_SUBJECT
 
 SUPERUSER = "superuser"
 TMP_PATTERN = "/tmp/**"  # noqa: S108 - a scope pattern granted to every agent, not a file we use
@@ -325,6 +330,7 @@ class Subject:
     tools: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     network: bool = False
+    programs: list[str] = field(default_factory=list)
 
     def actions(self) -> set[str]:
         """Return every action the subject's roles grant."""
@@ -384,7 +390,11 @@ class AccessPolicy:
         if held is None:
             return Subject(roles=extra)
         return Subject(
-            roles=held.roles | extra, tools=held.tools, paths=held.paths, network=held.network
+            roles=held.roles | extra,
+            tools=held.tools,
+            paths=held.paths,
+            network=held.network,
+            programs=held.programs,
         )
 
     def authorize(
@@ -455,6 +465,7 @@ class AccessPolicy:
         tools: list[str] | None = None,
         paths: list[str] | None = None,
         network: bool | None = None,
+        programs: list[str] | None = None,
     ) -> bool:
         """Replace the given parts of the subject's scope; return True if that changed it.
 
@@ -464,15 +475,24 @@ class AccessPolicy:
         self._mutable(subject)
         new_tools = [check_tool_pattern(t) for t in tools] if tools is not None else None
         new_paths = [parse_path_pattern(p).text for p in paths] if paths is not None else None
+        new_programs = [check_tool_pattern(p) for p in programs] if programs is not None else None
         holder = self.subjects.setdefault(subject, Subject())
-        before = (list(holder.tools), list(holder.paths), holder.network)
+        before = (list(holder.tools), list(holder.paths), holder.network, list(holder.programs))
         if new_tools is not None:
             holder.tools = list(dict.fromkeys(new_tools))
         if new_paths is not None:
             holder.paths = list(dict.fromkeys(new_paths))
         if network is not None:
             holder.network = network
-        return before != (holder.tools, holder.paths, holder.network)
+        if new_programs is not None:
+            holder.programs = list(dict.fromkeys(new_programs))
+        return before != (holder.tools, holder.paths, holder.network, holder.programs)
+
+    def revoke_permissions(self, subject: str) -> bool:
+        """Take every grant from ``subject``; return True if it held any."""
+        self._mutable(subject)
+        holder = self.subjects.pop(subject, None)
+        return holder is not None and holder != Subject()
 
     def ensure_permissions(
         self,
@@ -482,18 +502,24 @@ class AccessPolicy:
         workspace: str,
         network: bool,
         role: str,
-        tmp: str = TMP_PATTERN,
+        programs: Iterable[str] = (),
+        tmp: str | None = None,
     ) -> bool:
-        """Add tools, the workspace, ``tmp`` (/tmp/**), network (if True) and the role.
+        """Add tools, programs, the workspace, network (if True) and the role (and ``tmp``, a
+        second path pattern that audit logs written before private temp directories carry).
 
         Returns True if that changed the agent's grants (False: it already had them all).
         """
         self._mutable(agent)
         checked_tools = [check_tool_pattern(t) for t in tools]
-        paths = [parse_path_pattern(workspace).text, parse_path_pattern(tmp).text]
+        checked_programs = [check_tool_pattern(p) for p in programs]
+        paths = [parse_path_pattern(workspace).text]
+        if tmp is not None:
+            paths.append(parse_path_pattern(tmp).text)
         check_role(role)
         holder = self.subjects.setdefault(agent, Subject())
         changed = _add(holder.tools, checked_tools)
+        changed = _add(holder.programs, checked_programs) or changed
         changed = _add(holder.paths, paths) or changed
         if network and not holder.network:
             holder.network = changed = True
@@ -503,11 +529,18 @@ class AccessPolicy:
         return changed
 
     def check(
-        self, subject: str, action: str, resource: str, *, extra_roles: Iterable[str] = ()
+        self,
+        subject: str,
+        action: str,
+        resource: str,
+        *,
+        tool: str | None = None,
+        extra_roles: Iterable[str] = (),
     ) -> Decision:
         """Decide whether ``subject`` may do ``action`` on ``resource`` (see the module doc).
 
-        ``extra_roles`` are the roles ``subject``'s verified identity carries.
+        ``tool`` is the tool being called (its glob must match too); ``extra_roles`` are the
+        roles ``subject``'s verified identity carries.
 
         Raises:
             UnknownAction: ``action`` is not one of ACTIONS.
@@ -520,7 +553,10 @@ class AccessPolicy:
         if action in PATH_ACTIONS:
             resolved = normalise_path(resource, self._resolve)
         elif action == "execute" and not resource:
-            msg = "execute needs a tool name as its resource"
+            msg = "execute needs a tool name (or, for run_command, a program) as its resource"
+            raise InvalidResource(msg)
+        elif action == "execute" and tool == "run_command" and not resource.startswith("/"):
+            msg = f"run_command's program must be an absolute path, got {resource!r}"
             raise InvalidResource(msg)
         holder = self.holder(subject, extra_roles)
         if holder is None:
@@ -532,6 +568,11 @@ class AccessPolicy:
             return Decision(allowed=False, reason=reason, resolved=resolved)
         if SUPERUSER in holder.roles:
             return Decision(allowed=True, reason=f"{subject!r} is a superuser", resolved=resolved)
+        if tool is not None and not any(fnmatch.fnmatchcase(tool, g) for g in holder.tools):
+            reason = f"tool {tool!r} matches no allowed tool of {subject!r}"
+            return Decision(allowed=False, reason=reason, resolved=resolved)
+        if action == "execute" and tool == "run_command":
+            return _program_scope(subject, holder, resource)
         return self._scope(subject, holder, action, resource, resolved)
 
     def _scope(
@@ -569,6 +610,28 @@ class AccessPolicy:
         return Decision(allowed=allowed, reason=reason, resolved=resolved)
 
 
+def program_matches(program: str, glob: str) -> bool:
+    """Does the absolute ``program`` match a program ``glob``?
+
+    A glob with a ``/`` matches the whole path; one without matches the program's name, and
+    only for a program in one of ``COMMAND_PATH``'s directories (so ``ls`` never allows a
+    ``ls`` the agent wrote into its workspace).
+    """
+    if "/" in glob:
+        return fnmatch.fnmatchcase(program, glob)
+    directory, name = os.path.split(program)
+    return directory in COMMAND_PATH.split(":") and fnmatch.fnmatchcase(name, glob)
+
+
+def _program_scope(subject: str, holder: Subject, program: str) -> Decision:
+    found = next((g for g in holder.programs if program_matches(program, g)), None)
+    if found is None:
+        granted = ", ".join(holder.programs) or "none"
+        reason = f"program {program!r} matches no allowed program of {subject!r} ({granted})"
+        return Decision(allowed=False, reason=reason, resolved=program)
+    return Decision(allowed=True, reason=f"program {program!r} matches {found!r}", resolved=program)
+
+
 __all__ = [
     "ACTIONS",
     "ROLES",
@@ -587,4 +650,5 @@ __all__ = [
     "check_tool_pattern",
     "normalise_path",
     "parse_path_pattern",
+    "program_matches",
 ]

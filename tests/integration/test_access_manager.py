@@ -27,6 +27,7 @@ from protocols.access import (
     GetAuditStats,
     GetSubject,
     GrantRole,
+    RevokePermissions,
     RevokeRole,
     SetAgentPermissions,
     SubjectGrants,
@@ -110,7 +111,7 @@ def test_checks_are_answered_with_reasons_and_each_is_audited(
     audit = stats(rt)
 
     assert ["operator"] == grants.roles
-    assert [f"{area}/work/**", "/tmp/**"] == grants.paths
+    assert [f"{area}/work/**"] == grants.paths  # no /tmp: an agent's temp dir is its own
     assert isinstance(inside, AccessGranted)
     assert f"matches '{area}/work/**'" in inside.reason
     assert isinstance(escape, AccessDenied)
@@ -410,3 +411,22 @@ def test_decisions_and_changes_are_structlog_events(start_tree: StartTree, area:
         denied["action"],
         denied["resource"],
     )
+
+
+def test_a_runs_grants_are_revoked_and_the_revocation_survives_a_restart(
+    start_tree: StartTree, area: Path
+) -> None:
+    rt = start_tree(tree())
+    ensure(rt, area)
+
+    revoked = ask(rt, RevokePermissions(agent="coder"))
+    rt.terminate_child("root", "access")
+    rt.restart_child("root", "access")
+    after = ask(rt, CheckAccess(subject="coder", action="read", resource=f"{area}/work/src/a.py"))
+
+    assert isinstance(revoked, SubjectGrants)
+    assert ([], [], []) == (revoked.roles, revoked.tools, revoked.paths)
+    assert isinstance(after, AccessDenied)
+    assert "unknown subject 'coder'" in after.reason
+    logged = entries(stats(rt).path)
+    assert ("system", "permissions_revoked") == (logged[1]["actor"], logged[1]["action"])

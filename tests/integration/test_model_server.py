@@ -154,7 +154,7 @@ def test_list_and_run_goals_call_their_tools_and_summarise(client: openai.OpenAI
     final = ask(client, messages)
 
     assert ("list_directory", {"path": "/ws/src"}) == only_call(first)[:2]
-    assert ("run_command", {"command": "echo hi there"}) == only_call(second)[:2]
+    assert ("run_command", {"argv": ["echo", "hi", "there"]}) == only_call(second)[:2]
     text = final.choices[0].message.content or ""
     assert "/ws/src has 2 entries: main.py, util.py." in text
     assert "Ran `echo hi there`. Output: hi there" in text

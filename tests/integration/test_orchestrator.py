@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import Runtime
+from actors import RequestRejected, Runtime
 from actors.model.server import ModelServer
+from protocols.access import GetSubject
 from protocols.orchestrator import (
     GetRunProgress,
     RunAccepted,
@@ -136,6 +137,12 @@ def test_a_goal_that_writes_a_file_succeeds_and_the_file_is_there(
     runs = rt.ask("root/system/runs", ListRuns(owner="cli"))
     assert isinstance(runs, Runs)
     assert ["completed"] == [r.status for r in runs.runs]
+    agent = next(
+        e.detail["agent"] for e in progress.events if e.detail.get("step") == "agent_started"
+    )
+    with pytest.raises(RequestRejected) as gone:  # its grants were revoked at cleanup
+        rt.ask("root/system/access", GetSubject(subject=str(agent)))
+    assert "UnknownSubject" == gone.value.error
     assert 1 == len(runs.runs[0].agents)
 
 

@@ -17,8 +17,8 @@ KINDS = {
 }
 
 
-def test_the_protocol_defines_its_fourteen_kinds_under_access() -> None:
-    assert 14 == len(KINDS)
+def test_the_protocol_defines_its_fifteen_kinds_under_access() -> None:
+    assert 15 == len(KINDS)
     assert all(kind.startswith("access.") for kind in KINDS)
     assert "access.append_audit" in KINDS
 

@@ -52,7 +52,9 @@ def tree(server: ModelServer, **args: Any) -> SupervisorSpec:
 
 def started(start_tree: StartTree, server: ModelServer, ws: Path, **args: Any) -> Runtime:
     rt = start_tree(tree(server, **args))
-    reply = rt.ask(ACCESS, EnsurePermissions(agent=AGENT, tools=["*"], workspace=f"{ws}/**"))
+    reply = rt.ask(
+        ACCESS, EnsurePermissions(agent=AGENT, tools=["*"], programs=["ls"], workspace=f"{ws}/**")
+    )
     assert isinstance(reply, SubjectGrants)
     return rt
 

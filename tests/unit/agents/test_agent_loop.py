@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import shutil
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from actors.agents.model_guard import (
     decide,
     parse_retry_after,
 )
+from protocols.access import COMMAND_PATH
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
 
 URL = "http://model.test/v1/chat/completions"
@@ -47,6 +49,8 @@ URL = "http://model.test/v1/chat/completions"
 _errors: Any = openai._exceptions
 http: Any = getattr(_errors, "httpx2", None) or _errors.httpx
 WS = "/srv/ws"
+
+ECHO = shutil.which("echo", path=COMMAND_PATH)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -538,7 +542,7 @@ def test_a_denied_tool_call_never_runs_and_the_model_reads_the_reason() -> None:
 @pytest.mark.parametrize(
     ("turn", "error"),
     [
-        (call(("run_command", {"command": "ls"})), "ERROR ToolNotAvailable:"),
+        (call(("run_command", {"argv": ["ls"]})), "ERROR ToolNotAvailable:"),
         (call(("delete_everything", {})), "ERROR UnknownTool:"),
         (call(("write_file", {"path": "a.txt"})), "ERROR InvalidArguments: write_file needs"),
         (call(("read_file", {"path": "a\x00b"})), "ERROR InvalidArguments:"),
@@ -561,14 +565,15 @@ def test_calls_that_cannot_run_are_answered_with_an_error_and_never_checked(
 
 def test_run_command_is_offered_and_checked_as_execute_when_commands_are_allowed() -> None:
     fake = host(
-        [call(("run_command", {"command": "echo hi"})), say("ran")], limits={"allow_commands": True}
+        [call(("run_command", {"argv": ["echo", "hi"]})), say("ran")],
+        limits={"allow_commands": True},
     )
 
     fake.go()
 
     assert "run_command" in [t["function"]["name"] for t in fake.of(CallModel)[0].tools]
-    assert CheckTool("run_command", "execute", "echo hi") == fake.of(CheckTool)[0]
-    assert "echo hi" == fake.of(ExecuteTool)[0].target
+    assert CheckTool("run_command", "execute", ECHO) == fake.of(CheckTool)[0]
+    assert ECHO == fake.of(ExecuteTool)[0].target
 
 
 def test_a_second_malformed_tool_call_is_fatal() -> None:

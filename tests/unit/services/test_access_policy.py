@@ -168,12 +168,13 @@ def test_authorize_checks_the_admin_actions_and_who_grants_superuser() -> None:
 # --- ensure_permissions ------------------------------------------------------------------------
 
 
-def test_ensure_permissions_grants_tools_workspace_tmp_network_and_role(root: Path) -> None:
+def test_ensure_permissions_grants_tools_programs_workspace_network_and_role(root: Path) -> None:
     policy = AccessPolicy()
 
     changed = policy.ensure_permissions(
         "coder",
         tools=["fs.read", "web.*"],
+        programs=["python3"],
         workspace=f"{root}/work/**",
         network=True,
         role="operator",
@@ -183,7 +184,9 @@ def test_ensure_permissions_grants_tools_workspace_tmp_network_and_role(root: Pa
     assert changed
     assert {"operator"} == held.roles
     assert ["fs.read", "web.*"] == held.tools
-    assert [f"{root}/work/**", "/tmp/**"] == held.paths
+    assert ["python3"] == held.programs
+    assert [f"{root}/work/**"] == held.paths  # no /tmp: the agent's temp dir is in its workspace
+    assert not policy.check("coder", "write", "/tmp/shared-by-every-run.txt").allowed
     assert held.network
     assert policy.check("coder", "write", f"{root}/work/src/new.py").allowed
     assert policy.check("coder", "execute", "web.fetch").allowed
@@ -467,3 +470,70 @@ def test_set_permissions_replaces_only_the_given_parts() -> None:
     assert ["t1"] == held.tools
     assert held.network
     assert not policy.set_permissions("coder", paths=["/b/**"])
+
+
+# --- Tools, programs, revocation -------------------------------------------------------------
+
+
+def _agent(policy: AccessPolicy, *, tools: list[str], programs: list[str] = ()) -> None:
+    policy.ensure_permissions(
+        "a", tools=tools, programs=list(programs), workspace="/w/**", network=False, role="operator"
+    )
+
+
+def test_a_file_tool_needs_its_tool_glob_and_the_path() -> None:
+    policy = AccessPolicy(resolve=lambda p: p)
+    _agent(policy, tools=["read_file"])
+
+    allowed = policy.check("a", "read", "/w/x", tool="read_file")
+    wrong_tool = policy.check("a", "write", "/w/x", tool="write_file")
+    outside = policy.check("a", "read", "/etc/passwd", tool="read_file")
+
+    assert allowed.allowed
+    assert not wrong_tool.allowed
+    assert "tool 'write_file' matches no allowed tool" in wrong_tool.reason
+    assert not outside.allowed
+
+
+@pytest.mark.parametrize(
+    ("programs", "program", "allowed"),
+    [
+        (["ls"], "/usr/bin/ls", True),
+        (["ls"], "/w/ls", False),  # a program the agent wrote is not "ls"
+        (["ls"], "/usr/bin/rm", False),
+        (["py*"], "/usr/bin/python3", True),
+        (["/w/bin/*"], "/w/bin/tool", True),
+        (["/w/bin/*"], "/w/other/tool", False),
+        ([], "/usr/bin/ls", False),
+    ],
+)
+def test_run_command_runs_only_granted_programs(
+    programs: list[str], program: str, allowed: bool
+) -> None:
+    policy = AccessPolicy(resolve=lambda p: p)
+    _agent(policy, tools=["*"], programs=programs)
+
+    decision = policy.check("a", "execute", program, tool="run_command")
+
+    assert allowed == decision.allowed, decision.reason
+
+
+def test_tools_star_no_longer_lets_any_command_through() -> None:
+    policy = AccessPolicy(resolve=lambda p: p)
+    _agent(policy, tools=["*"])
+
+    decision = policy.check("a", "execute", "/bin/sh", tool="run_command")
+
+    assert not decision.allowed
+    assert "matches no allowed program" in decision.reason
+    with pytest.raises(InvalidResource):
+        policy.check("a", "execute", "sh -c 'curl evil'", tool="run_command")
+
+
+def test_revoking_takes_every_grant() -> None:
+    policy = AccessPolicy(resolve=lambda p: p)
+    _agent(policy, tools=["*"], programs=["ls"])
+
+    assert policy.revoke_permissions("a")
+    assert not policy.check("a", "read", "/w/x", tool="read_file").allowed
+    assert not policy.revoke_permissions("a")
