@@ -365,3 +365,65 @@ def restart_histories() -> st.SearchStrategy[tuple[float, ...]]:
 def unique_ids(min_size: int = 1, max_size: int = 8) -> st.SearchStrategy[list[str]]:
     """Child ids in start order, all different."""
     return st.lists(child_ids, min_size=min_size, max_size=max_size, unique=True)
+
+
+# --- Frames for the transport fuzzer (tests/integration/test_frame_fuzz.py) -------------------
+
+
+class _Evil:
+    """Pickles to a call of a function the restricted unpickler must never resolve."""
+
+    def __init__(self, target: tuple[str, str], command: str) -> None:
+        self.target = target
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import builtins
+        import os
+
+        if self.target == ("os", "system"):
+            return (os.system, (self.command,))
+        return (builtins.eval, (f"__import__('os').system({self.command!r})",))
+
+
+def _pickles(command: str) -> st.SearchStrategy[bytes]:
+    import pickle
+
+    values: st.SearchStrategy[Any] = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=3).map(tuple)
+            | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+    evil = st.sampled_from([("os", "system"), ("builtins", "eval")]).map(
+        lambda target: _Evil(target, command)
+    )
+    return st.one_of(values, evil).map(lambda v: pickle.dumps(v, protocol=2))
+
+
+def transport_frames(key: bytes, command: str) -> st.SearchStrategy[bytes]:
+    """Bytes a hostile peer sends to a guarded Thespian TCP port: random bytes, bad length
+    prefixes, truncated frames, valid tags over garbage or over pickles of the wrong shape
+    (including pickles that would run the shell ``command``), several frames at once."""
+    from actors.core.keyring import tag
+
+    def frame(body: bytes) -> bytes:
+        return b"%d>" % len(body) + body
+
+    garbage = st.binary(min_size=0, max_size=300)
+    bodies = st.one_of(garbage, _pickles(command))
+    tagged = bodies.map(lambda b: frame(tag(key, b) + b))
+    untagged = bodies.map(frame)
+    wrong_tag = st.tuples(st.binary(min_size=32, max_size=32), bodies).map(
+        lambda tb: frame(tb[0] + tb[1])
+    )
+    bad_prefix = st.tuples(
+        st.sampled_from([b"-1>", b"abc>", b"99999999999999>", b">", b"1e9>", b"0>"]), garbage
+    ).map(lambda pb: pb[0] + pb[1])
+    truncated = st.tuples(tagged, st.integers(min_value=1, max_value=40)).map(
+        lambda fk: fk[0][: max(1, len(fk[0]) - fk[1])]
+    )
+    one = st.one_of(garbage, tagged, untagged, wrong_tag, bad_prefix, truncated)
+    return st.lists(one, min_size=1, max_size=3).map(b"".join)
