@@ -5,7 +5,8 @@ Prints one table (figure, Understudy, raw Thespian, ratio, target) and writes
 free port. The figures (see the README's "Benchmarks" section):
 
 1. ``Runtime.ask`` round trip vs ``ActorSystem.ask`` (median, p99), per base
-2. actor-to-actor one-way throughput of small typed messages vs raw burst and windowed sends
+2. actor-to-actor one-way throughput of small typed messages vs raw burst and windowed sends;
+   the ask round trip and one-way throughput with frame authentication on vs off
 3. actor-to-actor request/reply rate vs raw ping-pong
 4. crash -> restarted child answers (exception, SIGKILL) vs raw kill -> replacement answers
 5. supervisor with many children: start and shutdown time
@@ -22,14 +23,16 @@ import signal
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import psutil
 from thespian.actors import ActorSystem
 
 from actors import Runtime
+from actors.core import transport_guard
 from actors.core.runtime import free_port
 from actors.logs import configure_logging
 from bench._raw import RawPing
@@ -75,14 +78,66 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+class _Raw:
+    """A raw Thespian system. Understudy's transport guard is process-wide (it patches
+    Thespian's TCP transport module); raw Thespian is the baseline, so on multiprocTCPBase the
+    system is created, and every call made, with the guard removed."""
+
+    def __init__(self, system: Any, tcp: bool) -> None:
+        self._system = system
+        self._tcp = tcp
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._system, name)
+        if not self._tcp or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with transport_guard.uninstalled():
+                return attr(*args, **kwargs)
+
+        return call
+
+    @contextmanager
+    def unguarded(self) -> Iterator[Any]:
+        """The bare system, the guard removed for the whole block (for timed loops)."""
+        with transport_guard.uninstalled() if self._tcp else nullcontext():
+            yield self._system
+
+
 @contextmanager
 def raw_system(base: str) -> Iterator[Any]:
-    caps = {"Admin Port": free_port()} if base == "multiprocTCPBase" else {}
-    system = ActorSystem(base, caps, transientUnique=True)
+    tcp = base == "multiprocTCPBase"
+    caps = {"Admin Port": free_port()} if tcp else {}
+    with transport_guard.uninstalled() if tcp else nullcontext():
+        system = ActorSystem(base, caps, transientUnique=True)
+    raw = _Raw(system, tcp)
     try:
-        yield system
+        yield raw
     finally:
-        system.shutdown()
+        raw.shutdown()
+
+
+@contextmanager
+def unauthenticated_runtime(topology: Topology) -> Iterator[Runtime]:
+    """The same build with frame authentication off (a benchmark baseline only): the system is
+    started, and must be used, with the transport guard removed."""
+    with (
+        transport_guard.uninstalled(),
+        patch.object(transport_guard, "install", _no_guard),
+        # the same addresses as the guarded system (loopback), only the frames differ
+        patch.dict(os.environ, {transport_guard.BASE_ADDRESS_ENV: "127.0.0.1"}),
+    ):
+        rt = Runtime.start(topology)
+    try:
+        yield rt
+    finally:
+        with transport_guard.uninstalled():
+            rt.shutdown()
+
+
+def _no_guard(**_: Any) -> None:
+    """Stands in for transport_guard.install in the unauthenticated baseline."""
 
 
 def topology(base: str, children: list[Any], **flags: Any) -> Topology:
@@ -115,11 +170,13 @@ def bench_ask(base: str, n: int) -> None:
     ):
         echo = system.createActor("bench._raw.RawEcho")
         msg, ping = RawPing(1), Ping(token="x")
-        timed(lambda: system.ask(echo, msg, 5), 50)
+        with system.unguarded() as bare:
+            timed(lambda: bare.ask(echo, msg, 5), 50)
         timed(lambda: rt.ask("root/echo", ping), 50)
         rounds = 20
         for _ in range(rounds):
-            raw += timed(lambda: system.ask(echo, msg, 5), n // rounds)
+            with system.unguarded() as bare:
+                raw += timed(lambda: bare.ask(echo, msg, 5), n // rounds)
             ours += timed(lambda: rt.ask("root/echo", ping), n // rounds)
     us = 1e6
     record(
@@ -179,6 +236,63 @@ def bench_throughput(n: int, raw_n: int) -> None:
         raw_window,
         "msg/s",
         "",
+        higher_is_better=True,
+    )
+
+
+# --- 2b. the cost of frame authentication --------------------------------------------------------
+
+
+def bench_auth(n: int, burst: int) -> None:
+    """The ask round trip and one-way throughput of the same build with frame authentication
+    on (HMAC tags, restricted unpickler) and off, interleaved in rounds."""
+    base = "multiprocTCPBase"
+    children = [
+        ChildSpec(id="echo", start=ECHO),
+        ChildSpec(id="sink", start=f"{FAST}:Sink"),
+        ChildSpec(id="source", start=f"{FAST}:Source"),
+    ]
+    ping = Ping(token="x")
+    asks: dict[str, list[float]] = {"on": [], "off": []}
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    sent = {"on": 0, "off": 0}
+
+    def one_way(rt: Runtime, side: str) -> float:
+        t0 = time.perf_counter()
+        rt.ask("root/source", Burst(target="root/sink", start=sent[side], count=burst), timeout=600)
+        sent[side] += burst
+        seen = rt.ask("root/sink", WaitSeen(count=sent[side]), timeout=600)
+        assert isinstance(seen, Seen) and len(seen.seqs) == sent[side]
+        return burst / (time.perf_counter() - t0)
+
+    with (
+        unauthenticated_runtime(topology(base, children)) as off,
+        Runtime.start(topology(base, children)) as on,
+    ):
+        with transport_guard.uninstalled():
+            timed(lambda: off.ask("root/echo", ping), 50)
+        timed(lambda: on.ask("root/echo", ping), 50)
+        rounds = 10
+        for _ in range(rounds):
+            with transport_guard.uninstalled():
+                asks["off"] += timed(lambda: off.ask("root/echo", ping), n // rounds)
+                rates["off"].append(one_way(off, "off"))
+            asks["on"] += timed(lambda: on.ask("root/echo", ping), n // rounds)
+            rates["on"].append(one_way(on, "on"))
+    us = 1e6
+    record(
+        "ask round trip median, authentication on vs off [multiprocTCPBase]",
+        statistics.median(asks["on"]) * us,
+        statistics.median(asks["off"]) * us,
+        "us (raw column: auth off)",
+        "<= 1.05x off",
+    )
+    record(
+        "one-way typed msgs/s, authentication on vs off [multiprocTCPBase]",
+        statistics.median(rates["on"]),
+        statistics.median(rates["off"]),
+        "msg/s (raw column: auth off)",
+        ">= 0.95x off",
         higher_is_better=True,
     )
 
@@ -361,7 +475,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument(
         "--only",
-        choices=["ask", "throughput", "reqrep", "restart", "children", "codec", "memory"],
+        choices=["ask", "auth", "throughput", "reqrep", "restart", "children", "codec", "memory"],
         action="append",
         help="run only these figures (repeatable)",
     )
@@ -377,6 +491,8 @@ def main() -> None:
     if want("ask"):
         for base in ("simpleSystemBase", "multiprocTCPBase"):
             bench_ask(base, 200 if q else 2000)
+    if want("auth"):
+        bench_auth(200 if q else 2000, 2_000 if q else 10_000)
     if want("throughput"):
         bench_throughput(5_000 if q else 50_000, 500 if q else 2000)
     if want("reqrep"):
