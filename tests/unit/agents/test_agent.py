@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors import RequestRejected, Runtime
+from actors import RequestRejected, Runtime, StartFailed
 from actors.model.server import ModelServer
 from protocols.access import EnsurePermissions, SubjectGrants
 from protocols.agent import AgentLimits, AgentResult, GoalSpec, RunGoal
@@ -220,3 +220,14 @@ def test_an_open_breaker_makes_in_place_retries_wait_for_its_cooldown(
     assert [500, 500, 500, 200] == [r.status for r in log[:4]]
     assert log[2].at - log[1].finished_at >= 0.3
     assert log[3].at - log[2].finished_at >= 0.4
+
+
+@pytest.mark.parametrize("name", ["system", "operator", "admin"])
+def test_an_agent_cannot_take_a_reserved_name(
+    start_tree: StartTree, server: ModelServer, name: str
+) -> None:
+    """The owner (system) and the deployment's principals are never an agent's name."""
+    with pytest.raises(StartFailed) as caught:
+        start_tree(tree(server, name=name))
+
+    assert f"the agent name {name!r} is reserved" in caught.value.reason
