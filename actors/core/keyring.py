@@ -194,6 +194,7 @@ class Keyring:
 
     def __init__(self, path: str | os.PathLike[str], keys: list[bytes] | None = None) -> None:
         self.path = Path(path)
+        self._path_text = str(self.path)
         self._lock = threading.Lock()
         self._keys = keys if keys is not None else read_key_file(self.path)
         self._stamp = self._file_stamp()
@@ -211,7 +212,7 @@ class Keyring:
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
-            info = self.path.stat()
+            info = os.stat(self._path_text)  # os.stat: pathlib's costs more, once per frame
         except OSError:
             return None
         return (info.st_mtime_ns, info.st_size, info.st_ino)

@@ -222,10 +222,10 @@ def _reject(reason: str, size: int) -> None:
     log.warning("frame_rejected", peer=_peer(), reason=reason, size=size, rejected=count)
 
 
-def _refresh(guard: _Guard, *, force: bool = False) -> bool:
-    """Pick up a changed secret file (a ``stat`` at most once a second, or now if ``force``:
-    a tag that matches no key we know may be under a key just rotated in); acknowledgements
-    are tagged again with the new key. Return True if the keys changed."""
+def _refresh(guard: _Guard, *, force: bool = True) -> bool:
+    """Pick up a changed secret file (one ``stat`` per frame, so a process never sends under a
+    key already retired, nor refuses one just rotated in); acknowledgements are tagged again
+    with the new key. Return True if the keys changed."""
     try:
         changed = guard.keyring.refresh(force=force)
     except SecretError as exc:
@@ -258,9 +258,7 @@ def _loads(data: bytes) -> Any:
             msg = "a frame too short to carry a tag"
             raise FrameRejected(msg)
         given, body = data[:TAG_BYTES], data[TAG_BYTES:]
-        if not guard.keyring.matches(body, given) and not (
-            _refresh(guard, force=True) and guard.keyring.matches(body, given)
-        ):
+        if not guard.keyring.matches(body, given):
             msg = "the frame's tag does not match any key of the deployment secret"
             raise FrameRejected(msg)
         return _check_shape(restricted_loads(body))

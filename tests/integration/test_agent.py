@@ -3,7 +3,9 @@ and the supervisor's decisions on model errors (on both bases)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +257,40 @@ def test_a_run_stops_at_max_steps(start_tree: StartTree, server: ModelServer, ws
     assert (ws / "b.txt").exists()
     assert not (ws / "c.txt").exists()
     assert 2 == server.stats().requests
+
+
+def test_an_agent_cannot_escape_its_workspace_through_a_symlink_race(
+    start_tree: StartTree, server: ModelServer, ws: Path, tmp_path: Path
+) -> None:
+    """A thread swaps the workspace's sub/ for a symlink to outside/ and back, in a loop, while
+    the agent writes into sub/ run after run: nothing ever lands outside."""
+    rt = start_tree(tree(server))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws / "sub").mkdir(parents=True)
+    ask(rt, EnsurePermissions(agent=AGENT, tools=["*"], workspace=f"{ws}/**"))
+    stop = threading.Event()
+
+    def swap() -> None:
+        real, link, away = ws / "sub", ws / "sub.link", ws / "sub.away"
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                real.rename(away)
+                link.symlink_to(outside)
+                link.rename(real)
+                real.unlink()
+                away.rename(real)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        results = [
+            run(rt, f"write a haiku about race {n} to sub/h{n}.txt", ws, run_id=f"r{n}")
+            for n in range(25)
+        ]
+    finally:
+        stop.set()
+        swapper.join(timeout=10)
+
+    assert [] == list(outside.iterdir())
+    assert any(r.files for r in results)  # the race ran: writes got through, inside
