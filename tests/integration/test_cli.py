@@ -47,6 +47,18 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def _up(tmp_path: Path, topology: str) -> subprocess.Popen[bytes]:
+    """Start `understudy up` on ``topology`` (its state directory in ``tmp_path/state``)."""
+    (tmp_path / "topology.yaml").write_text(topology.replace("STATE", str(tmp_path / "state")))
+    return subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+
+
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
     """Read the process's stdout until it matches ``pattern`` (waiting on the pipe)."""
     assert proc.stdout is not None
@@ -86,14 +98,7 @@ def test_validate_names_file_line_and_field_of_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_path: Path) -> None:
-    (tmp_path / "topology.yaml").write_text(TOPOLOGY.replace("STATE", str(tmp_path / "state")))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(),
-    )
+    proc = _up(tmp_path, TOPOLOGY)
     try:
         _read_until(proc, r"jobs", timeout=60)
         state = f"--state-dir={tmp_path / 'state'}"
@@ -195,16 +200,7 @@ root:
 def test_the_cli_acts_as_operator_unless_told_and_an_operator_cannot_grant(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "topology.yaml").write_text(
-        ACCESS_TOPOLOGY.replace("STATE", str(tmp_path / "state"))
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(),
-    )
+    proc = _up(tmp_path, ACCESS_TOPOLOGY)
     grant = '{"subject": "mallory", "role": "superuser"}'
     state = f"--state-dir={tmp_path / 'state'}"
     try:
