@@ -40,6 +40,7 @@ from actors.logs import configure_logging
 from protocols import codec
 from protocols._base import Message, message_class
 from protocols.errors import TopologyError, UnderstudyError
+from protocols.ledger import LedgerReport
 from protocols.supervision import ChildInfo, SupervisionEvent
 from protocols.topology import Topology
 from protocols.topology_loader import load_topology
@@ -344,12 +345,14 @@ def _count(spec: Any) -> int:
 
 @main.command()
 @click.option("--state-dir", default=".understudy", show_default=True)
-def status(state_dir: str) -> None:
+@click.option("--ledger", "show_ledger", is_flag=True, help="also print the message ledger")
+def status(state_dir: str, show_ledger: bool) -> None:
     """Show the live tree of the running `understudy up`: status and restarts per child."""
     state = _read_state(state_dir)
     runtime = _attach(state, state_dir)
     try:
         tree = collect_tree(runtime, "root")
+        ledger = runtime.ledger() if show_ledger else None
     except UnderstudyError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(
@@ -357,6 +360,23 @@ def status(state_dir: str) -> None:
     )
     for line in _service_summaries(runtime):
         console.print(line)
+    if ledger is not None:
+        console.print(_ledger_table(ledger))
+
+
+def _ledger_table(ledger: LedgerReport) -> Table:
+    """The ledger, one row per actor and per message kind, then the total."""
+    events = ("sent", "delivered", "handled", "undelivered", "dead_lettered", "rejected")
+    verdict = "balanced" if ledger.balanced else "NOT balanced"
+    caption = f"{verdict}; {ledger.unreported} incarnation(s) killed without reporting"
+    table = Table(title="message ledger", caption=caption)
+    table.add_column("actor / kind")
+    for event in events:
+        table.add_column(event, justify="right")
+    rows = [*ledger.by_actor.items(), *(("kind " + k, c) for k, c in ledger.by_kind.items())]
+    for name, counts in [*rows, ("total", ledger.total)]:
+        table.add_row(name, *(str(getattr(counts, event)) for event in events))
+    return table
 
 
 # What `status` asks each of Understudy's own services for, and how it shows the answer.

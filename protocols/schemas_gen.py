@@ -49,6 +49,7 @@ PROTOCOL_MODULES: Final[tuple[str, ...]] = (
     "protocols.agent",
     "protocols.runs",
     "protocols.orchestrator",
+    "protocols.ledger",
 )
 
 SCHEMA_DIR: Final[Path] = Path(__file__).resolve().parent / "schemas"

@@ -26,6 +26,7 @@ from typing import Any, assert_never
 import structlog
 
 from actors.core.identities import IdentityBook, LoginRefused
+from actors.core.ledger import merge
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.supervisor import SupervisorActor
 from actors.core.workarounds import die_with_parent, kill_process_tree, process_alive
@@ -56,6 +57,7 @@ from protocols._lifecycle import (
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
+from protocols.ledger import GetLedger, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
     KILLED,
     Events,
@@ -126,6 +128,8 @@ GuardianInbox = (
     | _Identify
     | _Challenge
     | _Login
+    | LedgerSnapshot
+    | GetLedger
 )
 """What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
 GUARDIAN_INBOX = (
@@ -145,6 +149,8 @@ GUARDIAN_INBOX = (
     _Identify,
     _Challenge,
     _Login,
+    LedgerSnapshot,
+    GetLedger,
 )
 
 
@@ -178,6 +184,7 @@ class Guardian(SeamActor):
         self._timer_ids: dict[int, int] = {}
         self._book = IdentityBook(state_dir=".understudy", principals={})
         self._identity_watchers: dict[ActorRef, dict[str, Address]] = {}
+        self._retired_ledgers: dict[str, LedgerSnapshot] = {}
 
     def describe(self) -> str:
         """Return the guardian's name for logs."""
@@ -245,6 +252,20 @@ class Guardian(SeamActor):
                 self._challenge(sender, env)
             case _Login():
                 self._login(msg, sender, env)
+            case LedgerSnapshot():
+                held = self._retired_ledgers.get(msg.path)
+                self._retired_ledgers[msg.path] = msg if held is None else merge(held, msg)
+            case GetLedger():
+                killed = sum(
+                    1 for e in self._events if e.event == "child_exited" and e.reason == KILLED
+                )
+                self.reply(
+                    sender,
+                    env,
+                    RetiredLedgers(
+                        snapshots=list(self._retired_ledgers.values()), unreported=killed
+                    ),
+                )
             case _:
                 assert_never(msg)
 

@@ -36,6 +36,7 @@ from actors.core.keyring import (
     read_key_file,
     secret_path,
 )
+from actors.core.ledger import report
 from actors.core.loading import load_class, load_decider
 from actors.core.seam import (
     Address,
@@ -69,6 +70,7 @@ from protocols._lifecycle import (
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
+from protocols.ledger import GetLedger, LedgerReport, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
     KILLED,
     ChildCounts,
@@ -193,6 +195,7 @@ class Runtime:
         """The deployment secret this runtime's frames are tagged with."""
         self.listen = listen
         """The address every socket of the deployment binds."""
+        self._root_path = "root"
         self.principal = "system"
         """Who this runtime acts as: ``system`` (it started the tree) or a principal's name."""
         self._guardian = guardian
@@ -252,6 +255,7 @@ class Runtime:
                 secret_file=keyring.path,
                 listen=config.listen,
             )
+            runtime._root_path = topology.root.id
             reply = runtime._request(
                 guardian,
                 "guardian",
@@ -449,6 +453,32 @@ class Runtime:
     ) -> None:
         """Remove a terminated child's spec."""
         self._call(path, DeleteChild(child_id=_bare(path, child_id)), Ok, timeout)
+
+    # --- The message ledger ---------------------------------------------------------------------
+
+    def ledger(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> LedgerReport:
+        """The tree's message ledger (``protocols.ledger``): every live worker's counters plus
+        those of the incarnations that exited. Call it once the system is quiet for
+        ``balanced`` to mean "nothing lost"."""
+        snapshots: list[LedgerSnapshot] = []
+        pending = [self._root_path]
+        while pending:
+            path = pending.pop()
+            for child in self.which_children(path, timeout=timeout):
+                child_path = f"{path}/{child.id}"
+                if child.type == "supervisor":
+                    if child.status == "running":
+                        pending.append(child_path)
+                elif child.status == "running":
+                    with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
+                        reply = self.ask(child_path, GetLedger(), timeout=timeout)
+                        if isinstance(reply, LedgerSnapshot):
+                            snapshots.append(reply)
+        with self._lock:
+            self._check_open()
+            retired = self._request(self._guardian, "guardian", GetLedger(), timeout)
+        assert isinstance(retired, RetiredLedgers)  # noqa: S101 - the guardian's answer
+        return report([*snapshots, *retired.snapshots], unreported=retired.unreported)
 
     # --- Events and the root's fate ----------------------------------------------------------
 

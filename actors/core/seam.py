@@ -51,6 +51,7 @@ from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from actors.core import transport_guard
 from actors.core.keyring import Keyring
+from actors.core.ledger import Ledger
 from actors.errors import Backpressure
 from protocols import codec
 from protocols._base import Message
@@ -266,6 +267,13 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     _armed: list[float]
     _cancelled: set[int]
 
+    @property
+    def ledger(self) -> Ledger:
+        """This incarnation's message ledger (``protocols.ledger``)."""
+        if "_ledger" not in self.__dict__:
+            self._ledger = Ledger()
+        return self._ledger
+
     def _ensure_links(self) -> None:
         if "_links" not in self.__dict__:
             self._links = {}
@@ -320,6 +328,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             log.warning(
                 "message_rejected", actor=self.describe(), error=type(exc).__name__, detail=str(exc)
             )
+            self.ledger.count("rejected", str(sender), "?")
             self.send_message(sender, ErrorReply(error=type(exc).__name__, message=str(exc)))
             return
         header = FrameMeta.from_wire(meta)
@@ -336,6 +345,7 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                     kind=env.kind,
                     detail=str(env.error),
                 )
+                self.ledger.count("rejected", str(sender), str(env.kind))
                 text = getattr(env.error, "kind", None) or str(env.error)
                 self.send_message(
                     sender,
@@ -343,9 +353,11 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                     correlation_id=env.message_id,
                 )
                 continue
-            if link_seq is not None and not self.accepting():
-                refused.append(env.message_id)
-                continue
+            if link_seq is not None:
+                if not self.accepting():
+                    refused.append(env.message_id)
+                    continue
+                self.ledger.count("delivered", str(sender), env.message.kind)
             self.on_message(env, sender, header)
         if link_seq is not None:
             self._ensure_links()
@@ -421,6 +433,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 f"(max_queue={self.max_queue}); it is slower than its senders"
             )
             raise Backpressure(msg)
+        if message_id is None:
+            self.ledger.count("sent", link.label, message.kind)
         mid = codec.new_message_id() if message_id is None else message_id
         link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
         self._waiting.add(key)
@@ -484,6 +498,18 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         link = self._links.get(str(address))
         return {parts[1] for parts, _ in link.queue} if link is not None else set()
 
+    def take_unsent(self) -> list[tuple[str, Message]]:
+        """Remove and return every message still queued (never sent) on the data path, with
+        its link's label (the actor is going away: they will not be sent)."""
+        if "_links" not in self.__dict__:
+            return []
+        unsent = []
+        for link in self._links.values():
+            unsent += [(link.label, message) for _, message in link.queue]
+            link.queue.clear()
+        self._waiting.clear()
+        return unsent
+
     def fail_link(self, address: ActorAddress, reason: str) -> list[tuple[Message, int]]:
         """The destination is gone: report what was in flight; return what was still queued
         (never sent), with the message ids it was given."""
@@ -498,6 +524,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     def _report_undelivered(self, link: Link, lost: list[tuple[int, Message]], reason: str) -> None:
         link.undelivered += len(lost)
+        for _mid, message in lost:
+            self.ledger.count("undelivered", link.label, message.kind)
         log.warning(
             "messages_undelivered",
             actor=self.describe(),

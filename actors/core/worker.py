@@ -48,6 +48,7 @@ from protocols._lifecycle import (
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.identity import Identity
+from protocols.ledger import GetLedger
 from protocols.supervision import NORMAL, SubscribeEvents, error_reason
 from protocols.topology import ChildSpec
 
@@ -203,6 +204,8 @@ class WorkerActor(SeamActor):
                 self._route_resolved(msg)
             case _Identified() if sender == self._guardian:
                 self._identified(msg)
+            case GetLedger():
+                self.reply(sender, env, self.ledger.snapshot(self._path))
             case _:
                 # The worker's inbox is open: everything else is the user's protocol.
                 self._user_message(env, sender, meta)
@@ -213,6 +216,8 @@ class WorkerActor(SeamActor):
             if meta.link is None:
                 self.reply(sender, env, _Gone(path=self._path))
         elif isinstance(msg, ErrorReply) and env.correlation_id not in self._outstanding:
+            if meta.link is not None:  # consumed here: logged, as nobody waits for it
+                self.ledger.count("handled", str(sender), msg.kind)
             log.warning(
                 "error_reply_received", actor=self._path, error=msg.error, detail=msg.message
             )
@@ -298,6 +303,8 @@ class WorkerActor(SeamActor):
         corr = env.correlation_id
         self._current, self._deferred = (sender, env, on_link), False
         worker._sender = identity
+        if on_link:
+            self.ledger.count("handled", str(sender), env.message.kind)
         try:
             if corr is not None and self._outstanding.pop(corr, None) is not None:
                 if not self.flows.on_reply(corr, env.message):
@@ -435,6 +442,26 @@ class WorkerActor(SeamActor):
                 on_link=on_link,
             )
 
+    def on_exit_request(self) -> None:
+        """The supervisor stops this process: what was never sent is dead-lettered (counted and
+        logged, never silently gone), and the final ledger goes to the guardian."""
+        unsent = self.take_unsent() + [
+            (path, message) for path, queue in self._unrouted.items() for message, _ in queue
+        ]
+        self._unrouted.clear()
+        for label, message in unsent:
+            self.ledger.count("dead_lettered", label, message.kind)
+        if unsent:
+            log.warning(
+                "messages_dead_lettered",
+                actor=self._path,
+                count=len(unsent),
+                kinds=sorted({m.kind for _, m in unsent}),
+                reason="the sender exited with them queued",
+            )
+        if self._guardian is not None and self._worker is not None:
+            self.send_message(self._guardian, self.ledger.snapshot(self._path))
+
     def on_internal_error(self, exc: Exception) -> None:
         """An error in the host itself is a crash of this worker."""
         super().on_internal_error(exc)
@@ -468,6 +495,7 @@ class WorkerActor(SeamActor):
                 msg = f"{len(pending)} messages already wait for {path} to be resolved"
                 raise Backpressure(msg)
             pending.append((message, mid))
+            self.ledger.count("sent", path, message.kind)
         if expect_reply:
             self._outstanding[mid] = path
         return mid
@@ -517,6 +545,8 @@ class WorkerActor(SeamActor):
             reason = msg.detail or "no actor at that path"
             self.on_undelivered_ids(msg.path, [mid for _, mid in pending], reason)
             if pending:
+                for message, _mid in pending:
+                    self.ledger.count("dead_lettered", msg.path, message.kind)
                 log.warning(
                     "dead_letter", actor=self._path, to=msg.path, count=len(pending), reason=reason
                 )

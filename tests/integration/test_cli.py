@@ -107,6 +107,7 @@ def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_p
         pids = [int(p) for p in re.findall(r"pid=(\d+)", status.stdout)]
         pong = _cli("ask", "root/echo", "example.ping", '{"token": "t1"}', state, cwd=tmp_path)
         unknown = _cli("ask", "root/nope", "example.ping", "{}", state, cwd=tmp_path)
+        ledger = _cli("status", "--ledger", state, cwd=tmp_path)
         proc.send_signal(signal.SIGTERM)
         out_bytes, err_bytes = proc.communicate(timeout=60)
         out, err = out_bytes.decode(), err_bytes.decode()
@@ -119,6 +120,9 @@ def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_p
     assert "echo" in status.stdout and "running" in status.stdout
     assert '"token": "t1"' in pong.stdout
     assert "no actor at 'root/nope'" in unknown.stderr
+    assert 0 == ledger.returncode, ledger.stderr
+    assert "message ledger" in ledger.stdout
+    assert "balanced" in " ".join(ledger.stdout.split())
     assert 0 == proc.returncode, err
     assert "stopped (SIGTERM); exit reason: shutdown" in out
     assert not (tmp_path / "state" / "runtime.json").exists()

@@ -106,3 +106,35 @@ def test_a_request_that_crashes_the_receiver_reports_actorcrashed(start_tree: St
 
     with pytest.raises(ActorCrashed, match="crash on 3"):
         rt.ask("root/sink", Item(seq=3))
+
+
+def test_the_ledger_accounts_for_every_message_of_a_burst(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    rt.ask("root/source", Burst(target="root/sink", count=3000), timeout=30)
+    rt.ask("root/sink", WaitSeen(count=3000), timeout=30)
+
+    ledger = rt.ledger()
+
+    assert ledger.balanced
+    assert 3000 == ledger.by_actor["root/source"].sent
+    assert 3000 == ledger.by_actor["root/sink"].handled
+    assert 3000 == ledger.by_actor["root/sink"].delivered
+    assert 3000 == ledger.by_kind["fast.item"].sent
+
+
+def test_after_a_receiver_crash_the_ledger_still_accounts_for_every_message(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree({"crash_on": 1500, "journal": str(tmp_path / "sink.journal")}))
+    total = 4000
+    rt.ask("root/source", Burst(target="root/sink", count=total), timeout=30)
+    rt.wait_event("child_restarted", child_id="sink", timeout=10)
+    undelivered = rt.ask("root/source", GetUndelivered(), timeout=10)
+    assert isinstance(undelivered, Seen)
+    rt.ask("root/sink", WaitSeen(count=total - 1501 - len(undelivered.seqs)), timeout=30)
+
+    ledger = rt.ledger()
+
+    assert total == ledger.by_kind["fast.item"].sent
+    assert len(undelivered.seqs) == ledger.total.undelivered
+    assert ledger.balanced, ledger.total  # the crash's ActorCrashed reply included

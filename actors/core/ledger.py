@@ -1,0 +1,81 @@
+"""The ledger's counters, pure (no Thespian): see ``protocols.ledger`` for what they mean."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from protocols.ledger import LEDGER_EVENTS, LedgerCounts, LedgerEvent, LedgerReport, LedgerSnapshot
+
+__all__ = ["Ledger", "add_counts", "balanced", "merge", "report"]
+
+
+class Ledger:
+    """Counters per (event, link) and per (event, kind) of one worker incarnation."""
+
+    def __init__(self) -> None:
+        self._by_link: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        self._by_kind: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+
+    def count(self, event: LedgerEvent, link: str, kind: str, n: int = 1) -> None:
+        """Add ``n`` to ``event`` for ``link`` and for ``kind``."""
+        self._by_link[link][event] += n
+        self._by_kind[kind][event] += n
+
+    def snapshot(self, path: str) -> LedgerSnapshot:
+        """The counters so far."""
+        by_link = {link: LedgerCounts(**counts) for link, counts in self._by_link.items()}
+        by_kind = {kind: LedgerCounts(**counts) for kind, counts in self._by_kind.items()}
+        return LedgerSnapshot(
+            path=path, total=add_counts(by_kind.values()), by_link=by_link, by_kind=by_kind
+        )
+
+
+def add_counts(rows: Iterable[LedgerCounts]) -> LedgerCounts:
+    """The sum of ``rows``."""
+    total = dict.fromkeys(LEDGER_EVENTS, 0)
+    for row in rows:
+        for event in LEDGER_EVENTS:
+            total[event] += getattr(row, event)
+    return LedgerCounts(**total)
+
+
+def merge(a: LedgerSnapshot, b: LedgerSnapshot) -> LedgerSnapshot:
+    """Two incarnations' snapshots of one path, added up."""
+
+    def rows(x: dict[str, LedgerCounts], y: dict[str, LedgerCounts]) -> dict[str, LedgerCounts]:
+        return {key: add_counts(r for r in (x.get(key), y.get(key)) if r) for key in {*x, *y}}
+
+    return LedgerSnapshot(
+        path=a.path,
+        total=add_counts([a.total, b.total]),
+        by_link=rows(a.by_link, b.by_link),
+        by_kind=rows(a.by_kind, b.by_kind),
+    )
+
+
+def balanced(counts: LedgerCounts) -> bool:
+    """Every message sent was handled, reported undelivered or dead-lettered."""
+    return counts.sent == counts.handled + counts.undelivered + counts.dead_lettered
+
+
+def report(snapshots: Iterable[LedgerSnapshot], *, unreported: int = 0) -> LedgerReport:
+    """Add up the snapshots of every worker incarnation into the tree's report."""
+    by_actor: dict[str, list[LedgerCounts]] = defaultdict(list)
+    by_kind: dict[str, list[LedgerCounts]] = defaultdict(list)
+    for snap in snapshots:
+        by_actor[snap.path].append(snap.total)
+        for kind, counts in snap.by_kind.items():
+            by_kind[kind].append(counts)
+    total = add_counts(row for rows in by_actor.values() for row in rows)
+    return LedgerReport(
+        total=total,
+        by_kind={kind: add_counts(rows) for kind, rows in sorted(by_kind.items())},
+        by_actor={path: add_counts(rows) for path, rows in sorted(by_actor.items())},
+        unreported=unreported,
+        balanced=balanced(total) and unreported == 0,
+    )
