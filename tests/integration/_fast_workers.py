@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -69,7 +70,8 @@ class Done(Message):
 
 
 class Sink(Worker):
-    """Records the seq of every Item in order; crashes on ``crash_on``; journals if asked."""
+    """Records the seq of every Item in order; crashes on ``crash_on``; journals if asked;
+    ``work`` seconds per Item make it a slow receiver."""
 
     def on_start(self) -> None:
         self.seen: list[int] = []
@@ -85,6 +87,8 @@ class Sink(Worker):
                     self.journal.flush()
                 raise RuntimeError(f"crash on {message.seq}")
             self.seen.append(message.seq)
+            if self.args.get("work"):
+                time.sleep(float(self.args["work"]))  # the work an Item costs: a slow receiver
             if self.journal:
                 self.journal.write(f"{message.seq}\n")
                 self.journal.flush()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors import ActorCrashed
+from actors.core.seam import DEFAULT_BATCH_MAX, DEFAULT_MAX_QUEUE, DEFAULT_WINDOW
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
 from tests.integration._fast_workers import (
@@ -138,3 +139,27 @@ def test_after_a_receiver_crash_the_ledger_still_accounts_for_every_message(
     assert total == ledger.by_kind["fast.item"].sent
     assert len(undelivered.seqs) == ledger.total.undelivered
     assert ledger.balanced, ledger.total  # the crash's ActorCrashed reply included
+
+
+def test_a_sender_that_outruns_a_slow_receiver_gets_backpressure(start_tree: StartTree) -> None:
+    """A real link, a receiver that takes 0.2 ms per item: past ``max_queue`` waiting
+    messages the sender's send raises Backpressure (a crash of its handler here); what it had
+    queued is dead-lettered, and the ledger accounts for every message once the receiver has
+    handled what was in flight."""
+    rt = start_tree(_tree({"work": 0.0002}))
+    over = DEFAULT_MAX_QUEUE + DEFAULT_WINDOW * DEFAULT_BATCH_MAX + 1000
+    rt.ask("root/source", Burst(target="root/sink", count=1), timeout=30)
+    rt.ask("root/sink", WaitSeen(count=1), timeout=30)  # the link is up: sends go on the wire
+
+    with pytest.raises(ActorCrashed) as caught:
+        rt.ask("root/source", Burst(target="root/sink", start=1, count=over), timeout=60)
+    rt.wait_event("child_restarted", child_id="source", timeout=30)
+    source = rt.ledger().by_actor["root/source"]
+    in_flight = source.sent - source.dead_lettered
+    rt.ask("root/sink", WaitSeen(count=in_flight), timeout=60)
+    ledger = rt.ledger()
+
+    assert "Backpressure" in caught.value.reason
+    assert DEFAULT_MAX_QUEUE < source.sent <= over
+    assert 1 < in_flight < source.sent, source  # some went on the wire, most never did
+    assert ledger.balanced, ledger.total
