@@ -370,7 +370,7 @@ def _ledger_table(ledger: LedgerReport) -> Table:
     verdict = "balanced" if ledger.balanced else "NOT balanced"
     caption = f"{verdict}; {ledger.unreported} incarnation(s) killed without reporting"
     table = Table(title="message ledger", caption=caption)
-    table.add_column("actor / kind")
+    table.add_column("actor / kind", overflow="fold")
     for event in events:
         table.add_column(event, justify="right")
     rows = [*ledger.by_actor.items(), *(("kind " + k, c) for k, c in ledger.by_kind.items())]

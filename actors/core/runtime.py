@@ -461,19 +461,21 @@ class Runtime:
         those of the incarnations that exited. Call it once the system is quiet for
         ``balanced`` to mean "nothing lost"."""
         snapshots: list[LedgerSnapshot] = []
+        live = [self._root_path]
         pending = [self._root_path]
         while pending:
             path = pending.pop()
             for child in self.which_children(path, timeout=timeout):
-                child_path = f"{path}/{child.id}"
+                if child.status != "running":
+                    continue
+                live.append(f"{path}/{child.id}")
                 if child.type == "supervisor":
-                    if child.status == "running":
-                        pending.append(child_path)
-                elif child.status == "running":
-                    with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
-                        reply = self.ask(child_path, GetLedger(), timeout=timeout)
-                        if isinstance(reply, LedgerSnapshot):
-                            snapshots.append(reply)
+                    pending.append(f"{path}/{child.id}")
+        for path in live:
+            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
+                reply = self.ask(path, GetLedger(), timeout=timeout)
+                if isinstance(reply, LedgerSnapshot):
+                    snapshots.append(reply)
         with self._lock:
             self._check_open()
             retired = self._request(self._guardian, "guardian", GetLedger(), timeout)

@@ -259,6 +259,9 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     batch_max: int = DEFAULT_BATCH_MAX
     window: int = DEFAULT_WINDOW
     max_queue: int = DEFAULT_MAX_QUEUE
+    counts_handled: bool = False
+    """True for actors that count ``handled`` themselves (when the handler really ran); the
+    others count a data-path message handled once ``on_message`` has taken it."""
 
     _links: dict[str, Link]
     _acks_due: dict[str, tuple[ActorAddress, list[list[Any]]]]
@@ -359,6 +362,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                     continue
                 self.ledger.count("delivered", str(sender), env.message.kind)
             self.on_message(env, sender, header)
+            if link_seq is not None and not self.counts_handled:
+                self.ledger.count("handled", str(sender), env.message.kind)
         if link_seq is not None:
             self._ensure_links()
             key = str(sender)

@@ -61,6 +61,7 @@ from protocols._lifecycle import (
     _Unregister,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.ledger import GetLedger
 from protocols.supervision import (
     KILLED,
     SHUTDOWN,
@@ -215,6 +216,8 @@ class SupervisorActor(SeamActor):
             self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
         elif isinstance(msg, _Exiting):
             self._pump(_Ev("exiting", sender, msg.reason))
+        elif isinstance(msg, GetLedger):
+            self.reply(sender, env, self.ledger.snapshot(self._path))
         elif isinstance(msg, _Ack) or (env.correlation_id is not None and isinstance(msg, Ok)):
             self._pump(_Ev("reply", sender, env.correlation_id))
         elif isinstance(msg, ErrorReply):
@@ -704,6 +707,8 @@ class SupervisorActor(SeamActor):
     def _exit(self, reason: str) -> None:
         self._exiting = True
         self._drop_spare()
+        if self._guardian is not None:
+            self.send_message(self._guardian, self.ledger.snapshot(self._path))
         if self._parent is not None:
             self.send_message(
                 self._parent,

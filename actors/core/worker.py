@@ -166,6 +166,8 @@ class Worker:
 class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
 
+    counts_handled = True
+
     def __init__(self) -> None:
         super().__init__()
         self._worker: Worker | None = None
