@@ -226,7 +226,7 @@ class ReceiveLink(Generic[Item]):
         *,
         sent: int = 0,
         admitted: int = 0,
-    ) -> tuple[list[Delivery[Item]], list[list[object]]]:
+    ) -> tuple[list[Delivery[Item]], list[tuple[int, list[int]]]]:
         """Take frame ``seq``; return the frames to hand to the handler now (in order) and the
         acknowledgements to send again (for a duplicate of a frame already handled)."""
         self.announced_sent = max(self.announced_sent, sent, first + len(items) - 1)
@@ -239,7 +239,7 @@ class ReceiveLink(Generic[Item]):
             self.expected = low
         if seq < self.expected:
             self.duplicates += len(items)
-            return [], [[seq, self.refusals.get(seq, [])]]
+            return [], [(seq, self.refusals.get(seq, []))]
         if seq in self.buffered:
             self.duplicates += len(items)
             return [], []
@@ -253,11 +253,11 @@ class ReceiveLink(Generic[Item]):
         self.received += sum(len(d.items) for d in ready)
         return ready, []
 
-    def done(self, seq: int, refused: list[int]) -> list[object]:
+    def done(self, seq: int, refused: list[int]) -> tuple[int, list[int]]:
         """Frame ``seq`` went through the handler; return its acknowledgement."""
         if refused:
             self.refusals[seq] = refused
-        return [seq, refused]
+        return seq, refused
 
     def bye(self) -> None:
         """The sender said it exits in order: it dead-letters what it never sent itself."""

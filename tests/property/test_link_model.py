@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from actors.core.link import ReceiveLink, SendLink
+from actors.core.link import OutFrame, ReceiveLink, SendLink
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Data:
 class Ack:
     sender: int
     receiver: int
-    acks: list[list[object]]
+    acks: list[tuple[int, list[int]]]
 
 
 @dataclass
@@ -94,7 +94,7 @@ class LinkMachine(RuleBasedStateMachine):
             self.admitted[self.sender].append(self.next_item)
             self.next_item += 1
 
-    def _emit(self, frames: list) -> None:
+    def _emit(self, frames: list[OutFrame[int]]) -> None:
         for frame in frames:
             self.network.append(
                 Data(
@@ -138,7 +138,7 @@ class LinkMachine(RuleBasedStateMachine):
             if packet.sender != self.sender or packet.receiver != self.receiver.incarnation:
                 return  # to an incarnation that is gone
             for seq, refused in packet.acks:
-                result = self.link.acknowledge(int(seq), refused)  # type: ignore[arg-type]
+                result = self.link.acknowledge(seq, refused)
                 if result is not None:
                     handled, lost = result
                     self.told_handled.update(handled)
