@@ -54,6 +54,10 @@ class ActorRef(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     name: str | None = Field(default=None, min_length=1, max_length=256)
 
+    def key(self) -> str:
+        """A short text naming this address (``host:port``, or the name)."""
+        return f"{self.host}:{self.port}" if self.name is None else self.name
+
     @model_validator(mode="after")
     def _one_form(self) -> ActorRef:
         tcp = (self.host, self.port) != (None, None)
@@ -81,6 +85,8 @@ class _Init(Message):
     guardian: ActorRef
     parent_pid: int
     max_message_size: int
+    resend_after: float = 0.5
+    resend_max: float = 8.0
     state_dir: str = ".understudy"
     secret_file: str = ""
 
@@ -160,6 +166,10 @@ class _Unregister(Message):
     address: ActorRef
     pending: bool = False
     reason: str = ""
+    marks: list[tuple[int, int, int]] | None = None
+    """Its handled marks, (sender nonce, seq, n) each (``actors.core.link_marks``); None: none."""
+    sends: list[tuple[str, int]] = Field(default_factory=list)
+    """Messages it had queued per receiver (``ActorRef.key``), from its sent-counts file."""
 
 
 class _Resolve(Message):
@@ -189,6 +199,8 @@ class _Resolved(Message):
     pid: int | None = None
     detail: str = ""
     reason: str = ""
+    marks: list[tuple[int, int, int]] | None = None
+    """The exited actor's handled marks, (sender nonce, seq, n) each (None: unknown)."""
 
 
 class _RetryRestart(Message):
@@ -219,6 +231,8 @@ class _Boot(Message):
     kind: Literal["_supervision.boot"] = "_supervision.boot"
     spec: AnyChildSpec
     max_message_size: int
+    resend_after: float = 0.5
+    resend_max: float = 8.0
     state_dir: str = ".understudy"
     secret_file: str = ""
     owner_pid: int | None = None
@@ -256,6 +270,12 @@ class _Identified(Message):
     kind: Literal["_supervision.identified"] = "_supervision.identified"
     address: ActorRef
     identity: Identity | None = None
+    reason: str = ""
+    """Sent again to the asker when that actor exits: its exit reason."""
+    gone: bool = False
+    """The actor at ``address`` had already exited when the question arrived."""
+    sends: list[tuple[str, int]] = Field(default_factory=list)
+    """When it exited: the messages it had queued per receiver (``ActorRef.key``)."""
 
 
 class _Challenge(Message):

@@ -10,6 +10,14 @@ Every worker counts, per link (destination or source path) and per message kind:
                     unacknowledged
     rejected        a bad envelope or frame refused on arrival (undecodable, unknown kind,
                     invalid fields)
+    resent          sent again: its frame's acknowledgement was overdue (a frame lost)
+    duplicates_dropped
+                    arrived again after it was handled (a resend whose acknowledgement was
+                    lost, or a duplicate frame) and dropped: handled once only
+
+A receiver also dead-letters, on a killed sender's behalf, what that sender announced but
+never delivered (frames lost with it, messages still in its queue); their kind is unknown
+("?").
 
 ``Runtime.ledger()`` adds up the live workers' counters and those every incarnation reported
 when it exited; a worker killed without a chance to report (SIGKILL) is counted in
@@ -35,7 +43,16 @@ __all__ = [
     "RetiredLedgers",
 ]
 
-LedgerEvent = Literal["sent", "delivered", "handled", "undelivered", "dead_lettered", "rejected"]
+LedgerEvent = Literal[
+    "sent",
+    "delivered",
+    "handled",
+    "undelivered",
+    "dead_lettered",
+    "rejected",
+    "resent",
+    "duplicates_dropped",
+]
 LEDGER_EVENTS: tuple[LedgerEvent, ...] = (
     "sent",
     "delivered",
@@ -43,6 +60,8 @@ LEDGER_EVENTS: tuple[LedgerEvent, ...] = (
     "undelivered",
     "dead_lettered",
     "rejected",
+    "resent",
+    "duplicates_dropped",
 )
 
 
@@ -56,6 +75,8 @@ class LedgerCounts(Message):
     undelivered: int = 0
     dead_lettered: int = 0
     rejected: int = 0
+    resent: int = 0
+    duplicates_dropped: int = 0
 
 
 class GetLedger(Message):

@@ -208,6 +208,26 @@ def _default_principals() -> dict[str, PrincipalSpec]:
     }
 
 
+class LinkConfig(_Spec):
+    """The data-path links between actors (``actors.core.link``)."""
+
+    resend_after: Annotated[
+        float,
+        Field(gt=0, description="seconds before an unacknowledged frame is sent again"),
+    ] = 0.5
+    resend_max: Annotated[
+        float,
+        Field(gt=0, description="the longest wait between resends (the wait doubles up to it)"),
+    ] = 8.0
+
+    @model_validator(mode="after")
+    def _check_order(self) -> LinkConfig:
+        if self.resend_max < self.resend_after:
+            msg = f"resend_max ({self.resend_max}) must be >= resend_after ({self.resend_after})"
+            raise ValueError(msg)
+        return self
+
+
 class SystemConfig(_Spec):
     """Which Thespian base runs the tree, and the runtime's knobs."""
 
@@ -218,6 +238,7 @@ class SystemConfig(_Spec):
     principals: dict[str, PrincipalSpec] = Field(default_factory=_default_principals)
     state_dir: str = DEFAULT_STATE_DIR
     max_message_size: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    links: LinkConfig = Field(default_factory=LinkConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelConfig | None = None
 

@@ -83,6 +83,8 @@ GUARDIAN_NAME = "understudy.guardian"
 OWNER_CHECK_INTERVAL = 1.0
 # Runtimes (external askers) remembered for answering their dead letters.
 MAX_CLIENTS = 16
+RECENTLY_GONE = 4096
+"""How many exited actors' addresses the guardian remembers (to answer a late _Identify)."""
 # How long an event waits for the child events that caused it before it is logged anyway.
 REPORT_DEPENDENCY_TIMEOUT = 2.0
 
@@ -184,6 +186,8 @@ class Guardian(SeamActor):
         self._timer_ids: dict[int, int] = {}
         self._book = IdentityBook(state_dir=".understudy", principals={})
         self._identity_watchers: dict[ActorRef, dict[str, Address]] = {}
+        # exited actors' refs -> (exit reason, messages they had queued per receiver)
+        self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
 
     def describe(self) -> str:
@@ -221,7 +225,14 @@ class Guardian(SeamActor):
             case _Register():
                 self._register(msg, sender, env)
             case _Unregister():
-                self._unregister(msg.path, msg.address, pending=msg.pending, reason=msg.reason)
+                self._unregister(
+                    msg.path,
+                    msg.address,
+                    pending=msg.pending,
+                    reason=msg.reason,
+                    marks=msg.marks,
+                    sends=msg.sends,
+                )
             case GetEvents():
                 self._get_events(msg, sender, env)
             case SubscribeEvents():
@@ -283,6 +294,7 @@ class Guardian(SeamActor):
             return
         self.handleDeadLetters(startHandling=True)
         self.max_message_size = msg.max_message_size
+        self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         if msg.owner_pid is not None and msg.owner_pid != os.getpid():
             # The admin daemon outlives the program that started it (Thespian); this guardian
             # dies with the admin, and stops everything if that program dies without saying so.
@@ -309,6 +321,8 @@ class Guardian(SeamActor):
                 guardian=pack_address(self.self_address),
                 parent_pid=os.getpid(),
                 max_message_size=msg.max_message_size,
+                resend_after=msg.resend_after,
+                resend_max=msg.resend_max,
                 state_dir=msg.state_dir,
                 secret_file=msg.secret_file,
             ),
@@ -452,12 +466,19 @@ class Guardian(SeamActor):
         self._release_resolves(msg.path)
 
     def _unregister(
-        self, path: str, address_ref: ActorRef, *, pending: bool, reason: str = ""
+        self,
+        path: str,
+        address_ref: ActorRef,
+        *,
+        pending: bool,
+        reason: str = "",
+        marks: list[tuple[int, int, int]] | None = None,
+        sends: list[tuple[str, int]] | None = None,
     ) -> None:
         current = self._registry.get(path)
         if current is not None and current.address == unpack_address(address_ref):
             del self._registry[path]
-            self._forget_identity(address_ref)
+            self._forget_identity(address_ref, reason=reason, sends=sends or [])
             self._unregister_tree(path + "/")
             self._subscribers.pop(path, None)
         if pending:
@@ -467,7 +488,8 @@ class Guardian(SeamActor):
         detail = "restarting" if pending else "exited"
         for watcher in self._watchers.get(path, {}).values():
             self.send_message(
-                watcher, _Resolved(path=path, address=None, detail=detail, reason=reason)
+                watcher,
+                _Resolved(path=path, address=None, detail=detail, reason=reason, marks=marks),
             )
         self._release_resolves(path)
 
@@ -492,12 +514,31 @@ class Guardian(SeamActor):
     def _identify(self, msg: _Identify, sender: Address) -> None:
         self._identity_watchers.setdefault(msg.address, {})[str(sender)] = sender
         identity = self._book.identify(msg.address)
+        if identity is None and msg.address in self._recently_gone:
+            # It exited before the asker's question arrived: say so, as a watcher would hear.
+            self._identity_watchers.get(msg.address, {}).pop(str(sender), None)
+            reason, sends = self._recently_gone[msg.address]
+            self.send_message(
+                sender,
+                _Identified(
+                    address=msg.address, identity=None, reason=reason, gone=True, sends=sends
+                ),
+            )
+            return
         self.send_message(sender, _Identified(address=msg.address, identity=identity))
 
-    def _forget_identity(self, ref: ActorRef) -> None:
-        self._book.unregister_actor(ref)
+    def _forget_identity(
+        self, ref: ActorRef, *, reason: str = "exited", sends: list[tuple[str, int]] | None = None
+    ) -> None:
+        sends = sends or []
+        if self._book.unregister_actor(ref):
+            self._recently_gone[ref] = (reason, sends)
+            while len(self._recently_gone) > RECENTLY_GONE:
+                del self._recently_gone[next(iter(self._recently_gone))]
         for watcher in self._identity_watchers.pop(ref, {}).values():
-            self.send_message(watcher, _Identified(address=ref, identity=None))
+            self.send_message(
+                watcher, _Identified(address=ref, identity=None, reason=reason, sends=sends)
+            )
 
     def _challenge(self, sender: Address, env: codec.Envelope) -> None:
         ref = self._ref(sender)

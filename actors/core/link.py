@@ -53,6 +53,7 @@ class OutFrame(Generic[Item]):
     items: list[Item]
     due: float
     """When to resend it if no acknowledgement came."""
+    sent_at: float = 0.0
     attempts: int = 0
     """Resends so far."""
     payload: object = None
@@ -97,6 +98,17 @@ class SendLink(Generic[Item]):
         """Ordinal of the last message admitted (queued) on this link."""
         self.sent = 0
         """Ordinal of the last message handed to the transport."""
+        self.srtt: float | None = None
+        """Smoothed time from sending a frame to its acknowledgement (first sends only)."""
+
+    @property
+    def timeout(self) -> float:
+        """How long a new frame waits for its acknowledgement before it is sent again: twice
+        the smoothed acknowledgement time (a slow receiver acknowledges late), at least
+        ``resend_after``, at most ``resend_max``."""
+        if self.srtt is None:
+            return self.resend_after
+        return min(self.resend_max, max(self.resend_after, 2 * self.srtt))
 
     def admit(self, item: Item) -> None:
         """Queue ``item`` for sending."""
@@ -115,7 +127,7 @@ class SendLink(Generic[Item]):
         while self.queue and self.next_seq < limit:
             count = min(self.batch_max, len(self.queue))
             items = [self.queue.popleft() for _ in range(count)]
-            frame = OutFrame(self.next_seq, self.sent + 1, items, now + self.resend_after)
+            frame = OutFrame(self.next_seq, self.sent + 1, items, now + self.timeout, now)
             self.inflight[frame.seq] = frame
             self.next_seq += 1
             self.sent += count
@@ -127,21 +139,27 @@ class SendLink(Generic[Item]):
         due = [frame for frame in self.inflight.values() if frame.due <= now]
         for frame in due:
             frame.attempts += 1
-            frame.due = now + min(self.resend_after * 2**frame.attempts, self.resend_max)
+            frame.due = now + min(self.timeout * 2**frame.attempts, self.resend_max)
         return sorted(due, key=lambda frame: frame.seq)
 
     def next_due(self) -> float | None:
         """When the next resend falls due (None: nothing in flight)."""
         return min((frame.due for frame in self.inflight.values()), default=None)
 
-    def acknowledge(self, seq: int, refused: Iterable[int]) -> tuple[list[Item], list[Item]] | None:
-        """Frame ``seq`` was handled except the ``refused`` positions.
+    def acknowledge(
+        self, seq: int, refused: Iterable[int], now: float | None = None
+    ) -> tuple[list[Item], list[Item]] | None:
+        """Frame ``seq`` was handled except the ``refused`` positions (at ``now``: timed, for
+        the resend timeout, when it was sent once only).
 
         Returns (handled, refused items), or None for an acknowledgement already seen.
         """
         frame = self.inflight.pop(seq, None)
         if frame is None:
             return None
+        if now is not None and frame.attempts == 0:
+            sample = max(0.0, now - frame.sent_at)
+            self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
         out = set(refused)
         handled = [item for i, item in enumerate(frame.items) if i not in out]
         lost = [item for i, item in enumerate(frame.items) if i in out]
@@ -259,8 +277,16 @@ class ReceiveLink(Generic[Item]):
             self.refusals[seq] = refused
         return seq, refused
 
-    def bye(self) -> None:
-        """The sender said it exits in order: it dead-letters what it never sent itself."""
+    def announce(self, sent: int, admitted: int) -> None:
+        """The sender says how many messages it has sent and queued on this link so far (it
+        does when its window is full and its queue grew: a killed sender's queue is counted)."""
+        self.announced_sent = max(self.announced_sent, sent)
+        self.announced_admitted = max(self.announced_admitted, admitted, self.announced_sent)
+
+    def bye(self, sent: int) -> None:
+        """The sender said it exits in order after sending ``sent`` messages on this link; it
+        dead-letters what it never sent itself."""
+        self.announced_sent = max(self.announced_sent, sent)
         self.announced_admitted = self.announced_sent
 
     def settle(self) -> Settlement[Item]:

@@ -262,6 +262,8 @@ class Runtime:
                 _Boot(
                     spec=topology.root,
                     max_message_size=config.max_message_size,
+                    resend_after=config.links.resend_after,
+                    resend_max=config.links.resend_max,
                     state_dir=str(Path(config.state_dir).resolve()),
                     secret_file=str(keyring.path),
                     owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None,

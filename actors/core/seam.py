@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -52,6 +53,15 @@ from thespian.system.transport.IPBase import TCPv4ActorAddress
 from actors.core import transport_guard
 from actors.core.keyring import Keyring
 from actors.core.ledger import Ledger
+from actors.core.link import (
+    DEFAULT_RESEND_AFTER,
+    DEFAULT_RESEND_MAX,
+    Delivery,
+    OutFrame,
+    ReceiveLink,
+    SendLink,
+)
+from actors.core.link_marks import HandledMarks, Marks, SentCounts
 from actors.errors import Backpressure
 from protocols import codec
 from protocols._base import Message
@@ -131,7 +141,19 @@ class FrameMeta:
     link: int | None = None
     """The frame's sequence number on its data-path link (``"l"``); None off the data path."""
     acks: list[list[Any]] | None = None
-    """Acknowledged frames of the reverse link, ``[seq, [refused ids]]`` each (``"a"``)."""
+    """Acknowledged frames of the reverse link, ``[seq, [refused positions]]`` each (``"a"``)."""
+    nonce: int = 0
+    """The sending incarnation (``"i"``): a random number each actor draws when it starts."""
+    low: int = 0
+    """The sender's lowest unacknowledged frame on this link (``"lo"``)."""
+    first: int = 0
+    """The link ordinal of the frame's first message (``"o"``)."""
+    sent: int = 0
+    """Messages the sender had sent on this link when it built the frame (``"s"``)."""
+    admitted: int = 0
+    """Messages it had queued for this link by then (``"q"``): what a dead sender owes."""
+    bye: bool = False
+    """The sender exits in order (``"bye"``): no resend will come."""
     events: tuple[str, int] | None = None
     """A supervisor's (incarnation, events sent) when it answered (``"ev"``)."""
     ask: bool = False
@@ -142,6 +164,11 @@ class FrameMeta:
         wire: dict[str, Any] = {}
         if self.link is not None:
             wire[_LINK] = self.link
+        if self.nonce:
+            wire.update({_NONCE: self.nonce, _LOW: self.low, _FIRST: self.first})
+            wire.update({_SENT: self.sent, _ADMITTED: self.admitted})
+        if self.bye:
+            wire[_BYE] = 1
         if self.acks is not None:
             wire[_ACKS] = self.acks
         if self.events is not None:
@@ -161,10 +188,17 @@ class FrameMeta:
             acks=wire.get(_ACKS),
             events=(str(events[0]), int(events[1])) if events else None,
             ask=bool(wire.get(_ASK)),
+            nonce=int(wire.get(_NONCE, 0)),
+            low=int(wire.get(_LOW, 0)),
+            first=int(wire.get(_FIRST, 0)),
+            sent=int(wire.get(_SENT, 0)),
+            admitted=int(wire.get(_ADMITTED, 0)),
+            bye=bool(wire.get(_BYE)),
         )
 
 
 _LINK, _ACKS, _EVENTS, _ASK = "l", "a", "ev", "ask"
+_NONCE, _LOW, _FIRST, _SENT, _ADMITTED, _BYE = "i", "lo", "o", "s", "q", "bye"
 NO_META = FrameMeta()
 ASK_META = FrameMeta(ask=True)
 
@@ -208,18 +242,67 @@ DEFAULT_WINDOW = 8
 DEFAULT_MAX_QUEUE = 100_000
 
 
+_Item: TypeAlias = tuple[list[Any], Message]
+"""One queued message: its envelope parts (id at index 1) and the message itself."""
+
+
 @dataclass
 class Link:
-    """The data path to one destination: queued envelopes, frames in flight, counters."""
+    """The data path to one destination (``actors.core.link.SendLink``) and its counters."""
 
     address: ActorAddress
     label: str
-    queue: deque[tuple[list[Any], Message]] = field(default_factory=deque)
-    inflight: dict[int, list[tuple[int, Message]]] = field(default_factory=dict)
-    next_seq: int = 1
-    sent: int = 0
+    send: SendLink[_Item]
     acknowledged: int = 0
     undelivered: int = 0
+    announced: int = 0
+    """The ``admitted`` count the receiver was last told."""
+    receiver_key: str = ""
+    slot: int | None = None
+    """Its slot in the sender's ``SentCounts``."""
+
+    @property
+    def queue(self) -> deque[_Item]:
+        """Messages waiting for the window to open."""
+        return self.send.queue
+
+
+@dataclass
+class _Inbound:
+    """The receiving half of a link from one sender incarnation."""
+
+    address: ActorAddress
+    ref: ActorRef | None
+    link: ReceiveLink[codec.Envelope | codec.BadEnvelope]
+    held: deque[Delivery[codec.Envelope | codec.BadEnvelope]] | None = None
+    gone: bool = False
+    """The sender's incarnation has ended (a bye frame, or the guardian said so)."""
+    bye: bool = False
+    """It said so itself, with how many messages it sent."""
+    grace: float = 0.0
+    """Settle once nothing came from it for this long."""
+    last_seen: float = 0.0
+    """When its last frame was done with (monotonic)."""
+
+
+_RESEND = "understudy.resend"
+_SETTLE = "understudy.settle"
+_SETTLED_MEMORY = 4096
+
+
+def _ref_or_none(address: ActorAddress) -> ActorRef | None:
+    try:
+        return pack_address(address)
+    except ValueError:
+        return None
+
+
+def _same(inbound: _Inbound, address: ActorAddress, ref: ActorRef | None) -> bool:
+    return inbound.address == address or (ref is not None and inbound.ref == ref)
+
+
+def _kind_of(env: codec.Envelope | codec.BadEnvelope) -> str:
+    return env.message.kind if isinstance(env, codec.Envelope) else str(env.kind)
 
 
 def pack_address(address: ActorAddress) -> ActorRef:
@@ -259,13 +342,22 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     batch_max: int = DEFAULT_BATCH_MAX
     window: int = DEFAULT_WINDOW
     max_queue: int = DEFAULT_MAX_QUEUE
+    resend_after: float = DEFAULT_RESEND_AFTER
+    resend_max: float = DEFAULT_RESEND_MAX
     counts_handled: bool = False
     """True for actors that count ``handled`` themselves (when the handler really ran); the
     others count a data-path message handled once ``on_message`` has taken it."""
+    marks: HandledMarks | None = None
+    """Where this incarnation records how far it handled each sender (see ``link_marks``)."""
+    sends: SentCounts | None = None
+    """Where it counts what it queued per receiver (see ``link_marks``)."""
 
     _links: dict[str, Link]
     _acks_due: dict[str, tuple[ActorAddress, list[list[Any]]]]
     _waiting: set[str]
+    _inbound: dict[int, _Inbound]
+    _settled: dict[int, int]
+    _resend_armed: bool
     _timers: list[tuple[float, int, Any]]
     _armed: list[float]
     _cancelled: set[int]
@@ -282,6 +374,16 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             self._links = {}
             self._acks_due = {}
             self._waiting = set()  # keys of links with queued messages
+            self._inbound = {}
+            self._settled = {}  # nonces of gone senders (insertion-ordered, bounded)
+            self._resend_armed = False
+
+    @property
+    def nonce(self) -> int:
+        """This incarnation's random number: receivers tell its frames from a successor's."""
+        if "_nonce" not in self.__dict__:
+            self._nonce = random.getrandbits(63) or 1
+        return self._nonce
 
     # --- Thespian entry point -------------------------------------------------------------
 
@@ -335,43 +437,220 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             self.send_message(sender, ErrorReply(error=type(exc).__name__, message=str(exc)))
             return
         header = FrameMeta.from_wire(meta)
-        link_seq = header.link
         if header.acks is not None:
             self._on_acks(sender, header.acks)
-        refused: list[int] = []
+        if header.link is not None and header.nonce:
+            self._receive_link_frame(header, envelopes, sender)
+            return
+        if header.bye and header.nonce:
+            self._sender_bye(header)
+        elif header.nonce:
+            self._ensure_links()
+            inbound = self._inbound.get(header.nonce)
+            if inbound is not None:
+                inbound.link.announce(header.sent, header.admitted)
+                inbound.last_seen = time.monotonic()
         for env in envelopes:
             if isinstance(env, codec.BadEnvelope):
-                log.warning(
-                    "message_rejected",
-                    actor=self.describe(),
-                    error=type(env.error).__name__,
-                    kind=env.kind,
-                    detail=str(env.error),
-                )
-                self.ledger.count("rejected", str(sender), str(env.kind))
-                text = getattr(env.error, "kind", None) or str(env.error)
-                self.send_message(
-                    sender,
-                    ErrorReply(error=type(env.error).__name__, message=str(text)),
-                    correlation_id=env.message_id,
-                )
-                continue
-            if link_seq is not None:
-                if not self.accepting():
-                    refused.append(env.message_id)
-                    continue
-                self.ledger.count("delivered", str(sender), env.message.kind)
-            self.on_message(env, sender, header)
-            if link_seq is not None and not self.counts_handled:
-                self.ledger.count("handled", str(sender), env.message.kind)
-        if link_seq is not None:
-            self._ensure_links()
-            key = str(sender)
-            due = self._acks_due.get(key)
-            if due is None:
-                self._acks_due[key] = (sender, [[link_seq, refused]])
+                self._reject(env, sender)
             else:
-                due[1].append([link_seq, refused])
+                self.on_message(env, sender, header)
+
+    def _reject(self, env: codec.BadEnvelope, sender: ActorAddress) -> None:
+        log.warning(
+            "message_rejected",
+            actor=self.describe(),
+            error=type(env.error).__name__,
+            kind=env.kind,
+            detail=str(env.error),
+        )
+        self.ledger.count("rejected", str(sender), str(env.kind))
+        text = getattr(env.error, "kind", None) or str(env.error)
+        self.send_message(
+            sender,
+            ErrorReply(error=type(env.error).__name__, message=str(text)),
+            correlation_id=env.message_id,
+        )
+
+    # --- The data path, receiving side (``actors.core.link.ReceiveLink``) -------------------
+
+    def _receive_link_frame(
+        self,
+        header: FrameMeta,
+        envelopes: list[codec.Envelope | codec.BadEnvelope],
+        sender: ActorAddress,
+    ) -> None:
+        self._ensure_links()
+        nonce, seq = header.nonce, header.link
+        assert seq is not None  # noqa: S101 - checked by the caller
+        settled = self._settled.get(nonce)
+        if settled is not None:
+            if seq >= settled:  # counted dead-lettered at the settlement: dropped, logged
+                log.warning(
+                    "frame_after_sender_gone", actor=self.describe(), sender=str(sender), seq=seq
+                )
+            return
+        inbound = self._inbound.get(nonce)
+        if inbound is None:
+            inbound = self._inbound[nonce] = _Inbound(sender, _ref_or_none(sender), ReceiveLink())
+            self.on_new_sender(sender)
+        before = inbound.link.duplicates
+        ready, again = inbound.link.accept(
+            seq,
+            header.low,
+            header.first,
+            envelopes,
+            sent=header.sent,
+            admitted=header.admitted,
+        )
+        if inbound.link.duplicates > before:
+            for env in envelopes:
+                self.ledger.count("duplicates_dropped", str(sender), _kind_of(env))
+        for seq_again, refused in again:
+            self._ack(sender, [seq_again, refused])
+        if inbound.held is not None:
+            inbound.held.extend(ready)
+        elif ready and self.hold_sender(sender):
+            inbound.held = deque(ready)
+        else:
+            self._deliver(nonce, inbound, ready, ack=True)
+        inbound.last_seen = time.monotonic()
+        if inbound.gone:
+            self._settle_if_complete(nonce, inbound)
+
+    def _deliver(
+        self,
+        nonce: int,
+        inbound: _Inbound,
+        ready: list[Delivery[codec.Envelope | codec.BadEnvelope]],
+        *,
+        ack: bool,
+    ) -> None:
+        sender = inbound.address
+        key = str(sender)
+        marks = self.marks
+        for delivery in ready:
+            refused: list[int] = []
+            meta = FrameMeta(link=delivery.seq)
+            for position, env in enumerate(delivery.items):
+                if isinstance(env, codec.BadEnvelope):
+                    self._reject(env, sender)
+                elif not self.accepting():
+                    refused.append(position)
+                    continue
+                else:
+                    self.ledger.count("delivered", key, env.message.kind)
+                    self.on_message(env, sender, meta)
+                    if not self.counts_handled:
+                        self.ledger.count("handled", key, env.message.kind)
+                if marks is not None:
+                    marks.mark(nonce, delivery.seq, position + 1)
+            entry = inbound.link.done(delivery.seq, refused)
+            if ack:
+                self._ack(sender, [entry[0], entry[1]])
+
+    def _ack(self, sender: ActorAddress, entry: list[Any]) -> None:
+        key = str(sender)
+        due = self._acks_due.get(key)
+        if due is None:
+            self._acks_due[key] = (sender, [entry])
+        else:
+            due[1].append(entry)
+
+    def release_sender(self, sender: ActorAddress) -> None:
+        """Hand over the frames ``hold_sender`` held back from ``sender`` (in order)."""
+        self._ensure_links()
+        ref = _ref_or_none(sender)
+        for nonce, inbound in list(self._inbound.items()):
+            if inbound.held is not None and _same(inbound, sender, ref):
+                held, inbound.held = inbound.held, None
+                self._deliver(nonce, inbound, list(held), ack=True)
+
+    def sender_gone(self, sender: ActorAddress, *, killed: bool, owed: int | None = None) -> None:
+        """The actor at ``sender`` has exited: settle what it sent
+        (``actors.core.link.ReceiveLink.settle``).
+
+        An actor that exits in order says how much it sent (a bye frame, which may arrive
+        after this notice: frames are not ordered across connections), so settling waits for
+        it, ``resend_max`` at the latest. A ``killed`` one says nothing, but its sent counts
+        (``owed``: the messages it had queued for this actor) survive it; what arrives until
+        its frames stop coming for ``2 * resend_after`` is handled, the rest dead-lettered;
+        a frame of it arriving later is dropped (it was counted) and logged."""
+        self._ensure_links()
+        ref = _ref_or_none(sender)
+        for nonce, inbound in list(self._inbound.items()):
+            if not inbound.gone and _same(inbound, sender, ref):
+                if owed is not None:
+                    inbound.link.announce(0, owed)
+                self._mark_gone(
+                    nonce, inbound, 2 * self.resend_after if killed else self.resend_max
+                )
+
+    def _sender_bye(self, header: FrameMeta) -> None:
+        """The sender exits in order and says how many messages it sent on this link."""
+        self._ensure_links()
+        inbound = self._inbound.get(header.nonce)
+        if inbound is not None:
+            inbound.link.bye(header.sent)
+            inbound.bye = True
+            if not inbound.gone:
+                self._mark_gone(header.nonce, inbound, self.resend_max)
+            self._settle_if_complete(header.nonce, inbound)
+
+    def _mark_gone(self, nonce: int, inbound: _Inbound, grace: float) -> None:
+        inbound.gone, inbound.grace = True, grace
+        inbound.last_seen = time.monotonic()
+        self.set_timer(grace, (_SETTLE, nonce))
+
+    def _settle_when_quiet(self, nonce: int) -> None:
+        """Settle once the gone sender's frames stopped coming for its grace period: its
+        last frames may still sit in this process's socket, read one message at a time."""
+        inbound = self._inbound.get(nonce)
+        if inbound is None:
+            return
+        quiet = time.monotonic() - inbound.last_seen
+        if quiet < inbound.grace:
+            self.set_timer(inbound.grace - quiet, (_SETTLE, nonce))
+        else:
+            self._settle(nonce)
+
+    def _settle_if_complete(self, nonce: int, inbound: _Inbound) -> None:
+        """After a bye: settle once every message the sender sent has arrived."""
+        link = inbound.link
+        if inbound.bye and not link.buffered and link.received >= link.announced_sent:
+            self._settle(nonce)
+
+    def _settle(self, nonce: int) -> None:
+        inbound = self._inbound.pop(nonce, None)
+        if inbound is None:
+            return
+        self._settled[nonce] = inbound.link.expected or 0
+        while len(self._settled) > _SETTLED_MEMORY:
+            del self._settled[next(iter(self._settled))]
+        settlement = inbound.link.settle()
+        log.info(
+            "sender_settled",
+            actor=self.describe(),
+            sender=str(inbound.address),
+            handled_late=sum(len(d.items) for d in settlement.deliveries),
+            received=inbound.link.received,
+            announced=inbound.link.announced_sent,
+        )
+        held = list(inbound.held or ())
+        self._deliver(nonce, inbound, held + settlement.deliveries, ack=False)
+        lost = settlement.lost_in_flight + settlement.lost_queued
+        if lost:
+            reason = "the sender's incarnation ended before they arrived"
+            self.ledger.count("dead_lettered", str(inbound.address), "?", lost)
+            log.warning(
+                "messages_dead_lettered",
+                actor=self.describe(),
+                sender=str(inbound.address),
+                lost_in_flight=settlement.lost_in_flight,
+                lost_queued=settlement.lost_queued,
+                reason=reason,
+            )
+            self.on_lost(inbound.address, lost, reason)
 
     # --- Actors: create, stop, name ---------------------------------------------------------
 
@@ -431,7 +710,16 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         key = str(to)
         link = self._links.get(key)
         if link is None:
-            link = self._links[key] = Link(to, label or key)
+            link = self._links[key] = Link(
+                to,
+                label or key,
+                SendLink(
+                    window=self.window,
+                    batch_max=self.batch_max,
+                    resend_after=self.resend_after,
+                    resend_max=self.resend_max,
+                ),
+            )
         if message_id is None and len(link.queue) >= self.max_queue:
             msg = (
                 f"{len(link.queue)} messages already wait for {link.label} "
@@ -441,7 +729,14 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         if message_id is None:
             self.ledger.count("sent", link.label, message.kind)
         mid = codec.new_message_id() if message_id is None else message_id
-        link.queue.append((codec.envelope_parts(message, mid, correlation_id), message))
+        link.send.admit((codec.envelope_parts(message, mid, correlation_id), message))
+        sends = self.sends
+        if sends is not None:
+            if not link.receiver_key:
+                ref = _ref_or_none(to)
+                link.receiver_key = ref.key() if ref is not None else "?"
+                link.slot = sends.slot(link.receiver_key)
+            sends.count(link.receiver_key, link.slot, link.send.admitted)
         self._waiting.add(key)
         if len(link.queue) >= self.batch_max:
             self._flush_link(key, link)
@@ -455,6 +750,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             link = self._links.get(key)
             if link is not None and link.queue:
                 self._flush_link(key, link)
+                if link.queue and link.send.admitted > link.announced:
+                    self._announce(link)
             if link is None or not link.queue:
                 self._waiting.discard(key)
         if self._acks_due:
@@ -466,36 +763,83 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 )
 
     def _flush_link(self, key: str, link: Link) -> None:
-        while link.queue and len(link.inflight) < self.window:
-            count = min(self.batch_max, len(link.queue))
-            batch = [link.queue.popleft() for _ in range(count)]
-            seq = link.next_seq
-            link.next_seq += 1
-            meta: dict[str, Any] = {_LINK: seq}
+        frames = link.send.next_frames(time.monotonic())
+        for frame in frames:
+            meta = FrameMeta(
+                link=frame.seq,
+                nonce=self.nonce,
+                low=link.send.lowest,
+                first=frame.first,
+                sent=link.send.sent,
+                admitted=link.send.admitted,
+            ).to_wire()
+            assert meta is not None  # noqa: S101 - a data frame always has a header
             due = self._acks_due.pop(key, None)
             if due is not None:
                 meta[_ACKS] = due[1]
             data = codec.encode_frame(
-                [parts for parts, _ in batch], meta=meta, max_size=self.max_message_size
+                [parts for parts, _ in frame.items], meta=meta, max_size=self.max_message_size
             )
-            link.inflight[seq] = [(parts[1], message) for parts, message in batch]
-            link.sent += count
+            frame.payload = data
+            link.announced = link.send.admitted
             self.send(link.address, data)
+        if frames and not self._resend_armed:
+            self._resend_armed = True
+            self.set_timer(self.resend_after, _RESEND)
+
+    def _announce(self, link: Link) -> None:
+        """Tell the receiver how many messages wait here for its window to open (should this
+        incarnation be killed, the receiver counts them lost)."""
+        meta = FrameMeta(nonce=self.nonce, sent=link.send.sent, admitted=link.send.admitted)
+        link.announced = link.send.admitted
+        data = codec.encode_frame([], meta=meta.to_wire(), max_size=self.max_message_size)
+        self.send(link.address, data)
+
+    def _resend(self) -> None:
+        """Send again the frames whose acknowledgement is overdue; re-arm for the next one."""
+        self._resend_armed = False
+        if "_links" not in self.__dict__:
+            return
+        now = time.monotonic()
+        next_due: float | None = None
+        for link in self._links.values():
+            frames: list[OutFrame[_Item]] = link.send.due_frames(now)
+            for frame in frames:
+                for _parts, message in frame.items:
+                    self.ledger.count("resent", link.label, message.kind)
+                assert isinstance(frame.payload, bytes)  # noqa: S101 - set when first sent
+                self.send(link.address, frame.payload)
+            if frames:
+                log.info(
+                    "frames_resent",
+                    actor=self.describe(),
+                    to=link.label,
+                    frames=len(frames),
+                    attempts=max(frame.attempts for frame in frames),
+                )
+            due = link.send.next_due()
+            if due is not None and (next_due is None or due < next_due):
+                next_due = due
+        if next_due is not None:
+            self._resend_armed = True
+            self.set_timer(max(0.0, next_due - now), _RESEND)
 
     def _on_acks(self, sender: ActorAddress, acks: list[list[Any]]) -> None:
         self._ensure_links()
         link = self._links.get(str(sender))
         if link is None:
             return
+        now = time.monotonic()
         for seq, refused in acks:
-            batch = link.inflight.pop(seq, None)
-            if batch is None:
+            result = link.send.acknowledge(int(seq), [int(p) for p in refused], now)
+            if result is None:
                 continue
-            link.acknowledged += len(batch) - len(refused)
-            if refused:
-                ids = set(refused)
-                lost = [(mid, message) for mid, message in batch if mid in ids]
-                self._report_undelivered(link, lost, "the receiver was exiting")
+            handled, lost = result
+            link.acknowledged += len(handled)
+            if lost:
+                self._report_undelivered(
+                    link, [(parts[1], m) for parts, m in lost], "the receiver was exiting"
+                )
 
     def queued_ids(self, address: ActorAddress) -> set[int]:
         """The ids of the messages queued (not yet sent) for ``address``."""
@@ -505,27 +849,41 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
 
     def take_unsent(self) -> list[tuple[str, Message]]:
         """Remove and return every message still queued (never sent) on the data path, with
-        its link's label (the actor is going away: they will not be sent)."""
+        its link's label (the actor is going away: they will not be sent). Each receiver is
+        told that no resend will come (it settles what is on its way)."""
         if "_links" not in self.__dict__:
             return []
         unsent = []
         for link in self._links.values():
-            unsent += [(link.label, message) for _, message in link.queue]
-            link.queue.clear()
+            unsent += [(link.label, message) for _, message in link.send.take_queue()]
+            if link.send.inflight:
+                bye = FrameMeta(nonce=self.nonce, sent=link.send.sent, bye=True).to_wire()
+                self.send(
+                    link.address, codec.encode_frame([], meta=bye, max_size=self.max_message_size)
+                )
         self._waiting.clear()
         return unsent
 
-    def fail_link(self, address: ActorAddress, reason: str) -> list[tuple[Message, int]]:
-        """The destination is gone: report what was in flight; return what was still queued
-        (never sent), with the message ids it was given."""
+    def fail_link(
+        self, address: ActorAddress, reason: str, *, marks: Marks | None = None
+    ) -> list[tuple[Message, int]]:
+        """The destination is gone: report what it did not handle; return what was still
+        queued (never sent), with the message ids it was given.
+
+        ``marks`` are the receiver's handled marks (``link_marks``): with them exactly the
+        messages it did not handle are reported undelivered; without, every one in flight is.
+        """
         self._ensure_links()
         link = self._links.pop(str(address), None)
         if link is None:
             return []
-        lost = [pair for batch in link.inflight.values() for pair in batch]
-        if lost:
+        mark = None if marks is None else marks.get(self.nonce, (0, 0))
+        gone = link.send.receiver_gone(mark)
+        link.acknowledged += len(gone.handled)
+        if gone.undelivered:
+            lost = [(parts[1], message) for parts, message in gone.undelivered]
             self._report_undelivered(link, lost, reason)
-        return [(message, parts[1]) for parts, message in link.queue]
+        return [(message, parts[1]) for parts, message in gone.queued]
 
     def _report_undelivered(self, link: Link, lost: list[tuple[int, Message]], reason: str) -> None:
         link.undelivered += len(lost)
@@ -595,7 +953,12 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             if token in self._cancelled:
                 self._cancelled.discard(token)
                 continue
-            self.on_wakeup(payload)
+            if payload == _RESEND:
+                self._resend()
+            elif isinstance(payload, tuple) and payload and payload[0] == _SETTLE:
+                self._settle_when_quiet(payload[1])
+            else:
+                self.on_wakeup(payload)
         self._arm()
 
     # --- Hooks for subclasses -------------------------------------------------------------
@@ -611,6 +974,18 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     def accepting(self) -> bool:
         """Return False when data-path messages must be refused (the actor is exiting)."""
         return True
+
+    def hold_sender(self, sender: ActorAddress) -> bool:
+        """Return True to hold ``sender``'s data-path frames until ``release_sender(sender)``
+        (unacknowledged, in order), e.g. while asking who it is."""
+        return False
+
+    def on_lost(self, sender: ActorAddress, count: int, reason: str) -> None:
+        """A sender that exited had announced ``count`` messages that never arrived."""
+
+    def on_new_sender(self, sender: ActorAddress) -> None:
+        """The first data-path frame of a new sender incarnation arrived (watch it to learn
+        when it is gone: then call ``sender_gone``)."""
 
     def on_undelivered(self, to: str, messages: list[Message], reason: str) -> None:
         """Messages sent on the data path to ``to`` were not handled there."""

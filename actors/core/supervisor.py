@@ -31,6 +31,7 @@ from typing import Any, assert_never
 
 import structlog
 
+from actors.core.link_marks import take_marks, take_sends
 from actors.core.loading import load_class, load_decider
 from actors.core.restart import (
     Directive,
@@ -369,6 +370,7 @@ class SupervisorActor(SeamActor):
         self._spec, self._path, self._parent = spec, msg.path, parent
         self._guardian = unpack_address(msg.guardian)
         self.max_message_size = msg.max_message_size
+        self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         self._state_dir = msg.state_dir
         self._secret_file = msg.secret_file
         if msg.parent_pid != os.getpid():
@@ -429,6 +431,8 @@ class SupervisorActor(SeamActor):
                 guardian=pack_address(self._guardian),
                 parent_pid=os.getpid(),
                 max_message_size=self.max_message_size,
+                resend_after=self.resend_after,
+                resend_max=self.resend_max,
                 state_dir=self._state_dir,
                 secret_file=self._secret_file,
             ),
@@ -560,6 +564,12 @@ class SupervisorActor(SeamActor):
     def _forget(self, child: _Child, *, pending: bool, reason: str) -> None:
         """Record that the child's process is gone (with ``reason``) and tell the guardian."""
         if child.address is not None and self._guardian is not None:
+            key = str(child.address)
+            taken = take_marks(key=key, state_dir=self._state_dir, pid=child.pid)
+            sends = take_sends(key=key, state_dir=self._state_dir, pid=child.pid)
+            marks = None
+            if taken is not None and taken[1]:
+                marks = [(nonce, seq, n) for nonce, (seq, n) in taken[0].items()]
             self.send_message(
                 self._guardian,
                 _Unregister(
@@ -567,6 +577,8 @@ class SupervisorActor(SeamActor):
                     address=pack_address(child.address),
                     pending=pending,
                     reason=reason,
+                    marks=marks,
+                    sends=sorted(sends.items()),
                 ),
             )
         child.address, child.pid, child.status = None, None, "stopped"

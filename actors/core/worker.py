@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import structlog
 
 from actors.core.flow import Flow, Flows
+from actors.core.link_marks import HandledMarks, SentCounts, marks_path, sends_path
 from actors.core.loading import load_class
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent
@@ -49,7 +50,7 @@ from protocols._lifecycle import (
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.identity import Identity
 from protocols.ledger import GetLedger
-from protocols.supervision import NORMAL, SubscribeEvents, error_reason
+from protocols.supervision import KILLED, NORMAL, SubscribeEvents, error_reason
 from protocols.topology import ChildSpec
 
 __all__ = [
@@ -162,6 +163,10 @@ class Worker:
     def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
         """Messages sent to ``path`` were not handled there (it exited); they will not be."""
 
+    def on_lost(self, sender: str, count: int, reason: str) -> None:
+        """A sender that exited (``sender``: its path when known) had sent or queued ``count``
+        messages to this worker that never arrived; they are dead-lettered in the ledger."""
+
 
 class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
@@ -183,6 +188,9 @@ class WorkerActor(SeamActor):
         self.flows = Flows(self)
         self._deferred = False
         self._identities: dict[ActorRef, Identity] = {}
+        self._asked: set[ActorRef] = set()
+        self._gone_names: dict[ActorRef, str] = {}
+        self._my_key = ""
         self._open_deferred: dict[int, tuple[Address, codec.Envelope, bool]] = {}
         self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
 
@@ -247,14 +255,51 @@ class WorkerActor(SeamActor):
             self._handle(env, sender, meta, identity=self._identities.get(ref))
         else:
             self._identifying[ref] = deque([(env, sender, meta)])
+            self._ask_identity(ref)
+
+    def _ask_identity(self, ref: ActorRef) -> None:
+        """Ask the guardian who is at ``ref`` (once); it also says when that actor is gone."""
+        if ref not in self._asked and self._guardian is not None:
+            self._asked.add(ref)
             self.send_message(self._guardian, _Identify(address=ref))
 
+    def on_new_sender(self, sender: Address) -> None:
+        """Watch a new data-path sender: when it exits, what it sent is settled."""
+        try:
+            ref = pack_address(sender)
+        except ValueError:
+            return
+        if ref not in self._identities:
+            self._ask_identity(ref)
+
+    def hold_sender(self, sender: Address) -> bool:
+        """A ``verify_senders`` worker handles a sender's frames once it knows who it is."""
+        if self._worker is None or not self._worker.verify_senders:
+            return False
+        try:
+            ref = pack_address(sender)
+        except ValueError:
+            return False
+        if ref in self._identities:
+            return False
+        self._ask_identity(ref)
+        return True
+
     def _identified(self, msg: _Identified) -> None:
-        if msg.identity is None:
-            self._identities.pop(msg.address, None)
-        else:
-            self._identities[msg.address] = msg.identity
-        for env, sender, meta in self._identifying.pop(msg.address, deque()):
+        ref = msg.address
+        asked = ref in self._asked
+        self._asked.discard(ref)
+        if msg.gone or (msg.identity is None and not asked):
+            # The actor that was at ``ref`` has exited: settle what it sent on the data path.
+            gone = self._identities.pop(ref, None)
+            if gone is not None:
+                self._gone_names[ref] = gone.name
+            owed = dict(msg.sends).get(self._my_key)
+            self.sender_gone(unpack_address(ref), killed=msg.reason == KILLED, owed=owed)
+        elif msg.identity is not None:
+            self._identities[ref] = msg.identity
+        self.release_sender(unpack_address(ref))
+        for env, sender, meta in self._identifying.pop(ref, deque()):
             if self._exiting or self._worker is None:
                 if meta.link is not None:
                     log.warning("message_not_handled", actor=self._path, kind=env.message.kind)
@@ -267,9 +312,16 @@ class WorkerActor(SeamActor):
         self._guardian = unpack_address(msg.guardian)
         self._path = msg.path
         self.max_message_size = msg.max_message_size
+        self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
             ensure_safe_logging()
+            self.marks = HandledMarks(path=marks_path(msg.state_dir, os.getpid()))
+            self.sends = SentCounts(path=sends_path(msg.state_dir, os.getpid()))
+        else:
+            self.marks = HandledMarks(key=str(self.self_address))
+            self.sends = SentCounts(key=str(self.self_address))
+        self._my_key = pack_address(self.self_address).key()
         spec = msg.spec
         assert isinstance(spec, ChildSpec)  # noqa: S101 - supervisors start SupervisorActor
         try:
@@ -401,6 +453,22 @@ class WorkerActor(SeamActor):
     def accepting(self) -> bool:
         """Refuse data-path messages once exiting: the sender reports them undelivered."""
         return not self._exiting and self._worker is not None
+
+    def on_lost(self, sender: Address, count: int, reason: str) -> None:
+        """Pass the count of a gone sender's lost messages to the worker's hook."""
+        if self._worker is None or self._exiting:
+            return
+        name = str(sender)
+        try:
+            ref = pack_address(sender)
+        except ValueError:
+            ref = None
+        if ref is not None:
+            name = self._gone_names.pop(ref, name)
+        try:
+            self._worker.on_lost(name, count, reason)
+        except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
+            self._exit(self._crash_reason(exc, ErrorReply(error="lost", message=reason)))
 
     def on_undelivered(self, to: str, messages: list[Message], reason: str) -> None:
         """Pass undelivered messages to the worker's hook."""
@@ -538,7 +606,8 @@ class WorkerActor(SeamActor):
             # Requests it was sent fail first, with its exit reason (acknowledged or not).
             unsent = self.queued_ids(old) | {mid for _, mid in self._unrouted.get(msg.path, ())}
             self._fail_requests_to(msg.path, keep=unsent, why=msg)
-            carried = self.fail_link(old, f"{msg.path} exited")
+            marks = None if msg.marks is None else {n: (s, c) for n, s, c in msg.marks}
+            carried = self.fail_link(old, f"{msg.path} exited", marks=marks)
         pending = carried + list(self._unrouted.pop(msg.path, deque()))
         if new is None:
             if msg.detail == "restarting":

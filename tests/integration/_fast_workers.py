@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,3 +162,84 @@ class Requester(Worker):
         if self.todo == 0 and self.outstanding == 0 and self.done is not None:
             self.done(Done(count=self.replies))
             self.done = None
+
+
+class WaitAccounted(Message):
+    """Sink: answer once the items handled plus those a gone sender lost reach ``count``."""
+
+    kind: Literal["fast.wait_accounted"] = "fast.wait_accounted"
+    count: int
+
+
+class Accounted(Message):
+    kind: Literal["fast.accounted"] = "fast.accounted"
+    seqs: list[int]
+    lost: int
+
+
+class LossySink(Sink):
+    """A Sink whose process loses every ``lose_every``-th data-path frame it sends (its
+    acknowledgements), and that SIGKILLs itself on item ``kill_on`` (once: a marker file)."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.lost = 0
+        self.accounted_waiter: tuple[int, Callable[[Message], None]] | None = None
+        if self.args.get("lose_every"):
+            from tests.integration._lossy import lose_every
+
+            lose_every(int(self.args["lose_every"]))
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, Item) and message.seq == self.args.get("kill_on"):
+            marker = Path(str(self.args["marker"]))
+            if not marker.exists():
+                marker.write_text("killed\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+        if isinstance(message, WaitAccounted):
+            if len(self.seen) + self.lost >= message.count:
+                return Accounted(seqs=self.seen, lost=self.lost)
+            self.accounted_waiter = (message.count, self.defer_reply())
+            return None
+        result = super().handle(message)
+        self._answer_accounted()
+        return result
+
+    def on_lost(self, sender: str, count: int, reason: str) -> None:
+        self.lost += count
+        self._answer_accounted()
+
+    def _answer_accounted(self) -> None:
+        waiter = self.accounted_waiter
+        if waiter is not None and len(self.seen) + self.lost >= waiter[0]:
+            waiter[1](Accounted(seqs=self.seen, lost=self.lost))
+            self.accounted_waiter = None
+
+
+class LossySource(Source):
+    """A Source whose process loses every ``lose_every``-th data-path frame it sends."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        if self.args.get("lose_every"):
+            from tests.integration._lossy import lose_every
+
+            lose_every(int(self.args["lose_every"]))
+
+
+class GetPid(Message):
+    kind: Literal["fast.get_pid"] = "fast.get_pid"
+
+
+class Pid(Message):
+    kind: Literal["fast.pid"] = "fast.pid"
+    pid: int
+
+
+class KillableSource(Source):
+    """A Source that answers its pid (the test SIGKILLs it mid-stream)."""
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, GetPid):
+            return Pid(pid=os.getpid())
+        return super().handle(message)

@@ -1,0 +1,92 @@
+"""Handled marks and sent counts: written as memory stores, read back after the writer is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.core.link_marks import (
+    MARK_SLOTS,
+    HandledMarks,
+    SentCounts,
+    marks_path,
+    sends_path,
+    take_marks,
+    take_sends,
+)
+
+
+@given(
+    st.dictionaries(
+        st.integers(1, 2**63 - 1),
+        st.tuples(st.integers(1, 10**9), st.integers(0, 512)),
+        max_size=50,
+    )
+)
+def test_marks_read_back_from_the_file_are_the_last_written(
+    marks: dict[int, tuple[int, int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        written = HandledMarks(path=marks_path(state, 1))
+        for nonce, (seq, n) in marks.items():
+            written.mark(nonce, 1, 1)
+            written.mark(nonce, seq, n)
+
+        taken = take_marks(key="not-in-process", state_dir=state, pid=1)
+
+        assert (marks, True) == taken
+        assert not marks_path(state, 1).exists()
+
+
+def test_marks_survive_a_sigkilled_writer(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write marks, say so, wait to be killed
+        os.close(read)
+        marks = HandledMarks(path=marks_path(tmp_path, os.getpid()))
+        marks.mark(7, 3, 2)
+        counts = SentCounts(path=sends_path(tmp_path, os.getpid()))
+        counts.count("127.0.0.1:9", counts.slot("127.0.0.1:9"), 41)
+        os.write(write, b"x")
+        signal.pause()
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"x"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+    assert ({7: (3, 2)}, True) == take_marks(key="", state_dir=tmp_path, pid=pid)
+    assert {"127.0.0.1:9": 41} == take_sends(key="", state_dir=tmp_path, pid=pid)
+
+
+def test_more_senders_than_slots_makes_the_marks_incomplete(tmp_path: Path) -> None:
+    marks = HandledMarks(path=marks_path(tmp_path, 2))
+    for nonce in range(1, MARK_SLOTS + 2):
+        marks.mark(nonce, 1, 1)
+
+    taken = take_marks(key="", state_dir=tmp_path, pid=2)
+
+    assert taken is not None
+    assert len(taken[0]) == MARK_SLOTS
+    assert taken[1] is False
+
+
+def test_in_process_marks_and_counts_are_taken_by_key() -> None:
+    marks = HandledMarks(key="actor-1")
+    marks.mark(5, 2, 9)
+    counts = SentCounts(key="actor-1")
+    counts.count("other", counts.slot("other"), 3)
+
+    assert ({5: (2, 9)}, True) == take_marks(key="actor-1", state_dir="/nonexistent", pid=None)
+    assert {"other": 3} == take_sends(key="actor-1", state_dir="/nonexistent", pid=None)
+    assert take_marks(key="actor-1", state_dir="/nonexistent", pid=None) is None
+
+
+def test_a_missing_file_means_no_marks(tmp_path: Path) -> None:
+    assert take_marks(key="", state_dir=tmp_path, pid=12345) is None
+    assert {} == take_sends(key="", state_dir=tmp_path, pid=12345)
