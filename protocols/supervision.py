@@ -45,6 +45,8 @@ __all__ = [
 
 NORMAL = "normal"
 SHUTDOWN = "shutdown"
+NOCONNECTION = "noconnection"
+"""The exit reason of a child lost with its host (Erlang's reason for a lost node)."""
 KILLED = "killed"
 
 ChildStatus = Literal["running", "restarting", "stopped"]
@@ -59,6 +61,9 @@ EventName = Literal[
     "intensity_exceeded",
     "supervisor_shutdown",
     "auto_shutdown",
+    "host_up",
+    "host_suspect",
+    "host_down",
 ]
 
 
@@ -99,6 +104,8 @@ class ChildInfo(Message):
     restart: RestartType
     restarts: int = 0
     pid: int | None = None
+    host: str | None = None
+    """The host its process runs on (None on simpleSystemBase)."""
 
 
 class Children(Message):
@@ -128,6 +135,8 @@ class SupervisionEvent(Message):
     child_id: str | None
     event: EventName
     reason: str | None = None
+    host: str | None = None
+    """The host the event is about (host events), or the child's host."""
 
 
 class Events(Message):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CHILD_ID_PATTERN",
+    "HOST_NAME_PATTERN",
     "DEFAULT_STATE_DIR",
     "PRINCIPAL_PATTERN",
     "RESERVED_PRINCIPALS",
@@ -46,6 +47,7 @@ __all__ = [
     "ChildSpec",
     "ClusterConfig",
     "ModelConfig",
+    "Placement",
     "PrincipalSpec",
     "RestartType",
     "Role",
@@ -65,6 +67,8 @@ Base = Literal["simpleSystemBase", "multiprocTCPBase"]
 Role = Literal["reader", "operator", "admin", "superuser"]
 
 CHILD_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+HOST_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+"""A host's name in a cluster (``understudy join --name``)."""
 START_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 DEFAULT_STATE_DIR = ".understudy"
 PRINCIPAL_PATTERN = r"^[a-z][a-z0-9_\-]{0,63}$"
@@ -84,6 +88,34 @@ class Backoff(_Spec):
 
     base: Annotated[float, Field(gt=0)] = 0.1
     cap: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Placement(_Spec):
+    """Where a child runs: on the host named ``host``, or on a host whose capabilities include
+    every ``capabilities`` pair. Without a placement a child runs on its supervisor's host."""
+
+    host: Annotated[str, Field(pattern=HOST_NAME_PATTERN)] | None = None
+    capabilities: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Placement:
+        if (self.host is None) == (not self.capabilities):
+            msg = "placement takes either `host: NAME` or `capabilities: {KEY: VALUE}`"
+            raise ValueError(msg)
+        return self
+
+    def allows(self, name: str, capabilities: dict[str, str]) -> bool:
+        """Whether a host called ``name`` with ``capabilities`` satisfies this placement."""
+        if self.host is not None:
+            return name == self.host
+        return all(capabilities.get(key) == value for key, value in self.capabilities.items())
+
+    def describe(self) -> str:
+        """The rule in words, for a reason."""
+        if self.host is not None:
+            return f"host {self.host!r}"
+        pairs = ", ".join(f"{k}={v}" for k, v in sorted(self.capabilities.items()))
+        return f"capabilities {pairs}"
 
 
 class ChildSpec(_Spec):
@@ -107,6 +139,12 @@ class ChildSpec(_Spec):
     roles: list[Role] = Field(
         default_factory=list,
         description="the access roles this actor holds, acting as its path (e.g. [admin])",
+    )
+    placement: Placement | None = None
+    spread: Literal["round_robin", "least_loaded"] | None = Field(
+        default=None,
+        description="simple_one_for_one templates: how children are spread over the hosts "
+        "the placement allows",
     )
 
     @model_validator(mode="after")
@@ -186,13 +224,40 @@ class ModelConfig(_Spec):
 
 
 class ClusterConfig(_Spec):
-    """How the processes of a deployment trust each other."""
+    """How the processes and hosts of a deployment trust and watch each other.
+
+    The failure detector is phi accrual (as in Akka and Cassandra): the leader sends every
+    member a heartbeat each ``heartbeat_interval`` seconds and computes, from the history of
+    the intervals between replies, phi = -log10(P(a reply this late)), with the expected
+    interval lengthened by ``acceptable_heartbeat_pause``. A member is ``suspect`` above
+    ``suspect_threshold`` and ``down`` above ``threshold``. A pause (GC, SIGSTOP, a slow
+    network) shorter than ``acceptable_heartbeat_pause`` is tolerated; with the defaults a
+    dead host is declared down about 2.8 s after its last reply.
+    """
 
     secret_file: str | None = Field(
         default=None,
         description="the deployment secret (mode 0600); null: $UNDERSTUDY_SECRET_FILE, "
         "else <state_dir>/secret, created by `understudy up`",
     )
+    name: Annotated[str, Field(pattern=HOST_NAME_PATTERN)] = Field(
+        default="leader", description="this (the leader's) host name"
+    )
+    capabilities: dict[str, str] = Field(
+        default_factory=dict, description="the leader host's capabilities, for placement"
+    )
+    heartbeat_interval: Annotated[float, Field(gt=0, le=10)] = 0.2
+    acceptable_heartbeat_pause: Annotated[float, Field(ge=0)] = 2.0
+    threshold: Annotated[float, Field(gt=0)] = 8.0
+    suspect_threshold: Annotated[float, Field(gt=0)] = 3.0
+    min_std_deviation: Annotated[float, Field(gt=0)] = 0.1
+
+    @model_validator(mode="after")
+    def _check_detector(self) -> ClusterConfig:
+        if self.suspect_threshold > self.threshold:
+            msg = "suspect_threshold must not exceed threshold"
+            raise ValueError(msg)
+        return self
 
 
 class PrincipalSpec(_Spec):
