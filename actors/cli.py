@@ -39,6 +39,7 @@ from actors.errors import ActorNotFound
 from actors.logs import configure_logging
 from protocols import codec
 from protocols._base import Message, message_class
+from protocols.cluster import HostInfo
 from protocols.errors import TopologyError, UnderstudyError
 from protocols.ledger import LedgerReport
 from protocols.supervision import ChildInfo, SupervisionEvent
@@ -93,6 +94,8 @@ def render_tree(node: Node, title: str) -> Tree:
                 f"{info.id} [dim]{info.type}, {info.restart}[/dim] "
                 f"[{style}]{info.status}[/{style}] restarts={info.restarts}"
                 + (f" pid={info.pid}" if info.pid else "")
+                + (f" host={info.host}" if info.host else "")
+                + (f" [yellow]({info.reason})[/yellow]" if info.reason else "")
             )
             add(branch.add(label), child)
 
@@ -343,18 +346,43 @@ def _count(spec: Any) -> int:
     return sum(1 + (_count(c) if c.type == "supervisor" else 0) for c in spec.children)
 
 
+def _flatten(node: Node) -> list[dict[str, Any]]:
+    rows = []
+    for child in node.children:
+        info = child.info
+        assert info is not None  # noqa: S101 - children always carry their info
+        rows.append({"path": child.path, **info.model_dump(exclude={"kind", "id"})})
+        rows += _flatten(child)
+    return rows
+
+
 @main.command()
 @click.option("--state-dir", default=".understudy", show_default=True)
 @click.option("--ledger", "show_ledger", is_flag=True, help="also print the message ledger")
-def status(state_dir: str, show_ledger: bool) -> None:
-    """Show the live tree of the running `understudy up`: status and restarts per child."""
+@click.option("--json", "as_json", is_flag=True, help="print hosts, children and events as JSON")
+def status(state_dir: str, show_ledger: bool, as_json: bool) -> None:
+    """Show the live tree of the running `understudy up`: status, restarts and host per child."""
     state = _read_state(state_dir)
     runtime = _attach(state, state_dir)
     try:
         tree = collect_tree(runtime, "root")
         ledger = runtime.ledger() if show_ledger else None
+        hosts = runtime.hosts()
+        events = runtime.events() if as_json else []
     except UnderstudyError as exc:
         raise click.ClickException(str(exc)) from exc
+    if as_json:
+        document: dict[str, Any] = {
+            "hosts": [h.model_dump(exclude={"kind"}) for h in hosts],
+            "children": _flatten(tree),
+            "events": [e.model_dump(exclude={"kind"}) for e in events],
+        }
+        if ledger is not None:
+            document["ledger"] = ledger.model_dump(exclude={"kind"})
+        click.echo(json.dumps(document, indent=2))
+        return
+    if len(hosts) > 1:
+        console.print(_hosts_table(hosts))
     console.print(
         render_tree(tree, f"root  [dim]pid={state['pid']} admin_port={state['admin_port']}[/dim]")
     )
@@ -362,6 +390,92 @@ def status(state_dir: str, show_ledger: bool) -> None:
         console.print(line)
     if ledger is not None:
         console.print(_ledger_table(ledger))
+
+
+def _hosts_table(hosts: list[HostInfo]) -> Table:
+    table = Table(title="hosts")
+    for column in ("name", "status", "address", "capabilities", "children", "last seen"):
+        table.add_column(column)
+    now = time.time()
+    for host in hosts:
+        style = {"up": "green", "suspect": "yellow", "down": "red"}[host.status]
+        seen = "-" if host.last_seen is None else f"{max(0.0, now - host.last_seen):.1f} s ago"
+        table.add_row(
+            host.name + (" (leader)" if host.leader else ""),
+            f"[{style}]{host.status}[/{style}]",
+            host.address,
+            ", ".join(f"{k}={v}" for k, v in sorted(host.capabilities.items())) or "-",
+            str(host.children),
+            seen,
+        )
+    return table
+
+
+@main.command()
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the hosts as JSON")
+def hosts(state_dir: str, as_json: bool) -> None:
+    """List the hosts of the running tree's cluster and their status."""
+    state = _read_state(state_dir)
+    runtime = _attach(state, state_dir)
+    try:
+        found = runtime.hosts()
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps([h.model_dump(exclude={"kind"}) for h in found], indent=2))
+    else:
+        console.print(_hosts_table(found))
+
+
+@main.command()
+@click.argument("leader")
+@click.option("--name", required=True, help="this host's name (placement: {host: NAME})")
+@click.option("--listen", default="127.0.0.1", show_default=True, help="the address to bind")
+@click.option(
+    "--capability",
+    "capabilities",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a capability of this host, for placement (repeatable)",
+)
+@click.option("--secret-file", default=None, help="the deployment secret (the leader's)")
+@click.option("--state-dir", default=".understudy", show_default=True)
+@click.option("--admin-port", type=int, default=None, help="this host's admin port (default: free)")
+def join(
+    leader: str,
+    name: str,
+    listen: str,
+    capabilities: tuple[str, ...],
+    secret_file: str | None,
+    state_dir: str,
+    admin_port: int | None,
+) -> None:
+    """Join this host to the cluster whose leader's admin is at LEADER (ADDRESS:PORT).
+
+    Stays in the foreground until SIGTERM or Ctrl-C, then leaves and stops everything it ran.
+    """
+    from actors.cluster.member import JoinError, run_member
+
+    caps: dict[str, str] = {}
+    for item in capabilities:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--capability takes KEY=VALUE, got {item!r}"
+            raise click.BadParameter(msg, param_hint="--capability")
+        caps[key] = value
+    try:
+        run_member(
+            leader=leader,
+            name=name,
+            listen=listen,
+            capabilities=caps,
+            secret_file=secret_file,
+            state_dir=state_dir,
+            admin_port=admin_port,
+        )
+    except JoinError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _ledger_table(ledger: LedgerReport) -> Table:

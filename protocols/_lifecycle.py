@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from protocols._base import Message
 from protocols.identity import Identity
 from protocols.supervision import SHUTDOWN, EventName
-from protocols.topology import AnyChildSpec
+from protocols.topology import AnyChildSpec, ClusterConfig
 
 __all__ = [
     "ActorRef",
@@ -26,9 +26,14 @@ __all__ = [
     "_Challenged",
     "_Exiting",
     "_Gone",
+    "_Heartbeat",
+    "_HeartbeatAck",
+    "_HostChanged",
+    "_HostTable",
     "_Identified",
     "_Identify",
     "_Init",
+    "_KeeperStart",
     "_Login",
     "_Register",
     "_Report",
@@ -89,6 +94,10 @@ class _Init(Message):
     resend_max: float = 8.0
     state_dir: str = ".understudy"
     secret_file: str = ""
+    hosts: dict[str, tuple[str, dict[str, str]]] = Field(default_factory=dict)
+    """The host table (name -> (status, capabilities)) for a child supervisor's placements."""
+    parent_host: str | None = None
+    """The supervisor's host: a child placed on another host dies with its own host's admin."""
 
 
 class _Adopt(Message):
@@ -109,6 +118,8 @@ class _Started(Message):
     pid: int
     incarnation: str = ""
     events: int = 0
+    host: str | None = None
+    """The host it runs on (``UNDERSTUDY_HOST`` of its process)."""
 
 
 class _StartFailed(Message):
@@ -152,6 +163,7 @@ class _Register(Message):
     address: ActorRef
     pid: int | None = None
     roles: list[str] = Field(default_factory=list)
+    host: str | None = None
 
 
 class _Unregister(Message):
@@ -235,6 +247,7 @@ class _Boot(Message):
     resend_max: float = 8.0
     state_dir: str = ".understudy"
     secret_file: str = ""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     owner_pid: int | None = None
     principals: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -300,3 +313,50 @@ class _Login(Message):
     kind: Literal["_supervision.login"] = "_supervision.login"
     principal: str = Field(max_length=64)
     proof: str = Field(max_length=128)
+
+
+# --- Hosts (actors.cluster) ----------------------------------------------------------------
+
+
+class _Heartbeat(Message):
+    """Host keeper -> host agent: are you there?"""
+
+    kind: Literal["_cluster.heartbeat"] = "_cluster.heartbeat"
+    seq: int
+
+
+class _HeartbeatAck(Message):
+    """Host agent -> host keeper."""
+
+    kind: Literal["_cluster.heartbeat_ack"] = "_cluster.heartbeat_ack"
+    seq: int
+    host: str
+
+
+class _HostChanged(Message):
+    """Host keeper -> guardian: a host's status changed (or it joined)."""
+
+    kind: Literal["_cluster.host_changed"] = "_cluster.host_changed"
+    name: str
+    address: str
+    status: Literal["up", "suspect", "down"]
+    capabilities: dict[str, str] = Field(default_factory=dict)
+    reason: str = ""
+    last_seen: float | None = None
+
+
+class _HostTable(Message):
+    """Guardian -> root supervisor -> child supervisors: the hosts and their status, for
+    placement and remote exits (a child on a host now ``down`` exits ``noconnection``)."""
+
+    kind: Literal["_cluster.host_table"] = "_cluster.host_table"
+    hosts: dict[str, tuple[str, dict[str, str]]] = Field(default_factory=dict)
+    """name -> (status, capabilities)."""
+
+
+class _KeeperStart(Message):
+    """Guardian -> host keeper: watch the convention's hosts with these detector settings."""
+
+    kind: Literal["_cluster.keeper_start"] = "_cluster.keeper_start"
+    cluster: ClusterConfig
+    guardian: ActorRef

@@ -43,6 +43,7 @@ __all__ = [
 PROTOCOL_MODULES: Final[tuple[str, ...]] = (
     "protocols.common",
     "protocols.supervision",
+    "protocols.cluster",
     "protocols.access",
     "protocols.scheduler",
     "protocols.registry",

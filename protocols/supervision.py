@@ -106,6 +106,8 @@ class ChildInfo(Message):
     pid: int | None = None
     host: str | None = None
     """The host its process runs on (None on simpleSystemBase)."""
+    reason: str | None = None
+    """Why it is ``restarting`` when it waits for a host its placement allows."""
 
 
 class Children(Message):

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CHILD_ID_PATTERN",
-    "HOST_NAME_PATTERN",
     "DEFAULT_STATE_DIR",
+    "HOST_NAME_PATTERN",
     "PRINCIPAL_PATTERN",
     "RESERVED_PRINCIPALS",
     "ROLE_NAMES",

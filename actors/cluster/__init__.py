@@ -4,3 +4,5 @@ Thespian's convention is the distributed engine (a leader, members that join it,
 created on a member by capability); this package adds what it lacks: a failure detector of
 Understudy's own over the authenticated transport, and the host agents it talks to.
 """
+
+__all__: list[str] = []

@@ -28,8 +28,10 @@ def phi(elapsed: float, mean: float, std: float) -> float:
     if x < 5.5:
         return -math.log10(0.5 * math.erfc(x))
     # erfc(x) ~ exp(-x^2) / (x sqrt(pi)) (1 - 1/(2x^2)): no underflow however long the silence
-    return (x * x) / math.log(10) + math.log10(2 * x * math.sqrt(math.pi)) - math.log10(
-        1 - 1 / (2 * x * x)
+    return (
+        (x * x) / math.log(10)
+        + math.log10(2 * x * math.sqrt(math.pi))
+        - math.log10(1 - 1 / (2 * x * x))
     )
 
 

@@ -41,9 +41,12 @@ from protocols._lifecycle import (
     _Challenged,
     _Exiting,
     _Gone,
+    _HostChanged,
+    _HostTable,
     _Identified,
     _Identify,
     _Init,
+    _KeeperStart,
     _Login,
     _Register,
     _Report,
@@ -55,11 +58,13 @@ from protocols._lifecycle import (
     _Stop,
     _Unregister,
 )
+from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
 from protocols.ledger import GetLedger, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
     KILLED,
+    EventName,
     Events,
     GetEvents,
     SubscribeEvents,
@@ -103,6 +108,7 @@ class _Held:
 class _Registration:
     address: Address
     pid: int | None
+    host: str | None = None
 
 
 @dataclass
@@ -132,6 +138,8 @@ GuardianInbox = (
     | _Login
     | LedgerSnapshot
     | GetLedger
+    | GetHosts
+    | _HostChanged
 )
 """What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
 GUARDIAN_INBOX = (
@@ -153,7 +161,12 @@ GUARDIAN_INBOX = (
     _Login,
     LedgerSnapshot,
     GetLedger,
+    GetHosts,
+    _HostChanged,
 )
+
+HOST_KEEPER = "actors.cluster.keeper.HostKeeper"
+"""The host keeper's class, named (the core does not import the cluster package)."""
 
 
 class Guardian(SeamActor):
@@ -189,6 +202,8 @@ class Guardian(SeamActor):
         # exited actors' refs -> (exit reason, messages they had queued per receiver)
         self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
+        self._hosts: dict[str, HostInfo] = {}
+        self._keeper: Address | None = None
 
     def describe(self) -> str:
         """Return the guardian's name for logs."""
@@ -266,6 +281,13 @@ class Guardian(SeamActor):
             case LedgerSnapshot():
                 held = self._retired_ledgers.get(msg.path)
                 self._retired_ledgers[msg.path] = msg if held is None else merge(held, msg)
+            case GetHosts():
+                self.reply(sender, env, self._host_list())
+            case _HostChanged():
+                if sender == self._keeper:
+                    self._host_changed(msg)
+                else:
+                    self._refuse_unexpected(msg, sender, env)
             case GetLedger():
                 killed = sum(
                     1 for e in self._events if e.event == "child_exited" and e.reason == KILLED
@@ -304,6 +326,7 @@ class Guardian(SeamActor):
             self.set_timer(OWNER_CHECK_INTERVAL, ("owner", 0))
         self._root_path = msg.spec.id
         self._root_spec = msg.spec
+        self._start_cluster(msg)
         self._book = IdentityBook(
             state_dir=msg.state_dir,
             principals={name: tuple(roles) for name, roles in msg.principals.items()},
@@ -325,6 +348,7 @@ class Guardian(SeamActor):
                 resend_max=msg.resend_max,
                 state_dir=msg.state_dir,
                 secret_file=msg.secret_file,
+                hosts=self._host_table().hosts,
             ),
         )
 
@@ -457,7 +481,7 @@ class Guardian(SeamActor):
 
     def _register(self, msg: _Register, sender: Address, env: codec.Envelope) -> None:
         address = unpack_address(msg.address)
-        self._registry[msg.path] = _Registration(address, msg.pid)
+        self._registry[msg.path] = _Registration(address, msg.pid, msg.host)
         self._book.register_actor(msg.address, msg.path, tuple(msg.roles))
         self._pending.discard(msg.path)
         self.reply(sender, env, _Ack())
@@ -648,6 +672,78 @@ class Guardian(SeamActor):
 
     def _after_met(self, after: dict[str, int]) -> bool:
         return all(self._streams.get(i, _Stream()).next_n > n for i, n in after.items())
+
+    # --- Hosts (the host keeper of actors.cluster watches them) ---------------------------------
+
+    def _start_cluster(self, msg: _Boot) -> None:
+        """The leader's own host, and on multiprocTCPBase the host keeper that watches the
+        hosts joining this ActorSystem's convention (``understudy join``)."""
+        cluster = msg.cluster
+        self._hosts[cluster.name] = HostInfo(
+            name=cluster.name,
+            address="local",
+            status="up",
+            capabilities=dict(cluster.capabilities),
+            last_seen=time.time(),
+            leader=True,
+        )
+        if not isinstance(self.self_address.addressDetails, str):  # a TCP system
+            self._keeper = self.spawn_by_name(HOST_KEEPER)
+            self.send_message(
+                self._keeper,
+                _KeeperStart(cluster=cluster, guardian=pack_address(self.self_address)),
+            )
+
+    def _host_table(self) -> _HostTable:
+        return _HostTable(
+            hosts={name: (h.status, dict(h.capabilities)) for name, h in self._hosts.items()}
+        )
+
+    def _host_changed(self, msg: _HostChanged) -> None:
+        before = self._hosts.get(msg.name)
+        self._hosts[msg.name] = HostInfo(
+            name=msg.name,
+            address=msg.address,
+            status=msg.status,
+            capabilities=dict(msg.capabilities),
+            last_seen=msg.last_seen,
+        )
+        if before is not None and before.status == msg.status:
+            return
+        event: EventName = (
+            "host_up"
+            if msg.status == "up"
+            else "host_down"
+            if msg.status == "down"
+            else "host_suspect"
+        )
+        log.info(event, host=msg.name, address=msg.address, reason=msg.reason or None)
+        self._append(
+            SupervisionEvent(
+                seq=len(self._events) + 1,
+                time=time.time(),
+                supervisor="cluster",
+                child_id=msg.name,
+                event=event,
+                reason=msg.reason or None,
+                host=msg.name,
+            )
+        )
+        self._release_events(force=False)
+        if self._root is not None and msg.status != "suspect":
+            self.send_message(self._root, self._host_table())
+
+    def _host_list(self) -> Hosts:
+        counts: dict[str, int] = {}
+        for registration in self._registry.values():
+            if registration.host is not None:
+                counts[registration.host] = counts.get(registration.host, 0) + 1
+        return Hosts(
+            hosts=[
+                host.model_copy(update={"children": counts.get(name, 0)})
+                for name, host in sorted(self._hosts.items())
+            ]
+        )
 
     def _append(self, event: SupervisionEvent) -> None:
         self._events.append(event)

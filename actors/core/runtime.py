@@ -47,7 +47,7 @@ from actors.core.seam import (
     unpack_address,
 )
 from actors.core.workarounds import DeliveryFailed, TargetGone, ask_correlated, process_alive
-from actors.core.worker import Worker
+from actors.core.worker import HOST_ENV, Worker, host_capabilities
 from actors.errors import (
     ActorExited,
     ActorNotFound,
@@ -68,6 +68,7 @@ from protocols._lifecycle import (
     _Resolved,
     _ShutdownTree,
 )
+from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
 from protocols.ledger import GetLedger, LedgerReport, LedgerSnapshot, RetiredLedgers
@@ -236,6 +237,9 @@ class Runtime:
         if config.base == "multiprocTCPBase":
             port = config.admin_port or free_port(config.listen)
             capabilities["Admin Port"] = port
+            capabilities.update(host_capabilities(config.cluster.name, config.cluster.capabilities))
+        # Inherited by the admin and every actor process it forks: they know their host.
+        os.environ[HOST_ENV] = config.cluster.name
         system = open_system(
             config.base,
             capabilities,
@@ -262,6 +266,7 @@ class Runtime:
                 _Boot(
                     spec=topology.root,
                     max_message_size=config.max_message_size,
+                    cluster=config.cluster,
                     resend_after=config.links.resend_after,
                     resend_max=config.links.resend_max,
                     state_dir=str(Path(config.state_dir).resolve()),
@@ -483,6 +488,15 @@ class Runtime:
             retired = self._request(self._guardian, "guardian", GetLedger(), timeout)
         assert isinstance(retired, RetiredLedgers)  # noqa: S101 - the guardian's answer
         return report([*snapshots, *retired.snapshots], unreported=retired.unreported)
+
+    def hosts(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[HostInfo]:
+        """The hosts of the cluster (this one, the leader, first among equals by name), each
+        with its status (``up`` / ``suspect`` / ``down``), capabilities and children."""
+        with self._lock:
+            self._check_open()
+            reply = self._request(self._guardian, "guardian", GetHosts(), timeout)
+        assert isinstance(reply, Hosts)  # noqa: S101 - the guardian's answer
+        return reply.hosts
 
     # --- Events and the root's fate ----------------------------------------------------------
 

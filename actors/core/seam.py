@@ -42,6 +42,7 @@ from thespian.actors import (
     ActorAddress,
     ActorExitRequest,
     ActorSystem,
+    ActorSystemConventionUpdate,
     ChildActorExited,
     DeadEnvelope,
     PoisonMessage,
@@ -290,6 +291,14 @@ _SETTLE = "understudy.settle"
 _SETTLED_MEMORY = 4096
 
 
+def _admin_key(address: ActorAddress) -> str:
+    details = address.addressDetails
+    if isinstance(details, TCPv4ActorAddress):
+        host, port = details.sockname[:2]
+        return f"{host}:{port}"
+    return str(address)
+
+
 def _ref_or_none(address: ActorAddress) -> ActorRef | None:
     try:
         return pack_address(address)
@@ -405,6 +414,11 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                 log.warning("message_poisoned", actor=self.describe(), details=str(message.details))
             elif isinstance(message, DeadEnvelope):
                 self.on_dead_letter(message.deadAddress, message.deadMessage)
+            elif isinstance(message, ActorSystemConventionUpdate):
+                caps = message.remoteCapabilities or {}
+                self.on_host_registration(
+                    _admin_key(message.remoteAdminAddress), dict(caps), added=message.remoteAdded
+                )
             elif type(message).__module__.startswith("thespian."):
                 log.debug("thespian_message_ignored", type=type(message).__name__)
             else:
@@ -664,6 +678,21 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         """Create a child actor (its own process on the multi-process bases); return its address."""
         address: Address = self.createActor(actor_class)
         return address
+
+    def spawn_by_name(self, class_path: str) -> Address:
+        """Create a child actor of the class named ``module.Class`` (a layer above the core)."""
+        address: Address = self.createActor(class_path)
+        return address
+
+    def spawn_on(self, actor_class: type[SeamActor] | str, requirements: dict[str, str]) -> Address:
+        """Create an actor on a host of the convention whose capabilities meet
+        ``requirements`` (checked by the class's ``actorSystemCapabilityCheck``)."""
+        address: Address = self.createActor(actor_class, targetActorRequirements=requirements)
+        return address
+
+    def watch_hosts(self) -> None:
+        """Receive ``on_host_registration`` for every host that joins or leaves the convention."""
+        self.notifyOnSystemRegistrationChanges(True)
 
     def stop_actor(self, address: Address) -> None:
         """Ask Thespian to stop the actor at ``address`` (no orderly cleanup: a kill)."""
@@ -979,6 +1008,11 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         """Return True to hold ``sender``'s data-path frames until ``release_sender(sender)``
         (unacknowledged, in order), e.g. while asking who it is."""
         return False
+
+    def on_host_registration(
+        self, admin: str, capabilities: dict[str, Any], *, added: bool
+    ) -> None:
+        """A host joined (``added``) or left the convention; ``admin`` is its admin address."""
 
     def on_lost(self, sender: ActorAddress, count: int, reason: str) -> None:
         """A sender that exited had announced ``count`` messages that never arrived."""

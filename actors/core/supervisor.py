@@ -44,7 +44,7 @@ from actors.core.restart import (
 )
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent, kill_process
-from actors.core.worker import Worker, WorkerActor
+from actors.core.worker import HOST_CAPABILITY, Worker, WorkerActor, current_host
 from actors.logs import ensure_safe_logging
 from protocols import codec
 from protocols._lifecycle import (
@@ -52,6 +52,7 @@ from protocols._lifecycle import (
     _Adopt,
     _Exiting,
     _Gone,
+    _HostTable,
     _Init,
     _Register,
     _Report,
@@ -65,6 +66,7 @@ from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.ledger import GetLedger
 from protocols.supervision import (
     KILLED,
+    NOCONNECTION,
     SHUTDOWN,
     ChildCounts,
     ChildInfo,
@@ -126,6 +128,9 @@ class _Child:
     pid: int | None = None
     restarts: int = 0
     restart_times: tuple[float, ...] = ()
+    host: str | None = None
+    parked: str | None = None
+    """Why it waits (``restarting``) for a host its placement allows, if it does."""
 
     @property
     def id(self) -> str:
@@ -199,6 +204,8 @@ class SupervisorActor(SeamActor):
         self._spare: Address | None = None
         self._delayed: dict[int, tuple[str, bool]] = {}
         self._spares = False
+        self._hosts: dict[str, tuple[str, dict[str, str]]] = {}
+        self._spread_next = 0
 
     def describe(self) -> str:
         """Return the supervisor's path for logs."""
@@ -212,7 +219,9 @@ class SupervisorActor(SeamActor):
         if isinstance(msg, _Started | _StartFailed | _Exiting) and msg.incarnation:
             self._after[msg.incarnation] = max(self._after.get(msg.incarnation, 0), msg.events)
         if isinstance(msg, _Started):
-            self._pump(_Ev("started", sender, msg.pid))
+            self._pump(_Ev("started", sender, (msg.pid, msg.host)))
+        elif isinstance(msg, _HostTable):
+            self._pump(_Ev("hosts", payload=msg))
         elif isinstance(msg, _StartFailed):
             self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
         elif isinstance(msg, _Exiting):
@@ -299,6 +308,9 @@ class SupervisorActor(SeamActor):
         if ev.kind == "request":
             self._request(ev)
             return
+        if ev.kind == "hosts":
+            self._run(self._on_hosts(ev.payload))
+            return
         child = self._by_address(ev.address) if ev.address is not None else None
         if child is None:
             log.debug("stale_event_ignored", supervisor=self._path, kind=ev.kind)
@@ -373,6 +385,7 @@ class SupervisorActor(SeamActor):
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         self._state_dir = msg.state_dir
         self._secret_file = msg.secret_file
+        self._hosts = dict(msg.hosts)
         if msg.parent_pid != os.getpid():
             die_with_parent(msg.parent_pid)
             ensure_safe_logging()
@@ -404,11 +417,18 @@ class SupervisorActor(SeamActor):
                     ),
                 )
                 return
+            if child.parked is not None:
+                continue  # waits, restarting, for a host its placement allows
             started.append(child)
             self._emit("child_started", child.id)
         self.send_message(
             parent,
-            _Started(pid=os.getpid(), incarnation=self._incarnation, events=self._events_sent),
+            _Started(
+                pid=os.getpid(),
+                incarnation=self._incarnation,
+                events=self._events_sent,
+                host=current_host(),
+            ),
         )
 
     # --- Starting and stopping one child ----------------------------------------------------
@@ -416,7 +436,12 @@ class SupervisorActor(SeamActor):
     def _start(self, child: _Child) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
         """Start ``child``; return (ok, reason, offender path)."""
         path = self._child_path(child)
-        if child.type == "worker" and self._spare is not None:
+        placed = self._place(child)
+        if child.parked is not None:
+            return True, "", path  # parked: it waits, restarting, for a host (see _place)
+        if placed is not None:
+            address = self.spawn_on(WorkerActor, {HOST_CAPABILITY: placed})
+        elif child.type == "worker" and self._spare is not None:
             address, self._spare = self._spare, None
         else:
             actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
@@ -435,11 +460,13 @@ class SupervisorActor(SeamActor):
                 resend_max=self.resend_max,
                 state_dir=self._state_dir,
                 secret_file=self._secret_file,
+                hosts=self._hosts,
+                parent_host=current_host(),
             ),
         )
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":
-            child.pid, child.status = ev.payload, "running"
+            (child.pid, child.host), child.status = ev.payload, "running"
             ack = self.send_message(
                 self._guardian,
                 _Register(
@@ -447,6 +474,7 @@ class SupervisorActor(SeamActor):
                     address=pack_address(address),
                     pid=child.pid,
                     roles=list(getattr(child.spec, "roles", [])),
+                    host=child.host,
                 ),
             )
             yield _Await(correlation=ack)
@@ -463,6 +491,70 @@ class SupervisorActor(SeamActor):
             yield _Await([address], frozenset({"gone"}))
         child.address, child.pid, child.status = None, None, "stopped"
         return False, reason, offender or path
+
+    # --- Hosts: placement and remote exits (the table comes from the guardian) -----------------
+
+    def _place(self, child: _Child) -> str | None:
+        """Where ``child`` starts: None here, else a host name. When its placement allows no
+        host that is up, it is parked (``child.parked`` says why): ``restarting`` until the
+        host table changes."""
+        spec = child.spec
+        placement = spec.placement if isinstance(spec, ChildSpec) else None
+        here = current_host()
+        if placement is None:
+            child.parked = None
+            return None
+        candidates = sorted(
+            name
+            for name, (status, caps) in self._hosts.items()
+            if status != "down" and placement.allows(name, caps)
+        )
+        if not candidates:
+            child.parked = f"placement: no host up with {placement.describe()}"
+            child.status = "restarting"
+            log.warning("child_parked", supervisor=self._path, child=child.id, reason=child.parked)
+            return None
+        child.parked = None
+        assert isinstance(spec, ChildSpec)  # noqa: S101 - placement is a ChildSpec field
+        if spec.spread == "round_robin":
+            chosen = candidates[self._spread_next % len(candidates)]
+            self._spread_next += 1
+        elif spec.spread == "least_loaded":
+            load = dict.fromkeys(candidates, 0)
+            for other in self._children:
+                if other.address is not None and other.host in load:
+                    load[other.host] += 1
+            chosen = min(candidates, key=lambda name: (load[name], name))
+        else:
+            chosen = here if here in candidates else candidates[0]
+        return None if chosen == here else chosen
+
+    def _on_hosts(self, table: _HostTable) -> Op:
+        """A new host table: children on a host now down exit ``noconnection`` (one exit
+        each, in start order); parked children try again; child supervisors hear it too."""
+        self._hosts = dict(table.hosts)
+        for child in self._children:
+            if child.type == "supervisor" and child.address is not None:
+                self.send_message(child.address, table)
+        down = {name for name, (status, _caps) in self._hosts.items() if status == "down"}
+        for child in list(self._children):
+            if self._exiting:
+                return
+            if child.address is not None and child.host in down and child in self._children:
+                log.warning(
+                    "child_lost_with_host", supervisor=self._path, child=child.id, host=child.host
+                )
+                yield from self._child_exited(child, NOCONNECTION, await_gone=False)
+        for child in list(self._children):
+            if self._exiting:
+                return
+            if child.parked is not None and child.address is None:
+                ok, reason, _offender = yield from self._start(child)
+                if not ok:
+                    self._emit("start_failed", child.id, reason)
+                elif child.parked is None:
+                    child.restarts += 1
+                    self._emit("child_restarted", child.id)
 
     @staticmethod
     def _preload(spec: SupervisorSpec) -> None:
@@ -581,7 +673,7 @@ class SupervisorActor(SeamActor):
                     sends=sorted(sends.items()),
                 ),
             )
-        child.address, child.pid, child.status = None, None, "stopped"
+        child.address, child.pid, child.status, child.host = None, None, "stopped", None
 
     # --- A child exited by itself -------------------------------------------------------------
 
@@ -685,6 +777,8 @@ class SupervisorActor(SeamActor):
                 # delivery, so a restart that keeps failing would never let the caller return.
                 self._delayed[self._start_timer(RETRY_RESTART_DELAY)] = (child.id, True)
                 return
+            if child.parked is not None:
+                continue  # no host for it now: it starts when the host table changes
             child.restarts += 1
             self._emit("child_restarted", child.id)
 
@@ -833,7 +927,8 @@ class SupervisorActor(SeamActor):
                 ErrorReply(error=ErrorName.START_FAILED, message=offender, reason=reason),
             )
             return False
-        self._emit("child_started", child.id)
+        if child.parked is None:
+            self._emit("child_started", child.id)
         self._answer(sender, env, self._info(child))
         return True
 
@@ -882,6 +977,8 @@ class SupervisorActor(SeamActor):
             restart=child.spec.restart,
             restarts=child.restarts,
             pid=child.pid,
+            host=child.host,
+            reason=child.parked,
         )
 
     def _counts(self) -> ChildCounts:

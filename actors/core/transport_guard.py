@@ -86,6 +86,7 @@ _MESSAGE_MODULES: Final = {
         "HandleDeadLetters",
         "CapabilityUpdate",
         "NewCapabilities",
+        "NotifyOnSourceAvailability",
     ),
     "thespian.system.messages.convention": (
         "ConventionRegister",
@@ -104,7 +105,7 @@ _MESSAGE_MODULES: Final = {
         "Thespian_SystemStatus",
         "Thespian_ActorStatus",
     ),
-    "thespian.system.logdirector": ("LoggerExitRequest", "LoggerFileDup"),
+    "thespian.system.logdirector": ("LoggerExitRequest", "LoggerFileDup", "LogAggregator"),
     "thespian.system.transport": ("ForwardMessage",),
     "thespian.system.addressManager": ("ActorLocalAddress",),
     "thespian.system.transport.IPBase": (

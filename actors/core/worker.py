@@ -54,9 +54,38 @@ from protocols.supervision import KILLED, NORMAL, SubscribeEvents, error_reason
 from protocols.topology import ChildSpec
 
 __all__ = [
+    "CAPABILITY_PREFIX",
+    "HOST_CAPABILITY",
+    "HOST_ENV",
     "Worker",
     "WorkerActor",
+    "current_host",
+    "host_capabilities",
+    "host_meets",
 ]
+
+HOST_ENV = "UNDERSTUDY_HOST"
+"""The name of the host an actor process runs on (set by ``up`` and ``join``; inherited)."""
+HOST_CAPABILITY = "understudy.host"
+"""The ActorSystem capability naming its host; ``understudy.cap.<KEY>`` are its capabilities."""
+CAPABILITY_PREFIX = "understudy.cap."
+
+
+def current_host() -> str | None:
+    """The host this process runs on (None outside a cluster)."""
+    return os.environ.get(HOST_ENV) or None
+
+
+def host_capabilities(name: str, capabilities: dict[str, str]) -> dict[str, str]:
+    """The ActorSystem capabilities of the host ``name`` (its placement ``capabilities``)."""
+    return {HOST_CAPABILITY: name} | {f"{CAPABILITY_PREFIX}{k}": v for k, v in capabilities.items()}
+
+
+def host_meets(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
+    """Whether an ActorSystem with ``capabilities`` satisfies a placement's ``requirements``
+    (the same keys: ``understudy.host`` and ``understudy.cap.<KEY>``)."""
+    return all(capabilities.get(key) == value for key, value in requirements.items())
+
 
 log = structlog.get_logger("understudy.worker")
 
@@ -172,6 +201,13 @@ class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
 
     counts_handled = True
+
+    @staticmethod
+    def actorSystemCapabilityCheck(  # noqa: N802 - Thespian's name
+        capabilities: dict[str, Any], requirements: dict[str, Any]
+    ) -> bool:
+        """Thespian asks it which host of the convention may run a placed child."""
+        return host_meets(capabilities, requirements)
 
     def __init__(self) -> None:
         super().__init__()
@@ -314,7 +350,11 @@ class WorkerActor(SeamActor):
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         if msg.parent_pid != os.getpid():
-            die_with_parent(msg.parent_pid)
+            # Placed on another host, its parent process is that host's admin, not the
+            # supervisor: it dies with the admin (the host), and the supervisor's remote exit
+            # (noconnection) covers the rest.
+            remote = msg.parent_host is not None and msg.parent_host != current_host()
+            die_with_parent(os.getppid() if remote else msg.parent_pid)
             ensure_safe_logging()
             self.marks = HandledMarks(path=marks_path(msg.state_dir, os.getpid()))
             self.sends = SentCounts(path=sends_path(msg.state_dir, os.getpid()))
@@ -341,7 +381,7 @@ class WorkerActor(SeamActor):
             self.send_message(supervisor, _StartFailed(reason=reason, offender=self._path))
             return
         self._worker = worker
-        self.send_message(supervisor, _Started(pid=os.getpid()))
+        self.send_message(supervisor, _Started(pid=os.getpid(), host=current_host()))
 
     def _handle(
         self,

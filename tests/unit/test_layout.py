@@ -31,6 +31,13 @@ ALLOWED: dict[str, set[str]] = {
     },
     "actors.agents": {"protocols", "actors.core", "actors.agents", "actors.errors", "actors.logs"},
     "actors.model": {"protocols", "actors.model", "actors.logs"},
+    "actors.cluster": {
+        "protocols",
+        "actors.core",
+        "actors.cluster",
+        "actors.errors",
+        "actors.logs",
+    },
 }
 TOP_LEVEL = {"actors", "actors.errors", "actors.cli", "actors.logs", "actors.demo"}
 THESPIAN_ADAPTERS = {"actors.core.seam", "actors.core.workarounds", "actors.core.transport_guard"}

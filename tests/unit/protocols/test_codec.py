@@ -294,6 +294,7 @@ def test_the_body_on_the_wire_has_no_kind_and_uses_json_types() -> None:
         "address": {"host": "127.0.0.1", "port": 4321, "name": None},
         "pid": 12,
         "roles": [],
+        "host": None,
     } == body
 
 
