@@ -323,6 +323,9 @@ class _Heartbeat(Message):
 
     kind: Literal["_cluster.heartbeat"] = "_cluster.heartbeat"
     seq: int
+    stop_after: float = 0.0
+    """A member that hears no heartbeat for this long stops its workers (partition safety);
+    0: never."""
 
 
 class _HeartbeatAck(Message):

@@ -125,6 +125,10 @@ class HostKeeper(SeamActor):
         if payload != _TICK:
             return
         now = time.monotonic()
+        config = self._config
+        # A member cut off from the leader stops its workers before the leader declares it
+        # down (about 2.8 s with the defaults) and restarts them elsewhere.
+        stop_after = config.acceptable_heartbeat_pause + 2 * config.heartbeat_interval
         for host in list(self._hosts.values()):
             if host.status is not None:
                 health = host.detector.health(now)
@@ -136,7 +140,7 @@ class HostKeeper(SeamActor):
                         f"no heartbeat reply for {silence:.2f} s "
                         f"(phi {host.detector.phi(now):.1f})",
                     )
-            self.send_message(host.agent, _Heartbeat(seq=next(self._seq)))
+            self.send_message(host.agent, _Heartbeat(seq=next(self._seq), stop_after=stop_after))
         self.set_timer(self._config.heartbeat_interval, _TICK)
 
     def _report(self, host: _Host, status: HostHealth, reason: str) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "die_with_parent",
     "kill_process",
     "kill_process_tree",
+    "name_process",
     "process_alive",
     "tune_transport_backoff",
 ]
@@ -61,6 +62,19 @@ __all__ = [
 log = structlog.get_logger("understudy.workarounds")
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def name_process(name: str) -> bool:
+    """Set this process's name (``/proc/<pid>/comm``, 15 bytes at most): how a host agent
+    tells the worker processes of its host from Thespian's own (admin, logger)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    return bool(libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) == 0)
 
 
 def die_with_parent(parent_pid: int) -> bool:

@@ -27,7 +27,7 @@ from actors.core.flow import Flow, Flows
 from actors.core.link_marks import HandledMarks, SentCounts, marks_path, sends_path
 from actors.core.loading import load_class
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import die_with_parent
+from actors.core.workarounds import die_with_parent, name_process
 from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -57,6 +57,7 @@ __all__ = [
     "CAPABILITY_PREFIX",
     "HOST_CAPABILITY",
     "HOST_ENV",
+    "WORKER_PROCESS_NAME",
     "Worker",
     "WorkerActor",
     "current_host",
@@ -69,6 +70,8 @@ HOST_ENV = "UNDERSTUDY_HOST"
 HOST_CAPABILITY = "understudy.host"
 """The ActorSystem capability naming its host; ``understudy.cap.<KEY>`` are its capabilities."""
 CAPABILITY_PREFIX = "understudy.cap."
+WORKER_PROCESS_NAME = "understudy-w"
+"""The process name of every worker's own process (``/proc/<pid>/comm``)."""
 
 
 def current_host() -> str | None:
@@ -355,6 +358,7 @@ class WorkerActor(SeamActor):
             # (noconnection) covers the rest.
             remote = msg.parent_host is not None and msg.parent_host != current_host()
             die_with_parent(os.getppid() if remote else msg.parent_pid)
+            name_process(WORKER_PROCESS_NAME)
             ensure_safe_logging()
             self.marks = HandledMarks(path=marks_path(msg.state_dir, os.getpid()))
             self.sends = SentCounts(path=sends_path(msg.state_dir, os.getpid()))

@@ -1,0 +1,188 @@
+"""Several hosts, one tree (loopback variant: each host an ActorSystem on its own 127.0.0.x
+address in this network namespace, joined with the real `understudy join` command).
+
+Join, placement by host and by capability, a remote crash restarted on its host, a host whose
+processes are all SIGKILLed (host_down within the detector's bound, one `noconnection` exit,
+restart elsewhere where placement allows), a graceful leave, and a placement no host allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from actors import ActorCrashed, Runtime
+from actors.demo import Fail, Ping, Pong
+from protocols.supervision import ChildInfo
+from protocols.topology import (
+    ChildSpec,
+    ClusterConfig,
+    Placement,
+    SupervisorSpec,
+    SystemConfig,
+    Topology,
+)
+from tests.integration._cluster import Member, join
+
+pytestmark = pytest.mark.integration
+
+ECHO = "actors.demo:Echo"
+Cluster = Callable[..., tuple[Runtime, dict[str, Member]]]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started: list[Runtime] = []
+    members: list[Member] = []
+
+    def start(
+        children: list[ChildSpec], hosts: dict[str, dict[str, str]]
+    ) -> tuple[Runtime, dict[str, Member]]:
+        system = SystemConfig(
+            base="multiprocTCPBase",
+            state_dir=str(tmp_path / "leader"),
+            cluster=ClusterConfig(capabilities={"zone": "home"}),
+        )
+        rt = Runtime.start(
+            Topology(system=system, root=SupervisorSpec(id="root", intensity=10, children=children))
+        )
+        started.append(rt)
+        assert rt.admin_port is not None
+        joined = {}
+        for index, (name, caps) in enumerate(hosts.items(), start=2):
+            state = tmp_path / name
+            state.mkdir()
+            (state / "secret").write_bytes((tmp_path / "leader" / "secret").read_bytes())
+            (state / "secret").chmod(0o600)
+            member = join(rt.admin_port, name, f"127.0.0.{index}", state, caps)
+            members.append(member)
+            joined[name] = member
+        for name in hosts:
+            rt.wait_event("host_up", child_id=name, timeout=30)
+        return rt, joined
+
+    yield start
+    for rt in started:
+        rt.shutdown()
+    for member in members:
+        member.reap()
+
+
+def _child(rt: Runtime, child_id: str) -> ChildInfo:
+    return next(c for c in rt.which_children("root") if c.id == child_id)
+
+
+def _binds(pid: int | None, address: str) -> bool:
+    assert pid is not None
+    return any(c.laddr.ip == address for c in psutil.Process(pid).net_connections("tcp"))
+
+
+def test_a_host_joins_and_children_are_placed_by_host_and_by_capability(cluster: Cluster) -> None:
+    rt, members = cluster(
+        [
+            ChildSpec(id="local", start=ECHO),
+            ChildSpec(id="by-host", start=ECHO, placement=Placement(host="m1")),
+            ChildSpec(id="by-cap", start=ECHO, placement=Placement(capabilities={"gpu": "yes"})),
+        ],
+        {"m1": {"gpu": "yes"}},
+    )
+    rt.wait_event("child_restarted", child_id="by-cap", timeout=30)
+    rt.wait_event("child_restarted", child_id="by-host", timeout=30)
+
+    hosts = {h.name: h for h in rt.hosts()}
+    local, by_host, by_cap = (_child(rt, c) for c in ("local", "by-host", "by-cap"))
+    pong = rt.ask("root/by-cap", Ping(token="remote"), timeout=10)
+
+    assert ("up", {"gpu": "yes"}) == (hosts["m1"].status, hosts["m1"].capabilities)
+    assert hosts["leader"].leader
+    assert ("leader", "m1", "m1") == (local.host, by_host.host, by_cap.host)
+    assert _binds(by_cap.pid, members["m1"].listen)
+    assert isinstance(pong, Pong)
+    assert pong.pid == by_cap.pid
+
+
+def test_a_remote_child_that_crashes_is_restarted_on_its_host(cluster: Cluster) -> None:
+    rt, members = cluster(
+        [ChildSpec(id="remote", start=ECHO, placement=Placement(host="m1"))], {"m1": {}}
+    )
+    rt.wait_event("child_restarted", child_id="remote", timeout=30)
+    before = _child(rt, "remote")
+
+    with pytest.raises(ActorCrashed):
+        rt.ask("root/remote", Fail(), timeout=10)
+    event = rt.wait_event("child_restarted", child_id="remote", after=0, timeout=30)
+    after = _child(rt, "remote")
+
+    assert event.seq > 0
+    assert "m1" == after.host
+    assert after.pid != before.pid
+    assert _binds(after.pid, members["m1"].listen)
+
+
+def test_a_killed_host_is_detected_and_its_child_restarts_elsewhere(cluster: Cluster) -> None:
+    placement = Placement(capabilities={"gpu": "yes"})
+    rt, members = cluster(
+        [ChildSpec(id="job", start=ECHO, placement=placement)],
+        {"m1": {"gpu": "yes"}, "m2": {"gpu": "yes"}},
+    )
+    rt.wait_event("child_restarted", child_id="job", timeout=30)
+    first = _child(rt, "job")
+    victim = members[first.host or ""]
+    survivor = next(m for m in members.values() if m is not victim)
+    seen = len(rt.events())
+
+    victim.kill()
+    down = rt.wait_event("host_down", child_id=victim.name, after=seen, timeout=10)
+    exited = rt.wait_event("child_exited", child_id="job", after=seen, timeout=10)
+    rt.wait_event("child_restarted", child_id="job", after=seen, timeout=30)
+    now = _child(rt, "job")
+
+    assert down.host == victim.name
+    assert "noconnection" == exited.reason
+    assert 1 == sum(1 for e in rt.events()[seen:] if e.event == "child_exited")
+    assert survivor.name == now.host
+    assert _binds(now.pid, survivor.listen)
+    assert "down" == {h.name: h.status for h in rt.hosts()}[victim.name]
+
+
+def test_a_host_that_leaves_takes_its_children_out_of_placement(cluster: Cluster) -> None:
+    """A member stopped with SIGTERM leaves the convention and stops its processes: its child
+    exits once (``killed`` when its process ended before the leader heard the host leave,
+    ``noconnection`` otherwise) and waits, restarting, for a host its placement allows."""
+    rt, members = cluster(
+        [ChildSpec(id="job", start=ECHO, placement=Placement(host="m1"))], {"m1": {}}
+    )
+    rt.wait_event("child_restarted", child_id="job", timeout=30)
+    seen = len(rt.events())
+
+    members["m1"].leave()
+    rt.wait_event("host_down", child_id="m1", after=seen, timeout=15)
+    exited = rt.wait_event("child_exited", child_id="job", after=seen, timeout=10)
+    job = _child(rt, "job")
+
+    assert exited.reason in ("killed", "noconnection")
+    assert 1 == sum(1 for e in rt.events()[seen:] if e.event == "child_exited")
+    assert ("restarting", "placement: no host up with host 'm1'") == (job.status, job.reason)
+
+
+def test_a_placement_no_host_allows_leaves_the_child_restarting_with_the_reason(
+    cluster: Cluster,
+) -> None:
+    rt, _members = cluster(
+        [
+            ChildSpec(id="ok", start=ECHO),
+            ChildSpec(id="tpu", start=ECHO, placement=Placement(capabilities={"tpu": "v5"})),
+        ],
+        {},
+    )
+
+    tpu = _child(rt, "tpu")
+
+    assert "running" == _child(rt, "ok").status
+    assert ("restarting", "placement: no host up with capabilities tpu=v5") == (
+        tpu.status,
+        tpu.reason,
+    )
