@@ -114,3 +114,13 @@ class RawTreeParent(Actor):  # type: ignore[misc]
         kid = self.createActor(RawEcho)
         self.kids.append(kid)
         self.send(kid, "pid")
+
+
+class RawPlacedEcho(RawEcho):
+    """A RawEcho placed on the host whose capability ``raw.host`` matches (raw conventions)."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(  # noqa: N802 - Thespian's name
+        capabilities: dict[str, Any], requirements: dict[str, Any]
+    ) -> bool:
+        return all(capabilities.get(k) == v for k, v in requirements.items())

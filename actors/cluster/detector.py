@@ -51,7 +51,12 @@ class PhiAccrualDetector:
     def heartbeat(self, now: float) -> None:
         """A reply arrived at ``now``."""
         if self.last is not None:
-            self.intervals.append(max(0.0, now - self.last))
+            # A long gap is a pause: ``acceptable_pause`` accounts for it. Recorded whole it
+            # would widen the distribution for the next ``window`` replies and slow down the
+            # detection of a real failure (a start-up stall, a tolerated SIGSTOP), so it is
+            # recorded as at most ``3 * expected_interval``.
+            gap = min(max(0.0, now - self.last), 3 * self.expected_interval)
+            self.intervals.append(gap)
             if len(self.intervals) > self.window:
                 self.intervals.popleft()
         self.last = now

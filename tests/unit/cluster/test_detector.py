@@ -77,3 +77,17 @@ def test_with_the_defaults_a_dead_host_is_down_within_3_s() -> None:
 
 def test_nothing_is_suspected_before_the_first_reply() -> None:
     assert "up" == PhiAccrualDetector(expected_interval=0.2).health(1000.0)
+
+
+def test_a_tolerated_pause_does_not_slow_down_the_next_detection() -> None:
+    config = ClusterConfig()
+    detector, last = _steady(config, 30)
+    detector.heartbeat(last + 2.0)  # a 2 s pause, tolerated
+    now = last + 2.0
+    for _ in range(5):
+        now += config.heartbeat_interval
+        detector.heartbeat(now)
+
+    down_at = next(t / 100 for t in range(1000) if detector.health(now + t / 100) == "down")
+
+    assert down_at + config.heartbeat_interval <= 3.0
