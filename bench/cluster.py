@@ -193,8 +193,10 @@ def bench_raw_remote(gateway: str, address: str, ns: Netns | None, asks: int) ->
         [
             f"import sys; sys.path.insert(0, {root!r})",
             "from thespian.actors import ActorSystem",
-            f"caps = {{'Admin Port': {member_port}, "
-            f"'Convention Address.IPv4': ({gateway!r}, {leader_port}), 'raw.host': 'm1'}}",
+            (
+                f"caps = {{'Admin Port': {member_port}, "
+                f"'Convention Address.IPv4': ({gateway!r}, {leader_port}), 'raw.host': 'm1'}}"
+            ),
             "s = ActorSystem('multiprocTCPBase', caps, transientUnique=True)",
             "print('up', flush=True)",
             "sys.stdin.read()",
