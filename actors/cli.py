@@ -222,9 +222,17 @@ def main(context: click.Context, log_level: str, json_logs: bool, principal: str
     show_default=True,
     help="seconds between refreshes of the live tree",
 )
-def up(file: str, duration: float | None, refresh: float) -> None:
+@click.option(
+    "--state-dir",
+    default=None,
+    help="where the tree keeps its state (default: the topology's system.state_dir)",
+)
+def up(file: str, duration: float | None, refresh: float, state_dir: str | None) -> None:
     """Start the tree of FILE (default topology.yaml) and show it live until stopped."""
     topology = _load(file)
+    if state_dir is not None:
+        system = topology.system.model_copy(update={"state_dir": state_dir})
+        topology = topology.model_copy(update={"system": system})
     state_path = _state_path(topology.system.state_dir)
     if state_path.exists():
         try:

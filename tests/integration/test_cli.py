@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -235,3 +236,33 @@ def test_the_cli_acts_as_operator_unless_told_and_an_operator_cannot_grant(
     assert '"operator"' in as_admin.stdout
     assert 1 == as_nobody.returncode
     assert "nobody.key" in as_nobody.stderr
+
+
+@pytest.mark.integration
+def test_up_state_dir_overrides_the_topology_and_hosts_and_status_json_read_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "topology.yaml").write_text(TOPOLOGY.replace("STATE", str(tmp_path / "unused")))
+    chosen = tmp_path / "chosen"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up", "--state-dir", str(chosen)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    try:
+        _read_until(proc, r"jobs", timeout=60)
+        hosts = _cli("hosts", "--json", f"--state-dir={chosen}", cwd=tmp_path)
+        status = _cli("status", "--json", f"--state-dir={chosen}", cwd=tmp_path)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    assert 0 == hosts.returncode, hosts.stderr
+    assert [("leader", "up")] == [(h["name"], h["status"]) for h in json.loads(hosts.stdout)]
+    document = json.loads(status.stdout)
+    assert {"hosts", "children", "events"} <= set(document)
+    echo = next(c for c in document["children"] if c["path"] == "root/echo")
+    assert ("running", "leader") == (echo["status"], echo["host"])
+    assert not (tmp_path / "unused").exists()
