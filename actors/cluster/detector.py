@@ -51,12 +51,13 @@ class PhiAccrualDetector:
     def heartbeat(self, now: float) -> None:
         """A reply arrived at ``now``."""
         if self.last is not None:
-            # A long gap is a pause: ``acceptable_pause`` accounts for it. Recorded whole it
-            # would widen the distribution for the next ``window`` replies and slow down the
-            # detection of a real failure (a start-up stall, a tolerated SIGSTOP), so it is
-            # recorded as at most ``3 * expected_interval``.
-            gap = min(max(0.0, now - self.last), 3 * self.expected_interval)
-            self.intervals.append(gap)
+            # A gap over 3 expected intervals is a pause, which ``acceptable_pause`` accounts
+            # for; recorded, it would widen the distribution for the next ``window`` replies
+            # and slow down the detection of a real failure (after a start-up stall or a few
+            # tolerated SIGSTOPs), so it is left out of the history.
+            gap = max(0.0, now - self.last)
+            if gap <= 3 * self.expected_interval:
+                self.intervals.append(gap)
             if len(self.intervals) > self.window:
                 self.intervals.popleft()
         self.last = now
