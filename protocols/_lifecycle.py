@@ -29,11 +29,14 @@ __all__ = [
     "_Heartbeat",
     "_HeartbeatAck",
     "_HostChanged",
+    "_HostLeaving",
     "_HostTable",
     "_Identified",
     "_Identify",
     "_Init",
     "_KeeperStart",
+    "_Leave",
+    "_Left",
     "_Login",
     "_Register",
     "_Report",
@@ -342,7 +345,7 @@ class _HostChanged(Message):
     kind: Literal["_cluster.host_changed"] = "_cluster.host_changed"
     name: str
     address: str
-    status: Literal["up", "suspect", "down"]
+    status: Literal["up", "suspect", "down", "leaving"]
     capabilities: dict[str, str] = Field(default_factory=dict)
     reason: str = ""
     last_seen: float | None = None
@@ -363,3 +366,25 @@ class _KeeperStart(Message):
     kind: Literal["_cluster.keeper_start"] = "_cluster.keeper_start"
     cluster: ClusterConfig
     guardian: ActorRef
+
+
+class _Leave(Message):
+    """``understudy join`` -> its host agent: this host leaves; answer when its workers are
+    gone (moved or stopped by their supervisors), or after ``timeout`` seconds."""
+
+    kind: Literal["_cluster.leave"] = "_cluster.leave"
+    timeout: float = 30.0
+
+
+class _HostLeaving(Message):
+    """Host agent -> host keeper: my host leaves; have its children moved or stopped."""
+
+    kind: Literal["_cluster.host_leaving"] = "_cluster.host_leaving"
+    host: str
+
+
+class _Left(Message):
+    """Host agent -> ``understudy join``: the host's workers are gone (``remaining`` left)."""
+
+    kind: Literal["_cluster.left"] = "_cluster.left"
+    remaining: int = 0

@@ -18,16 +18,22 @@ from typing import Any
 import psutil
 import structlog
 
-from actors.core.seam import Address, FrameMeta, SeamActor
+from actors.core.seam import Address, FrameMeta, SeamActor, pack_address
 from actors.core.worker import WORKER_PROCESS_NAME, current_host, host_meets
 from protocols import codec
-from protocols._lifecycle import _Heartbeat, _HeartbeatAck
+from protocols._lifecycle import _Heartbeat, _HeartbeatAck, _HostLeaving, _Leave, _Left
 
-__all__ = ["HostAgent", "host_workers"]
+__all__ = ["AGENT_FILE_ENV", "HostAgent", "host_workers"]
+
+AGENT_FILE_ENV = "UNDERSTUDY_AGENT_FILE"
+"""Where the host agent writes its address (``host:port``), for ``understudy join`` to ask it
+to leave (set by ``join``; inherited by the agent's process)."""
 
 log = structlog.get_logger("understudy.cluster")
 
 _CHECK = "cluster.agent.check"
+_DRAIN = "cluster.agent.drain"
+_DRAIN_EVERY = 0.1
 
 
 def host_workers(admin_pid: int) -> list[psutil.Process]:
@@ -54,6 +60,9 @@ class HostAgent(SeamActor):
         self._stop_after = 0.0
         self._checking = False
         self._cut_off = False
+        self._keeper: Address | None = None
+        # ((asker, its request), deadline) while the host leaves
+        self._leaving: tuple[tuple[Address, codec.Envelope], float] | None = None
 
     @staticmethod
     def actorSystemCapabilityCheck(  # noqa: N802 - Thespian's name
@@ -69,7 +78,12 @@ class HostAgent(SeamActor):
     def on_message(self, env: codec.Envelope, sender: Address, meta: FrameMeta) -> None:
         """Answer a heartbeat; log anything else."""
         msg = env.message
-        if isinstance(msg, _Heartbeat):
+        if isinstance(msg, _Leave):
+            self._leave(msg, sender, env)
+        elif isinstance(msg, _Heartbeat):
+            if self._keeper is None:
+                self._publish()
+            self._keeper = sender
             self._last, self._stop_after = time.monotonic(), msg.stop_after
             if self._cut_off:
                 log.info("leader_heard_again", host=current_host())
@@ -81,8 +95,38 @@ class HostAgent(SeamActor):
         else:
             log.warning("unexpected_message", actor=self.describe(), kind=msg.kind)
 
+    def _publish(self) -> None:
+        """Write this agent's address where ``understudy join`` looks for it."""
+        path = os.environ.get(AGENT_FILE_ENV)
+        if not path:
+            return
+        ref = pack_address(self.self_address)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(ref.model_dump_json())
+        os.replace(tmp, path)
+
+    def _leave(self, msg: _Leave, sender: Address, env: codec.Envelope) -> None:
+        """Have the leader move or stop this host's children, then answer when they are gone."""
+        if self._keeper is None:
+            self.reply(sender, env, _Left(remaining=len(host_workers(os.getppid()))))
+            return
+        log.info("host_leaving", host=current_host())
+        self.send_message(self._keeper, _HostLeaving(host=current_host() or "?"))
+        self._leaving = ((sender, env), time.monotonic() + msg.timeout)
+        self.set_timer(_DRAIN_EVERY, _DRAIN)
+
     def on_wakeup(self, payload: Any) -> None:
-        """Check how long the leader has been silent."""
+        """Check how long the leader has been silent, or whether a leave is done."""
+        if payload == _DRAIN and self._leaving is not None:
+            (asker, request), deadline = self._leaving
+            remaining = len(host_workers(os.getppid()))
+            if remaining == 0 or time.monotonic() >= deadline:
+                self._leaving = None
+                self.reply(asker, request, _Left(remaining=remaining))
+            else:
+                self.set_timer(_DRAIN_EVERY, _DRAIN)
+            return
         if payload != _CHECK:
             return
         silence = time.monotonic() - (self._last or time.monotonic())

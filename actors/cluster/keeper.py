@@ -21,7 +21,13 @@ from actors.cluster.detector import HostHealth, PhiAccrualDetector
 from actors.core.seam import Address, FrameMeta, SeamActor, unpack_address
 from actors.core.worker import CAPABILITY_PREFIX, HOST_CAPABILITY
 from protocols import codec
-from protocols._lifecycle import _Heartbeat, _HeartbeatAck, _HostChanged, _KeeperStart
+from protocols._lifecycle import (
+    _Heartbeat,
+    _HeartbeatAck,
+    _HostChanged,
+    _HostLeaving,
+    _KeeperStart,
+)
 from protocols.topology import ClusterConfig
 
 __all__ = ["HOST_AGENT", "HostKeeper"]
@@ -68,6 +74,21 @@ class HostKeeper(SeamActor):
             self.set_timer(self._config.heartbeat_interval, _TICK)
         elif isinstance(msg, _HeartbeatAck):
             self._heartbeat_reply(msg, sender)
+        elif isinstance(msg, _HostLeaving):
+            host = self._hosts.get(msg.host)
+            if host is not None and host.agent == sender and self._guardian is not None:
+                log.info("host_leaving", host=host.name)
+                self.send_message(
+                    self._guardian,
+                    _HostChanged(
+                        name=host.name,
+                        address=host.admin,
+                        status="leaving",
+                        capabilities=host.capabilities,
+                        reason="it is leaving the cluster",
+                        last_seen=host.last_seen,
+                    ),
+                )
         else:
             log.warning("unexpected_message", actor=self.describe(), kind=msg.kind)
 

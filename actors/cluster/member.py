@@ -5,8 +5,10 @@ deployment secret (the leader's), whose capabilities name the leader's admin (Th
 ``Convention Address.IPv4``), this host (``understudy.host``) and its placement capabilities
 (``understudy.cap.<KEY>``). The leader's host keeper then places a host agent here and watches
 the host; supervisors place children here by name or capability. The member stays in the
-foreground until SIGTERM or SIGINT, then shuts its ActorSystem down (every actor it ran stops,
-the leader sees the host leave).
+foreground until SIGTERM or SIGINT, then leaves gracefully: it asks its host agent to have
+the leader move or stop the children placed here (each supervisor stops them in order and
+starts them again where their placement allows), waits until they are gone (``leave_timeout``
+at most), then shuts its ActorSystem down (the leader sees the host leave: ``host_down``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from types import FrameType
 
 import structlog
 
+from actors.cluster.agent import AGENT_FILE_ENV
 from actors.core.keyring import Keyring, SecretError, read_key_file, secret_path
 from actors.core.runtime import free_port
-from actors.core.seam import open_system
+from actors.core.seam import decode_reply, encode_external, open_system, unpack_address
 from actors.core.worker import HOST_ENV, host_capabilities
+from protocols import codec
+from protocols._lifecycle import ActorRef, _Leave, _Left
 from protocols.topology import HOST_NAME_PATTERN
 
 __all__ = ["JoinError", "member_capabilities", "parse_leader", "run_member"]
@@ -78,6 +83,7 @@ def run_member(
     state_dir: str,
     admin_port: int | None,
     stop: threading.Event | None = None,
+    leave_timeout: float = 30.0,
 ) -> None:
     """Join, then wait for SIGTERM / SIGINT (or ``stop``), then leave.
 
@@ -100,6 +106,9 @@ def run_member(
     caps = member_capabilities(address, name, capabilities, port)
     os.environ[HOST_ENV] = name  # inherited by the admin and every actor process it forks
     Path(state_dir).mkdir(parents=True, exist_ok=True)
+    agent_file = Path(state_dir).resolve() / "host-agent.json"
+    agent_file.unlink(missing_ok=True)
+    os.environ[AGENT_FILE_ENV] = str(agent_file)
     system = open_system("multiprocTCPBase", caps, keyring=Keyring(path.resolve()), listen=listen)
     log.info("host_joined", host=name, leader=leader, admin=f"{listen}:{port}")
     done = stop or threading.Event()
@@ -114,5 +123,28 @@ def run_member(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        system.shutdown()
-        log.info("host_left", host=name, leader=leader)
+        try:
+            _drain(system, agent_file, leave_timeout)
+        finally:
+            system.shutdown()
+            agent_file.unlink(missing_ok=True)
+            log.info("host_left", host=name, leader=leader)
+
+
+def _drain(system: object, agent_file: Path, timeout: float) -> None:
+    """Ask this host's agent to have its children moved or stopped; wait for the answer."""
+    try:
+        ref = ActorRef.model_validate_json(agent_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("leave_without_agent", reason="the leader never reached this host's agent")
+        return
+    message_id = codec.new_message_id()
+    frame = encode_external(_Leave(timeout=timeout), message_id=message_id, ask=True)
+    raw = system.ask(unpack_address(ref), frame, timeout + 5)  # type: ignore[attr-defined]
+    decoded = decode_reply(raw, message_id, max_size=codec.DEFAULT_MAX_SIZE) if raw else None
+    if decoded is None or not isinstance(decoded[0].message, _Left):
+        log.warning("leave_unanswered", timeout=timeout, agent=ref.key())
+    elif decoded[0].message.remaining:
+        log.warning("leave_incomplete", remaining=decoded[0].message.remaining)
+    else:
+        log.info("host_drained")

@@ -203,6 +203,7 @@ class Guardian(SeamActor):
         self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
         self._hosts: dict[str, HostInfo] = {}
+        self._leaving: set[str] = set()
         self._keeper: Address | None = None
 
     def describe(self) -> str:
@@ -696,10 +697,22 @@ class Guardian(SeamActor):
 
     def _host_table(self) -> _HostTable:
         return _HostTable(
-            hosts={name: (h.status, dict(h.capabilities)) for name, h in self._hosts.items()}
+            hosts={
+                name: ("leaving" if name in self._leaving else h.status, dict(h.capabilities))
+                for name, h in self._hosts.items()
+            }
         )
 
     def _host_changed(self, msg: _HostChanged) -> None:
+        if msg.status == "leaving":
+            # Still up (it answers), but its children are moved or stopped: no new placement.
+            self._leaving.add(msg.name)
+            log.info("host_leaving", host=msg.name)
+            if self._root is not None:
+                self.send_message(self._root, self._host_table())
+            return
+        if msg.status == "down":
+            self._leaving.discard(msg.name)
         before = self._hosts.get(msg.name)
         self._hosts[msg.name] = HostInfo(
             name=msg.name,

@@ -507,7 +507,7 @@ class SupervisorActor(SeamActor):
         candidates = sorted(
             name
             for name, (status, caps) in self._hosts.items()
-            if status != "down" and placement.allows(name, caps)
+            if status in ("up", "suspect") and placement.allows(name, caps)
         )
         if not candidates:
             child.parked = f"placement: no host up with {placement.describe()}"
@@ -537,6 +537,12 @@ class SupervisorActor(SeamActor):
             if child.type == "supervisor" and child.address is not None:
                 self.send_message(child.address, table)
         down = {name for name, (status, _caps) in self._hosts.items() if status == "down"}
+        leaving = {name for name, (status, _caps) in self._hosts.items() if status == "leaving"}
+        for child in list(self._children):
+            if self._exiting:
+                return
+            if child.address is not None and child.host in leaving and child in self._children:
+                yield from self._move(child)
         for child in list(self._children):
             if self._exiting:
                 return
@@ -555,6 +561,24 @@ class SupervisorActor(SeamActor):
                 elif child.parked is None:
                     child.restarts += 1
                     self._emit("child_restarted", child.id)
+
+    def _move(self, child: _Child) -> Op:
+        """Its host is leaving: stop the child in order (its shutdown time), then start it
+        again where its placement allows (or park it). A move is not a crash: it does not
+        count toward the restart intensity."""
+        log.info("child_moving", supervisor=self._path, child=child.id, host=child.host)
+        stop_reason = yield from self._stop(child, pending=True)
+        self._emit("child_terminated", child.id, stop_reason)
+        if child.spec.restart == "temporary":
+            self._children.remove(child)
+            return
+        ok, reason, _offender = yield from self._start(child)
+        if not ok:
+            self._emit("start_failed", child.id, reason)
+            child.status = "restarting"
+            self._delayed[self._start_timer(RETRY_RESTART_DELAY)] = (child.id, False)
+        elif child.parked is None:
+            self._emit("child_started", child.id)
 
     @staticmethod
     def _preload(spec: SupervisorSpec) -> None:

@@ -26,6 +26,7 @@ from protocols.topology import (
     Topology,
 )
 from tests.integration._cluster import Member, join
+from tests.integration._fast_workers import Burst, Seen, WaitSeen
 
 pytestmark = pytest.mark.integration
 
@@ -148,24 +149,55 @@ def test_a_killed_host_is_detected_and_its_child_restarts_elsewhere(cluster: Clu
     assert "down" == {h.name: h.status for h in rt.hosts()}[victim.name]
 
 
-def test_a_host_that_leaves_takes_its_children_out_of_placement(cluster: Cluster) -> None:
-    """A member stopped with SIGTERM leaves the convention and stops its processes: its child
-    exits once (``killed`` when its process ended before the leader heard the host leave,
-    ``noconnection`` otherwise) and waits, restarting, for a host its placement allows."""
+def test_a_host_that_leaves_moves_its_children_first(cluster: Cluster) -> None:
+    """`understudy join` stopped with SIGTERM: before its ActorSystem goes, its child is
+    stopped in order (shutdown) and started again on the other host its placement allows;
+    then the host is down. The child never exits abnormally."""
+    placement = Placement(capabilities={"gpu": "yes"})
     rt, members = cluster(
-        [ChildSpec(id="job", start=ECHO, placement=Placement(host="m1"))], {"m1": {}}
+        [ChildSpec(id="job", start=ECHO, placement=placement)],
+        {"m1": {"gpu": "yes"}, "m2": {"gpu": "yes"}},
     )
     rt.wait_event("child_restarted", child_id="job", timeout=30)
+    first = _child(rt, "job").host
+    leaving = members[first or ""]
+    other = next(m for m in members.values() if m is not leaving)
+    seen = len(rt.events())
+
+    leaving.leave()
+    down = rt.wait_event("host_down", child_id=leaving.name, after=seen, timeout=30)
+    events = rt.events()[seen:]
+    job = _child(rt, "job")
+
+    assert 0 == leaving.process.returncode
+    assert [] == [e for e in events if e.event == "child_exited"]
+    stopped = [e for e in events if e.event == "child_terminated"]
+    assert [("job", "shutdown")] == [(e.child_id, e.reason) for e in stopped]
+    assert stopped[0].seq < down.seq
+    assert ("running", other.name) == (job.status, job.host)
+    assert _binds(job.pid, other.listen)
+
+
+def test_a_host_that_leaves_stops_a_child_that_can_go_nowhere_else(cluster: Cluster) -> None:
+    rt, members = cluster(
+        [ChildSpec(id="pinned", start=ECHO, placement=Placement(host="m1"))], {"m1": {}}
+    )
+    rt.wait_event("child_restarted", child_id="pinned", timeout=30)
     seen = len(rt.events())
 
     members["m1"].leave()
-    rt.wait_event("host_down", child_id="m1", after=seen, timeout=15)
-    exited = rt.wait_event("child_exited", child_id="job", after=seen, timeout=10)
-    job = _child(rt, "job")
+    rt.wait_event("host_down", child_id="m1", after=seen, timeout=30)
+    events = rt.events()[seen:]
+    pinned = _child(rt, "pinned")
 
-    assert exited.reason in ("killed", "noconnection")
-    assert 1 == sum(1 for e in rt.events()[seen:] if e.event == "child_exited")
-    assert ("restarting", "placement: no host up with host 'm1'") == (job.status, job.reason)
+    assert [] == [e for e in events if e.event == "child_exited"]
+    assert [("pinned", "shutdown")] == [
+        (e.child_id, e.reason) for e in events if e.event == "child_terminated"
+    ]
+    assert ("restarting", "placement: no host up with host 'm1'") == (
+        pinned.status,
+        pinned.reason,
+    )
 
 
 def test_a_placement_no_host_allows_leaves_the_child_restarting_with_the_reason(
@@ -186,3 +218,77 @@ def test_a_placement_no_host_allows_leaves_the_child_restarting_with_the_reason(
         tpu.status,
         tpu.reason,
     )
+
+
+def test_the_data_path_keeps_its_guarantees_across_hosts(cluster: Cluster) -> None:
+    """A local sender, a receiver on another host: a burst arrives complete, in order, once,
+    and the ledger balances."""
+    fast = "tests.integration._fast_workers"
+    rt, _members = cluster(
+        [
+            ChildSpec(id="sink", start=f"{fast}:Sink", placement=Placement(host="m1")),
+            ChildSpec(id="source", start=f"{fast}:Source"),
+        ],
+        {"m1": {}},
+    )
+    rt.wait_event("child_restarted", child_id="sink", timeout=30)
+
+    rt.ask("root/source", Burst(target="root/sink", count=5000), timeout=30)
+    seen = rt.ask("root/sink", WaitSeen(count=5000), timeout=60)
+    ledger = rt.ledger()
+
+    assert "m1" == _child(rt, "sink").host
+    assert isinstance(seen, Seen)
+    assert list(range(5000)) == seen.seqs
+    assert ledger.balanced, ledger.total
+
+
+def test_the_child_api_and_spread_work_across_hosts(cluster: Cluster) -> None:
+    """simple_one_for_one children spread round robin over the hosts their placement allows
+    (the leader included); terminate_child of a remote child stops its process there."""
+    template = ChildSpec(
+        id="job",
+        start=ECHO,
+        restart="temporary",
+        placement=Placement(capabilities={"zone": "home"}),
+        spread="round_robin",
+    )
+    rt, members = cluster(
+        [SupervisorSpec(id="pool", strategy="simple_one_for_one", template=template)],
+        {"m1": {"zone": "home"}, "m2": {"zone": "home"}},
+    )
+
+    started = [rt.start_child("root/pool", {}) for _ in range(6)]
+    counts = rt.count_children("root/pool")
+    remote = next(info for info in started if info.host == "m1")
+    process = psutil.Process(remote.pid)
+    rt.terminate_child("root/pool", remote.id)
+    gone, _alive = psutil.wait_procs([process], timeout=10)
+
+    assert ["leader", "m1", "m2"] * 2 == [info.host for info in started]
+    assert 6 == counts.active
+    assert [process] == gone
+    assert remote.id not in {c.id for c in rt.which_children("root/pool")}
+    assert _binds(started[2].pid, members["m2"].listen)
+
+
+def test_shutdown_stops_children_on_every_host_in_reverse_start_order(cluster: Cluster) -> None:
+    rt, members = cluster(
+        [
+            ChildSpec(id="a", start=ECHO),
+            ChildSpec(id="b", start=ECHO, placement=Placement(host="m1")),
+            ChildSpec(id="c", start=ECHO),
+        ],
+        {"m1": {}},
+    )
+    rt.wait_event("child_restarted", child_id="b", timeout=30)
+    remote = psutil.Process(_child(rt, "b").pid)
+
+    rt.shutdown()
+    events = rt.events()
+    gone, _alive = psutil.wait_procs([remote], timeout=10)
+
+    order = [e.child_id for e in events if e.event == "child_terminated"]
+    assert ["c", "b", "a"] == order[-3:]
+    assert [remote] == gone
+    assert members["m1"].process.poll() is None  # the host stays, only the tree is gone
