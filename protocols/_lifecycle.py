@@ -238,6 +238,7 @@ class _Report(Message):
     event: EventName
     reason: str | None = None
     after: dict[str, int] = Field(default_factory=dict)
+    host: str | None = None
 
 
 class _Boot(Message):

@@ -666,6 +666,7 @@ class Guardian(SeamActor):
                             child_id=report.child_id,
                             event=report.event,
                             reason=report.reason,
+                            host=report.host,
                         )
                     )
                 if not stream.early:

@@ -129,6 +129,8 @@ class _Child:
     restarts: int = 0
     restart_times: tuple[float, ...] = ()
     host: str | None = None
+    last_host: str | None = None
+    """The host it last ran on (kept after it exited, for its events)."""
     parked: str | None = None
     """Why it waits (``restarting``) for a host its placement allows, if it does."""
 
@@ -697,6 +699,7 @@ class SupervisorActor(SeamActor):
                     sends=sorted(sends.items()),
                 ),
             )
+        child.last_host = child.host or child.last_host
         child.address, child.pid, child.status, child.host = None, None, "stopped", None
 
     # --- A child exited by itself -------------------------------------------------------------
@@ -1017,6 +1020,13 @@ class SupervisorActor(SeamActor):
             workers=len(self._children) - supervisors,
         )
 
+    def _event_host(self, child_id: str | None) -> str | None:
+        """The host an event is about: its child's (last) host, else this supervisor's."""
+        child = self._by_id(child_id) if child_id is not None else None
+        if child is not None and (child.host or child.last_host):
+            return child.host or child.last_host
+        return current_host()
+
     def _emit(self, event: EventName, child_id: str | None, reason: str | None = None) -> None:
         """Log one supervision fact with OTP's report keys and report it to the guardian."""
         self._events_sent += 1
@@ -1042,6 +1052,7 @@ class SupervisorActor(SeamActor):
                     event=event,
                     reason=reason,
                     after=self._after,
+                    host=self._event_host(child_id),
                 ),
             )
             self._after = {}

@@ -142,7 +142,7 @@ def test_a_killed_host_is_detected_and_its_child_restarts_elsewhere(cluster: Clu
     now = _child(rt, "job")
 
     assert down.host == victim.name
-    assert "noconnection" == exited.reason
+    assert ("noconnection", victim.name) == (exited.reason, exited.host)
     assert 1 == sum(1 for e in rt.events()[seen:] if e.event == "child_exited")
     assert survivor.name == now.host
     assert _binds(now.pid, survivor.listen)
