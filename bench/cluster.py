@@ -50,6 +50,7 @@ from protocols.topology import (
 from tests.integration._netns import Netns, netns_host, netns_unavailable
 
 RESULTS = Path(__file__).parent / "results"
+samples: dict[str, list[float]] = {}
 
 
 @contextlib.contextmanager
@@ -163,6 +164,7 @@ def bench_understudy(kills: int, pauses: int, asks: int, tmp: Path) -> None:
                     for pid in _member_pids(ns, member, address) - {member.pid}:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)
+        samples["host_down_latency_s"] = [round(x, 4) for x in latencies]
         if latencies:
             record(
                 f"host kill -> host_down p50 [{len(latencies)} kills]",
@@ -258,7 +260,9 @@ def main() -> None:
     print_table()
     RESULTS.mkdir(exist_ok=True)
     load = os.getloadavg()
-    (RESULTS / "cluster.json").write_text(json.dumps({"rows": rows, "loadavg": load}, indent=2))
+    (RESULTS / "cluster.json").write_text(
+        json.dumps({"rows": rows, "samples": samples, "loadavg": load}, indent=2)
+    )
 
 
 if __name__ == "__main__":

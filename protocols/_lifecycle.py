@@ -252,6 +252,8 @@ class _Boot(Message):
     state_dir: str = ".understudy"
     secret_file: str = ""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    admin: str = "in-process"
+    """The leader's admin address (host:port), as hosts list it."""
     owner_pid: int | None = None
     principals: dict[str, list[str]] = Field(default_factory=dict)
 

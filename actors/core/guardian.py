@@ -683,7 +683,7 @@ class Guardian(SeamActor):
         cluster = msg.cluster
         self._hosts[cluster.name] = HostInfo(
             name=cluster.name,
-            address="local",
+            address=msg.admin,
             status="up",
             capabilities=dict(cluster.capabilities),
             last_seen=time.time(),

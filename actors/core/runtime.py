@@ -267,6 +267,7 @@ class Runtime:
                     spec=topology.root,
                     max_message_size=config.max_message_size,
                     cluster=config.cluster,
+                    admin=f"{config.listen}:{port}" if port else "in-process",
                     resend_after=config.links.resend_after,
                     resend_max=config.links.resend_max,
                     state_dir=str(Path(config.state_dir).resolve()),
