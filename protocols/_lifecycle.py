@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols._base import Message
+from protocols.faults import MessageFault
 from protocols.identity import Identity
 from protocols.supervision import SHUTDOWN, EventName
 from protocols.topology import AnyChildSpec, ClusterConfig
@@ -25,6 +26,7 @@ __all__ = [
     "_Challenge",
     "_Challenged",
     "_Exiting",
+    "_Faults",
     "_Gone",
     "_Heartbeat",
     "_HeartbeatAck",
@@ -391,3 +393,10 @@ class _Left(Message):
 
     kind: Literal["_cluster.left"] = "_cluster.left"
     remaining: int = 0
+
+
+class _Faults(Message):
+    """Guardian -> every worker: the message faults active now (with when each began)."""
+
+    kind: Literal["_faults.active"] = "_faults.active"
+    faults: list[tuple[MessageFault, float]] = Field(default_factory=list)

@@ -11,6 +11,9 @@ Every worker counts, per link (destination or source path) and per message kind:
     rejected        a bad envelope or frame refused on arrival (undecodable, unknown kind,
                     invalid fields)
     resent          sent again: its frame's acknowledgement was overdue (a frame lost)
+    dropped_by_fault
+                    dropped (or corrupted, or held by a delay when its receiver exited) by an
+                    injected fault (``protocols.faults``)
     duplicates_dropped
                     arrived again after it was handled (a resend whose acknowledgement was
                     lost, or a duplicate frame) and dropped: handled once only
@@ -21,7 +24,7 @@ never delivered (frames lost with it, messages still in its queue); their kind i
 
 ``Runtime.ledger()`` adds up the live workers' counters and those every incarnation reported
 when it exited; a worker killed without a chance to report (SIGKILL) is counted in
-``unreported``. Once the system is quiet, ``sent == handled + undelivered + dead_lettered``
+``unreported``. Once the system is quiet, ``sent == handled + undelivered + dead_lettered + dropped_by_fault``
 holds when nothing was lost (``LedgerReport.balanced``).
 """
 
@@ -52,6 +55,7 @@ LedgerEvent = Literal[
     "rejected",
     "resent",
     "duplicates_dropped",
+    "dropped_by_fault",
 ]
 LEDGER_EVENTS: tuple[LedgerEvent, ...] = (
     "sent",
@@ -62,6 +66,7 @@ LEDGER_EVENTS: tuple[LedgerEvent, ...] = (
     "rejected",
     "resent",
     "duplicates_dropped",
+    "dropped_by_fault",
 )
 
 
@@ -77,6 +82,7 @@ class LedgerCounts(Message):
     rejected: int = 0
     resent: int = 0
     duplicates_dropped: int = 0
+    dropped_by_fault: int = 0
 
 
 class GetLedger(Message):
@@ -115,5 +121,5 @@ class LedgerReport(Message):
         default=0, description="worker incarnations that died without reporting (SIGKILL)"
     )
     balanced: bool = Field(
-        description="sent == handled + undelivered + dead_lettered (meaningful once quiet)"
+        description="sent == handled + undelivered + dead_lettered + dropped_by_fault (once quiet)"
     )

@@ -44,6 +44,7 @@ PROTOCOL_MODULES: Final[tuple[str, ...]] = (
     "protocols.common",
     "protocols.supervision",
     "protocols.cluster",
+    "protocols.faults",
     "protocols.access",
     "protocols.scheduler",
     "protocols.registry",

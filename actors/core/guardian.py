@@ -18,6 +18,7 @@ Like Akka's user guardian, it sits above the tree. It
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from protocols._lifecycle import (
     _Challenge,
     _Challenged,
     _Exiting,
+    _Faults,
     _Gone,
     _HostChanged,
     _HostTable,
@@ -61,6 +63,14 @@ from protocols._lifecycle import (
 from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
+from protocols.faults import (
+    FaultInjected,
+    FaultJournal,
+    GetFaultJournal,
+    HealFaults,
+    InjectFault,
+    MessageFault,
+)
 from protocols.ledger import GetLedger, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
     KILLED,
@@ -140,6 +150,11 @@ GuardianInbox = (
     | GetLedger
     | GetHosts
     | _HostChanged
+    | InjectFault
+    | HealFaults
+    | GetFaultJournal
+    | FaultJournal
+    | _Ack
 )
 """What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
 GUARDIAN_INBOX = (
@@ -163,9 +178,17 @@ GUARDIAN_INBOX = (
     GetLedger,
     GetHosts,
     _HostChanged,
+    InjectFault,
+    HealFaults,
+    GetFaultJournal,
+    FaultJournal,
+    _Ack,
 )
 
 HOST_KEEPER = "actors.cluster.keeper.HostKeeper"
+FAULT_ACK_TIMEOUT = 2.0
+"""How long ``inject`` / ``heal`` wait for the actors to acknowledge the new fault set."""
+_fault_tokens = itertools.count(1)
 """The host keeper's class, named (the core does not import the cluster package)."""
 
 
@@ -203,6 +226,10 @@ class Guardian(SeamActor):
         self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
         self._hosts: dict[str, HostInfo] = {}
+        self._faults: list[tuple[MessageFault, float]] = []
+        self._fault_journal: list[FaultInjected] = []
+        self._fault_ids = 0
+        self._fault_waits: dict[int, tuple[set[int], tuple[Address, codec.Envelope, Message]]] = {}
         self._leaving: set[str] = set()
         self._keeper: Address | None = None
 
@@ -284,6 +311,30 @@ class Guardian(SeamActor):
                 self._retired_ledgers[msg.path] = msg if held is None else merge(held, msg)
             case GetHosts():
                 self.reply(sender, env, self._host_list())
+            case InjectFault():
+                self._fault_ids += 1
+                fault = msg.spec.model_copy(update={"id": f"fault-{self._fault_ids}"})
+                self._faults.append((fault, time.time()))
+                log.info("fault_active", fault_id=fault.id, fault=fault.fault, target=fault.target)
+                self._broadcast_faults((sender, env, fault))
+            case HealFaults():
+                healed = [f.id for f, _ in self._faults if not msg.ids or f.id in msg.ids]
+                self._faults = [(f, at) for f, at in self._faults if f.id not in healed]
+                log.info("faults_healed", ids=healed)
+                self._broadcast_faults((sender, env, Ok()))
+            case _Ack():
+                self._fault_acked(env.correlation_id)
+            case GetFaultJournal():
+                self.reply(
+                    sender,
+                    env,
+                    FaultJournal(
+                        injected=list(self._fault_journal),
+                        active=[f for f, _ in self._faults],
+                    ),
+                )
+            case FaultJournal():  # an exiting worker's injections
+                self._fault_journal += msg.injected
             case _HostChanged():
                 if sender == self._keeper:
                     self._host_changed(msg)
@@ -483,6 +534,8 @@ class Guardian(SeamActor):
     def _register(self, msg: _Register, sender: Address, env: codec.Envelope) -> None:
         address = unpack_address(msg.address)
         self._registry[msg.path] = _Registration(address, msg.pid, msg.host)
+        if self._faults:
+            self.send_message(address, _Faults(faults=list(self._faults)))
         self._book.register_actor(msg.address, msg.path, tuple(msg.roles))
         self._pending.discard(msg.path)
         self.reply(sender, env, _Ack())
@@ -675,6 +728,36 @@ class Guardian(SeamActor):
     def _after_met(self, after: dict[str, int]) -> bool:
         return all(self._streams.get(i, _Stream()).next_n > n for i, n in after.items())
 
+    # --- Injected message faults (protocols.faults) --------------------------------------------
+
+    def _broadcast_faults(self, answer: tuple[Address, codec.Envelope, Message]) -> None:
+        """Tell every actor of the tree which message faults are active (workers apply them);
+        answer the caller once each has acknowledged (so a fault is in force everywhere when
+        ``inject`` returns), or after ``FAULT_ACK_TIMEOUT`` at the latest."""
+        notice = _Faults(faults=list(self._faults))
+        ids = {
+            self.send_message(registration.address, notice)
+            for registration in self._registry.values()
+        }
+        token = next(_fault_tokens)
+        self._fault_waits[token] = (ids, answer)
+        self.set_timer(FAULT_ACK_TIMEOUT, ("faults", token))
+        self._fault_acked(None)
+
+    def _fault_acked(self, correlation: int | None) -> None:
+        for token, (ids, (asker, request, reply)) in list(self._fault_waits.items()):
+            ids.discard(correlation)
+            if not ids:
+                del self._fault_waits[token]
+                self.reply(asker, request, reply)
+
+    def _fault_wait_expired(self, token: int) -> None:
+        waiting = self._fault_waits.pop(token, None)
+        if waiting is not None:
+            ids, (asker, request, reply) = waiting
+            log.warning("fault_notice_unacknowledged", actors=len(ids))
+            self.reply(asker, request, reply)
+
     # --- Hosts (the host keeper of actors.cluster watches them) ---------------------------------
 
     def _start_cluster(self, msg: _Boot) -> None:
@@ -812,6 +895,9 @@ class Guardian(SeamActor):
         what, token = payload
         if what == "owner":
             self._check_owner()
+            return
+        if what == "faults":
+            self._fault_wait_expired(token)
             return
         if what == "overdue":
             log.warning("event_order_timeout", report=list(token))

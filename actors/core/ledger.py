@@ -59,8 +59,11 @@ def merge(a: LedgerSnapshot, b: LedgerSnapshot) -> LedgerSnapshot:
 
 
 def balanced(counts: LedgerCounts) -> bool:
-    """Every message sent was handled, reported undelivered or dead-lettered."""
-    return counts.sent == counts.handled + counts.undelivered + counts.dead_lettered
+    """Every message sent was handled, reported undelivered, dead-lettered or dropped by an
+    injected fault."""
+    return counts.sent == (
+        counts.handled + counts.undelivered + counts.dead_lettered + counts.dropped_by_fault
+    )
 
 
 def report(snapshots: Iterable[LedgerSnapshot], *, unreported: int = 0) -> LedgerReport:

@@ -71,6 +71,14 @@ from protocols._lifecycle import (
 from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
+from protocols.faults import (
+    FaultInjected,
+    FaultJournal,
+    GetFaultJournal,
+    HealFaults,
+    InjectFault,
+    MessageFault,
+)
 from protocols.ledger import GetLedger, LedgerReport, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
     KILLED,
@@ -174,6 +182,74 @@ def check_workers(topology: Topology) -> None:
                 raise TopologyError(
                     f"cannot use {child.decider!r}: {exc}", field=f"{where}.decider"
                 ) from exc
+
+
+class FaultHandle:
+    """An active fault: ``heal()`` ends it; as a context manager it heals on exit."""
+
+    def __init__(self, control: FaultControl, fault: MessageFault) -> None:
+        self.fault = fault
+        self._control = control
+
+    @property
+    def id(self) -> str:
+        """The id the runtime gave the fault (as the journal names it)."""
+        return self.fault.id
+
+    def heal(self) -> None:
+        """End this fault (the messages arriving from now on are not affected)."""
+        self._control.heal(self.fault.id)
+
+    def __enter__(self) -> FaultHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.heal()
+
+
+class FaultControl:
+    """``rt.faults``: message faults at the seam of every worker whose path matches."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def inject(
+        self, spec: MessageFault | dict[str, Any], *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> FaultHandle:
+        """Activate ``spec``; return its handle (heal it, or use it in a ``with``).
+
+        Raises:
+            ValidationError: ``spec`` is not a valid fault.
+        """
+        fault = spec if isinstance(spec, MessageFault) else MessageFault.model_validate(spec)
+        reply = self._runtime._guardian_call(InjectFault(spec=fault), timeout)
+        assert isinstance(reply, MessageFault)  # noqa: S101 - the guardian's answer
+        return FaultHandle(self, reply)
+
+    def heal(self, fault_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """End the fault ``fault_id``."""
+        self._runtime._guardian_call(HealFaults(ids=[fault_id]), timeout)
+
+    def heal_all(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """End every active fault."""
+        self._runtime._guardian_call(HealFaults(), timeout)
+
+    def journal(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> FaultJournal:
+        """Every injection so far (fault, target path, message kind, ordinal, when: asked of
+        every live worker, plus those of the incarnations that exited) and the faults active
+        now."""
+        runtime = self._runtime
+        injected: list[FaultInjected] = []
+        for path in runtime._live_paths(timeout)[1:]:
+            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
+                reply = runtime.ask(path, GetFaultJournal(), timeout=timeout)
+                if isinstance(reply, FaultJournal):
+                    injected += reply.injected
+        retired = runtime._guardian_call(GetFaultJournal(), timeout)
+        assert isinstance(retired, FaultJournal)  # noqa: S101 - the guardian's answer
+        injected += retired.injected
+        injected.sort(key=lambda e: (e.fault_id, e.target, e.ordinal))
+        return FaultJournal(injected=injected, active=retired.active)
 
 
 class Runtime:
@@ -469,6 +545,19 @@ class Runtime:
         those of the incarnations that exited. Call it once the system is quiet for
         ``balanced`` to mean "nothing lost"."""
         snapshots: list[LedgerSnapshot] = []
+        for path in self._live_paths(timeout):
+            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
+                reply = self.ask(path, GetLedger(), timeout=timeout)
+                if isinstance(reply, LedgerSnapshot):
+                    snapshots.append(reply)
+        with self._lock:
+            self._check_open()
+            retired = self._request(self._guardian, "guardian", GetLedger(), timeout)
+        assert isinstance(retired, RetiredLedgers)  # noqa: S101 - the guardian's answer
+        return report([*snapshots, *retired.snapshots], unreported=retired.unreported)
+
+    def _live_paths(self, timeout: float) -> list[str]:
+        """The root and every running actor below it."""
         live = [self._root_path]
         pending = [self._root_path]
         while pending:
@@ -479,16 +568,17 @@ class Runtime:
                 live.append(f"{path}/{child.id}")
                 if child.type == "supervisor":
                     pending.append(f"{path}/{child.id}")
-        for path in live:
-            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
-                reply = self.ask(path, GetLedger(), timeout=timeout)
-                if isinstance(reply, LedgerSnapshot):
-                    snapshots.append(reply)
+        return live
+
+    @property
+    def faults(self) -> FaultControl:
+        """Inject and heal message faults (``protocols.faults``)."""
+        return FaultControl(self)
+
+    def _guardian_call(self, message: Message, timeout: float) -> Message:
         with self._lock:
             self._check_open()
-            retired = self._request(self._guardian, "guardian", GetLedger(), timeout)
-        assert isinstance(retired, RetiredLedgers)  # noqa: S101 - the guardian's answer
-        return report([*snapshots, *retired.snapshots], unreported=retired.unreported)
+            return self._request(self._guardian, "guardian", message, timeout)
 
     def hosts(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[HostInfo]:
         """The hosts of the cluster (this one, the leader, first among equals by name), each

@@ -51,6 +51,7 @@ from protocols._lifecycle import (
     _Ack,
     _Adopt,
     _Exiting,
+    _Faults,
     _Gone,
     _HostTable,
     _Init,
@@ -224,6 +225,8 @@ class SupervisorActor(SeamActor):
             self._pump(_Ev("started", sender, (msg.pid, msg.host)))
         elif isinstance(msg, _HostTable):
             self._pump(_Ev("hosts", payload=msg))
+        elif isinstance(msg, _Faults):  # message faults apply to workers, not to supervisors
+            self.reply(sender, env, _Ack())
         elif isinstance(msg, _StartFailed):
             self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
         elif isinstance(msg, _Exiting):

@@ -15,7 +15,9 @@ ask again) until the supervisor stops the process. So a handler runs exactly onc
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from actors.core.fault_points import FaultHit, FaultPoint
 from actors.core.flow import Flow, Flows
 from actors.core.link_marks import HandledMarks, SentCounts, marks_path, sends_path
 from actors.core.loading import load_class
@@ -37,6 +40,7 @@ from protocols._lifecycle import (
     _Ack,
     _Adopt,
     _Exiting,
+    _Faults,
     _Gone,
     _Identified,
     _Identify,
@@ -48,6 +52,7 @@ from protocols._lifecycle import (
     _Stop,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.faults import FaultInjected, FaultJournal, GetFaultJournal
 from protocols.identity import Identity
 from protocols.ledger import GetLedger
 from protocols.supervision import KILLED, NORMAL, SubscribeEvents, error_reason
@@ -91,6 +96,11 @@ def host_meets(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bo
 
 
 log = structlog.get_logger("understudy.worker")
+_delay_keys = itertools.count(1)
+
+
+class InjectedFault(Exception):
+    """Raised in a handler by a ``raise`` message fault (``protocols.faults``)."""
 
 
 class Worker:
@@ -232,6 +242,9 @@ class WorkerActor(SeamActor):
         self._my_key = ""
         self._open_deferred: dict[int, tuple[Address, codec.Envelope, bool]] = {}
         self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
+        self._faults = FaultPoint("?")
+        self._injected: list[FaultInjected] = []
+        self._delayed: dict[int, tuple[codec.Envelope, Address, FrameMeta, Identity | None]] = {}
 
     def describe(self) -> str:
         """Return the worker's path for logs."""
@@ -253,8 +266,13 @@ class WorkerActor(SeamActor):
                 self._route_resolved(msg)
             case _Identified() if sender == self._guardian:
                 self._identified(msg)
+            case _Faults() if sender == self._guardian:
+                self._faults.set(msg.faults)
+                self.reply(sender, env, _Ack())
             case GetLedger():
                 self.reply(sender, env, self.ledger.snapshot(self._path))
+            case GetFaultJournal():
+                self.reply(sender, env, FaultJournal(injected=list(self._injected)))
             case _:
                 # The worker's inbox is open: everything else is the user's protocol.
                 self._user_message(env, sender, meta)
@@ -350,6 +368,7 @@ class WorkerActor(SeamActor):
         self._supervisor = supervisor
         self._guardian = unpack_address(msg.guardian)
         self._path = msg.path
+        self._faults = FaultPoint(msg.path)
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         if msg.parent_pid != os.getpid():
@@ -394,11 +413,17 @@ class WorkerActor(SeamActor):
         meta: FrameMeta,
         *,
         identity: Identity | None = None,
+        faulted: bool = False,
     ) -> None:
         worker = self._worker
         assert worker is not None  # noqa: S101 - checked by on_message
         on_link = meta.link is not None
         corr = env.correlation_id
+        hit = None
+        if not faulted and not self._faults.empty and corr not in self._outstanding:
+            hit = self._fault_hit(env, identity)
+            if hit is not None and self._apply_fault(hit, env, sender, meta, identity):
+                return
         self._current, self._deferred = (sender, env, on_link), False
         worker._sender = identity
         if on_link:
@@ -409,7 +434,14 @@ class WorkerActor(SeamActor):
                     worker.on_reply(corr, env.message)
                 result = None
             else:
+                if hit is not None and hit.fault.fault == "raise":
+                    msg = f"injected fault {hit.fault.id} on message {hit.ordinal}"
+                    raise InjectedFault(msg)
                 result = worker.handle(env.message)
+                if hit is not None and hit.fault.fault == "duplicate":
+                    again = worker.handle(env.message)
+                    if again is not None:
+                        log.info("duplicate_result_dropped", actor=self._path, kind=again.kind)
         except Exception as exc:  # noqa: BLE001 - a handler exception is one crash
             reason = self._crash_reason(exc, env.message)
             self._open_deferred.pop(env.message_id, None)
@@ -429,6 +461,70 @@ class WorkerActor(SeamActor):
         elif meta.ask and not self._deferred:
             self.reply(sender, env, Ok())
         self._stop_if_asked()
+
+    # --- Injected message faults (actors.core.fault_points) ------------------------------------
+
+    def _fault_hit(self, env: codec.Envelope, identity: Identity | None) -> FaultHit | None:
+        hit = self._faults.decide(
+            env.message.kind, identity.name if identity is not None else None, time.time()
+        )
+        if hit is not None:
+            self._injected.append(
+                FaultInjected(
+                    fault_id=hit.fault.id,
+                    fault=hit.fault.fault,
+                    target=self._path,
+                    message_kind=env.message.kind,
+                    ordinal=hit.ordinal,
+                    at=hit.at,
+                )
+            )
+        return hit
+
+    def _apply_fault(
+        self,
+        hit: FaultHit,
+        env: codec.Envelope,
+        sender: Address,
+        meta: FrameMeta,
+        identity: Identity | None,
+    ) -> bool:
+        """Apply a drop, corrupt or delay; return True when the handler must not run now."""
+        fault = hit.fault
+        on_link = meta.link is not None
+        log.info(
+            "fault_injected",
+            actor=self._path,
+            fault=fault.fault,
+            fault_id=fault.id,
+            kind=env.message.kind,
+            ordinal=hit.ordinal,
+        )
+        if fault.fault == "drop":
+            if on_link:
+                self.ledger.count("dropped_by_fault", str(sender), env.message.kind)
+            return True
+        if fault.fault == "corrupt":
+            if on_link:
+                self.ledger.count("dropped_by_fault", str(sender), env.message.kind)
+            self._answer(
+                sender,
+                env,
+                ErrorReply(
+                    error="MessageInvalid",
+                    message=f"{env.message.kind}: corrupted by injected fault {fault.id}",
+                ),
+                on_link=on_link,
+            )
+            return True
+        if fault.fault == "delay":
+            assert fault.delay is not None  # noqa: S101 - a delay fault has one
+            seconds = fault.delay.draw(self._faults.rng(fault))
+            key = next(_delay_keys)
+            self._delayed[key] = (env, sender, meta, identity)
+            self.set_timer(seconds, ("fault_delay", key))
+            return True
+        return False
 
     def _crash_reason(self, exc: Exception, message: Message) -> str:
         """Log a handler exception as this worker's crash and return its exit reason."""
@@ -470,6 +566,14 @@ class WorkerActor(SeamActor):
         """A ``call_later`` fired: hand its message to the worker."""
         if isinstance(payload, tuple) and payload[0] == "flow":
             self.flows.on_timer(payload[1])
+            return
+        if isinstance(payload, tuple) and payload[0] == "fault_delay":
+            held = self._delayed.pop(payload[1], None)
+            if held is not None and not self._exiting and self._worker is not None:
+                env, sender, meta, identity = held
+                self._handle(env, sender, meta, identity=identity, faulted=True)
+            elif held is not None:
+                self._drop_delayed([held])
             return
         if not (isinstance(payload, tuple) and payload[0] == "call_later"):
             return
@@ -556,9 +660,21 @@ class WorkerActor(SeamActor):
                 on_link=on_link,
             )
 
+    def _drop_delayed(
+        self, held: list[tuple[codec.Envelope, Address, FrameMeta, Identity | None]]
+    ) -> None:
+        """Messages a delay fault held when this worker exited: dropped by the fault."""
+        for env, sender, meta, _identity in held:
+            if meta.link is not None:
+                self.ledger.count("dropped_by_fault", str(sender), env.message.kind)
+        if held:
+            log.warning("delayed_messages_dropped", actor=self._path, count=len(held))
+
     def on_exit_request(self) -> None:
         """The supervisor stops this process: what was never sent is dead-lettered (counted and
         logged, never silently gone), and the final ledger goes to the guardian."""
+        delayed, self._delayed = list(self._delayed.values()), {}
+        self._drop_delayed(delayed)
         unsent = self.take_unsent() + [
             (path, message) for path, queue in self._unrouted.items() for message, _ in queue
         ]
@@ -575,6 +691,8 @@ class WorkerActor(SeamActor):
             )
         if self._guardian is not None and self._worker is not None:
             self.send_message(self._guardian, self.ledger.snapshot(self._path))
+        if self._guardian is not None and self._injected:
+            self.send_message(self._guardian, FaultJournal(injected=self._injected))
 
     def on_internal_error(self, exc: Exception) -> None:
         """An error in the host itself is a crash of this worker."""

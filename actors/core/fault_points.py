@@ -1,0 +1,80 @@
+"""Where message faults apply: the active faults of one worker and their counters (pure).
+
+The guardian sends every worker the faults active now (``_Faults``); before a user message
+reaches ``handle``, the worker asks its ``FaultPoint`` whether one of them hits that message
+(``protocols.faults`` says how faults match and trigger). Counters and random generators are
+per fault and per worker path, so the same seed and the same message order hit the same
+messages.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from dataclasses import dataclass
+
+from protocols.faults import MessageFault
+
+__all__ = ["FaultHit", "FaultPoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultHit:
+    """A message a fault hit: which fault, the message's ordinal among those it matched here,
+    and the seconds since the fault was injected."""
+
+    fault: MessageFault
+    ordinal: int
+    at: float
+
+
+def _targets(fault: MessageFault, path: str) -> bool:
+    return fnmatch.fnmatchcase(path, fault.target)
+
+
+class FaultPoint:
+    """The message faults active at one worker."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._active: list[tuple[MessageFault, float]] = []
+        self._matched: dict[str, int] = {}
+        self._hits: dict[str, int] = {}
+        self._rngs: dict[str, random.Random] = {}
+
+    @property
+    def empty(self) -> bool:
+        """No fault is active here."""
+        return not self._active
+
+    def set(self, faults: list[tuple[MessageFault, float]]) -> None:
+        """Replace the active faults (``(fault, injected at)`` each); counters of faults still
+        active are kept."""
+        self._active = [(f, at) for f, at in faults if _targets(f, self.path)]
+        ids = {f.id for f, _ in self._active}
+        for table in (self._matched, self._hits, self._rngs):
+            for key in [k for k in table if k not in ids]:
+                del table[key]
+
+    def decide(self, kind: str, sender: str | None, now: float) -> FaultHit | None:
+        """The fault that hits a message of ``kind`` from ``sender`` arriving now, if any (the
+        first active one whose trigger fires)."""
+        for fault, injected in self._active:
+            if not fault.matches(self.path, kind, sender):
+                continue
+            ordinal = self._matched.get(fault.id, 0) + 1
+            self._matched[fault.id] = ordinal
+            if fault.max_total is not None and self._hits.get(fault.id, 0) >= fault.max_total:
+                continue
+            rng = self.rng(fault)
+            if fault.fires(ordinal, rng):
+                self._hits[fault.id] = self._hits.get(fault.id, 0) + 1
+                return FaultHit(fault, ordinal, max(0.0, now - injected))
+        return None
+
+    def rng(self, fault: MessageFault) -> random.Random:
+        """The fault's generator here (for a delay's draw)."""
+        rng = self._rngs.get(fault.id)
+        if rng is None:
+            rng = self._rngs[fault.id] = random.Random(f"{fault.seed}:{fault.id}:{self.path}")  # noqa: S311
+        return rng
