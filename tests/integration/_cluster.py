@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.integration._netns import Netns
+
 
 @dataclass
 class Member:
@@ -21,9 +23,13 @@ class Member:
     name: str
     listen: str
     process: subprocess.Popen[bytes]
+    ns: Netns | None = None
 
     def pids(self) -> set[int]:
-        """Every process of this host: the join command and whatever binds its address."""
+        """Every process of this host: those in its namespace, else the join command and
+        whatever binds its address."""
+        if self.ns is not None:
+            return self.ns.pids() | {self.process.pid}
         found = {self.process.pid}
         for conn in psutil.net_connections("tcp"):
             if conn.laddr and conn.laddr.ip == self.listen and conn.pid:
@@ -63,21 +69,29 @@ def join(
     listen: str,
     state_dir: Path,
     capabilities: dict[str, str] | None = None,
+    *,
+    leader: str = "127.0.0.1",
+    ns: Netns | None = None,
 ) -> Member:
-    """Start `understudy join` for a host called ``name`` binding ``listen``."""
+    """Start `understudy join` for a host called ``name`` binding ``listen`` (inside the
+    namespace ``ns`` when given)."""
     argv = [
         sys.executable,
         "-m",
         "actors.cli",
         "join",
-        f"127.0.0.1:{leader_port}",
+        f"{leader}:{leader_port}",
         "--name",
         name,
         "--listen",
         listen,
         "--state-dir",
         str(state_dir),
+        "--secret-file",
+        str(state_dir / "secret"),
     ]
     for key, value in (capabilities or {}).items():
         argv += ["--capability", f"{key}={value}"]
-    return Member(name, listen, subprocess.Popen(argv))
+    if ns is not None:
+        argv = ns.command(argv)
+    return Member(name, listen, subprocess.Popen(argv), ns)

@@ -91,3 +91,55 @@ def netns_host(index: int) -> Iterator[Netns]:
             _ip("link", "del", outer)
         with contextlib.suppress(subprocess.CalledProcessError):
             _ip("netns", "del", name)
+
+
+@dataclass
+class Bridge:
+    """A bridge in the root namespace joining several host namespaces (one subnet)."""
+
+    name: str
+    subnet: int
+    gateway: str
+    hosts: list[Netns]
+
+    def host(self, index: int) -> Netns:
+        """A new namespace on the bridge, at 10.214.<subnet>.<index>."""
+        tag = secrets.token_hex(3)
+        name, outer, inner = f"us-{tag}", f"usv{tag}a", f"usv{tag}b"
+        address = f"10.214.{self.subnet}.{index}"
+        _ip("netns", "add", name)
+        host = Netns(name, outer, self.gateway, address)
+        self.hosts.append(host)
+        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", inner, "netns", name)
+        _ip("link", "set", outer, "master", self.name)
+        _ip("link", "set", outer, "up")
+        _ip("-n", name, "addr", "add", f"{address}/24", "dev", inner)
+        _ip("-n", name, "link", "set", inner, "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        return host
+
+
+@contextlib.contextmanager
+def bridge(subnet: int) -> Iterator[Bridge]:
+    """A bridge at 10.214.<subnet>.1 (the leader's address); its hosts are removed with it."""
+    tag = secrets.token_hex(3)
+    name = f"usb{tag}"
+    gateway = f"10.214.{subnet}.1"
+    _ip("link", "add", name, "type", "bridge")
+    made = Bridge(name, subnet, gateway, [])
+    try:
+        _ip("addr", "add", f"{gateway}/24", "dev", name)
+        _ip("link", "set", name, "up")
+        yield made
+    finally:
+        for host in made.hosts:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                host.signal(signal.SIGCONT)
+                host.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                _ip("link", "del", host.outer)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                _ip("netns", "del", host.name)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _ip("link", "del", name)

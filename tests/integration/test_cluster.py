@@ -8,6 +8,7 @@ restart elsewhere where placement allows), a graceful leave, and a placement no 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from actors import ActorCrashed, Runtime
+from actors.core.keyring import create_key_file
 from actors.demo import Fail, Ping, Pong
 from protocols.supervision import ChildInfo
 from protocols.topology import (
@@ -27,6 +29,7 @@ from protocols.topology import (
 )
 from tests.integration._cluster import Member, join
 from tests.integration._fast_workers import Burst, Seen, WaitSeen
+from tests.integration._netns import bridge, netns_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -34,51 +37,74 @@ ECHO = "actors.demo:Echo"
 Cluster = Callable[..., tuple[Runtime, dict[str, Member]]]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+_NETNS = netns_unavailable()
+
+
+@pytest.fixture(
+    params=[
+        "loopback",
+        pytest.param("netns", marks=pytest.mark.skipif(_NETNS is not None, reason=_NETNS or "")),
+    ]
+)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Hosts as ActorSystems on 127.0.0.x in this namespace (loopback), or each in its own
+    network namespace on a bridge, the leader on the bridge's address (netns)."""
     started: list[Runtime] = []
     members: list[Member] = []
+    with contextlib.ExitStack() as stack:
+        net = stack.enter_context(bridge(3)) if request.param == "netns" else None
+        secret = tmp_path / "secret"
+        create_key_file(secret)
 
-    def start(
-        children: list[ChildSpec], hosts: dict[str, dict[str, str]]
-    ) -> tuple[Runtime, dict[str, Member]]:
-        system = SystemConfig(
-            base="multiprocTCPBase",
-            state_dir=str(tmp_path / "leader"),
-            cluster=ClusterConfig(capabilities={"zone": "home"}),
-        )
-        rt = Runtime.start(
-            Topology(system=system, root=SupervisorSpec(id="root", intensity=10, children=children))
-        )
-        started.append(rt)
-        assert rt.admin_port is not None
-        joined = {}
-        for index, (name, caps) in enumerate(hosts.items(), start=2):
-            state = tmp_path / name
-            state.mkdir()
-            (state / "secret").write_bytes((tmp_path / "leader" / "secret").read_bytes())
-            (state / "secret").chmod(0o600)
-            member = join(rt.admin_port, name, f"127.0.0.{index}", state, caps)
-            members.append(member)
-            joined[name] = member
-        for name in hosts:
-            rt.wait_event("host_up", child_id=name, timeout=30)
-        return rt, joined
+        def start(
+            children: list[ChildSpec], hosts: dict[str, dict[str, str]]
+        ) -> tuple[Runtime, dict[str, Member]]:
+            system = SystemConfig(
+                base="multiprocTCPBase",
+                listen=net.gateway if net is not None else "127.0.0.1",
+                state_dir=str(tmp_path / "leader"),
+                cluster=ClusterConfig(capabilities={"zone": "home"}, secret_file=str(secret)),
+            )
+            root = SupervisorSpec(id="root", intensity=10, children=children)
+            rt = Runtime.start(Topology(system=system, root=root))
+            started.append(rt)
+            assert rt.admin_port is not None
+            joined = {}
+            for index, (name, caps) in enumerate(hosts.items(), start=2):
+                state = tmp_path / name
+                state.mkdir()
+                (state / "secret").write_bytes(secret.read_bytes())
+                (state / "secret").chmod(0o600)
+                if net is not None:
+                    ns = net.host(index)
+                    member = join(
+                        rt.admin_port, name, ns.address, state, caps, leader=net.gateway, ns=ns
+                    )
+                else:
+                    member = join(rt.admin_port, name, f"127.0.0.{index}", state, caps)
+                members.append(member)
+                joined[name] = member
+            for name in hosts:
+                rt.wait_event("host_up", child_id=name, timeout=30)
+            return rt, joined
 
-    yield start
-    for rt in started:
-        rt.shutdown()
-    for member in members:
-        member.reap()
+        try:
+            yield start
+        finally:
+            for rt in started:
+                rt.shutdown()
+            for member in members:
+                member.reap()
 
 
 def _child(rt: Runtime, child_id: str) -> ChildInfo:
     return next(c for c in rt.which_children("root") if c.id == child_id)
 
 
-def _binds(pid: int | None, address: str) -> bool:
+def _runs_on(pid: int | None, member: Member) -> bool:
+    """Whether process ``pid`` is one of ``member``'s host."""
     assert pid is not None
-    return any(c.laddr.ip == address for c in psutil.Process(pid).net_connections("tcp"))
+    return pid in member.pids()
 
 
 def test_a_host_joins_and_children_are_placed_by_host_and_by_capability(cluster: Cluster) -> None:
@@ -100,7 +126,7 @@ def test_a_host_joins_and_children_are_placed_by_host_and_by_capability(cluster:
     assert ("up", {"gpu": "yes"}) == (hosts["m1"].status, hosts["m1"].capabilities)
     assert hosts["leader"].leader
     assert ("leader", "m1", "m1") == (local.host, by_host.host, by_cap.host)
-    assert _binds(by_cap.pid, members["m1"].listen)
+    assert _runs_on(by_cap.pid, members["m1"])
     assert isinstance(pong, Pong)
     assert pong.pid == by_cap.pid
 
@@ -120,7 +146,7 @@ def test_a_remote_child_that_crashes_is_restarted_on_its_host(cluster: Cluster) 
     assert event.seq > 0
     assert "m1" == after.host
     assert after.pid != before.pid
-    assert _binds(after.pid, members["m1"].listen)
+    assert _runs_on(after.pid, members["m1"])
 
 
 def test_a_killed_host_is_detected_and_its_child_restarts_elsewhere(cluster: Cluster) -> None:
@@ -145,7 +171,7 @@ def test_a_killed_host_is_detected_and_its_child_restarts_elsewhere(cluster: Clu
     assert ("noconnection", victim.name) == (exited.reason, exited.host)
     assert 1 == sum(1 for e in rt.events()[seen:] if e.event == "child_exited")
     assert survivor.name == now.host
-    assert _binds(now.pid, survivor.listen)
+    assert _runs_on(now.pid, survivor)
     assert "down" == {h.name: h.status for h in rt.hosts()}[victim.name]
 
 
@@ -175,7 +201,7 @@ def test_a_host_that_leaves_moves_its_children_first(cluster: Cluster) -> None:
     assert [("job", "shutdown")] == [(e.child_id, e.reason) for e in stopped]
     assert stopped[0].seq < down.seq
     assert ("running", other.name) == (job.status, job.host)
-    assert _binds(job.pid, other.listen)
+    assert _runs_on(job.pid, other)
 
 
 def test_a_host_that_leaves_stops_a_child_that_can_go_nowhere_else(cluster: Cluster) -> None:
@@ -269,7 +295,7 @@ def test_the_child_api_and_spread_work_across_hosts(cluster: Cluster) -> None:
     assert 6 == counts.active
     assert [process] == gone
     assert remote.id not in {c.id for c in rt.which_children("root/pool")}
-    assert _binds(started[2].pid, members["m2"].listen)
+    assert _runs_on(started[2].pid, members["m2"])
 
 
 def test_shutdown_stops_children_on_every_host_in_reverse_start_order(cluster: Cluster) -> None:
