@@ -28,9 +28,13 @@ import protocols.runs
 import protocols.scheduler
 import protocols.supervision  # noqa: F401
 from protocols._base import Message, registered_kinds
+from protocols._lifecycle import ActorRef, _Boot
+from protocols.faults import MESSAGE_FAULT_KINDS, DelaySpec, MessageFault
 from protocols.topology import (
     AutoShutdown,
     ChildSpec,
+    ClusterConfig,
+    Placement,
     RestartType,
     Strategy,
     SupervisorSpec,
@@ -100,6 +104,30 @@ shutdowns: st.SearchStrategy[float | str] = st.one_of(
 )
 
 
+host_names = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True)
+_caps = st.sampled_from([{"gpu": "a"}, {"zone": "b"}, {"gpu": "b", "disk": "a"}])
+
+
+def actor_refs() -> st.SearchStrategy[ActorRef]:
+    """An address as data: TCP or a simpleSystemBase name."""
+    return st.one_of(
+        st.builds(
+            ActorRef,
+            host=st.ip_addresses(v=4).map(str),
+            port=st.integers(1, 65535),
+        ),
+        st.builds(ActorRef, name=st.text(string.ascii_letters, min_size=1, max_size=12)),
+    )
+
+
+def placements() -> st.SearchStrategy[Placement]:
+    """A placement: by host or by capabilities."""
+    return st.one_of(
+        st.builds(Placement, host=host_names),
+        st.builds(Placement, capabilities=_caps),
+    )
+
+
 @st.composite
 def _restart_and_significant(
     draw: st.DrawFn, *, allow_significant: bool
@@ -120,6 +148,7 @@ def child_specs(draw: st.DrawFn, *, allow_significant: bool = True) -> ChildSpec
         restart=restart,
         shutdown=draw(shutdowns),
         significant=significant,
+        placement=draw(st.none() | placements()),
     )
 
 
@@ -160,10 +189,69 @@ any_child_specs: st.SearchStrategy[ChildSpec | SupervisorSpec] = st.one_of(
     child_specs(), supervisor_specs()
 )
 
+
+@st.composite
+def cluster_configs(draw: st.DrawFn) -> ClusterConfig:
+    """Valid failure detector settings (suspect_threshold <= threshold)."""
+    threshold = draw(st.integers(1, 20))
+    return ClusterConfig(
+        name=draw(host_names),
+        capabilities=draw(st.just({}) | _caps),
+        heartbeat_interval=draw(st.sampled_from([0.05, 0.2, 1.0])),
+        acceptable_heartbeat_pause=draw(st.sampled_from([0.0, 2.0, 4.5])),
+        threshold=float(threshold),
+        suspect_threshold=float(draw(st.integers(1, threshold))),
+    )
+
+
+def delay_specs() -> st.SearchStrategy[DelaySpec]:
+    """A delay: fixed, uniform or normal."""
+    return st.one_of(
+        st.builds(DelaySpec, fixed=st.floats(0, 5)),
+        st.tuples(st.floats(0, 2), st.floats(0, 2)).map(
+            lambda t: DelaySpec(uniform=(min(t), max(t)))
+        ),
+        st.builds(DelaySpec, normal=st.tuples(st.floats(0, 2), st.floats(0, 1))),
+    )
+
+
+@st.composite
+def message_faults(draw: st.DrawFn) -> MessageFault:
+    """A valid message fault: one trigger at most, a delay exactly for delay faults."""
+    kind = draw(st.sampled_from(MESSAGE_FAULT_KINDS))
+    trigger = draw(st.sampled_from(["nth", "every_nth", "probability", None]))
+    fields: dict[str, Any] = {"fault": kind, "target": draw(st.sampled_from(["root/*", "root/a"]))}
+    if trigger == "probability":
+        fields["probability"] = draw(st.floats(0, 1))
+    elif trigger is not None:
+        fields[trigger] = draw(st.integers(1, 100))
+    if kind == "delay":
+        fields["delay"] = draw(delay_specs())
+    return MessageFault(**fields, seed=draw(st.integers(0, 2**31)))
+
+
+def boots() -> st.SearchStrategy[_Boot]:
+    """A guardian boot message (kept small: a large spec and all the optional fields at once
+    overrun Hypothesis's draw budget)."""
+    return st.builds(
+        _Boot,
+        spec=st.one_of(child_specs(), supervisor_specs(max_depth=0)),
+        max_message_size=st.integers(1024, 2**24),
+        cluster=cluster_configs(),
+        owner_pid=st.none() | st.integers(1, 2**22),
+    )
+
+
 #: Models whose validity spans several fields get hand-written strategies.
 MODEL_OVERRIDES: dict[type[BaseModel], Callable[[], st.SearchStrategy[Any]]] = {
     ChildSpec: child_specs,
     SupervisorSpec: supervisor_specs,
+    ActorRef: actor_refs,
+    Placement: placements,
+    ClusterConfig: cluster_configs,
+    DelaySpec: delay_specs,
+    MessageFault: message_faults,
+    _Boot: boots,
 }
 
 
