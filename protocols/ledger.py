@@ -24,8 +24,9 @@ never delivered (frames lost with it, messages still in its queue); their kind i
 
 ``Runtime.ledger()`` adds up the live workers' counters and those every incarnation reported
 when it exited; a worker killed without a chance to report (SIGKILL) is counted in
-``unreported``. Once the system is quiet, ``sent == handled + undelivered + dead_lettered + dropped_by_fault``
-holds when nothing was lost (``LedgerReport.balanced``).
+``unreported``. Once the system is quiet,
+``sent == handled + undelivered + dead_lettered + dropped_by_fault`` holds when nothing was
+lost (``LedgerReport.balanced``).
 """
 
 from __future__ import annotations
