@@ -4,6 +4,7 @@ The whole tree is re-exported from ``actors``::
 
     UnderstudyError                 base; never raised itself
     + TopologyError                 a topology is invalid; raised before any actor starts
+      + ExperimentError             an experiment file is invalid; nothing was started
     + CodecError                    a message could not cross the seam
       + DecodeError                 the bytes are not a valid envelope
       + UnknownMessageKind          the envelope's kind is not registered
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "CodecError",
     "DecodeError",
+    "ExperimentError",
     "MessageInvalid",
     "MessageTooLarge",
     "TopologyError",
@@ -50,6 +52,11 @@ class TopologyError(UnderstudyError):
             where = f"{where}:{line}"
         prefix = f"{where}: {field}: " if field else f"{where}: "
         super().__init__(prefix + message)
+
+
+class ExperimentError(TopologyError):
+    """An experiment file is invalid (or its topology is): ``file``, ``line`` and ``field``
+    say where, as for a topology."""
 
 
 class CodecError(UnderstudyError):

@@ -44,10 +44,13 @@ __all__ = [
     "REGENERATE_SCHEMA_COMMAND",
     "SCHEMA_PATH",
     "SCHEMA_TITLE",
+    "compose_yaml",
     "load_topology",
     "parse_topology",
     "render_topology_json_schema",
     "topology_json_schema",
+    "validate_topology_node",
+    "validation_problem",
 ]
 
 SCHEMA_PATH: Final[Path] = Path(__file__).resolve().parent / "schemas" / "topology.schema.json"
@@ -132,6 +135,44 @@ def parse_topology(text: str, *, file: str | None = None, check_imports: bool = 
     if check_imports:
         _check_imports(topology, node, file)
     return topology
+
+
+def validate_topology_node(
+    node: yaml.Node, data: Any, *, file: str | None, check_imports: bool = True
+) -> Topology:
+    """Validate a topology that is part of another YAML document (an experiment's inline
+    ``topology``): ``node`` and ``data`` are its node and data; errors name ``file`` and the
+    lines of that document, and fields relative to the topology.
+
+    Raises:
+        TopologyError: as :func:`parse_topology`.
+    """
+    if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
+        msg = f"expected a mapping with a `root` key, got {_show(data)}"
+        raise TopologyError(msg, file=file, line=_line(node))
+    if "root" in data:
+        data = {**data, "root": _with_child_types(data["root"])}
+    try:
+        topology = Topology.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, node, data, file) from None
+    if check_imports:
+        _check_imports(topology, node, file)
+    return topology
+
+
+def compose_yaml(text: str, *, file: str | None) -> tuple[yaml.Node | None, Any]:
+    """Parse ``text`` into its node graph (for line numbers) and its data; duplicate keys and
+    YAML syntax errors raise TopologyError naming ``file`` and the line."""
+    return _compose(text, file)
+
+
+def validation_problem(
+    exc: ValidationError, root: yaml.Node, data: dict[str, Any], file: str | None
+) -> TopologyError:
+    """The first problem of ``exc`` (validating ``data``, composed from ``root``), located:
+    its line and its dotted field path."""
+    return _validation_error(exc, root, data, file)
 
 
 def topology_json_schema() -> dict[str, Any]:
@@ -418,6 +459,16 @@ def _describe(
     if kind in ("value_error", "assertion_error"):
         message = str(ctx.get("error", error["msg"]))
         return _refine_model_error(message, location, root, data), None, message
+    tag = str(ctx.get("discriminator", "'type'")).strip("'")
+    if kind in ("union_tag_invalid", "union_tag_not_found") and tag != "type":
+        tag_location = _locate(root, (*location.path, tag))
+        if tag_location.path != (*location.path, tag):
+            tag_location = _Location((*location.path, tag), location.line)
+        tags = str(ctx.get("expected_tags", "")).replace("'", "")
+        if kind == "union_tag_not_found" or not tags:
+            return tag_location, None, f"missing required key {tag!r}"
+        got = _show(_value_at(data, (*location.path, tag)))
+        return tag_location, None, f"expected `{tag}` to be one of {tags}, got {got}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag_location = _locate(root, (*location.path, "type"))
         if tag_location.path != (*location.path, "type"):

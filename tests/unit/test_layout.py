@@ -38,6 +38,14 @@ ALLOWED: dict[str, set[str]] = {
         "actors.errors",
         "actors.logs",
     },
+    "actors.experiments": {
+        "protocols",
+        "actors.core",
+        "actors.model",
+        "actors.experiments",
+        "actors.errors",
+        "actors.logs",
+    },
 }
 TOP_LEVEL = {"actors", "actors.errors", "actors.cli", "actors.logs", "actors.demo"}
 THESPIAN_ADAPTERS = {"actors.core.seam", "actors.core.workarounds", "actors.core.transport_guard"}
@@ -150,7 +158,8 @@ def test_every_module_declares_all(module_name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "package", ["actors.core", "actors.services", "actors.agents", "actors.model"]
+    "package",
+    ["actors.core", "actors.services", "actors.agents", "actors.model", "actors.experiments"],
 )
 def test_each_layer_says_what_it_may_import(package: str) -> None:
     doc = importlib.import_module(package).__doc__ or ""
