@@ -35,7 +35,8 @@ seed: 4242
 topology: topology.yaml
 duration: 3
 workload:
-  - {kind: messages, to: root/svc/worker, message: {kind: example.ping, body: {token: w}}, rate: 100}
+  - {kind: messages, to: root/svc/worker, message: {kind: example.ping, body: {token: w}},
+     rate: 100}
 steady_state:
   - {probe: answers, path: root/svc/worker, within: 1.0}
 faults:
@@ -64,9 +65,9 @@ def test_the_issue_example_loads_with_its_topology(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "where", "says"),
     [
-        ("every: 3", "every: -3", ":10: faults[0].schedule.every:", "> 0"),
-        ("kind: kill", "kind: kil", ":10: faults[0].kind:", "got 'kil'"),
-        ("rate: 100}", "rate: 100, bogus: 1}", ":6: workload[0].bogus:", "unknown key"),
+        ("every: 3", "every: -3", ":11: faults[0].schedule.every:", "> 0"),
+        ("kind: kill", "kind: kil", ":11: faults[0].kind:", "got 'kil'"),
+        ("rate: 100}", "rate: 100, bogus: 1}", ":7: workload[0].bogus:", "unknown key"),
         ("token: w", "tokn: w", ":6: workload[0].message:", "tokn"),
         (
             "kind: example.ping, body",
@@ -74,14 +75,14 @@ def test_the_issue_example_loads_with_its_topology(tmp_path: Path) -> None:
             ":6: workload[0].message:",
             "unknown message kind",
         ),
-        ("no_orphans", "no_orphan", ":12: invariants[3]:", "no_orphan"),
+        ("no_orphans", "no_orphan", ":13: invariants[3]:", "no_orphan"),
         (
             "{kind: drop, target",
             "{kind: drop, point: now, target",
-            ":11: faults[1].point:",
+            ":12: faults[1].point:",
             "unknown key",
         ),
-        ("{kind: drop, target", "{target", ":11: faults[1].kind:", "missing required key 'kind'"),
+        ("{kind: drop, target", "{target", ":12: faults[1].kind:", "missing required key 'kind'"),
         ("duration: 3", "duration: soon", ":4: duration:", "soon"),
         ("topology: topology.yaml", "topology: missing.yaml", ":3: topology:", "not found"),
         (
@@ -90,7 +91,7 @@ def test_the_issue_example_loads_with_its_topology(tmp_path: Path) -> None:
             ":3: topology.root.children[0].start:",
             "Nope",
         ),
-        ("kind: kill, target", "kind: kill, at: 2, target", ":10: faults[0]:", "`at`"),
+        ("kind: kill, target", "kind: kill, at: 2, target", ":11: faults[0]:", "`at`"),
         ("title: kill", "title: [kill", "", "invalid YAML"),
     ],
 )

@@ -83,7 +83,8 @@ def test_restart_limits_catches_too_many_restarts_without_giving_up() -> None:
 
 
 def test_restart_limits_catches_an_early_give_up() -> None:
-    rows = _crash_restart(1.0) + [
+    rows = [
+        *_crash_restart(1.0),
         (2.0, "child_exited", "root", "w"),
         (2.0, "intensity_exceeded", "root", "w"),
     ]

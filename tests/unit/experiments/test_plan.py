@@ -16,6 +16,11 @@ from protocols.experiment import (
     PercentPick,
 )
 
+
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - seeded choices, not security
+
+
 PATHS = [f"root/svc/w{i}" for i in range(10)] + ["root/svc", "root/other"]
 
 
@@ -120,20 +125,20 @@ def test_pick_chooses_matching_targets_only_and_as_many_as_asked(
     seed: int, fixed: int, percent: float
 ) -> None:
     matching = sorted(p for p in PATHS if p.startswith("root/svc/w"))
-    assert matching == pick_targets(PATHS, "root/svc/w*", "all", random.Random(seed))
-    one = pick_targets(PATHS, "root/svc/w*", "one", random.Random(seed))
+    assert matching == pick_targets(PATHS, "root/svc/w*", "all", _rng(seed))
+    one = pick_targets(PATHS, "root/svc/w*", "one", _rng(seed))
     assert len(one) == 1 and set(one) <= set(matching)
-    some = pick_targets(PATHS, "root/svc/w*", FixedPick(fixed=fixed), random.Random(seed))
+    some = pick_targets(PATHS, "root/svc/w*", FixedPick(fixed=fixed), _rng(seed))
     assert len(some) == min(fixed, len(matching)) and set(some) <= set(matching)
-    share = pick_targets(PATHS, "root/svc/w*", PercentPick(percent=percent), random.Random(seed))
+    share = pick_targets(PATHS, "root/svc/w*", PercentPick(percent=percent), _rng(seed))
     assert 1 <= len(share) <= len(matching) and set(share) <= set(matching)
     assert share == pick_targets(
-        list(reversed(PATHS)), "root/svc/w*", PercentPick(percent=percent), random.Random(seed)
+        list(reversed(PATHS)), "root/svc/w*", PercentPick(percent=percent), _rng(seed)
     )
 
 
 def test_no_candidate_means_no_target() -> None:
-    assert [] == pick_targets(PATHS, "root/nothing/*", "one", random.Random(1))
+    assert [] == pick_targets(PATHS, "root/nothing/*", "one", _rng(1))
 
 
 def test_kill_now_and_pause_act_once_everything_else_lasts() -> None:
@@ -146,4 +151,4 @@ def test_kill_now_and_pause_act_once_everything_else_lasts() -> None:
 
 def test_times_past_the_phase_are_not_planned() -> None:
     step = ActorFaultStep(kind="kill", target="a", at=12)
-    assert [] == injection_times(step, 10, random.Random(0))
+    assert [] == injection_times(step, 10, _rng(0))
