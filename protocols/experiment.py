@@ -44,6 +44,7 @@ from protocols.faults import DelaySpec
 
 __all__ = [
     "ACTOR_STEP_KINDS",
+    "HOST_STEP_KINDS",
     "INVARIANTS",
     "MESSAGE_STEP_KINDS",
     "REPORT_FORMATS",
@@ -54,6 +55,8 @@ __all__ = [
     "FaultStep",
     "FixedPick",
     "GoalsWorkload",
+    "HostFaultStep",
+    "HostSpec",
     "InvariantName",
     "LlmError",
     "LlmFaultStep",
@@ -152,6 +155,7 @@ class _Triggered(_When):
 
 MESSAGE_STEP_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "raise")
 ACTOR_STEP_KINDS = ("kill", "hang", "pause", "start_failure", "slow_start", "slow_shutdown")
+HOST_STEP_KINDS = ("kill_host", "pause_host", "partition")
 
 
 class MessageFaultStep(_Triggered):
@@ -192,6 +196,34 @@ class ActorFaultStep(_Triggered):
         return self
 
 
+class HostFaultStep(_When):
+    """A fault on member hosts (``target``: a host name glob; ``pick`` among the matching
+    hosts): ``kill_host`` SIGKILLs every process of the host, ``pause_host`` stops them for
+    ``seconds`` (SIGSTOP, then SIGCONT), ``partition`` cuts the host off the network for
+    ``seconds`` (``isolate``: its link goes down; ``halves``: the first half of the hosts, by
+    name, is cut off from the leader and the rest; ``one_way``: the leader's traffic to it is
+    dropped). Needs the experiment's ``hosts``."""
+
+    kind: Literal["kill_host", "pause_host", "partition"]
+    target: Annotated[str, Field(min_length=1)] = "*"
+    mode: Literal["isolate", "halves", "one_way"] = "isolate"
+    seconds: Positive = 5.0
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> HostFaultStep:
+        if self.mode != "isolate" and self.kind != "partition":
+            msg = "`mode` is valid only on a partition fault"
+            raise ValueError(msg)
+        return self
+
+
+class HostSpec(_Strict):
+    """A member host the experiment starts (``understudy join``) beside the leader."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    capabilities: dict[str, str] = Field(default_factory=dict)
+
+
 LlmError = Literal["429", "500", "502", "503", "401", "timeout", "malformed_tool_call", "truncated"]
 
 
@@ -208,7 +240,10 @@ class LlmFaultStep(_When):
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
-FaultStep = Annotated[MessageFaultStep | ActorFaultStep | LlmFaultStep, Field(discriminator="kind")]
+FaultStep = Annotated[
+    MessageFaultStep | ActorFaultStep | HostFaultStep | LlmFaultStep,
+    Field(discriminator="kind"),
+]
 
 
 # --- Workload ----------------------------------------------------------------------------------
@@ -368,8 +403,29 @@ class Experiment(_Strict):
     """After the fault phase: how long the tree may take to settle before the after checks."""
     liveness_within: Positive = 5.0
     """``liveness_after_heal``: every live actor answers within this many seconds."""
+    hosts: list[HostSpec] = Field(default_factory=list)
+    """Member hosts to start beside the leader (host faults need them)."""
+    network: Literal["netns", "loopback"] = "netns"
+    """How the hosts are separated: each in its own network namespace (Linux, root), or on
+    127.0.0.x addresses of this machine (no partitions)."""
     workload: list[Workload] = Field(default_factory=list)
     steady_state: list[Probe] = Field(default_factory=list)
     faults: list[FaultStep] = Field(default_factory=list)
     invariants: list[InvariantName | UserInvariant] = Field(default_factory=_default_invariants)
     report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _hosts_for_host_faults(self) -> Experiment:
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            msg = f"host names must be unique, got {names}"
+            raise ValueError(msg)
+        if any(isinstance(f, HostFaultStep) for f in self.faults) and not self.hosts:
+            msg = "host faults (kill_host, pause_host, partition) need `hosts` to act on"
+            raise ValueError(msg)
+        if self.network == "loopback" and any(
+            isinstance(f, HostFaultStep) and f.kind == "partition" for f in self.faults
+        ):
+            msg = "a partition needs `network: netns` (hosts on loopback share one network)"
+            raise ValueError(msg)
+        return self

@@ -15,6 +15,7 @@ The JSON Schema is :func:`experiment_json_schema`; the checked-in copy is
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import os
@@ -31,6 +32,7 @@ from protocols.errors import ExperimentError, TopologyError
 from protocols.experiment import (
     AnswersProbe,
     Experiment,
+    HostFaultStep,
     MessagesWorkload,
     MessageTemplate,
     PythonProbe,
@@ -140,6 +142,12 @@ def _check_references(experiment: Experiment, node: yaml.MappingNode, file: str)
             _check_message(probe.message, node, file, (*where, "message"))
         if isinstance(probe, PythonProbe):
             _check_call(probe.call, node, file, (*where, "call"))
+    names = [h.name for h in experiment.hosts]
+    for index, step in enumerate(experiment.faults):
+        if isinstance(step, HostFaultStep) and not fnmatch.filter(names, step.target):
+            path = ("faults", index, "target")
+            msg = f"{step.target!r} matches none of the experiment's hosts ({', '.join(names)})"
+            raise ExperimentError(msg, file=file, line=_key_line(node, path), field=_dotted(path))
     for index, invariant in enumerate(experiment.invariants):
         if isinstance(invariant, UserInvariant):
             _check_call(invariant.call, node, file, ("invariants", index, "call"))

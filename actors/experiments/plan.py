@@ -16,6 +16,7 @@ from protocols.experiment import (
     Experiment,
     FaultStep,
     FixedPick,
+    HostFaultStep,
     LlmFaultStep,
     MessageFaultStep,
     PercentPick,
@@ -53,7 +54,10 @@ class Injection:
 def is_lasting(step: FaultStep) -> bool:
     """Whether an injection of ``step`` stays active until healed (message faults, a kill at a
     crash point, hang, the start and shutdown faults, model faults) rather than acting once (a
-    kill now, a pause that ends by itself)."""
+    kill now, a kill of a host) or ending by itself after its ``seconds`` (a pause, a pause or
+    partition of a host)."""
+    if isinstance(step, HostFaultStep):
+        return False
     if isinstance(step, ActorFaultStep):
         return not (step.kind == "pause" or (step.kind == "kill" and step.point == "now"))
     return True
@@ -122,7 +126,7 @@ def plan_faults(experiment: Experiment) -> list[Injection]:
 
 def describe(step: FaultStep) -> str:
     """A short name of a fault step for progress lines and reports."""
-    if isinstance(step, MessageFaultStep | ActorFaultStep):
+    if isinstance(step, MessageFaultStep | ActorFaultStep | HostFaultStep):
         return f"{step.kind} {step.target}"
     assert isinstance(step, LlmFaultStep)  # noqa: S101 - the last kind of step
     return f"llm_error {step.error}"

@@ -126,3 +126,17 @@ def test_the_schema_accepts_the_example_and_rejects_a_bad_kind(tmp_path: Path) -
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, schema)
     assert json.loads(json.dumps(schema)) == schema
+
+
+def test_host_faults_need_hosts_and_a_target_among_them(tmp_path: Path) -> None:
+    with_hosts = GOOD.replace(
+        "faults:\n", "hosts: [{name: h1}, {name: h2}]\nfaults:\n  - {kind: kill_host, target: h9}\n"
+    )
+    with pytest.raises(ExperimentError, match="matches none of the experiment's hosts") as caught:
+        load_experiment(_write(tmp_path, with_hosts))
+    assert "faults[0].target" in str(caught.value)
+    without = GOOD.replace("faults:\n", "faults:\n  - {kind: kill_host, target: h1}\n")
+    with pytest.raises(ExperimentError, match="need `hosts`"):
+        load_experiment(_write(tmp_path, without))
+    ok = with_hosts.replace("target: h9", "target: h*")
+    assert 2 == len(load_experiment(_write(tmp_path, ok)).experiment.hosts)
