@@ -36,6 +36,7 @@ from actors.core.keyring import (
 )
 from actors.core.runtime import Runtime, check_workers
 from actors.errors import ActorNotFound
+from actors.experiments.cli import experiment
 from actors.logs import configure_logging
 from protocols import codec
 from protocols._base import Message, message_class
@@ -813,6 +814,29 @@ def schema_topology(write: str | None) -> None:
     click.echo(f"wrote {target}")
 
 
+@schema.command("experiment")
+@click.option(
+    "--write",
+    "write",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="PATH",
+    help="write the schema to PATH (default: protocols/schemas/experiment.schema.json)",
+)
+def schema_experiment(write: str | None) -> None:
+    """Print the experiment-file JSON Schema, or write it with --write."""
+    from protocols.experiment_loader import EXPERIMENT_SCHEMA_PATH, render_experiment_json_schema
+
+    text = render_experiment_json_schema()
+    if write is None:
+        click.echo(text, nl=False)
+        return
+    target = Path(write) if write else EXPERIMENT_SCHEMA_PATH
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {target}")
+
+
 @schema.command("protocols")
 @click.argument("module", required=False)
 @click.option(
@@ -898,6 +922,8 @@ def audit_verify(
         )
     console.print(f"{path}: ok, {result.entries} entries, chain intact")
 
+
+main.add_command(experiment)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,6 +52,7 @@ from actors.errors import (
     ActorExited,
     ActorNotFound,
     AskTimeout,
+    NotSupported,
     RuntimeStopped,
     StartFailed,
     error_from_reply,
@@ -241,7 +242,8 @@ class FaultControl:
         runtime = self._runtime
         injected: list[FaultInjected] = []
         for path in runtime._live_paths(timeout)[1:]:
-            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout):
+            # Supervisors have no seam faults: they answer NotSupported.
+            with contextlib.suppress(ActorNotFound, ActorExited, AskTimeout, NotSupported):
                 reply = runtime.ask(path, GetFaultJournal(), timeout=timeout)
                 if isinstance(reply, FaultJournal):
                     injected += reply.injected

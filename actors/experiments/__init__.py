@@ -4,3 +4,5 @@ its workload driven, its steady state probed and its invariants checked, with re
 May import: protocols, actors.core (the Runtime), actors.model (model faults), actors.errors
 and actors.logs; nothing imports this package but the command line.
 """
+
+__all__: list[str] = []

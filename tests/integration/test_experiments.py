@@ -1,0 +1,221 @@
+"""Experiments end to end: the runner drives a workload while faults are injected, checks the
+invariants, writes the reports, and exits 0 / 1 / 2; the same seed gives the same faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from actors.experiments.runner import ExperimentRunner
+from protocols.experiment_loader import load_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "experiments"
+
+
+def _topology(base: str, intensity: int = 10) -> dict[str, Any]:
+    return {
+        "system": {"base": base},
+        "root": {
+            "id": "root",
+            "intensity": intensity,
+            "period": 10,
+            "children": [
+                {
+                    "id": "svc",
+                    "type": "supervisor",
+                    "intensity": intensity,
+                    "period": 10,
+                    "children": [
+                        {"id": "worker", "start": "actors.demo:Echo"},
+                        {"id": "spare", "start": "actors.demo:Echo"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def _write(tmp_path: Path, experiment: dict[str, Any]) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _ping(rate: float, timeout: float = 2.0) -> dict[str, Any]:
+    return {
+        "kind": "messages",
+        "to": "root/svc/worker",
+        "message": {"kind": "example.ping", "body": {"token": "w"}},
+        "rate": rate,
+        "timeout": timeout,
+    }
+
+
+def _run(path: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "actors.cli",
+        "experiment",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+    ]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=240, check=False, cwd=ROOT
+    )
+
+
+def _message_faults(journal: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (f["kind"], f["target"], f.get("message_kind"), f.get("ordinal"))
+        for f in journal["faults"]
+        if f.get("ordinal")
+    ]
+
+
+def test_the_same_seed_gives_the_same_faults_on_simple_system_base(tmp_path: Path) -> None:
+    experiment = {
+        "title": "message faults, twice",
+        "seed": 99,
+        "topology": _topology("simpleSystemBase"),
+        "duration": 1.5,
+        "workload": [_ping(60, timeout=0.2)],
+        "steady_state": [{"probe": "answers", "path": "root/svc/worker"}],
+        "faults": [
+            {"kind": "drop", "target": "root/svc/worker", "probability": 0.1},
+            {"kind": "duplicate", "target": "root/svc/worker", "every_nth": 7, "after": 0.5},
+        ],
+        "invariants": ["no_lost_messages", "tree_alive", "fail_fast", "single_instance"],
+        "report": {"formats": ["json"]},
+    }
+    loaded = load_experiment(_write(tmp_path, experiment))
+    first = ExperimentRunner(loaded, out=tmp_path / "one").run()
+    second = ExperimentRunner(loaded, out=tmp_path / "two").run()
+
+    assert "completed" == first.status, first.journal["invariants"]
+    assert _message_faults(first.journal)
+    assert _message_faults(first.journal) == _message_faults(second.journal)
+    assert [(f["kind"], f["target"], f["at"] > 0) for f in first.journal["injections"]] == [
+        (f["kind"], f["target"], f["at"] > 0) for f in second.journal["injections"]
+    ]
+    other = ExperimentRunner(loaded, seed=100, out=tmp_path / "three").run()
+    assert _message_faults(other.journal) != _message_faults(first.journal)
+
+
+@pytest.mark.integration
+def test_a_tree_built_to_give_up_deviates_with_tree_alive_failed(tmp_path: Path) -> None:
+    experiment = {
+        "title": "a tree that gives up",
+        "seed": 1,
+        "topology": _topology("simpleSystemBase", intensity=1),
+        "duration": 1.0,
+        "workload": [_ping(20)],
+        "faults": [{"kind": "raise", "target": "root/svc/worker", "every_nth": 2}],
+        "invariants": ["tree_alive", "restart_limits"],
+        "report": {"formats": ["json", "junit", "html"]},
+    }
+    result = _run(_write(tmp_path, experiment), tmp_path / "out")
+
+    assert 1 == result.returncode, result.stdout + result.stderr
+    journal = json.loads((tmp_path / "out" / "journal.json").read_text(encoding="utf-8"))
+    assert "deviated" == journal["status"]
+    assert not journal["invariants"]["tree_alive"]["ok"]
+    assert journal["invariants"]["restart_limits"]["ok"], journal["invariants"]["restart_limits"]
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()  # noqa: S314 - our own file
+    failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert "tree_alive" in failed
+    assert "FAILED" in result.stdout and "tree_alive" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"duration": -1}, ": duration: expected a number > 0"),
+        ({"faults": [{"kind": "explode", "target": "root"}]}, "faults[0].kind:"),
+    ],
+)
+def test_a_bad_file_exits_2_with_one_line(
+    tmp_path: Path, change: dict[str, Any], where: str
+) -> None:
+    experiment = {
+        "title": "bad",
+        "topology": _topology("simpleSystemBase"),
+        "duration": 1,
+        **change,
+    }
+    result = _run(_write(tmp_path, experiment), tmp_path / "out")
+
+    assert 2 == result.returncode
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert 1 == len(lines), result.stderr
+    assert "experiment.yaml" in lines[0] and where in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_the_kill_under_load_example_holds_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _run(EXAMPLES / "kill-under-load.yaml", out)
+
+    journal = json.loads((out / "journal.json").read_text(encoding="utf-8"))
+    assert 0 == result.returncode, json.dumps(journal["invariants"], indent=1) + result.stderr
+    kills = [f for f in journal["faults"] if f["kind"] == "kill"]
+    assert [3, 6, 9] == [round(f["at"] - kills[0]["at"] + 3) for f in kills]
+    assert all(v["ok"] for v in journal["invariants"].values())
+    assert journal["ledger"]["total"]["dropped_by_fault"] > 0
+    recovered = [r for r in journal["recoveries"] if r["fault_kind"] == "kill"]
+    assert 3 == len(recovered)
+    assert all(r["fault_to_told"] is not None and r["fault_to_steady"] for r in recovered)
+    history = (out / "history.jsonl").read_text(encoding="utf-8").splitlines()
+    assert {"invoke", "ok"} <= {json.loads(line)["type"] for line in history}
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in html and "http://" not in html
+
+
+@pytest.mark.integration
+def test_replay_applies_the_recorded_injections(tmp_path: Path) -> None:
+    experiment = {
+        "title": "kills to replay",
+        "seed": 5,
+        "topology": _topology("multiprocTCPBase"),
+        "duration": 3,
+        "workload": [_ping(20)],
+        "faults": [
+            {"kind": "kill", "target": "root/svc/*", "pick": "one", "schedule": {"every": 1}}
+        ],
+        "invariants": ["tree_alive", "no_orphans"],
+        "report": {"formats": ["json"]},
+    }
+    path = _write(tmp_path, experiment)
+    first = _run(path, tmp_path / "first", "--seed", "8")
+    assert 0 == first.returncode, first.stdout + first.stderr
+    recorded = json.loads((tmp_path / "first" / "journal.json").read_text(encoding="utf-8"))
+    replay = _run(path, tmp_path / "again", "--replay", str(tmp_path / "first" / "journal.json"))
+    assert 0 == replay.returncode, replay.stdout + replay.stderr
+    replayed = json.loads((tmp_path / "again" / "journal.json").read_text(encoding="utf-8"))
+
+    def faults(journal: dict[str, Any]) -> list[tuple[str, str, int]]:
+        return [(f["kind"], f["target"], f["count"]) for f in journal["faults"]]
+
+    assert faults(recorded) == faults(replayed)
+    assert 2 == len(faults(recorded))
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+    result = _run(EXAMPLES / "kill-under-load.yaml", tmp_path / "out", "--dry-run")
+
+    assert 0 == result.returncode, result.stderr
+    assert result.stdout.count("kill root/svc/worker") == 3
+    assert not (tmp_path / "out").exists()
