@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from protocols._base import Message
 from protocols.faults import MessageFault
 from protocols.identity import Identity
+from protocols.ledger import LedgerSnapshot
 from protocols.supervision import SHUTDOWN, EventName
 from protocols.topology import AnyChildSpec, ClusterConfig
 
@@ -187,6 +188,8 @@ class _Unregister(Message):
     """Its handled marks, (sender nonce, seq, n) each (``actors.core.link_marks``); None: none."""
     sends: list[tuple[str, int]] = Field(default_factory=list)
     """Messages it had queued per receiver (``ActorRef.key``), from its sent-counts file."""
+    ledger: LedgerSnapshot | None = None
+    """Its ledger counters from its tally file, when it was killed before reporting them."""
 
 
 class _Resolve(Message):

@@ -225,6 +225,8 @@ class Guardian(SeamActor):
         # exited actors' refs -> (exit reason, messages they had queued per receiver)
         self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
+        self._recovered_ledgers = 0
+        """Killed incarnations whose ledger was read from their tally file."""
         self._hosts: dict[str, HostInfo] = {}
         self._faults: list[tuple[MessageFault, float]] = []
         self._fault_journal: list[FaultInjected] = []
@@ -268,6 +270,12 @@ class Guardian(SeamActor):
             case _Register():
                 self._register(msg, sender, env)
             case _Unregister():
+                if msg.ledger is not None:
+                    self._recovered_ledgers += 1
+                    held = self._retired_ledgers.get(msg.path)
+                    self._retired_ledgers[msg.path] = (
+                        msg.ledger if held is None else merge(held, msg.ledger)
+                    )
                 self._unregister(
                     msg.path,
                     msg.address,
@@ -344,6 +352,7 @@ class Guardian(SeamActor):
                 killed = sum(
                     1 for e in self._events if e.event == "child_exited" and e.reason == KILLED
                 )
+                killed = max(0, killed - self._recovered_ledgers)
                 self.reply(
                     sender,
                     env,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from protocols.ledger import LEDGER_EVENTS, LedgerCounts, LedgerEvent, LedgerReport, LedgerSnapshot
 
-__all__ = ["Ledger", "add_counts", "balanced", "merge", "report"]
+__all__ = ["Ledger", "add_counts", "balanced", "from_tally", "merge", "report"]
 
 
 class Ledger:
@@ -20,11 +20,17 @@ class Ledger:
         self._by_kind: defaultdict[str, defaultdict[str, int]] = defaultdict(
             lambda: defaultdict(int)
         )
+        self.keep: Callable[[str, list[int]], None] | None = None
+        """Called with a kind and its counters (``LEDGER_EVENTS`` order) after each count, to
+        keep them where a SIGKILL cannot erase them (``actors.core.link_marks.LedgerTally``)."""
 
     def count(self, event: LedgerEvent, link: str, kind: str, n: int = 1) -> None:
         """Add ``n`` to ``event`` for ``link`` and for ``kind``."""
         self._by_link[link][event] += n
-        self._by_kind[kind][event] += n
+        row = self._by_kind[kind]
+        row[event] += n
+        if self.keep is not None:
+            self.keep(kind, [row[e] for e in LEDGER_EVENTS])
 
     def snapshot(self, path: str) -> LedgerSnapshot:
         """The counters so far."""
@@ -33,6 +39,16 @@ class Ledger:
         return LedgerSnapshot(
             path=path, total=add_counts(by_kind.values()), by_link=by_link, by_kind=by_kind
         )
+
+
+def from_tally(path: str, tally: dict[str, list[int]]) -> LedgerSnapshot:
+    """The snapshot of a killed incarnation, from the counters it kept per kind (no per-link
+    rows: only kinds were kept)."""
+    by_kind = {
+        kind: LedgerCounts(**dict(zip(LEDGER_EVENTS, row, strict=True)))
+        for kind, row in tally.items()
+    }
+    return LedgerSnapshot(path=path, total=add_counts(by_kind.values()), by_kind=by_kind)
 
 
 def add_counts(rows: Iterable[LedgerCounts]) -> LedgerCounts:

@@ -24,13 +24,17 @@ import structlog
 __all__ = [
     "MARK_SLOTS",
     "HandledMarks",
+    "LedgerTally",
     "Marks",
     "Sends",
     "SentCounts",
+    "Tally",
     "marks_path",
     "sends_path",
     "take_marks",
     "take_sends",
+    "take_tally",
+    "tally_path",
 ]
 
 log = structlog.get_logger("understudy.link")
@@ -203,3 +207,89 @@ def take_sends(*, key: str, state_dir: str | Path, pid: int | None) -> Sends:
             break
         sends[name] = admitted
     return sends
+
+
+_TALLY_KINDS = 64
+_KIND = 48
+_TALLY_ROW = struct.Struct(f"<{_KIND}s9Q")  # message kind, then one counter per ledger event
+_TALLY_SIZE = _TALLY_KINDS * _TALLY_ROW.size
+_OTHER_KINDS = "(other kinds)"
+
+Tally = dict[str, list[int]]
+"""Message kind -> its nine ledger counters, in ``protocols.ledger.LEDGER_EVENTS`` order."""
+
+
+def tally_path(state_dir: str | Path, pid: int) -> Path:
+    """The ledger tally file of the actor process ``pid``."""
+    return Path(state_dir) / "links" / f"{pid}.tally"
+
+
+class LedgerTally:
+    """One worker incarnation's ledger counters per message kind, kept where a SIGKILL cannot
+    erase them (a memory-mapped file, like the handled marks): when the incarnation is killed
+    before it can report its ledger, its supervisor reads them instead (``take_tally``). An
+    incarnation that reports its ledger on exit removes the file first (``discard``), so
+    nothing is counted twice. More kinds than the file has rows share its last row."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._rows: dict[str, int] = {}
+        self._overflow: dict[str, list[int]] = {}
+        self._overflow_sum = [0] * 9
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, _TALLY_SIZE)
+            self._map: mmap.mmap | None = mmap.mmap(fd, _TALLY_SIZE)
+        finally:
+            os.close(fd)
+
+    def store(self, kind: str, counters: list[int]) -> None:
+        """Write ``kind``'s nine counters (a memory store, no system call)."""
+        if self._map is None:
+            return
+        offset = self._rows.get(kind)
+        if offset is None and len(self._rows) < _TALLY_KINDS - 1:
+            offset = self._rows[kind] = len(self._rows) * _TALLY_ROW.size
+        if offset is None:  # no row left: add what changed to the shared last row
+            previous = self._overflow.get(kind, [0] * len(counters))
+            self._overflow[kind] = list(counters)
+            self._overflow_sum = [
+                total + new - old
+                for total, new, old in zip(self._overflow_sum, counters, previous, strict=True)
+            ]
+            kind, counters = _OTHER_KINDS, self._overflow_sum
+            offset = (_TALLY_KINDS - 1) * _TALLY_ROW.size
+        _TALLY_ROW.pack_into(self._map, offset, kind.encode()[:_KIND], *counters)
+
+    def discard(self) -> None:
+        """The ledger was reported: remove the file."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        with contextlib.suppress(OSError):
+            self._path.unlink()
+
+
+def take_tally(*, state_dir: str | Path, pid: int | None) -> Tally | None:
+    """Read and remove the tally of a worker whose process is gone without reporting its
+    ledger (None: it left none, having reported)."""
+    if pid is None:
+        return None
+    path = tally_path(state_dir, pid)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if len(data) != _TALLY_SIZE:
+        log.warning("ledger_tally_unreadable", path=str(path), size=len(data))
+        return None
+    tally: Tally = {}
+    for index in range(_TALLY_KINDS):
+        raw, *counters = _TALLY_ROW.unpack_from(data, index * _TALLY_ROW.size)
+        if not raw.strip(b"\0"):
+            break
+        tally[raw.rstrip(b"\0").decode(errors="replace")] = list(counters)
+    return tally

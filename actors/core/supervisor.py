@@ -31,7 +31,8 @@ from typing import Any, assert_never
 
 import structlog
 
-from actors.core.link_marks import take_marks, take_sends
+from actors.core.ledger import from_tally
+from actors.core.link_marks import take_marks, take_sends, take_tally
 from actors.core.loading import load_class, load_decider
 from actors.core.restart import (
     Directive,
@@ -688,6 +689,11 @@ class SupervisorActor(SeamActor):
             key = str(child.address)
             taken = take_marks(key=key, state_dir=self._state_dir, pid=child.pid)
             sends = take_sends(key=key, state_dir=self._state_dir, pid=child.pid)
+            tally = (
+                None
+                if child.pid == os.getpid()
+                else take_tally(state_dir=self._state_dir, pid=child.pid)
+            )
             marks = None
             if taken is not None and taken[1]:
                 marks = [(nonce, seq, n) for nonce, (seq, n) in taken[0].items()]
@@ -700,6 +706,7 @@ class SupervisorActor(SeamActor):
                     reason=reason,
                     marks=marks,
                     sends=sorted(sends.items()),
+                    ledger=None if tally is None else from_tally(self._child_path(child), tally),
                 ),
             )
         child.last_host = child.host or child.last_host

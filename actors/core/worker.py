@@ -27,7 +27,14 @@ import structlog
 
 from actors.core.fault_points import FaultHit, FaultPoint
 from actors.core.flow import Flow, Flows
-from actors.core.link_marks import HandledMarks, SentCounts, marks_path, sends_path
+from actors.core.link_marks import (
+    HandledMarks,
+    LedgerTally,
+    SentCounts,
+    marks_path,
+    sends_path,
+    tally_path,
+)
 from actors.core.loading import load_class
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_parent, name_process
@@ -243,6 +250,7 @@ class WorkerActor(SeamActor):
         self._open_deferred: dict[int, tuple[Address, codec.Envelope, bool]] = {}
         self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
         self._faults = FaultPoint("?")
+        self._tally: LedgerTally | None = None
         self._injected: list[FaultInjected] = []
         self._delayed: dict[int, tuple[codec.Envelope, Address, FrameMeta, Identity | None]] = {}
 
@@ -381,6 +389,8 @@ class WorkerActor(SeamActor):
             ensure_safe_logging()
             self.marks = HandledMarks(path=marks_path(msg.state_dir, os.getpid()))
             self.sends = SentCounts(path=sends_path(msg.state_dir, os.getpid()))
+            self._tally = LedgerTally(tally_path(msg.state_dir, os.getpid()))
+            self.ledger.keep = self._tally.store
         else:
             self.marks = HandledMarks(key=str(self.self_address))
             self.sends = SentCounts(key=str(self.self_address))
@@ -690,6 +700,8 @@ class WorkerActor(SeamActor):
                 reason="the sender exited with them queued",
             )
         if self._guardian is not None and self._worker is not None:
+            if self._tally is not None:
+                self._tally.discard()  # reported below: the supervisor must not count it again
             self.send_message(self._guardian, self.ledger.snapshot(self._path))
         if self._guardian is not None and self._injected:
             self.send_message(self._guardian, FaultJournal(injected=self._injected))

@@ -18,6 +18,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from protocols.experiment import (
     AnswersProbe,
     ChildrenProbe,
     Experiment,
+    FaultStep,
     GoalsWorkload,
     HostFaultStep,
     LlmFaultStep,
@@ -138,6 +140,7 @@ class ExperimentRunner:
         self._lab: Any = None
         """The member hosts (``actors.experiments.hosts.HostLab``), when the experiment has any."""
         self._skipped = 0
+        self._stopped: set[int] = set()
         self._state: Path | None = None
         self._host_faults = itertools.count(1)
 
@@ -290,6 +293,8 @@ class ExperimentRunner:
         return runtime
 
     def _stop(self, runtime: Runtime) -> None:
+        for pid in list(self._stopped):
+            self._continue(pid)
         with contextlib.suppress(Exception):
             runtime.faults.heal_all(timeout=5.0)
         self._note_pids(runtime)
@@ -395,15 +400,19 @@ class ExperimentRunner:
             spec = _spec(step, target, injection.seed)
             op = self._record("nemesis", "invoke", step.kind, {"target": target})
             try:
-                handle = runtime.faults.inject(spec)
-            except (UnderstudyError, ValueError) as exc:
+                if _process_fault(step):
+                    assert isinstance(step, ActorFaultStep)  # noqa: S101 - checked above
+                    fault_id = self._signal_actor(at, runtime, step, target)
+                else:
+                    fault_id = runtime.faults.inject(spec).id
+            except (UnderstudyError, ValueError, OSError) as exc:
                 self._record(
                     "nemesis", "fail", step.kind, {"target": target}, op=op, error=str(exc)
                 )
                 raise _Abort(f"injecting {step.kind} on {target} failed: {exc}") from None
-            self._record("nemesis", "ok", step.kind, {"target": target, "id": handle.id}, op=op)
+            self._record("nemesis", "ok", step.kind, {"target": target, "id": fault_id}, op=op)
             entry = {
-                "id": handle.id,
+                "id": fault_id,
                 "kind": step.kind,
                 "target": target,
                 "at": now,
@@ -421,11 +430,12 @@ class ExperimentRunner:
                     "until": injection.until,
                     "target": target,
                     "seed": injection.seed,
-                    "id": handle.id,
+                    "id": fault_id,
                     "kind": step.kind,
                 }
             )
-            handles.append(handle.id)
+            if not _process_fault(step):
+                handles.append(fault_id)
             if not is_lasting(step):
                 self._watch_recovery(at, runtime, entry)
         if injection.until is not None and handles:
@@ -535,6 +545,43 @@ class ExperimentRunner:
         paths = runtime._live_paths(5.0)
         rng = random.Random(injection.seed)  # noqa: S311 - not for security
         return pick_targets(paths, step.target, step.pick, rng)
+
+    def _signal_actor(
+        self,
+        at: Callable[[float, Callable[[], object]], None],
+        runtime: Runtime,
+        step: ActorFaultStep,
+        target: str,
+    ) -> str:
+        """A kill (now) or a pause, done to the actor's process: SIGKILL, or SIGSTOP and a
+        SIGCONT ``seconds`` later (and at the end of the run, whatever happens)."""
+        if runtime.base != "multiprocTCPBase":
+            msg = f"{step.kind} acts on an actor's process: it needs multiprocTCPBase"
+            raise _Abort(msg)
+        parent, _, child_id = target.rpartition("/")
+        info = next(
+            (c for c in runtime.which_children(parent, timeout=5.0) if c.id == child_id), None
+        )
+        if info is None or info.pid is None or info.status != "running":
+            msg = f"{target} has no running process to {step.kind}"
+            raise _Abort(msg)
+        fault_id = f"{step.kind}-{next(self._host_faults)}"
+        if step.kind == "kill":
+            os.kill(info.pid, signal.SIGKILL)
+        else:
+            os.kill(info.pid, signal.SIGSTOP)
+            self._stopped.add(info.pid)
+            resume = functools.partial(self._continue, info.pid)
+            at(self._phase_now() + (step.seconds or 1.0), _Always(resume))
+        log.info("experiment_signalled", fault=step.kind, target=target, pid=info.pid)
+        return fault_id
+
+    def _continue(self, pid: int) -> None:
+        if pid in self._stopped:
+            self._stopped.discard(pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+            self._record("nemesis", "info", "resume", {"pid": pid})
 
     def _heal(self, runtime: Runtime, key: int) -> None:
         now = self._t()
@@ -877,6 +924,13 @@ class _Always:
 
 def _is_heal(action: Callable[[], object]) -> bool:
     return isinstance(action, _Always)
+
+
+def _process_fault(step: FaultStep) -> bool:
+    """A fault the runner does to an actor's process itself (a kill now, a pause)."""
+    return isinstance(step, ActorFaultStep) and (
+        step.kind == "pause" or (step.kind == "kill" and step.point == "now")
+    )
 
 
 def is_lasting_kind(kind: str, spec: Mapping[str, Any]) -> bool:

@@ -10,14 +10,18 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.core.ledger import Ledger, from_tally
 from actors.core.link_marks import (
     MARK_SLOTS,
     HandledMarks,
+    LedgerTally,
     SentCounts,
     marks_path,
     sends_path,
     take_marks,
     take_sends,
+    take_tally,
+    tally_path,
 )
 
 
@@ -90,3 +94,55 @@ def test_in_process_marks_and_counts_are_taken_by_key() -> None:
 def test_a_missing_file_means_no_marks(tmp_path: Path) -> None:
     assert take_marks(key="", state_dir=tmp_path, pid=12345) is None
     assert {} == take_sends(key="", state_dir=tmp_path, pid=12345)
+
+
+def test_a_ledger_tally_survives_a_sigkilled_worker_and_becomes_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count as a worker would, say so, wait to be killed
+        os.close(read)
+        ledger = Ledger()
+        ledger.keep = LedgerTally(tally_path(tmp_path, os.getpid())).store
+        for _ in range(5):
+            ledger.count("delivered", "a", "example.ping")
+            ledger.count("handled", "a", "example.ping")
+        ledger.count("sent", "b", "example.pong", 3)
+        os.write(write, b"x")
+        signal.pause()
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"x"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+    tally = take_tally(state_dir=tmp_path, pid=pid)
+    assert tally is not None
+    snapshot = from_tally("root/w", tally)
+    assert (5, 5, 3) == (snapshot.total.handled, snapshot.total.delivered, snapshot.total.sent)
+    assert 5 == snapshot.by_kind["example.ping"].handled
+    assert not tally_path(tmp_path, pid).exists()
+
+
+@given(
+    st.lists(st.sampled_from(["sent", "handled", "undelivered"]), max_size=200), st.integers(1, 90)
+)
+def test_a_tally_keeps_every_count_even_past_its_rows(events: list[str], kinds: int) -> None:
+    """More kinds than rows share the last row: the totals stay right."""
+    with tempfile.TemporaryDirectory() as state:
+        ledger = Ledger()
+        tally = LedgerTally(tally_path(state, 1))
+        ledger.keep = tally.store
+        for index, event in enumerate(events):
+            ledger.count(event, "link", f"kind.{index % kinds}")  # type: ignore[arg-type]
+        kept = take_tally(state_dir=state, pid=1)
+        assert kept is not None
+        assert ledger.snapshot("p").total == from_tally("p", kept).total
+
+
+def test_a_discarded_tally_leaves_nothing_to_take(tmp_path: Path) -> None:
+    tally = LedgerTally(tally_path(tmp_path, 1))
+    tally.store("k", [1] * 9)
+    tally.discard()
+    assert take_tally(state_dir=tmp_path, pid=1) is None
