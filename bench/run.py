@@ -6,7 +6,8 @@ free port. The figures (see the README's "Benchmarks" section):
 
 1. ``Runtime.ask`` round trip vs ``ActorSystem.ask`` (median, p99), per base
 2. actor-to-actor one-way throughput of small typed messages vs raw burst and windowed sends;
-   the ask round trip and one-way throughput with frame authentication on vs off
+   the ask round trip and one-way throughput with frame authentication on vs off, and with the
+   fault layer idle vs removed
 3. actor-to-actor request/reply rate vs raw ping-pong
 4. crash -> restarted child answers (exception, SIGKILL) vs raw kill -> replacement answers
 5. supervisor with many children: start and shutdown time
@@ -297,6 +298,60 @@ def bench_auth(n: int, burst: int) -> None:
     )
 
 
+def bench_fault_layer(n: int, burst: int) -> None:
+    """The ask round trip and one-way throughput with the fault layer installed and idle (no
+    fault active: the default) and removed (``system.fault_injection: false``), interleaved in
+    rounds on multiprocTCPBase."""
+    base = "multiprocTCPBase"
+    children = [
+        ChildSpec(id="echo", start=ECHO),
+        ChildSpec(id="sink", start=f"{FAST}:Sink"),
+        ChildSpec(id="source", start=f"{FAST}:Source"),
+    ]
+    ping = Ping(token="x")
+    asks: dict[str, list[float]] = {"on": [], "off": []}
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    sent = {"on": 0, "off": 0}
+
+    def one_way(rt: Runtime, side: str) -> float:
+        t0 = time.perf_counter()
+        rt.ask("root/source", Burst(target="root/sink", start=sent[side], count=burst), timeout=600)
+        sent[side] += burst
+        seen = rt.ask("root/sink", WaitSeen(count=sent[side]), timeout=600)
+        assert isinstance(seen, Seen) and len(seen.seqs) == sent[side]
+        return burst / (time.perf_counter() - t0)
+
+    without = topology(base, children)
+    without = without.model_copy(
+        update={"system": without.system.model_copy(update={"fault_injection": False})}
+    )
+    with Runtime.start(without) as off, Runtime.start(topology(base, children)) as on:
+        for rt in (off, on):
+            timed(lambda rt=rt: rt.ask("root/echo", ping), 50)
+        rounds = 10
+        for _ in range(rounds):
+            asks["off"] += timed(lambda: off.ask("root/echo", ping), n // rounds)
+            rates["off"].append(one_way(off, "off"))
+            asks["on"] += timed(lambda: on.ask("root/echo", ping), n // rounds)
+            rates["on"].append(one_way(on, "on"))
+    us = 1e6
+    record(
+        "ask round trip median, fault layer idle vs removed [multiprocTCPBase]",
+        statistics.median(asks["on"]) * us,
+        statistics.median(asks["off"]) * us,
+        "us (raw column: layer removed)",
+        "<= 1.03x removed",
+    )
+    record(
+        "one-way typed msgs/s, fault layer idle vs removed [multiprocTCPBase]",
+        statistics.median(rates["on"]),
+        statistics.median(rates["off"]),
+        "msg/s (raw column: layer removed)",
+        ">= 0.97x removed",
+        higher_is_better=True,
+    )
+
+
 # --- 3. request/reply -----------------------------------------------------------------------------
 
 
@@ -475,7 +530,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument(
         "--only",
-        choices=["ask", "auth", "throughput", "reqrep", "restart", "children", "codec", "memory"],
+        choices=[
+            "ask",
+            "auth",
+            "faults",
+            "throughput",
+            "reqrep",
+            "restart",
+            "children",
+            "codec",
+            "memory",
+        ],
         action="append",
         help="run only these figures (repeatable)",
     )
@@ -493,6 +558,8 @@ def main() -> None:
             bench_ask(base, 200 if q else 2000)
     if want("auth"):
         bench_auth(200 if q else 2000, 2_000 if q else 10_000)
+    if want("faults"):
+        bench_fault_layer(200 if q else 2000, 2_000 if q else 10_000)
     if want("throughput"):
         bench_throughput(5_000 if q else 50_000, 500 if q else 2000)
     if want("reqrep"):

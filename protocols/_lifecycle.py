@@ -104,6 +104,8 @@ class _Init(Message):
     """The host table (name -> (status, capabilities)) for a child supervisor's placements."""
     parent_host: str | None = None
     """The supervisor's host: a child placed on another host dies with its own host's admin."""
+    fault_injection: bool = True
+    """False: the child has no fault layer (``system.fault_injection``)."""
 
 
 class _Adopt(Message):
@@ -261,6 +263,7 @@ class _Boot(Message):
     """The leader's admin address (host:port), as hosts list it."""
     owner_pid: int | None = None
     principals: dict[str, list[str]] = Field(default_factory=dict)
+    fault_injection: bool = True
 
 
 class _ShutdownTree(Message):

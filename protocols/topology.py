@@ -304,6 +304,13 @@ class SystemConfig(_Spec):
     state_dir: str = DEFAULT_STATE_DIR
     max_message_size: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     links: LinkConfig = Field(default_factory=LinkConfig)
+    fault_injection: Annotated[
+        bool,
+        Field(
+            description="allow faults to be injected (rt.faults, `understudy experiment`); "
+            "false removes the fault layer from every actor and refuses injections"
+        ),
+    ] = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelConfig | None = None
 

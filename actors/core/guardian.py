@@ -226,6 +226,7 @@ class Guardian(SeamActor):
         self._recently_gone: dict[ActorRef, tuple[str, list[tuple[str, int]]]] = {}
         self._retired_ledgers: dict[str, LedgerSnapshot] = {}
         self._recovered_ledgers = 0
+        self._fault_injection = True
         """Killed incarnations whose ledger was read from their tally file."""
         self._hosts: dict[str, HostInfo] = {}
         self._faults: list[tuple[MessageFault, float]] = []
@@ -319,6 +320,16 @@ class Guardian(SeamActor):
                 self._retired_ledgers[msg.path] = msg if held is None else merge(held, msg)
             case GetHosts():
                 self.reply(sender, env, self._host_list())
+            case InjectFault() if not self._fault_injection:
+                self.reply(
+                    sender,
+                    env,
+                    ErrorReply(
+                        error=ErrorName.NOT_SUPPORTED,
+                        message="fault injection is off in this deployment "
+                        "(system.fault_injection: false)",
+                    ),
+                )
             case InjectFault():
                 self._fault_ids += 1
                 fault = msg.spec.model_copy(update={"id": f"fault-{self._fault_ids}"})
@@ -378,6 +389,7 @@ class Guardian(SeamActor):
         self.handleDeadLetters(startHandling=True)
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
+        self._fault_injection = msg.fault_injection
         if msg.owner_pid is not None and msg.owner_pid != os.getpid():
             # The admin daemon outlives the program that started it (Thespian); this guardian
             # dies with the admin, and stops everything if that program dies without saying so.
@@ -407,6 +419,7 @@ class Guardian(SeamActor):
                 max_message_size=msg.max_message_size,
                 resend_after=msg.resend_after,
                 resend_max=msg.resend_max,
+                fault_injection=msg.fault_injection,
                 state_dir=msg.state_dir,
                 secret_file=msg.secret_file,
                 hosts=self._host_table().hosts,

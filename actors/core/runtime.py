@@ -221,6 +221,7 @@ class FaultControl:
 
         Raises:
             ValidationError: ``spec`` is not a valid fault.
+            NotSupported: the deployment has ``system.fault_injection: false``.
         """
         fault = spec if isinstance(spec, MessageFault) else MessageFault.model_validate(spec)
         reply = self._runtime._guardian_call(InjectFault(spec=fault), timeout)
@@ -352,6 +353,7 @@ class Runtime:
                     secret_file=str(keyring.path),
                     owner_pid=os.getpid() if config.base == "multiprocTCPBase" else None,
                     principals={name: list(spec.roles) for name, spec in config.principals.items()},
+                    fault_injection=config.fault_injection,
                 ),
                 timeout,
             )
@@ -578,9 +580,13 @@ class Runtime:
         return FaultControl(self)
 
     def _guardian_call(self, message: Message, timeout: float) -> Message:
+        """A request to the guardian; an error it answers is raised."""
         with self._lock:
             self._check_open()
-            return self._request(self._guardian, "guardian", message, timeout)
+            reply = self._request(self._guardian, "guardian", message, timeout)
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply, "guardian")
+        return reply
 
     def hosts(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[HostInfo]:
         """The hosts of the cluster (this one, the leader, first among equals by name), each

@@ -191,6 +191,7 @@ class SupervisorActor(SeamActor):
         self._path = "?"
         self._parent: Address | None = None
         self._guardian: Address | None = None
+        self._fault_injection = True
         self._children: list[_Child] = []
         self._history: tuple[float, ...] = ()
         self._dynamic_ids = itertools.count(1)
@@ -389,6 +390,7 @@ class SupervisorActor(SeamActor):
         self._guardian = unpack_address(msg.guardian)
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
+        self._fault_injection = msg.fault_injection
         self._state_dir = msg.state_dir
         self._secret_file = msg.secret_file
         self._hosts = dict(msg.hosts)
@@ -468,6 +470,7 @@ class SupervisorActor(SeamActor):
                 secret_file=self._secret_file,
                 hosts=self._hosts,
                 parent_host=current_host(),
+                fault_injection=self._fault_injection,
             ),
         )
         ev = yield _Await([address], _CHILD_EVENTS)

@@ -250,6 +250,7 @@ class WorkerActor(SeamActor):
         self._open_deferred: dict[int, tuple[Address, codec.Envelope, bool]] = {}
         self._identifying: dict[ActorRef, deque[tuple[codec.Envelope, Address, FrameMeta]]] = {}
         self._faults = FaultPoint("?")
+        self._fault_layer = True
         self._tally: LedgerTally | None = None
         self._injected: list[FaultInjected] = []
         self._delayed: dict[int, tuple[codec.Envelope, Address, FrameMeta, Identity | None]] = {}
@@ -377,6 +378,7 @@ class WorkerActor(SeamActor):
         self._guardian = unpack_address(msg.guardian)
         self._path = msg.path
         self._faults = FaultPoint(msg.path)
+        self._fault_layer = msg.fault_injection
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         if msg.parent_pid != os.getpid():
@@ -430,7 +432,12 @@ class WorkerActor(SeamActor):
         on_link = meta.link is not None
         corr = env.correlation_id
         hit = None
-        if not faulted and not self._faults.empty and corr not in self._outstanding:
+        if (
+            self._fault_layer
+            and not faulted
+            and not self._faults.empty
+            and corr not in self._outstanding
+        ):
             hit = self._fault_hit(env, identity)
             if hit is not None and self._apply_fault(hit, env, sender, meta, identity):
                 return

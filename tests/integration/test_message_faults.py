@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorCrashed, UnderstudyError
+from actors import ActorCrashed, NotSupported, Runtime, UnderstudyError
 from protocols.faults import MessageFault
-from protocols.topology import ChildSpec, SupervisorSpec
-from tests.conftest import StartTree
+from protocols.topology import ChildSpec, SupervisorSpec, SystemConfig, Topology
+from tests.conftest import BASES, StartTree
 from tests.integration._fast_workers import Burst, Item, Seen, WaitSeen
 
 W = "tests.integration._fast_workers"
@@ -147,3 +147,21 @@ def test_the_same_seed_hits_the_same_messages(start_tree: StartTree) -> None:
 
     assert runs[0] == runs[1]
     assert 0 < len(runs[0]) < 200
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_a_deployment_with_fault_injection_off_refuses_faults(
+    base: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    system = SystemConfig(
+        base=base,  # type: ignore[arg-type]
+        state_dir=str(tmp_path_factory.mktemp("state")),
+        fault_injection=False,
+    )
+    with Runtime.start(Topology(system=system, root=_tree())) as rt:
+        with pytest.raises(NotSupported, match=r"system\.fault_injection"):
+            rt.faults.inject(MessageFault(fault="drop", target="root/sink"))
+        _burst(rt, 10)
+        seen = rt.ask("root/sink", WaitSeen(count=10), timeout=30)
+        assert isinstance(seen, Seen)
+        assert list(range(10)) == seen.seqs
