@@ -20,17 +20,17 @@ class Ledger:
         self._by_kind: defaultdict[str, defaultdict[str, int]] = defaultdict(
             lambda: defaultdict(int)
         )
-        self.keep: Callable[[str, list[int]], None] | None = None
-        """Called with a kind and its counters (``LEDGER_EVENTS`` order) after each count, to
-        keep them where a SIGKILL cannot erase them (``actors.core.link_marks.LedgerTally``)."""
+        self.keep: Callable[[str, str, int], None] | None = None
+        """Called with a kind, an event and its new count after each count, to keep the
+        counters where a SIGKILL cannot erase them (``actors.core.link_marks.LedgerTally``)."""
 
     def count(self, event: LedgerEvent, link: str, kind: str, n: int = 1) -> None:
         """Add ``n`` to ``event`` for ``link`` and for ``kind``."""
         self._by_link[link][event] += n
         row = self._by_kind[kind]
-        row[event] += n
+        value = row[event] = row[event] + n
         if self.keep is not None:
-            self.keep(kind, [row[e] for e in LEDGER_EVENTS])
+            self.keep(kind, event, value)
 
     def snapshot(self, path: str) -> LedgerSnapshot:
         """The counters so far."""

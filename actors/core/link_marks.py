@@ -210,10 +210,24 @@ def take_sends(*, key: str, state_dir: str | Path, pid: int | None) -> Sends:
 
 
 _TALLY_KINDS = 64
-_KIND = 48
-_TALLY_ROW = struct.Struct(f"<{_KIND}s9Q")  # message kind, then one counter per ledger event
-_TALLY_SIZE = _TALLY_KINDS * _TALLY_ROW.size
+_NAME_WORDS = 6  # a row: the kind's name in 48 bytes, then one 8-byte counter per ledger event
+_COUNTERS = 9
+_ROW_WORDS = _NAME_WORDS + _COUNTERS
+_TALLY_SIZE = _TALLY_KINDS * _ROW_WORDS * 8
 _OTHER_KINDS = "(other kinds)"
+_LAST_ROW = (_TALLY_KINDS - 1) * _ROW_WORDS + _NAME_WORDS
+_EVENT_INDEX = {
+    "sent": 0,
+    "delivered": 1,
+    "handled": 2,
+    "undelivered": 3,
+    "dead_lettered": 4,
+    "rejected": 5,
+    "resent": 6,
+    "duplicates_dropped": 7,
+    "dropped_by_fault": 8,
+}
+"""``protocols.ledger.LEDGER_EVENTS``, in order (checked by a test)."""
 
 Tally = dict[str, list[int]]
 """Message kind -> its nine ledger counters, in ``protocols.ledger.LEDGER_EVENTS`` order."""
@@ -226,16 +240,16 @@ def tally_path(state_dir: str | Path, pid: int) -> Path:
 
 class LedgerTally:
     """One worker incarnation's ledger counters per message kind, kept where a SIGKILL cannot
-    erase them (a memory-mapped file, like the handled marks): when the incarnation is killed
-    before it can report its ledger, its supervisor reads them instead (``take_tally``). An
-    incarnation that reports its ledger on exit removes the file first (``discard``), so
-    nothing is counted twice. More kinds than the file has rows share its last row."""
+    erase them (a memory-mapped file, like the handled marks; each count is one 8-byte store):
+    when the incarnation is killed before it can report its ledger, its supervisor reads them
+    instead (``take_tally``). An incarnation that reports its ledger on exit removes the file
+    first (``discard``), so nothing is counted twice. More kinds than the file has rows share
+    its last row."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._rows: dict[str, int] = {}
-        self._overflow: dict[str, list[int]] = {}
-        self._overflow_sum = [0] * 9
+        self._bases: dict[str, int] = {}
+        self._overflow: dict[tuple[str, str], int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -243,27 +257,42 @@ class LedgerTally:
             self._map: mmap.mmap | None = mmap.mmap(fd, _TALLY_SIZE)
         finally:
             os.close(fd)
+        self._words: memoryview | None = memoryview(self._map).cast("Q")
 
-    def store(self, kind: str, counters: list[int]) -> None:
-        """Write ``kind``'s nine counters (a memory store, no system call)."""
-        if self._map is None:
+    def store(self, kind: str, event: str, value: int) -> None:
+        """Keep ``kind``'s new count of ``event`` (one memory store, no system call)."""
+        words = self._words
+        if words is None:
             return
-        offset = self._rows.get(kind)
-        if offset is None and len(self._rows) < _TALLY_KINDS - 1:
-            offset = self._rows[kind] = len(self._rows) * _TALLY_ROW.size
-        if offset is None:  # no row left: add what changed to the shared last row
-            previous = self._overflow.get(kind, [0] * len(counters))
-            self._overflow[kind] = list(counters)
-            self._overflow_sum = [
-                total + new - old
-                for total, new, old in zip(self._overflow_sum, counters, previous, strict=True)
-            ]
-            kind, counters = _OTHER_KINDS, self._overflow_sum
-            offset = (_TALLY_KINDS - 1) * _TALLY_ROW.size
-        _TALLY_ROW.pack_into(self._map, offset, kind.encode()[:_KIND], *counters)
+        base = self._bases.get(kind)
+        if base is None:
+            base = self._row(kind)
+        index = base + _EVENT_INDEX[event]
+        if base == _LAST_ROW:  # the shared last row: add the change
+            previous = self._overflow.get((kind, event), 0)
+            self._overflow[kind, event] = value
+            words[index] += value - previous
+        else:
+            words[index] = value
+
+    def _row(self, kind: str) -> int:
+        assert self._map is not None  # noqa: S101 - checked by the caller
+        if len(self._bases) >= _TALLY_KINDS - 1:
+            base = (_TALLY_KINDS - 1) * _ROW_WORDS
+            name = _OTHER_KINDS
+        else:
+            base = len(self._bases) * _ROW_WORDS
+            name = kind
+        raw = name.encode()[: _NAME_WORDS * 8].ljust(_NAME_WORDS * 8, b"\0")
+        self._map[base * 8 : base * 8 + _NAME_WORDS * 8] = raw
+        self._bases[kind] = base + _NAME_WORDS
+        return base + _NAME_WORDS
 
     def discard(self) -> None:
         """The ledger was reported: remove the file."""
+        if self._words is not None:
+            self._words.release()
+            self._words = None
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -286,10 +315,12 @@ def take_tally(*, state_dir: str | Path, pid: int | None) -> Tally | None:
     if len(data) != _TALLY_SIZE:
         log.warning("ledger_tally_unreadable", path=str(path), size=len(data))
         return None
+    words = memoryview(data).cast("Q")
     tally: Tally = {}
-    for index in range(_TALLY_KINDS):
-        raw, *counters = _TALLY_ROW.unpack_from(data, index * _TALLY_ROW.size)
-        if not raw.strip(b"\0"):
-            break
-        tally[raw.rstrip(b"\0").decode(errors="replace")] = list(counters)
+    for row in range(_TALLY_KINDS):
+        base = row * _ROW_WORDS
+        name = data[base * 8 : (base + _NAME_WORDS) * 8].rstrip(b"\0")
+        if name:
+            counters = list(words[base + _NAME_WORDS : base + _ROW_WORDS])
+            tally[name.decode(errors="replace")] = counters
     return tally

@@ -253,11 +253,15 @@ class ExperimentRunner:
         system = topology.system.model_copy(update={"state_dir": str(state), "admin_port": None})
         secret = state / "secret"
         if experiment.hosts:
-            from actors.experiments.hosts import (  # type: ignore[import-not-found]
-                HostLab,
-                HostSpec,
-                lab_unavailable,
-            )
+            try:
+                from actors.experiments.hosts import (  # type: ignore[import-not-found]
+                    HostLab,
+                    HostSpec,
+                    lab_unavailable,
+                )
+            except ImportError:
+                msg = "experiments with hosts (host faults) are not built yet"
+                raise _Abort(msg) from None
 
             unavailable = lab_unavailable(experiment.network)
             if unavailable is not None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from actors.core.ledger import Ledger, from_tally
 from actors.core.link_marks import (
+    _EVENT_INDEX,
     MARK_SLOTS,
     HandledMarks,
     LedgerTally,
@@ -23,6 +24,7 @@ from actors.core.link_marks import (
     take_tally,
     tally_path,
 )
+from protocols.ledger import LEDGER_EVENTS
 
 
 @given(
@@ -141,8 +143,13 @@ def test_a_tally_keeps_every_count_even_past_its_rows(events: list[str], kinds: 
         assert ledger.snapshot("p").total == from_tally("p", kept).total
 
 
+def test_the_tally_keeps_the_ledger_events_in_order() -> None:
+    assert list(LEDGER_EVENTS) == list(_EVENT_INDEX)
+    assert list(range(len(LEDGER_EVENTS))) == list(_EVENT_INDEX.values())
+
+
 def test_a_discarded_tally_leaves_nothing_to_take(tmp_path: Path) -> None:
     tally = LedgerTally(tally_path(tmp_path, 1))
-    tally.store("k", [1] * 9)
+    tally.store("k", "sent", 1)
     tally.discard()
     assert take_tally(state_dir=tmp_path, pid=1) is None
