@@ -154,7 +154,7 @@ class _Triggered(_When):
 
 
 MESSAGE_STEP_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "raise")
-ACTOR_STEP_KINDS = ("kill", "hang", "pause", "start_failure", "slow_start", "slow_shutdown")
+ACTOR_STEP_KINDS = ("kill", "hang", "pause")
 HOST_STEP_KINDS = ("kill_host", "pause_host", "partition")
 
 
@@ -179,19 +179,27 @@ class MessageFaultStep(_Triggered):
 
 
 class ActorFaultStep(_Triggered):
-    """A fault on the actors ``target`` matches (``kill`` at a crash point, ``hang`` and the
-    start and shutdown faults act inside the actor; ``kill`` now and ``pause`` on its
-    process)."""
+    """A fault on the actors ``target`` matches: ``kill`` SIGKILLs an actor's process, at once
+    (``point: now``, done by the runner) or at a crash point on a matching message
+    (``before_handler``, ``after_handler``: before its reply, ``after_reply``: done inside the
+    actor); ``hang`` blocks the handler of a matching message for ``seconds``; ``pause``
+    stops the process for ``seconds`` (default 1: SIGSTOP, then SIGCONT)."""
 
-    kind: Literal["kill", "hang", "pause", "start_failure", "slow_start", "slow_shutdown"]
+    kind: Literal["kill", "hang", "pause"]
     target: Annotated[str, Field(min_length=1)]
     point: Literal["now", "before_handler", "after_handler", "after_reply"] = "now"
-    seconds: Positive | None = None
+    seconds: Annotated[float, Field(gt=0, le=300)] | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ActorFaultStep:
         if self.point != "now" and self.kind != "kill":
             msg = "`point` is valid only on a kill fault"
+            raise ValueError(msg)
+        if self.kind == "hang" and self.seconds is None:
+            msg = "a hang fault needs `seconds` (at most 300)"
+            raise ValueError(msg)
+        if self.kind == "kill" and self.seconds is not None:
+            msg = "`seconds` is not valid on a kill fault"
             raise ValueError(msg)
         return self
 

@@ -12,7 +12,15 @@ Kinds: ``drop`` (the handler never sees it; the ledger counts it ``dropped_by_fa
 later; later messages are not held back: a delay reorders), ``corrupt`` (it arrives
 schema-invalid: the sender gets the receiver's ``MessageInvalid`` error, the ledger counts it
 ``dropped_by_fault``), ``raise`` (the handler raises ``InjectedFault``: a crash of the worker,
-restarted by its supervisor as any crash).
+restarted by its supervisor as any crash), ``reorder`` (the hit messages are held until
+``window`` of them are, or 0.2 s passed, then handled in a seeded shuffled order; messages it
+does not hit pass them), ``kill`` (the worker's process is SIGKILLed at a crash
+``point``: before the handler, after the handler but before its reply, or after the reply; the
+message counts as handled exactly when its handler ran; on simpleSystemBase, where a worker
+has no process of its own, it crashes with ``InjectedFault`` instead), ``hang`` (the handler
+starts ``seconds`` late, the worker answering nothing meanwhile; on simpleSystemBase the whole
+system waits). A ``kill``'s counters (``nth``, ``every_nth``, ``max_total``) start afresh in each
+incarnation of the worker.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from pydantic import Field, model_validator
 from protocols._base import Message
 
 __all__ = [
+    "HANG_LIMIT",
     "MESSAGE_FAULT_KINDS",
+    "CrashPoint",
     "DelaySpec",
     "FaultInjected",
     "FaultJournal",
@@ -37,14 +47,22 @@ __all__ = [
     "MessageFaultKind",
 ]
 
-MessageFaultKind = Literal["drop", "duplicate", "delay", "corrupt", "raise"]
+MessageFaultKind = Literal[
+    "drop", "duplicate", "delay", "reorder", "corrupt", "raise", "kill", "hang"
+]
 MESSAGE_FAULT_KINDS: tuple[MessageFaultKind, ...] = (
     "drop",
     "duplicate",
     "delay",
+    "reorder",
     "corrupt",
     "raise",
+    "kill",
+    "hang",
 )
+CrashPoint = Literal["before_handler", "after_handler", "after_reply"]
+HANG_LIMIT = 300.0
+"""The longest a ``hang`` fault blocks a handler, in seconds."""
 
 
 class DelaySpec(Message):
@@ -96,12 +114,24 @@ class MessageFault(Message):
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
     max_total: Annotated[int, Field(ge=1)] | None = None
     delay: DelaySpec | None = None
+    window: Annotated[int, Field(ge=2, le=1000)] = 4
+    """How many messages a ``reorder`` shuffles together."""
+    point: CrashPoint = "before_handler"
+    """Where a ``kill`` strikes."""
+    seconds: Annotated[float, Field(gt=0, le=HANG_LIMIT)] | None = None
+    """How long a ``hang`` blocks."""
     seed: int = 0
     id: str = ""
     """Given by the runtime when injected."""
 
     @model_validator(mode="after")
     def _check(self) -> MessageFault:
+        if (self.fault == "hang") != (self.seconds is not None):
+            msg = "`seconds` is required by a hang fault and valid only there"
+            raise ValueError(msg)
+        if self.point != "before_handler" and self.fault != "kill":
+            msg = "`point` is valid only on a kill fault"
+            raise ValueError(msg)
         triggers = [t for t in (self.nth, self.every_nth, self.probability) if t is not None]
         if len(triggers) > 1:
             msg = "a fault takes at most one trigger: nth, every_nth or probability"

@@ -72,6 +72,10 @@ class FaultPoint:
                 return FaultHit(fault, ordinal, max(0.0, now - injected))
         return None
 
+    def active(self, fault_id: str) -> MessageFault | None:
+        """The active fault ``fault_id`` here, if it still is."""
+        return next((f for f, _ in self._active if f.id == fault_id), None)
+
     def rng(self, fault: MessageFault) -> random.Random:
         """The fault's generator here (for a delay's draw)."""
         rng = self._rngs.get(fault.id)

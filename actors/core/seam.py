@@ -357,6 +357,14 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     """True for actors that count ``handled`` themselves (when the handler really ran); the
     others count a data-path message handled once ``on_message`` has taken it."""
     marks: HandledMarks | None = None
+    _mark_due: tuple[int, int, int] | None = None
+
+    def mark_handled_now(self) -> None:
+        """Write the handled mark of the data-path message being handled now (the seam writes
+        it after the handler anyway; a worker about to die at a crash point writes it first)."""
+        if self.marks is not None and self._mark_due is not None:
+            self.marks.mark(*self._mark_due)
+
     """Where this incarnation records how far it handled each sender (see ``link_marks``)."""
     sends: SentCounts | None = None
     """Where it counts what it queued per receiver (see ``link_marks``)."""
@@ -554,6 +562,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
                     continue
                 else:
                     self.ledger.count("delivered", key, env.message.kind)
+                    if marks is not None:
+                        self._mark_due = (nonce, delivery.seq, position + 1)
                     self.on_message(env, sender, meta)
                     if not self.counts_handled:
                         self.ledger.count("handled", key, env.message.kind)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,7 +60,7 @@ from protocols._lifecycle import (
     _Stop,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
-from protocols.faults import FaultInjected, FaultJournal, GetFaultJournal
+from protocols.faults import FaultInjected, FaultJournal, GetFaultJournal, MessageFault
 from protocols.identity import Identity
 from protocols.ledger import GetLedger
 from protocols.supervision import KILLED, NORMAL, SubscribeEvents, error_reason
@@ -83,6 +84,8 @@ HOST_CAPABILITY = "understudy.host"
 """The ActorSystem capability naming its host; ``understudy.cap.<KEY>`` are its capabilities."""
 CAPABILITY_PREFIX = "understudy.cap."
 WORKER_PROCESS_NAME = "understudy-w"
+REORDER_HOLD = 0.2
+"""Seconds a reorder fault holds a partial window before releasing it (nothing waits longer)."""
 """The process name of every worker's own process (``/proc/<pid>/comm``)."""
 
 
@@ -252,6 +255,9 @@ class WorkerActor(SeamActor):
         self._faults = FaultPoint("?")
         self._fault_layer = True
         self._tally: LedgerTally | None = None
+        self._reordering: dict[str, list[int]] = {}
+        self._own = False
+        """This worker has a process of its own (multiprocTCPBase): a kill fault can kill it."""
         self._injected: list[FaultInjected] = []
         self._delayed: dict[int, tuple[codec.Envelope, Address, FrameMeta, Identity | None]] = {}
 
@@ -393,6 +399,7 @@ class WorkerActor(SeamActor):
             self.sends = SentCounts(path=sends_path(msg.state_dir, os.getpid()))
             self._tally = LedgerTally(tally_path(msg.state_dir, os.getpid()))
             self.ledger.keep = self._tally.store
+            self._own = True
         else:
             self.marks = HandledMarks(key=str(self.self_address))
             self.sends = SentCounts(key=str(self.self_address))
@@ -451,7 +458,9 @@ class WorkerActor(SeamActor):
                     worker.on_reply(corr, env.message)
                 result = None
             else:
-                if hit is not None and hit.fault.fault == "raise":
+                if hit is not None and (
+                    hit.fault.fault == "raise" or (hit.fault.fault == "kill" and not self._own)
+                ):
                     msg = f"injected fault {hit.fault.id} on message {hit.ordinal}"
                     raise InjectedFault(msg)
                 result = worker.handle(env.message)
@@ -473,10 +482,14 @@ class WorkerActor(SeamActor):
         finally:
             self._current = None
             worker._sender = None
+        if hit is not None and hit.fault.fault == "kill" and hit.fault.point == "after_handler":
+            self._kill_here(hit, on_link=on_link)
         if result is not None:
             self._answer(sender, env, result, on_link=on_link)
         elif meta.ask and not self._deferred:
             self.reply(sender, env, Ok())
+        if hit is not None and hit.fault.fault == "kill" and hit.fault.point == "after_reply":
+            self._kill_here(hit, on_link=on_link)
         self._stop_if_asked()
 
     # --- Injected message faults (actors.core.fault_points) ------------------------------------
@@ -534,6 +547,12 @@ class WorkerActor(SeamActor):
                 on_link=on_link,
             )
             return True
+        if fault.fault == "kill" and fault.point == "before_handler" and self._own:
+            self._kill_here(hit, on_link=False)
+        if fault.fault == "hang":
+            assert fault.seconds is not None  # noqa: S101 - a hang fault has them
+            time.sleep(fault.seconds)  # the injected fault: the handler blocks this long
+            return False
         if fault.fault == "delay":
             assert fault.delay is not None  # noqa: S101 - a delay fault has one
             seconds = fault.delay.draw(self._faults.rng(fault))
@@ -541,7 +560,46 @@ class WorkerActor(SeamActor):
             self._delayed[key] = (env, sender, meta, identity)
             self.set_timer(seconds, ("fault_delay", key))
             return True
+        if fault.fault == "reorder":
+            key = next(_delay_keys)
+            self._delayed[key] = (env, sender, meta, identity)
+            held = self._reordering.setdefault(fault.id, [])
+            held.append(key)
+            if len(held) >= fault.window:
+                self._release_reordered(fault)
+            elif len(held) == 1:
+                self.set_timer(REORDER_HOLD, ("fault_reorder", fault.id))
+            return True
         return False
+
+    def _release_reordered(self, fault: MessageFault) -> None:
+        """Hand the messages a reorder fault holds to the handler, shuffled."""
+        keys = self._reordering.pop(fault.id, [])
+        self._faults.rng(fault).shuffle(keys)
+        for key in keys:
+            held = self._delayed.pop(key, None)
+            if held is None:
+                continue
+            if self._exiting or self._worker is None:
+                self._drop_delayed([held])
+                continue
+            env, sender, meta, identity = held
+            self._handle(env, sender, meta, identity=identity, faulted=True)
+
+    def _kill_here(self, hit: FaultHit, *, on_link: bool) -> None:
+        """SIGKILL this worker's own process at an injected crash point. After its handler
+        ran, a data-path message is marked handled first, so its sender never reports it
+        undelivered."""
+        if on_link:
+            self.mark_handled_now()
+        log.warning(
+            "fault_kill",
+            actor=self._path,
+            fault_id=hit.fault.id,
+            point=hit.fault.point,
+            ordinal=hit.ordinal,
+        )
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _crash_reason(self, exc: Exception, message: Message) -> str:
         """Log a handler exception as this worker's crash and return its exit reason."""
@@ -583,6 +641,18 @@ class WorkerActor(SeamActor):
         """A ``call_later`` fired: hand its message to the worker."""
         if isinstance(payload, tuple) and payload[0] == "flow":
             self.flows.on_timer(payload[1])
+            return
+        if isinstance(payload, tuple) and payload[0] == "fault_reorder":
+            fault = self._faults.active(payload[1])
+            if fault is not None:
+                self._release_reordered(fault)
+            else:  # healed meanwhile: release in arrival order
+                for key in self._reordering.pop(payload[1], []):
+                    held = self._delayed.pop(key, None)
+                    if held is not None and not self._exiting and self._worker is not None:
+                        self._handle(held[0], held[1], held[2], identity=held[3], faulted=True)
+                    elif held is not None:
+                        self._drop_delayed([held])
             return
         if isinstance(payload, tuple) and payload[0] == "fault_delay":
             held = self._delayed.pop(payload[1], None)

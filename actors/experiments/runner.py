@@ -959,8 +959,10 @@ def _spec(step: MessageFaultStep | ActorFaultStep, target: str, seed: int) -> di
         if step.window is not None:
             common["window"] = step.window
         return common
-    common["point"] = step.point
-    common["seconds"] = step.seconds
+    if step.kind == "kill":
+        common["point"] = step.point
+    if step.kind == "hang":
+        common["seconds"] = step.seconds
     return common
 
 

@@ -219,3 +219,32 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
     assert 0 == result.returncode, result.stderr
     assert result.stdout.count("kill root/svc/worker") == 3
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_crash_points_hangs_and_reorders_from_a_file_hold_the_invariants(tmp_path: Path) -> None:
+    topology = _topology("multiprocTCPBase")
+    topology["root"]["children"][0]["children"].append(
+        {"id": "front", "start": "actors.demo:Relay", "args": {"to": "root/svc/worker"}}
+    )
+    experiment = {
+        "title": "faults inside the actors",
+        "seed": 11,
+        "topology": topology,
+        "duration": 3,
+        "workload": [{**_ping(30, timeout=3), "to": "root/svc/front"}],
+        "faults": [
+            {"kind": "kill", "target": "root/svc/worker", "point": "after_handler", "nth": 20},
+            {"kind": "hang", "target": "root/svc/worker", "seconds": 0.2, "nth": 5, "at": 1},
+            {"kind": "reorder", "target": "root/svc/worker", "window": 3, "after": 2},
+        ],
+        "invariants": ["no_lost_messages", "tree_alive", "fail_fast", "single_instance"],
+        "report": {"formats": ["json"]},
+    }
+    result = ExperimentRunner(load_experiment(_write(tmp_path, experiment)), out=tmp_path).run()
+
+    assert "completed" == result.status, result.journal["invariants"]
+    exits = [e for e in result.journal["events"] if e["event"] == "child_exited"]
+    assert exits  # each incarnation of the worker is killed at its 20th ping
+    assert {"killed"} == {e["reason"] for e in exits}
+    assert {"kill", "hang", "reorder"} == {f["kind"] for f in result.journal["injections"]}

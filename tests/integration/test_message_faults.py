@@ -165,3 +165,24 @@ def test_a_deployment_with_fault_injection_off_refuses_faults(
         seen = rt.ask("root/sink", WaitSeen(count=10), timeout=30)
         assert isinstance(seen, Seen)
         assert list(range(10)) == seen.seqs
+
+
+def test_reorder_shuffles_each_window_and_loses_nothing(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    with rt.faults.inject(
+        {
+            "fault": "reorder",
+            "target": "root/sink",
+            "message_kind": "fast.item",
+            "window": 5,
+            "seed": 3,
+        }
+    ):
+        _burst(rt, 50)
+        seen = rt.ask("root/sink", WaitSeen(count=50), timeout=30)
+    assert isinstance(seen, Seen)
+    assert list(range(50)) == sorted(seen.seqs)
+    assert list(range(50)) != seen.seqs
+    ledger = rt.ledger()
+    assert ledger.balanced, ledger.total
+    assert 0 == ledger.total.dropped_by_fault

@@ -145,7 +145,7 @@ def test_kill_now_and_pause_act_once_everything_else_lasts() -> None:
     assert not is_lasting(ActorFaultStep(kind="kill", target="a"))
     assert not is_lasting(ActorFaultStep(kind="pause", target="a"))
     assert is_lasting(ActorFaultStep(kind="kill", target="a", point="after_handler"))
-    assert is_lasting(ActorFaultStep(kind="hang", target="a"))
+    assert is_lasting(ActorFaultStep(kind="hang", target="a", seconds=1))
     assert is_lasting(MessageFaultStep(kind="drop", target="a"))
 
 

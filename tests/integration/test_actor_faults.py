@@ -1,0 +1,137 @@
+"""Faults inside an actor: a kill at each crash point (before the handler, after the handler
+before its reply, after the reply) and a hang, on multiprocTCPBase with real processes; on
+simpleSystemBase a kill is a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import ActorCrashed, ActorExited, AskTimeout, Runtime
+from protocols.faults import MessageFault
+from protocols.supervision import KILLED
+from protocols.topology import ChildSpec, SupervisorSpec
+from tests.conftest import StartTree
+from tests.integration._fast_workers import Burst, Seen, WaitSeen
+from tests.integration._workers import Ping, Pong
+
+W = "tests.integration._workers"
+F = "tests.integration._fast_workers"
+
+
+def _tree() -> SupervisorSpec:
+    return SupervisorSpec(
+        id="root",
+        intensity=10,
+        children=[
+            ChildSpec(id="echo", start=f"{W}:Echo"),
+            ChildSpec(id="sink", start=f"{F}:Sink"),
+            ChildSpec(id="source", start=f"{F}:Source"),
+        ],
+    )
+
+
+def _exited(rt: Runtime, child_id: str, after: int) -> str | None:
+    return rt.wait_event("child_exited", child_id=child_id, after=after, timeout=20).reason
+
+
+def _last_seq(rt: Runtime) -> int:
+    return max((e.seq for e in rt.events()), default=0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_kill_after_the_reply_answers_then_dies(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    before = _last_seq(rt)
+    pid = next(c.pid for c in rt.which_children("root") if c.id == "echo")
+    with rt.faults.inject(
+        MessageFault(
+            fault="kill", target="root/echo", message_kind="test.ping", point="after_reply"
+        )
+    ):
+        reply = rt.ask("root/echo", Ping(token="last words"), timeout=10)
+        assert isinstance(reply, Pong) and "last words" == reply.token
+        assert KILLED == _exited(rt, "echo", before)
+    rt.wait_event("child_restarted", child_id="echo", after=before, timeout=20)
+    again = rt.ask("root/echo", Ping(token="again"), timeout=10)
+    assert isinstance(again, Pong)
+    assert pid != next(c.pid for c in rt.which_children("root") if c.id == "echo")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+@pytest.mark.parametrize("point", ["before_handler", "after_handler"])
+def test_kill_before_the_reply_fails_the_ask_at_once(start_tree: StartTree, point: str) -> None:
+    rt = start_tree(_tree())
+    before = _last_seq(rt)
+    with (
+        rt.faults.inject(
+            {"fault": "kill", "target": "root/echo", "message_kind": "test.ping", "point": point}
+        ),
+        pytest.raises(ActorExited) as caught,
+    ):
+        rt.ask("root/echo", Ping(token="x"), timeout=30)
+    assert KILLED == caught.value.reason
+    assert KILLED == _exited(rt, "echo", before)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+@pytest.mark.parametrize("point", ["before_handler", "after_handler"])
+def test_a_kill_on_a_link_keeps_the_ledger_balanced(start_tree: StartTree, point: str) -> None:
+    """Messages the killed sink handled count as handled (its tally), the rest are reported
+    undelivered by the source (its handled marks): nothing is lost or counted twice."""
+    rt = start_tree(_tree())
+    before = _last_seq(rt)
+    with rt.faults.inject(
+        {
+            "fault": "kill",
+            "target": "root/sink",
+            "message_kind": "fast.item",
+            "nth": 40,
+            "point": point,
+        }
+    ):
+        rt.ask("root/source", Burst(target="root/sink", count=100), timeout=30)
+        assert KILLED == _exited(rt, "sink", before)
+        rt.wait_event("child_restarted", child_id="sink", after=before, timeout=20)
+    rt.ask("root/source", Burst(target="root/sink", start=100, count=10), timeout=30)
+    seen = rt.ask("root/sink", WaitSeen(count=10), timeout=30)
+    assert isinstance(seen, Seen)
+    ledger = rt.ledger()
+    assert ledger.balanced, ledger.total
+    assert 0 == ledger.unreported
+    handled_before_kill = 40 if point == "after_handler" else 39
+    assert ledger.total.handled >= handled_before_kill + 10
+    assert ledger.total.undelivered + ledger.total.handled == ledger.total.sent
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_hang_blocks_the_handler_for_its_seconds(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    hang = MessageFault(
+        fault="hang", target="root/echo", message_kind="test.ping", nth=1, seconds=1.5
+    )
+    with rt.faults.inject(hang):
+        with pytest.raises(AskTimeout):
+            rt.ask("root/echo", Ping(token="hung"), timeout=0.5)
+        reply = rt.ask("root/echo", Ping(token="after"), timeout=10)
+    assert isinstance(reply, Pong) and "after" == reply.token
+
+
+def test_on_simple_system_base_a_kill_is_a_crash(start_tree: StartTree, base: str) -> None:
+    if base != "simpleSystemBase":
+        pytest.skip("multiprocTCPBase kills the process (the tests above)")
+    rt = start_tree(_tree())
+    kill = MessageFault(fault="kill", target="root/echo", nth=1)
+    with rt.faults.inject(kill), pytest.raises(ActorCrashed, match="InjectedFault"):
+        rt.ask("root/echo", Ping(token="x"), timeout=5)
+    assert isinstance(rt.ask("root/echo", Ping(token="y"), timeout=5), Pong)
+
+
+def test_a_hang_needs_its_seconds_and_point_goes_with_kill() -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        MessageFault(fault="hang", target="root/echo")
+    with pytest.raises(ValueError, match="point"):
+        MessageFault(fault="drop", target="root/echo", point="after_reply")
