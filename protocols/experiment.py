@@ -232,20 +232,20 @@ class HostSpec(_Strict):
     capabilities: dict[str, str] = Field(default_factory=dict)
 
 
-LlmError = Literal["429", "500", "502", "503", "401", "timeout", "malformed_tool_call", "truncated"]
+LlmError = Literal["429", "500", "401", "400", "timeout", "malformed_tool_call"]
 
 
 class LlmFaultStep(_When):
-    """A fault on the model's answers (the embedded model, or a real endpoint through the
-    fault-injecting proxy)."""
+    """A fault on the embedded model's answers: each injection makes the next ``count`` chat
+    requests fail with ``error`` (``429`` with ``retry_after``, ``500``, ``401``, ``400``,
+    ``timeout``: no answer for ``seconds``, or ``malformed_tool_call``)."""
 
     kind: Literal["llm_error"]
     error: LlmError
     target: str = "model"
     retry_after: Seconds = 1.0
-    seconds: Seconds = 30.0
+    seconds: Positive = 30.0
     count: Annotated[int, Field(ge=1)] = 1
-    probability: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 FaultStep = Annotated[

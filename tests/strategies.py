@@ -217,7 +217,8 @@ def delay_specs() -> st.SearchStrategy[DelaySpec]:
 
 @st.composite
 def message_faults(draw: st.DrawFn) -> MessageFault:
-    """A valid message fault: one trigger at most, a delay exactly for delay faults."""
+    """A valid message fault: one trigger at most, a delay exactly for delay faults, seconds
+    exactly for hangs, a crash point for kills."""
     kind = draw(st.sampled_from(MESSAGE_FAULT_KINDS))
     trigger = draw(st.sampled_from(["nth", "every_nth", "probability", None]))
     fields: dict[str, Any] = {"fault": kind, "target": draw(st.sampled_from(["root/*", "root/a"]))}
@@ -227,6 +228,12 @@ def message_faults(draw: st.DrawFn) -> MessageFault:
         fields[trigger] = draw(st.integers(1, 100))
     if kind == "delay":
         fields["delay"] = draw(delay_specs())
+    if kind == "hang":
+        fields["seconds"] = draw(st.floats(0.01, 300))
+    if kind == "kill":
+        fields["point"] = draw(st.sampled_from(["before_handler", "after_handler", "after_reply"]))
+    if kind == "reorder":
+        fields["window"] = draw(st.integers(2, 1000))
     return MessageFault(**fields, seed=draw(st.integers(0, 2**31)))
 
 

@@ -7,6 +7,7 @@ and a counterexample when it failed. The runner gathers the data; nothing here t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,12 @@ from protocols.supervision import SupervisionEvent
 
 __all__ = [
     "FAIL_FAST_SLACK",
+    "LLM_WAIT_SLACK",
     "RESTART_WINDOW_SLACK",
     "Verdict",
     "fail_fast",
     "liveness_after_heal",
+    "llm_budget",
     "no_lost_messages",
     "no_orphans",
     "restart_decisions",
@@ -242,6 +245,32 @@ def no_orphans(strays: Sequence[Mapping[str, Any]], checked: int) -> Verdict:
     first = strays[0]
     detail = f"{len(strays)} orphan process(es), first pid {first['pid']} seen {first['when']}"
     return Verdict(False, detail, list(strays[:5]))
+
+
+LLM_WAIT_SLACK = 0.05
+"""Seconds a retry may come before its Retry-After has passed (clock and scheduling jitter)."""
+
+
+def llm_budget(requests: Sequence[Mapping[str, Any]], retry_after: float) -> Verdict:
+    """Within each conversation (``conversation``: a retry has the same one), the request
+    after a 429 came no sooner than its Retry-After (``requests``: the model's request log:
+    ``at``, ``finished_at``, ``status``, ``conversation``)."""
+    by_conversation: dict[Any, list[Mapping[str, Any]]] = {}
+    for request in requests:
+        by_conversation.setdefault(request.get("conversation"), []).append(request)
+    limited = 0
+    for conversation in by_conversation.values():
+        ordered = sorted(conversation, key=lambda r: r["at"])
+        for before, after in itertools.pairwise(ordered):
+            if before["status"] != 429:
+                continue
+            limited += 1
+            waited = after["at"] - before["finished_at"]
+            if waited < retry_after - LLM_WAIT_SLACK:
+                detail = f"a retry came {waited:.3f} s after a 429 that asked for {retry_after} s"
+                return Verdict(False, detail, {"limited": dict(before), "next": dict(after)})
+    detail = f"{len(requests)} model request(s); each of {limited} retried 429(s) was waited out"
+    return Verdict(True, detail)
 
 
 def liveness_after_heal(answers: Mapping[str, float | None], within: float) -> Verdict:

@@ -38,6 +38,7 @@ from actors.errors import ActorExited, ActorNotFound, AskTimeout
 from actors.experiments import invariants as inv
 from actors.experiments.plan import Injection, is_lasting, pick_targets, plan_faults
 from actors.experiments.report import write_reports
+from actors.model.server import ModelServer
 from protocols._base import Message
 from protocols.errors import UnderstudyError
 from protocols.experiment import (
@@ -60,6 +61,7 @@ from protocols.experiment import (
 )
 from protocols.experiment_loader import LoadedExperiment, build_message, resolve_call
 from protocols.ledger import GetLedger
+from protocols.orchestrator import GetRunProgress, RunAccepted, RunGoalRequest, RunProgress
 from protocols.scheduler import CompleteTask, ListTasks, StartTask, SubmitTask, Tasks
 from protocols.topology import SupervisorSpec, Topology
 
@@ -75,6 +77,8 @@ _RECOVERY_POLL = 0.02
 _RECOVERY_LIMIT = 15.0
 _ORPHAN_CHECK_EVERY = 1.0
 _EXIT_WAIT = 5.0
+_RUN_POLL = 0.5
+_RUN_GRACE = 5.0
 
 
 @dataclass
@@ -141,6 +145,11 @@ class ExperimentRunner:
         """The member hosts (``actors.experiments.hosts.HostLab``), when the experiment has any."""
         self._skipped = 0
         self._stopped: set[int] = set()
+        self._model: ModelServer | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._model_log: list[dict[str, Any]] = []
+        self._pending_runs: dict[int, tuple[str, GoalsWorkload, dict[str, Any], float]] = {}
+        self._at: Callable[[float, Callable[[], object]], None] = lambda _when, _action: None
         self._state: Path | None = None
         self._host_faults = itertools.count(1)
 
@@ -219,6 +228,7 @@ class ExperimentRunner:
             recoveries=self._recoveries,
             events=[self._event_json(e, self._wall_started) for e in events],
             workload=self._workload_summary(),
+            model_requests=self._model_log,
         )
         self._progress("writing the reports", 0.98)
         paths = write_reports(self.out, journal, self._history, self.experiment.report.formats)
@@ -282,6 +292,7 @@ class ExperimentRunner:
                     "cluster": cluster,
                 }
             )
+        self._start_model(system.model is not None)
         topology = Topology(system=system, root=topology.root)
         try:
             runtime = Runtime.start(topology)
@@ -296,6 +307,37 @@ class ExperimentRunner:
                 raise _Abort(f"the hosts did not join: {exc}") from None
         return runtime
 
+    def _start_model(self, configured: bool) -> None:
+        """Goals and model faults need a model: the embedded one, started here (agents
+        inherit the environment), unless the topology or the environment names another."""
+        experiment = self.experiment
+        needs = any(isinstance(w, GoalsWorkload) for w in experiment.workload)
+        faults = any(isinstance(f, LlmFaultStep) for f in experiment.faults)
+        if not (needs or faults):
+            return
+        if configured or os.environ.get("OPENAI_BASE_URL"):
+            if faults:
+                msg = (
+                    "llm_error faults act on the embedded model; this experiment's topology or "
+                    "environment names another endpoint (the fault proxy is not built yet)"
+                )
+                raise _Abort(msg)
+            return
+        self._saved_env = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+        self._model = ModelServer()
+        os.environ["OPENAI_BASE_URL"] = self._model.start()
+        os.environ["OPENAI_API_KEY"] = "understudy-embedded"
+
+    def _stop_model(self) -> None:
+        if self._model is None:
+            return
+        self._model.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
     def _stop(self, runtime: Runtime) -> None:
         for pid in list(self._stopped):
             self._continue(pid)
@@ -308,6 +350,7 @@ class ExperimentRunner:
             log.error("experiment_stop_failed", error=str(exc))
         if self._lab is not None:
             self._lab.stop()
+        self._stop_model()
         if self._state is not None:
             shutil.rmtree(self._state, ignore_errors=True)
         self._check_orphans(after=True)
@@ -321,6 +364,8 @@ class ExperimentRunner:
 
         def at(when: float, action: Callable[[], object]) -> None:
             heapq.heappush(queue, (when, next(seq), action))
+
+        self._at = at
 
         for index, workload in enumerate(experiment.workload):
             self._schedule_workload(at, runtime, context, index, workload)
@@ -393,8 +438,8 @@ class ExperimentRunner:
             self._record("nemesis", "info", step.kind, {"skipped": "the tree is gone"})
             return
         if isinstance(step, LlmFaultStep):
-            msg = "llm_error faults are not supported by this runner yet"
-            raise _Abort(msg)
+            self._inject_llm(at, injection, step)
+            return
         if isinstance(step, HostFaultStep):
             self._inject_host(at, runtime, injection, step)
             return
@@ -530,6 +575,60 @@ class ExperimentRunner:
             )
         hits.sort(key=lambda h: (h["fault_index"], h["count"], h["target"], h["ordinal"]))
         self._faults += hits
+
+    def _inject_llm(
+        self,
+        at: Callable[[float, Callable[[], object]], None],
+        injection: Injection,
+        step: LlmFaultStep,
+    ) -> None:
+        model = self._model
+        assert model is not None  # noqa: S101 - started for experiments with model faults
+        fault_id = f"llm-{next(self._host_faults)}"
+        options: dict[str, Any] = {}
+        kind: str = step.error
+        if step.error == "429":
+            options["retry_after"] = step.retry_after
+        if step.error == "timeout":
+            kind, options["seconds"] = "hang", step.seconds
+        op = self._record("nemesis", "invoke", "llm_error", {"error": step.error})
+        model.inject(kind, count=step.count, **options)  # type: ignore[arg-type]
+        self._record("nemesis", "ok", "llm_error", {"error": step.error, "id": fault_id}, op=op)
+        now = self._t()
+        self._faults.append(
+            {
+                "id": fault_id,
+                "kind": "llm_error",
+                "target": step.target,
+                "at": now,
+                "until": None,
+                "spec": step.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "fault_index": injection.index,
+                "count": injection.count,
+            }
+        )
+        self._injections.append(
+            {
+                "index": injection.index,
+                "count": injection.count,
+                "at": injection.at,
+                "until": injection.until,
+                "target": step.target,
+                "seed": injection.seed,
+                "id": fault_id,
+                "kind": "llm_error",
+            }
+        )
+        if injection.until is not None:
+            at(injection.until, _Always(functools.partial(self._clear_llm, fault_id)))
+        log.info("experiment_injected", fault="llm_error", error=step.error, at=now)
+
+    def _clear_llm(self, fault_id: str) -> None:
+        if self._model is not None:
+            self._model.clear_faults()
+        for entry in self._faults:
+            if entry["id"] == fault_id and entry["until"] is None:
+                entry["until"] = self._t()
 
     def _resume(self, name: str) -> None:
         if self._lab is not None:
@@ -675,11 +774,7 @@ class ExperimentRunner:
         elif isinstance(workload, TasksWorkload):
             self._task_op(runtime, name, workload, k)
         elif isinstance(workload, GoalsWorkload):
-            from protocols.orchestrator import RunGoalRequest
-
-            goal = workload.goals[k % len(workload.goals)]
-            request = RunGoalRequest(goal=goal, owner="experiment")
-            self._ask_op(runtime, name, "goal", workload.orchestrator, request, workload.timeout, k)
+            self._goal_op(runtime, name, workload, k)
         else:
             assert isinstance(workload, PythonWorkload)  # noqa: S101 - the last workload kind
             op = self._record(name, "invoke", workload.call, k)
@@ -714,6 +809,59 @@ class ExperimentRunner:
             return None
         self._record(name, "ok", f, value, op=op, latency=_since(started), reply=reply.kind)
         return reply
+
+    def _goal_op(self, runtime: Runtime, name: str, workload: GoalsWorkload, k: int) -> None:
+        """Start a run (the operation), then watch it to its outcome without holding up the
+        loop: ``ok`` when it succeeded, ``fail`` when it ended otherwise."""
+        goal = workload.goals[k % len(workload.goals)]
+        value: dict[str, Any] = {"goal": goal, "n": k}
+        op = self._record(name, "invoke", "run_goal", value, timeout=workload.timeout)
+        started = time.monotonic()
+        try:
+            reply = runtime.ask(
+                workload.orchestrator,
+                RunGoalRequest(goal=goal, owner="experiment"),
+                timeout=min(workload.timeout, 10.0),
+            )
+        except UnderstudyError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._record(
+                name, "fail", "run_goal", value, op=op, latency=_since(started), error=error
+            )
+            return
+        if not isinstance(reply, RunAccepted):
+            error = f"unexpected reply {reply.kind}"
+            self._record(
+                name, "fail", "run_goal", value, op=op, latency=_since(started), error=error
+            )
+            return
+        value["run_id"] = reply.run_id
+        self._pending_runs[op] = (name, workload, value, started)
+        self._at(
+            self._phase_now() + _RUN_POLL, _Always(functools.partial(self._poll_run, runtime, op))
+        )
+
+    def _poll_run(self, runtime: Runtime, op: int) -> None:
+        name, workload, value, started = self._pending_runs[op]
+        outcome = None
+        with contextlib.suppress(UnderstudyError):
+            progress = runtime.ask(
+                workload.orchestrator,
+                GetRunProgress(run_id=value["run_id"], since=1_000_000),
+                timeout=5.0,
+            )
+            outcome = progress.outcome if isinstance(progress, RunProgress) else None
+        if outcome is not None:
+            del self._pending_runs[op]
+            kind = "ok" if outcome.success else "fail"
+            done = {**value, "success": outcome.success, "score": outcome.score}
+            if outcome.error:
+                done["error"] = outcome.error
+            self._record(name, kind, "run_goal", done, op=op, latency=_since(started))
+            return
+        if time.monotonic() - started < workload.timeout + _RUN_GRACE:
+            poll = functools.partial(self._poll_run, runtime, op)
+            self._at(self._phase_now() + _RUN_POLL, _Always(poll))
 
     def _task_op(self, runtime: Runtime, name: str, workload: TasksWorkload, k: int) -> None:
         task_id = f"experiment-{self.experiment.seed}-{k}"
@@ -834,10 +982,20 @@ class ExperimentRunner:
             elif invariant == "liveness_after_heal":
                 verdicts[invariant] = self._liveness(runtime)
             elif invariant == "llm_budget":
-                verdicts[invariant] = inv.Verdict(
-                    False, "llm_budget cannot be checked: this runner injects no model faults yet"
-                )
+                verdicts[invariant] = self._llm_budget()
         return verdicts
+
+    def _llm_budget(self) -> inv.Verdict:
+        if self._model is None:
+            return inv.Verdict(False, "llm_budget needs the embedded model (goals or llm faults)")
+        records = [r.model_dump(mode="json") for r in self._model.stats().request_log]
+        self._model_log = records
+        waits = [
+            f.retry_after
+            for f in self.experiment.faults
+            if isinstance(f, LlmFaultStep) and f.error == "429"
+        ]
+        return inv.llm_budget(records, max(waits, default=0.0))
 
     def _user(self, invariant: UserInvariant, context: RunContext) -> inv.Verdict:
         try:

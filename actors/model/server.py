@@ -33,6 +33,7 @@ Faults (FaultSpec.kind)
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import json
@@ -102,6 +103,9 @@ class RequestRecord(BaseModel):
     disconnected: bool = False
     finish_reason: str | None = None
     tool: str | None = None
+    conversation: str | None = None
+    """A digest of the request's system and first user messages: a retry of a request, or the
+    next turn of one agent's conversation, has the same one."""
 
 
 class ServerStats(BaseModel):
@@ -384,7 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat_with(self, state: _State, record: dict[str, Any]) -> None:
         try:
             request = self._authorised_request(state)
-            spec = state.faults.take(_match_text(request))
+            text = _match_text(request)
+            record["conversation"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            spec = state.faults.take(text)
             if spec is not None:
                 record["fault"] = spec.kind
                 state.fired(spec.kind)

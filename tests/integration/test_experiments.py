@@ -248,3 +248,16 @@ def test_crash_points_hangs_and_reorders_from_a_file_hold_the_invariants(tmp_pat
     assert exits  # each incarnation of the worker is killed at its 20th ping
     assert {"killed"} == {e["reason"] for e in exits}
     assert {"kill", "hang", "reorder"} == {f["kind"] for f in result.journal["injections"]}
+
+
+@pytest.mark.integration
+def test_the_429_storm_example_holds_the_model_budget(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _run(EXAMPLES / "429-storm.yaml", out)
+
+    journal = json.loads((out / "journal.json").read_text(encoding="utf-8"))
+    assert 0 == result.returncode, json.dumps(journal["invariants"], indent=1) + result.stderr
+    limited = [r for r in journal["model_requests"] if r["status"] == 429]
+    assert 9 == len(limited)  # three injections of three 429s each
+    assert journal["invariants"]["llm_budget"]["ok"]
+    assert journal["workload"]["operations"] >= 5

@@ -158,3 +158,16 @@ def test_no_orphans_and_liveness() -> None:
     verdict = inv.liveness_after_heal({"root/a": 0.01, "root/b": None}, 1.0)
     assert not verdict.ok
     assert {"root/b": None} == verdict.counterexample
+
+
+def _request(at: float, status: int, conversation: str, took: float = 0.01) -> dict[str, Any]:
+    return {"at": at, "finished_at": at + took, "status": status, "conversation": conversation}
+
+
+def test_llm_budget_wants_each_retry_after_its_retry_after_in_its_conversation() -> None:
+    patient = [_request(0.0, 429, "a"), _request(0.2, 200, "b"), _request(0.6, 200, "a")]
+    assert inv.llm_budget(patient, 0.5).ok
+    eager = [_request(0.0, 429, "a"), _request(0.1, 200, "a")]
+    verdict = inv.llm_budget(eager, 0.5)
+    assert not verdict.ok
+    assert 0.1 == verdict.counterexample["next"]["at"]
