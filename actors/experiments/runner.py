@@ -36,6 +36,7 @@ from actors.core.runtime import Runtime
 from actors.core.worker import WORKER_PROCESS_NAME
 from actors.errors import ActorExited, ActorNotFound, AskTimeout
 from actors.experiments import invariants as inv
+from actors.experiments.hosts import HostLab, HostSpec, lab_unavailable
 from actors.experiments.plan import Injection, is_lasting, pick_targets, plan_faults
 from actors.experiments.report import write_reports
 from actors.model.server import ModelServer
@@ -73,7 +74,7 @@ Status = Literal["completed", "deviated", "aborted"]
 ProgressCallback = Callable[[str, float], None]
 """Called with a line saying what the run does now, and the fraction of it done (0..1)."""
 
-_RECOVERY_POLL = 0.02
+_RECOVERY_POLL = 0.05
 _RECOVERY_LIMIT = 15.0
 _ORPHAN_CHECK_EVERY = 1.0
 _EXIT_WAIT = 5.0
@@ -141,8 +142,8 @@ class ExperimentRunner:
         self._started = 0.0
         self._wall_started = 0.0
         self._active: dict[int, list[str]] = {}
-        self._lab: Any = None
-        """The member hosts (``actors.experiments.hosts.HostLab``), when the experiment has any."""
+        self._lab: HostLab | None = None
+        """The member hosts, when the experiment has any."""
         self._skipped = 0
         self._stopped: set[int] = set()
         self._model: ModelServer | None = None
@@ -263,16 +264,6 @@ class ExperimentRunner:
         system = topology.system.model_copy(update={"state_dir": str(state), "admin_port": None})
         secret = state / "secret"
         if experiment.hosts:
-            try:
-                from actors.experiments.hosts import (  # type: ignore[import-not-found]
-                    HostLab,
-                    HostSpec,
-                    lab_unavailable,
-                )
-            except ImportError:
-                msg = "experiments with hosts (host faults) are not built yet"
-                raise _Abort(msg) from None
-
             unavailable = lab_unavailable(experiment.network)
             if unavailable is not None:
                 raise _Abort(f"the experiment's hosts cannot run here: {unavailable}")
@@ -726,21 +717,27 @@ class ExperimentRunner:
         self._recoveries.append(record)
         answered: dict[str, float] = {}
 
+        expects_told = entry["kind"] in ("kill", "kill_host")
+
         def poll() -> None:
             elapsed = time.monotonic() - fault_t
-            if "answering" not in answered and (
-                self._probes_hold(runtime)
-                if host is not None
-                else _answers(runtime, entry["target"], 0.2)
-            ):
-                answered["answering"] = elapsed
-            if "answering" in answered and self._probes_hold(runtime):
-                record["fault_to_steady"] = round(elapsed, 4)
+            told = record["fault_to_told"]
+            if told is None:
                 told = _told(runtime, entry["target"], fault_wall, host=host is not None)
-                if told is not None:
-                    record["fault_to_told"] = round(told, 4)
-                    record["told_to_answering"] = round(max(0.0, answered["answering"] - told), 4)
-                return
+                record["fault_to_told"] = None if told is None else round(told, 4)
+            if told is not None or not expects_told:
+                if "answering" not in answered and (
+                    self._probes_hold(runtime)
+                    if host is not None
+                    else _answers(runtime, entry["target"], 0.2)
+                ):
+                    answered["answering"] = elapsed
+                if "answering" in answered and self._probes_hold(runtime):
+                    record["fault_to_steady"] = round(elapsed, 4)
+                    if told is not None:
+                        waited = max(0.0, answered["answering"] - told)
+                        record["told_to_answering"] = round(waited, 4)
+                    return
             if elapsed < _RECOVERY_LIMIT:
                 at(self._phase_now() + _RECOVERY_POLL, _Always(poll))
 

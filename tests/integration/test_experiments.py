@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from actors.experiments.hosts import lab_unavailable
 from actors.experiments.runner import ExperimentRunner
 from protocols.experiment_loader import load_experiment
 
@@ -261,3 +262,67 @@ def test_the_429_storm_example_holds_the_model_budget(tmp_path: Path) -> None:
     assert 9 == len(limited)  # three injections of three 429s each
     assert journal["invariants"]["llm_budget"]["ok"]
     assert journal["workload"]["operations"] >= 5
+
+
+@pytest.mark.integration
+def test_the_host_loss_example_restarts_the_lost_workers_on_the_other_host(
+    tmp_path: Path,
+) -> None:
+    unavailable = lab_unavailable("netns")
+    if unavailable is not None:
+        pytest.skip(f"network namespaces cannot be made here: {unavailable}")
+    out = tmp_path / "report"
+    result = _run(EXAMPLES / "host-loss.yaml", out)
+
+    journal = json.loads((out / "journal.json").read_text(encoding="utf-8"))
+    assert 0 == result.returncode, json.dumps(journal["invariants"], indent=1) + result.stderr
+    (killed,) = [f["target"] for f in journal["faults"] if f["kind"] == "kill_host"]
+    events = journal["events"]
+    assert any(e["event"] == "host_down" and e["host"] == killed for e in events)
+    lost = [e for e in events if e["event"] == "child_exited" and e["reason"] == "noconnection"]
+    restarted_after = (
+        [e for e in events if e["event"] == "child_restarted" and e["at"] > lost[0]["at"]]
+        if lost
+        else []
+    )
+    assert all(e["host"] != killed for e in restarted_after)
+    (recovery,) = journal["recoveries"]
+    assert recovery["fault_to_told"] is not None and recovery["fault_to_told"] < 5.0
+    assert not [line for line in _netns_list() if "usx-" in line]
+
+
+@pytest.mark.integration
+def test_a_short_host_pause_on_loopback_is_not_a_host_loss(tmp_path: Path) -> None:
+    experiment = {
+        "title": "a host paused for 1 s",
+        "seed": 3,
+        "network": "loopback",
+        "hosts": [{"name": "m1", "capabilities": {"zone": "edge"}}],
+        "topology": {
+            "system": {"base": "multiprocTCPBase"},
+            "root": {
+                "id": "root",
+                "children": [
+                    {
+                        "id": "edge",
+                        "start": "actors.demo:Echo",
+                        "placement": {"capabilities": {"zone": "edge"}},
+                    }
+                ],
+            },
+        },
+        "duration": 3,
+        "faults": [{"kind": "pause_host", "target": "m1", "seconds": 1.0, "at": 0.5}],
+        "invariants": ["tree_alive", "single_instance"],
+        "report": {"formats": ["json"]},
+    }
+    result = ExperimentRunner(load_experiment(_write(tmp_path, experiment)), out=tmp_path).run()
+
+    assert "completed" == result.status, result.journal
+    assert not [e for e in result.journal["events"] if e["event"] == "host_down"]
+    assert ["pause_host"] == [f["kind"] for f in result.journal["faults"]]
+
+
+def _netns_list() -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return listed.stdout.splitlines()
