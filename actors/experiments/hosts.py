@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -29,8 +29,9 @@ import structlog
 
 from actors.core.runtime import Runtime
 from protocols.errors import UnderstudyError
+from protocols.experiment import HostSpec
 
-__all__ = ["HostLab", "HostLabError", "HostSpec", "lab_unavailable"]
+__all__ = ["HostLab", "HostLabError", "lab_unavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,14 +42,6 @@ _LEAVE_WAIT = 15.0
 
 class HostLabError(UnderstudyError):
     """The member hosts could not be set up or did not join."""
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """One member host of an experiment."""
-
-    name: str
-    capabilities: dict[str, str] = field(default_factory=dict)
 
 
 def _ip(*args: str) -> None:

@@ -36,7 +36,7 @@ from actors.core.runtime import Runtime
 from actors.core.worker import WORKER_PROCESS_NAME
 from actors.errors import ActorExited, ActorNotFound, AskTimeout
 from actors.experiments import invariants as inv
-from actors.experiments.hosts import HostLab, HostSpec, lab_unavailable
+from actors.experiments.hosts import HostLab, lab_unavailable
 from actors.experiments.plan import Injection, is_lasting, pick_targets, plan_faults
 from actors.experiments.report import write_reports
 from actors.model.server import ModelServer
@@ -74,7 +74,7 @@ Status = Literal["completed", "deviated", "aborted"]
 ProgressCallback = Callable[[str, float], None]
 """Called with a line saying what the run does now, and the fraction of it done (0..1)."""
 
-_RECOVERY_POLL = 0.05
+_RECOVERY_POLL = 0.01
 _RECOVERY_LIMIT = 15.0
 _ORPHAN_CHECK_EVERY = 1.0
 _EXIT_WAIT = 5.0
@@ -268,7 +268,7 @@ class ExperimentRunner:
             if unavailable is not None:
                 raise _Abort(f"the experiment's hosts cannot run here: {unavailable}")
             lab = HostLab(
-                [HostSpec(h.name, dict(h.capabilities)) for h in experiment.hosts],
+                experiment.hosts,
                 network=experiment.network,
                 state_dir=state / "hosts",
             )
