@@ -106,6 +106,10 @@ class _Init(Message):
     """The supervisor's host: a child placed on another host dies with its own host's admin."""
     fault_injection: bool = True
     """False: the child has no fault layer (``system.fault_injection``)."""
+    start_delay: float = 0.0
+    """An injected slow start: seconds to wait before ``on_start``."""
+    start_failure: str | None = None
+    """An injected start failure: the reason the start fails with."""
 
 
 class _Adopt(Message):

@@ -154,7 +154,7 @@ class _Triggered(_When):
 
 
 MESSAGE_STEP_KINDS = ("drop", "delay", "duplicate", "reorder", "corrupt", "raise")
-ACTOR_STEP_KINDS = ("kill", "hang", "pause")
+ACTOR_STEP_KINDS = ("kill", "hang", "pause", "start_failure", "slow_start", "slow_shutdown")
 HOST_STEP_KINDS = ("kill_host", "pause_host", "partition")
 
 
@@ -183,9 +183,11 @@ class ActorFaultStep(_Triggered):
     (``point: now``, done by the runner) or at a crash point on a matching message
     (``before_handler``, ``after_handler``: before its reply, ``after_reply``: done inside the
     actor); ``hang`` blocks the handler of a matching message for ``seconds``; ``pause``
-    stops the process for ``seconds`` (default 1: SIGSTOP, then SIGCONT)."""
+    stops the process for ``seconds`` (default 1: SIGSTOP, then SIGCONT); ``start_failure``
+    fails the actor's next starts (its trigger counts start attempts), ``slow_start`` delays
+    them by ``seconds``, ``slow_shutdown`` makes it ignore a stop for ``seconds``."""
 
-    kind: Literal["kill", "hang", "pause"]
+    kind: Literal["kill", "hang", "pause", "start_failure", "slow_start", "slow_shutdown"]
     target: Annotated[str, Field(min_length=1)]
     point: Literal["now", "before_handler", "after_handler", "after_reply"] = "now"
     seconds: Annotated[float, Field(gt=0, le=300)] | None = None
@@ -195,8 +197,11 @@ class ActorFaultStep(_Triggered):
         if self.point != "now" and self.kind != "kill":
             msg = "`point` is valid only on a kill fault"
             raise ValueError(msg)
-        if self.kind == "hang" and self.seconds is None:
-            msg = "a hang fault needs `seconds` (at most 300)"
+        if self.kind in ("hang", "slow_start", "slow_shutdown") and self.seconds is None:
+            msg = f"a {self.kind} fault needs `seconds` (at most 300)"
+            raise ValueError(msg)
+        if self.kind == "start_failure" and self.seconds is not None:
+            msg = "`seconds` is not valid on a start_failure fault"
             raise ValueError(msg)
         if self.kind == "kill" and self.seconds is not None:
             msg = "`seconds` is not valid on a kill fault"

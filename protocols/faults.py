@@ -19,7 +19,11 @@ does not hit pass them), ``kill`` (the worker's process is SIGKILLed at a crash
 message counts as handled exactly when its handler ran; on simpleSystemBase, where a worker
 has no process of its own, it crashes with ``InjectedFault`` instead), ``hang`` (the handler
 starts ``seconds`` late, the worker answering nothing meanwhile; on simpleSystemBase the whole
-system waits). A ``kill``'s counters (``nth``, ``every_nth``, ``max_total``) start afresh in each
+system waits), ``start_failure`` (the worker's next starts fail: the trigger counts its
+start attempts, across incarnations, and ``max_total`` bounds them; applied by its
+supervisor), ``slow_start`` (its starts take ``seconds`` longer), ``slow_shutdown`` (asked to
+stop, it ignores the request for ``seconds``: past its shutdown time its supervisor kills it).
+A ``kill``'s counters (``nth``, ``every_nth``, ``max_total``) start afresh in each
 incarnation of the worker.
 """
 
@@ -36,6 +40,7 @@ from protocols._base import Message
 __all__ = [
     "HANG_LIMIT",
     "MESSAGE_FAULT_KINDS",
+    "START_FAULTS",
     "CrashPoint",
     "DelaySpec",
     "FaultInjected",
@@ -48,7 +53,17 @@ __all__ = [
 ]
 
 MessageFaultKind = Literal[
-    "drop", "duplicate", "delay", "reorder", "corrupt", "raise", "kill", "hang"
+    "drop",
+    "duplicate",
+    "delay",
+    "reorder",
+    "corrupt",
+    "raise",
+    "kill",
+    "hang",
+    "start_failure",
+    "slow_start",
+    "slow_shutdown",
 ]
 MESSAGE_FAULT_KINDS: tuple[MessageFaultKind, ...] = (
     "drop",
@@ -59,7 +74,13 @@ MESSAGE_FAULT_KINDS: tuple[MessageFaultKind, ...] = (
     "raise",
     "kill",
     "hang",
+    "start_failure",
+    "slow_start",
+    "slow_shutdown",
 )
+START_FAULTS = ("start_failure", "slow_start")
+"""Faults a supervisor applies when it starts a worker (the trigger counts start attempts)."""
+_TIMED = ("hang", "slow_start", "slow_shutdown")
 CrashPoint = Literal["before_handler", "after_handler", "after_reply"]
 HANG_LIMIT = 300.0
 """The longest a ``hang`` fault blocks a handler, in seconds."""
@@ -126,8 +147,8 @@ class MessageFault(Message):
 
     @model_validator(mode="after")
     def _check(self) -> MessageFault:
-        if (self.fault == "hang") != (self.seconds is not None):
-            msg = "`seconds` is required by a hang fault and valid only there"
+        if (self.fault in _TIMED) != (self.seconds is not None):
+            msg = "`seconds` is required by hang, slow_start and slow_shutdown and valid only there"
             raise ValueError(msg)
         if self.point != "before_handler" and self.fault != "kill":
             msg = "`point` is valid only on a kill fault"

@@ -228,7 +228,7 @@ def message_faults(draw: st.DrawFn) -> MessageFault:
         fields[trigger] = draw(st.integers(1, 100))
     if kind == "delay":
         fields["delay"] = draw(delay_specs())
-    if kind == "hang":
+    if kind in ("hang", "slow_start", "slow_shutdown"):
         fields["seconds"] = draw(st.floats(0.01, 300))
     if kind == "kill":
         fields["point"] = draw(st.sampled_from(["before_handler", "after_handler", "after_reply"]))

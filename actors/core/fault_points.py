@@ -13,9 +13,9 @@ import fnmatch
 import random
 from dataclasses import dataclass
 
-from protocols.faults import MessageFault
+from protocols.faults import START_FAULTS, MessageFault
 
-__all__ = ["FaultHit", "FaultPoint"]
+__all__ = ["FaultHit", "FaultPoint", "StartFaults"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,9 @@ class FaultHit:
     fault: MessageFault
     ordinal: int
     at: float
+
+
+_NOT_MESSAGES = ("start_failure", "slow_start", "slow_shutdown")
 
 
 def _targets(fault: MessageFault, path: str) -> bool:
@@ -60,7 +63,7 @@ class FaultPoint:
         """The fault that hits a message of ``kind`` from ``sender`` arriving now, if any (the
         first active one whose trigger fires)."""
         for fault, injected in self._active:
-            if not fault.matches(self.path, kind, sender):
+            if fault.fault in _NOT_MESSAGES or not fault.matches(self.path, kind, sender):
                 continue
             ordinal = self._matched.get(fault.id, 0) + 1
             self._matched[fault.id] = ordinal
@@ -70,6 +73,13 @@ class FaultPoint:
             if fault.fires(ordinal, rng):
                 self._hits[fault.id] = self._hits.get(fault.id, 0) + 1
                 return FaultHit(fault, ordinal, max(0.0, now - injected))
+        return None
+
+    def slow_shutdown(self) -> float | None:
+        """The seconds an active ``slow_shutdown`` fault holds this worker's stop, if any."""
+        for fault, _ in self._active:
+            if fault.fault == "slow_shutdown":
+                return fault.seconds
         return None
 
     def active(self, fault_id: str) -> MessageFault | None:
@@ -82,3 +92,37 @@ class FaultPoint:
         if rng is None:
             rng = self._rngs[fault.id] = random.Random(f"{fault.seed}:{fault.id}:{self.path}")  # noqa: S311
         return rng
+
+
+class StartFaults:
+    """The ``start_failure`` and ``slow_start`` faults a supervisor applies to the workers it
+    starts; their triggers count each worker's start attempts, across its incarnations."""
+
+    def __init__(self) -> None:
+        self._active: list[MessageFault] = []
+        self._matched: dict[tuple[str, str], int] = {}
+        self._hits: dict[str, int] = {}
+
+    def set(self, faults: list[tuple[MessageFault, float]]) -> None:
+        """Replace the active faults (those of other kinds are ignored)."""
+        self._active = [f for f, _ in faults if f.fault in START_FAULTS]
+
+    def decide(self, path: str) -> tuple[float, str | None]:
+        """For a start of the worker at ``path``: the seconds to delay it and the reason to
+        fail it with (None: it starts)."""
+        delay, failure = 0.0, None
+        for fault in self._active:
+            if not _targets(fault, path):
+                continue
+            ordinal = self._matched[fault.id, path] = self._matched.get((fault.id, path), 0) + 1
+            if fault.max_total is not None and self._hits.get(fault.id, 0) >= fault.max_total:
+                continue
+            rng = random.Random(f"{fault.seed}:{fault.id}:{path}:{ordinal}")  # noqa: S311
+            if not fault.fires(ordinal, rng):
+                continue
+            self._hits[fault.id] = self._hits.get(fault.id, 0) + 1
+            if fault.fault == "slow_start":
+                delay += fault.seconds or 0.0
+            elif failure is None:
+                failure = f"injected start failure ({fault.id}, start {ordinal})"
+        return delay, failure

@@ -31,6 +31,7 @@ from typing import Any, assert_never
 
 import structlog
 
+from actors.core.fault_points import StartFaults
 from actors.core.ledger import from_tally
 from actors.core.link_marks import take_marks, take_sends, take_tally
 from actors.core.loading import load_class, load_decider
@@ -192,6 +193,7 @@ class SupervisorActor(SeamActor):
         self._parent: Address | None = None
         self._guardian: Address | None = None
         self._fault_injection = True
+        self._start_faults = StartFaults()
         self._children: list[_Child] = []
         self._history: tuple[float, ...] = ()
         self._dynamic_ids = itertools.count(1)
@@ -227,7 +229,8 @@ class SupervisorActor(SeamActor):
             self._pump(_Ev("started", sender, (msg.pid, msg.host)))
         elif isinstance(msg, _HostTable):
             self._pump(_Ev("hosts", payload=msg))
-        elif isinstance(msg, _Faults):  # message faults apply to workers, not to supervisors
+        elif isinstance(msg, _Faults):  # start faults are the supervisor's to apply
+            self._start_faults.set(msg.faults)
             self.reply(sender, env, _Ack())
         elif isinstance(msg, _StartFailed):
             self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
@@ -455,6 +458,11 @@ class SupervisorActor(SeamActor):
             actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
             address = self.spawn(actor_class)
         child.address = address
+        delay, failure = 0.0, None
+        if child.type == "worker" and self._fault_injection:
+            delay, failure = self._start_faults.decide(path)
+            if delay or failure:
+                log.warning("fault_on_start", child=path, delay=delay, failure=failure)
         assert self._guardian is not None  # noqa: S101 - set at boot
         self.send_message(
             address,
@@ -471,6 +479,8 @@ class SupervisorActor(SeamActor):
                 hosts=self._hosts,
                 parent_host=current_host(),
                 fault_injection=self._fault_injection,
+                start_delay=delay,
+                start_failure=failure,
             ),
         )
         ev = yield _Await([address], _CHILD_EVENTS)

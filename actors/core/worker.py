@@ -276,6 +276,10 @@ class WorkerActor(SeamActor):
                     die_with_parent(msg.parent_pid)
                 self.reply(sender, env, _Ack())  # opens the connection back to the supervisor
             case _Stop():
+                slow = self._faults.slow_shutdown() if self._fault_layer else None
+                if slow is not None:
+                    log.warning("fault_slow_shutdown", actor=self._path, seconds=slow)
+                    time.sleep(slow)  # the injected fault: the stop request is ignored this long
                 self._orderly_stop(msg.reason)
             case _Resolved():
                 self._route_resolved(msg)
@@ -415,6 +419,10 @@ class WorkerActor(SeamActor):
             worker.state_dir = Path(msg.state_dir)
             worker.secret_file = Path(msg.secret_file)
             worker._host = self
+            if msg.start_delay:
+                time.sleep(msg.start_delay)  # an injected slow start
+            if msg.start_failure is not None:
+                raise InjectedFault(msg.start_failure)
             worker.on_start()
         except Exception as exc:  # noqa: BLE001 - any start error is a start failure
             self._exiting = True

@@ -1116,7 +1116,7 @@ def _spec(step: MessageFaultStep | ActorFaultStep, target: str, seed: int) -> di
         return common
     if step.kind == "kill":
         common["point"] = step.point
-    if step.kind == "hang":
+    if step.kind in ("hang", "slow_start", "slow_shutdown"):
         common["seconds"] = step.seconds
     return common
 

@@ -8,11 +8,11 @@ import pytest
 
 from actors import ActorCrashed, ActorExited, AskTimeout, Runtime
 from protocols.faults import MessageFault
-from protocols.supervision import KILLED
+from protocols.supervision import KILLED, SupervisionEvent
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
 from tests.integration._fast_workers import Burst, Seen, WaitSeen
-from tests.integration._workers import Ping, Pong
+from tests.integration._workers import Crash, Ping, Pong
 
 W = "tests.integration._workers"
 F = "tests.integration._fast_workers"
@@ -135,3 +135,49 @@ def test_a_hang_needs_its_seconds_and_point_goes_with_kill() -> None:
         MessageFault(fault="hang", target="root/echo")
     with pytest.raises(ValueError, match="point"):
         MessageFault(fault="drop", target="root/echo", point="after_reply")
+
+
+def _crash_and_wait(rt: Runtime, event: str) -> list[SupervisionEvent]:
+    before = _last_seq(rt)
+    with pytest.raises(ActorCrashed):
+        rt.ask("root/echo", Crash(), timeout=10)
+    rt.wait_event(event, child_id="echo", after=before, timeout=20)
+    return [e for e in rt.events() if e.seq > before and e.child_id == "echo"]
+
+
+def test_start_failure_fails_the_next_starts_then_lets_one_through(
+    start_tree: StartTree,
+) -> None:
+    rt = start_tree(_tree())
+    with rt.faults.inject({"fault": "start_failure", "target": "root/echo", "max_total": 2}):
+        events = _crash_and_wait(rt, "child_restarted")
+    failed = [e for e in events if e.event == "start_failed"]
+    assert 2 == len(failed)
+    assert all("injected start failure" in (e.reason or "") for e in failed)
+    assert isinstance(rt.ask("root/echo", Ping(token="up"), timeout=10), Pong)
+    assert "restarting" not in {c.status for c in rt.which_children("root")}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_slow_start_delays_the_restart_by_its_seconds(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    with rt.faults.inject({"fault": "slow_start", "target": "root/echo", "seconds": 0.5}):
+        events = _crash_and_wait(rt, "child_restarted")
+    exited = next(e for e in events if e.event == "child_exited")
+    restarted = next(e for e in events if e.event == "child_restarted")
+    assert restarted.time - exited.time >= 0.5
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_slow_shutdown_past_the_shutdown_time_is_killed(start_tree: StartTree) -> None:
+    root = SupervisorSpec(
+        id="root", children=[ChildSpec(id="echo", start=f"{W}:Echo", shutdown=0.3)]
+    )
+    rt = start_tree(root)
+    before = _last_seq(rt)
+    with rt.faults.inject({"fault": "slow_shutdown", "target": "root/echo", "seconds": 5}):
+        rt.terminate_child("root", "echo", timeout=20)
+    terminated = rt.wait_event("child_terminated", child_id="echo", after=before, timeout=20)
+    assert KILLED == terminated.reason

@@ -238,6 +238,7 @@ def test_crash_points_hangs_and_reorders_from_a_file_hold_the_invariants(tmp_pat
             {"kind": "kill", "target": "root/svc/worker", "point": "after_handler", "nth": 20},
             {"kind": "hang", "target": "root/svc/worker", "seconds": 0.2, "nth": 5, "at": 1},
             {"kind": "reorder", "target": "root/svc/worker", "window": 3, "after": 2},
+            {"kind": "start_failure", "target": "root/svc/worker", "max_total": 1},
         ],
         "invariants": ["no_lost_messages", "tree_alive", "fail_fast", "single_instance"],
         "report": {"formats": ["json"]},
@@ -248,7 +249,11 @@ def test_crash_points_hangs_and_reorders_from_a_file_hold_the_invariants(tmp_pat
     exits = [e for e in result.journal["events"] if e["event"] == "child_exited"]
     assert exits  # each incarnation of the worker is killed at its 20th ping
     assert {"killed"} == {e["reason"] for e in exits}
-    assert {"kill", "hang", "reorder"} == {f["kind"] for f in result.journal["injections"]}
+    kinds = {f["kind"] for f in result.journal["injections"]}
+    assert {"kill", "hang", "reorder", "start_failure"} == kinds
+    failed = [e for e in result.journal["events"] if e["event"] == "start_failed"]
+    assert 1 == len(failed)
+    assert "injected start failure" in failed[0]["reason"]
 
 
 @pytest.mark.integration
