@@ -166,6 +166,8 @@ class MessageFaultStep(_Triggered):
     delay: DelaySpec | None = None
     window: Annotated[int, Field(ge=2)] | None = None
     """reorder: how many messages are shuffled together."""
+    corrupt: Literal["invalid", "truncated"] | None = None
+    """corrupt: a schema-invalid field (default), or the bytes cut in half."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> MessageFaultStep:
@@ -174,6 +176,9 @@ class MessageFaultStep(_Triggered):
             raise ValueError(msg)
         if self.window is not None and self.kind != "reorder":
             msg = "`window` is valid only on a reorder fault"
+            raise ValueError(msg)
+        if self.corrupt is not None and self.kind != "corrupt":
+            msg = "`corrupt` (the mode) is valid only on a corrupt fault"
             raise ValueError(msg)
         return self
 

@@ -9,22 +9,23 @@ same seed and the same message order hits the same messages), at most ``max_tota
 
 Kinds: ``drop`` (the handler never sees it; the ledger counts it ``dropped_by_fault``),
 ``duplicate`` (the handler sees it twice), ``delay`` (the handler sees it ``delay`` seconds
-later; later messages are not held back: a delay reorders), ``corrupt`` (it arrives
-schema-invalid: the sender gets the receiver's ``MessageInvalid`` error, the ledger counts it
-``dropped_by_fault``), ``raise`` (the handler raises ``InjectedFault``: a crash of the worker,
-restarted by its supervisor as any crash), ``reorder`` (the hit messages are held until
-``window`` of them are, or 0.2 s passed, then handled in a seeded shuffled order; messages it
-does not hit pass them), ``kill`` (the worker's process is SIGKILLed at a crash
-``point``: before the handler, after the handler but before its reply, or after the reply; the
-message counts as handled exactly when its handler ran; on simpleSystemBase, where a worker
-has no process of its own, it crashes with ``InjectedFault`` instead), ``hang`` (the handler
-starts ``seconds`` late, the worker answering nothing meanwhile; on simpleSystemBase the whole
-system waits), ``start_failure`` (the worker's next starts fail: the trigger counts its
-start attempts, across incarnations, and ``max_total`` bounds them; applied by its
-supervisor), ``slow_start`` (its starts take ``seconds`` longer), ``slow_shutdown`` (asked to
-stop, it ignores the request for ``seconds``: past its shutdown time its supervisor kills it).
-A ``kill``'s counters (``nth``, ``every_nth``, ``max_total``) start afresh in each
-incarnation of the worker.
+later; later messages are not held back: a delay reorders), ``corrupt`` (it arrives schema-
+invalid: the sender gets the receiver's ``MessageInvalid`` error, the ledger counts it
+``dropped_by_fault``; with ``corrupt: truncated`` its encoded bytes are cut in half and fail to
+decode instead: nobody is answered, the ledger counts it ``dropped_by_fault``), ``raise`` (the
+handler raises ``InjectedFault``: a crash of the worker, restarted by its supervisor as any
+crash), ``reorder`` (the hit messages are held until ``window`` of them are, or 0.2 s passed,
+then handled in a seeded shuffled order; messages it does not hit pass them), ``kill`` (the
+worker's process is SIGKILLed at a crash ``point``: before the handler, after the handler but
+before its reply, or after the reply; the message counts as handled exactly when its handler
+ran; on simpleSystemBase, where a worker has no process of its own, it crashes with
+``InjectedFault`` instead), ``hang`` (the handler starts ``seconds`` late, the worker answering
+nothing meanwhile; on simpleSystemBase the whole system waits), ``start_failure`` (the worker's
+next starts fail: the trigger counts its start attempts, across incarnations, and ``max_total``
+bounds them; applied by its supervisor), ``slow_start`` (its starts take ``seconds`` longer),
+``slow_shutdown`` (asked to stop, it ignores the request for ``seconds``: past its shutdown time
+its supervisor kills it). A ``kill``'s counters (``nth``, ``every_nth``, ``max_total``) start
+afresh in each incarnation of the worker.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ class MessageFault(Message):
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
     max_total: Annotated[int, Field(ge=1)] | None = None
     delay: DelaySpec | None = None
+    corrupt: Literal["invalid", "truncated"] = "invalid"
+    """How a ``corrupt`` fault breaks the message: a schema-invalid field, or its encoded
+    bytes cut in half (the receiver cannot decode it: nobody is answered)."""
     window: Annotated[int, Field(ge=2, le=1000)] = 4
     """How many messages a ``reorder`` shuffles together."""
     point: CrashPoint = "before_handler"
@@ -149,6 +153,9 @@ class MessageFault(Message):
     def _check(self) -> MessageFault:
         if (self.fault in _TIMED) != (self.seconds is not None):
             msg = "`seconds` is required by hang, slow_start and slow_shutdown and valid only there"
+            raise ValueError(msg)
+        if self.corrupt != "invalid" and self.fault != "corrupt":
+            msg = "`corrupt` (the mode) is valid only on a corrupt fault"
             raise ValueError(msg)
         if self.point != "before_handler" and self.fault != "kill":
             msg = "`point` is valid only on a kill fault"

@@ -234,6 +234,8 @@ def message_faults(draw: st.DrawFn) -> MessageFault:
         fields["point"] = draw(st.sampled_from(["before_handler", "after_handler", "after_reply"]))
     if kind == "reorder":
         fields["window"] = draw(st.integers(2, 1000))
+    if kind == "corrupt":
+        fields["corrupt"] = draw(st.sampled_from(["invalid", "truncated"]))
     return MessageFault(**fields, seed=draw(st.integers(0, 2**31)))
 
 

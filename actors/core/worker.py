@@ -60,6 +60,7 @@ from protocols._lifecycle import (
     _Stop,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.errors import CodecError
 from protocols.faults import FaultInjected, FaultJournal, GetFaultJournal, MessageFault
 from protocols.identity import Identity
 from protocols.ledger import GetLedger
@@ -541,6 +542,15 @@ class WorkerActor(SeamActor):
         if fault.fault == "drop":
             if on_link:
                 self.ledger.count("dropped_by_fault", str(sender), env.message.kind)
+            return True
+        if fault.fault == "corrupt" and fault.corrupt == "truncated":
+            if on_link:
+                self.ledger.count("dropped_by_fault", str(sender), env.message.kind)
+            data = codec.encode(env.message, max_size=self.max_message_size)
+            try:
+                codec.decode(data[: len(data) // 2], max_size=self.max_message_size)
+            except CodecError as exc:
+                log.warning("frame_rejected", actor=self._path, reason=str(exc), fault=fault.id)
             return True
         if fault.fault == "corrupt":
             if on_link:

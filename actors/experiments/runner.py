@@ -1113,6 +1113,8 @@ def _spec(step: MessageFaultStep | ActorFaultStep, target: str, seed: int) -> di
             common["delay"] = step.delay.model_dump(exclude_none=True)
         if step.window is not None:
             common["window"] = step.window
+        if step.corrupt is not None:
+            common["corrupt"] = step.corrupt
         return common
     if step.kind == "kill":
         common["point"] = step.point

@@ -186,3 +186,23 @@ def test_reorder_shuffles_each_window_and_loses_nothing(start_tree: StartTree) -
     ledger = rt.ledger()
     assert ledger.balanced, ledger.total
     assert 0 == ledger.total.dropped_by_fault
+
+
+def test_corrupt_truncated_bytes_fail_to_decode_and_are_counted(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    with rt.faults.inject(
+        {
+            "fault": "corrupt",
+            "corrupt": "truncated",
+            "target": "root/sink",
+            "message_kind": "fast.item",
+            "every_nth": 4,
+        }
+    ):
+        _burst(rt, 40)
+        seen = rt.ask("root/sink", WaitSeen(count=30), timeout=30)
+    assert isinstance(seen, Seen)
+    assert [s for s in range(40) if (s + 1) % 4] == seen.seqs
+    ledger = rt.ledger()
+    assert 10 == ledger.total.dropped_by_fault
+    assert ledger.balanced, ledger.total
