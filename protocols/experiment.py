@@ -242,13 +242,16 @@ class HostSpec(_Strict):
     capabilities: dict[str, str] = Field(default_factory=dict)
 
 
-LlmError = Literal["429", "500", "401", "400", "timeout", "malformed_tool_call"]
+LlmError = Literal[
+    "429", "500", "502", "503", "401", "400", "timeout", "malformed_tool_call", "truncated"
+]
 
 
 class LlmFaultStep(_When):
     """A fault on the embedded model's answers: each injection makes the next ``count`` chat
-    requests fail with ``error`` (``429`` with ``retry_after``, ``500``, ``401``, ``400``,
-    ``timeout``: no answer for ``seconds``, or ``malformed_tool_call``)."""
+    requests fail with ``error`` (``429`` with ``retry_after``, ``500``, ``502``, ``503``,
+    ``401``, ``400``, ``timeout``: no answer for ``seconds``, ``malformed_tool_call``, or
+    ``truncated``: the answer cut half-way with ``finish_reason: length``)."""
 
     kind: Literal["llm_error"]
     error: LlmError
@@ -256,6 +259,8 @@ class LlmFaultStep(_When):
     retry_after: Seconds = 1.0
     seconds: Positive = 30.0
     count: Annotated[int, Field(ge=1)] = 1
+    probability: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Each model call is hit with this probability (seeded), up to ``count`` hits."""
 
 
 FaultStep = Annotated[

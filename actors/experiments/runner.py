@@ -582,6 +582,8 @@ class ExperimentRunner:
             options["retry_after"] = step.retry_after
         if step.error == "timeout":
             kind, options["seconds"] = "hang", step.seconds
+        if step.probability is not None:
+            options["probability"], options["seed"] = step.probability, injection.seed
         op = self._record("nemesis", "invoke", "llm_error", {"error": step.error})
         model.inject(kind, count=step.count, **options)  # type: ignore[arg-type]
         self._record("nemesis", "ok", "llm_error", {"error": step.error, "id": fault_id}, op=op)

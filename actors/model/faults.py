@@ -5,6 +5,7 @@ May import: pydantic and the standard library only (no core, no services, no age
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -14,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = ["FaultKind", "FaultQueue", "FaultSpec", "FaultsRequest", "HttpError", "fault_error"]
 
 
-FaultKind = Literal["429", "500", "401", "400", "hang", "malformed_tool_call"]
+FaultKind = Literal[
+    "429", "500", "502", "503", "401", "400", "hang", "malformed_tool_call", "truncated"
+]
 
 
 class FaultSpec(BaseModel):
@@ -29,6 +32,10 @@ class FaultSpec(BaseModel):
     match: str | None = None
     message: str | None = None
     code: str | None = None
+    probability: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    """Each matching request is hit with this probability (seeded by ``seed``), up to
+    ``count`` hits; without it the next ``count`` matching requests are."""
+    seed: int = 0
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -49,15 +56,18 @@ class FaultQueue:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: list[list[Any]] = []  # [spec, remaining]
+        self._queue: list[list[Any]] = []  # [spec, remaining, its random generator]
 
     def add(self, specs: Sequence[FaultSpec]) -> None:
         with self._lock:
-            self._queue.extend([spec, spec.count] for spec in specs)
+            self._queue.extend(
+                [spec, spec.count, random.Random(spec.seed)]  # noqa: S311 - not for security
+                for spec in specs
+            )
 
     def clear(self) -> int:
         with self._lock:
-            cleared: int = sum(remaining for _, remaining in self._queue)
+            cleared: int = sum(remaining for _, remaining, _ in self._queue)
             self._queue.clear()
             return cleared
 
@@ -66,6 +76,8 @@ class FaultQueue:
             for entry in self._queue:
                 spec: FaultSpec = entry[0]
                 if spec.match is None or spec.match in text:
+                    if spec.probability is not None and entry[2].random() >= spec.probability:
+                        continue
                     entry[1] -= 1
                     if entry[1] == 0:
                         self._queue.remove(entry)
@@ -74,7 +86,7 @@ class FaultQueue:
 
     def pending(self) -> list[FaultSpec]:
         with self._lock:
-            return [spec.model_copy(update={"count": n}) for spec, n in self._queue]
+            return [spec.model_copy(update={"count": n}) for spec, n, _ in self._queue]
 
 
 class HttpError(Exception):
@@ -112,7 +124,7 @@ class HttpError(Exception):
 
 
 def fault_error(spec: FaultSpec, model: str, prompt_tokens: int) -> HttpError:
-    """Return the HTTP error an injected fault answers with (429, 401, 400 or 500)."""
+    """Return the HTTP error an injected fault answers with (429, 401, 400, 500, 502 or 503)."""
     if spec.kind == "429":
         seconds = format(spec.retry_after, "g")
         return HttpError(
@@ -135,6 +147,20 @@ def fault_error(spec: FaultSpec, model: str, prompt_tokens: int) -> HttpError:
             f"{prompt_tokens} tokens.",
             code=spec.code or "context_length_exceeded",
             param="messages",
+        )
+    if spec.kind == "502":
+        return HttpError(
+            502,
+            spec.message or "Bad gateway.",
+            type_="server_error",
+            code=spec.code or "bad_gateway",
+        )
+    if spec.kind == "503":
+        return HttpError(
+            503,
+            spec.message or "The engine is currently overloaded, please try again later.",
+            type_="server_error",
+            code=spec.code or "overloaded",
         )
     return HttpError(
         500,

@@ -257,6 +257,34 @@ class _State:
         )
 
 
+def _truncated(completion: ChatCompletion) -> ChatCompletion:
+    """The completion cut off half-way, as a server does at its output limit: half the text,
+    or half a tool call's arguments (no longer valid JSON), and ``finish_reason: length``."""
+    choice = completion.choices[0]
+    message = choice.message
+    content = message.content[: len(message.content) // 2] if message.content else message.content
+    calls = None
+    if message.tool_calls:
+        calls = [
+            call.model_copy(
+                update={
+                    "function": call.function.model_copy(
+                        update={
+                            "arguments": call.function.arguments[
+                                : len(call.function.arguments) // 2
+                            ]
+                        }
+                    )
+                }
+            )
+            for call in message.tool_calls
+        ]
+    cut = message.model_copy(update={"content": content, "tool_calls": calls})
+    return completion.model_copy(
+        update={"choices": [choice.model_copy(update={"message": cut, "finish_reason": "length"})]}
+    )
+
+
 def _malformed(reply: Reply, request: ChatCompletionRequest) -> Reply:
     """Turn a reply into a tool call whose arguments are cut off mid-JSON."""
     name = reply.tool_name or next((t.function.name for t in request.tools or []), "write_file")
@@ -398,9 +426,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if spec.kind == "hang" and not self._hang(spec.seconds):
                     record["disconnected"] = True
                     return
-                if spec.kind not in {"hang", "malformed_tool_call"}:
+                if spec.kind not in {"hang", "malformed_tool_call", "truncated"}:
                     raise fault_error(spec, request.model, _prompt_tokens(request))
             completion = self._complete(state, request, spec)
+            if spec is not None and spec.kind == "truncated":
+                completion = _truncated(completion)
         except HttpError as exc:
             record["status"] = exc.status
             log.info("model_request_rejected", status=exc.status, code=exc.code, error=exc.message)

@@ -271,6 +271,8 @@ def test_specification_comes_from_the_message_clauses(client: openai.OpenAI) -> 
     [
         ("429", openai.RateLimitError, "rate_limit_exceeded"),
         ("500", openai.InternalServerError, "server_error"),
+        ("502", openai.InternalServerError, "bad_gateway"),
+        ("503", openai.InternalServerError, "overloaded"),
         ("401", openai.AuthenticationError, "invalid_api_key"),
         ("400", openai.BadRequestError, "context_length_exceeded"),
     ],
@@ -292,6 +294,22 @@ def test_each_status_fault_raises_its_openai_error_once(
     assert code == caught.value.code
     assert "stop" == after.choices[0].finish_reason
     assert {kind: 1} == _settled(server).faults_fired
+
+
+def test_truncated_output_is_cut_with_finish_reason_length(
+    server: ModelServer, client: openai.OpenAI
+) -> None:
+    messages = conversation("write a haiku about supervision to haiku.txt")
+    whole = ask(client, messages)
+    server.inject("truncated")
+    cut = ask(client, messages)
+
+    assert "length" == cut.choices[0].finish_reason
+    whole_args = whole.choices[0].message.tool_calls[0].function.arguments  # type: ignore[index]
+    cut_args = cut.choices[0].message.tool_calls[0].function.arguments  # type: ignore[index]
+    assert whole_args.startswith(cut_args) and len(cut_args) < len(whole_args)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut_args)
 
 
 def test_rate_limit_carries_retry_after(server: ModelServer, client: openai.OpenAI) -> None:
@@ -434,7 +452,7 @@ def test_clear_faults_drops_pending_firings(server: ModelServer, client: openai.
 
 def test_inject_rejects_an_unknown_kind(server: ModelServer) -> None:
     with pytest.raises(ValidationError, match="kind"):
-        server.inject("503")
+        server.inject("504")
 
 
 def test_fault_logs_name_the_kind_and_served_requests_are_logged(
