@@ -39,6 +39,7 @@ from actors.experiments import invariants as inv
 from actors.experiments.hosts import HostLab, lab_unavailable
 from actors.experiments.plan import Injection, is_lasting, pick_targets, plan_faults
 from actors.experiments.report import write_reports
+from actors.model.proxy import FaultProxy
 from actors.model.server import ModelServer
 from protocols._base import Message
 from protocols.errors import UnderstudyError
@@ -64,7 +65,7 @@ from protocols.experiment_loader import LoadedExperiment, build_message, resolve
 from protocols.ledger import GetLedger
 from protocols.orchestrator import GetRunProgress, RunAccepted, RunGoalRequest, RunProgress
 from protocols.scheduler import CompleteTask, ListTasks, StartTask, SubmitTask, Tasks
-from protocols.topology import SupervisorSpec, Topology
+from protocols.topology import ModelConfig, SupervisorSpec, Topology
 
 __all__ = ["ExperimentResult", "ExperimentRunner", "ProgressCallback", "RunContext"]
 
@@ -147,6 +148,7 @@ class ExperimentRunner:
         self._skipped = 0
         self._stopped: set[int] = set()
         self._model: ModelServer | None = None
+        self._proxy: FaultProxy | None = None
         self._saved_env: dict[str, str | None] = {}
         self._model_log: list[dict[str, Any]] = []
         self._pending_runs: dict[int, tuple[str, GoalsWorkload, dict[str, Any], float]] = {}
@@ -283,7 +285,7 @@ class ExperimentRunner:
                     "cluster": cluster,
                 }
             )
-        self._start_model(system.model is not None)
+        self._start_model(system.model)
         topology = Topology(system=system, root=topology.root)
         try:
             runtime = Runtime.start(topology)
@@ -298,31 +300,39 @@ class ExperimentRunner:
                 raise _Abort(f"the hosts did not join: {exc}") from None
         return runtime
 
-    def _start_model(self, configured: bool) -> None:
-        """Goals and model faults need a model: the embedded one, started here (agents
-        inherit the environment), unless the topology or the environment names another."""
+    def _start_model(self, configured: ModelConfig | None) -> None:
+        """Goals and model faults need a model: the topology's (``system.model``), else
+        ``OPENAI_BASE_URL``, else the embedded one, started here. Model faults on a real
+        endpoint go through the fault-injecting proxy started in front of it. Agents inherit
+        the environment set here; it is restored at the end."""
         experiment = self.experiment
         needs = any(isinstance(w, GoalsWorkload) for w in experiment.workload)
         faults = any(isinstance(f, LlmFaultStep) for f in experiment.faults)
         if not (needs or faults):
             return
-        if configured or os.environ.get("OPENAI_BASE_URL"):
-            if faults:
-                msg = (
-                    "llm_error faults act on the embedded model; this experiment's topology or "
-                    "environment names another endpoint (the fault proxy is not built yet)"
-                )
-                raise _Abort(msg)
-            return
-        self._saved_env = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-        self._model = ModelServer()
-        os.environ["OPENAI_BASE_URL"] = self._model.start()
-        os.environ["OPENAI_API_KEY"] = "understudy-embedded"
+        keys = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "UNDERSTUDY_MODEL")
+        self._saved_env = {k: os.environ.get(k) for k in keys}
+        upstream = configured.base_url if configured else os.environ.get("OPENAI_BASE_URL")
+        if configured is not None:
+            os.environ["UNDERSTUDY_MODEL"] = configured.model
+            key = os.environ.get(configured.api_key_env)
+            if key is not None:
+                os.environ["OPENAI_API_KEY"] = key
+        if upstream is None:
+            self._model = ModelServer()
+            os.environ["OPENAI_BASE_URL"] = self._model.start()
+            os.environ["OPENAI_API_KEY"] = "understudy-embedded"
+        elif faults:
+            self._proxy = FaultProxy(upstream)
+            os.environ["OPENAI_BASE_URL"] = self._proxy.start()
+        else:
+            os.environ["OPENAI_BASE_URL"] = upstream
 
     def _stop_model(self) -> None:
-        if self._model is None:
-            return
-        self._model.stop()
+        if self._model is not None:
+            self._model.stop()
+        if self._proxy is not None:
+            self._proxy.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -573,7 +583,7 @@ class ExperimentRunner:
         injection: Injection,
         step: LlmFaultStep,
     ) -> None:
-        model = self._model
+        model: ModelServer | FaultProxy | None = self._model or self._proxy
         assert model is not None  # noqa: S101 - started for experiments with model faults
         fault_id = f"llm-{next(self._host_faults)}"
         options: dict[str, Any] = {}
@@ -617,8 +627,9 @@ class ExperimentRunner:
         log.info("experiment_injected", fault="llm_error", error=step.error, at=now)
 
     def _clear_llm(self, fault_id: str) -> None:
-        if self._model is not None:
-            self._model.clear_faults()
+        for model in (self._model, self._proxy):
+            if model is not None:
+                model.clear_faults()
         for entry in self._faults:
             if entry["id"] == fault_id and entry["until"] is None:
                 entry["until"] = self._t()
@@ -985,9 +996,13 @@ class ExperimentRunner:
         return verdicts
 
     def _llm_budget(self) -> inv.Verdict:
-        if self._model is None:
-            return inv.Verdict(False, "llm_budget needs the embedded model (goals or llm faults)")
-        records = [r.model_dump(mode="json") for r in self._model.stats().request_log]
+        if self._model is not None:
+            records = [r.model_dump(mode="json") for r in self._model.stats().request_log]
+        elif self._proxy is not None:
+            records = self._proxy.request_log()
+        else:
+            msg = "llm_budget needs the model's request log: the embedded model or the proxy"
+            return inv.Verdict(False, msg)
         self._model_log = records
         waits = [
             f.retry_after

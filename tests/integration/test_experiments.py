@@ -4,6 +4,7 @@ invariants, writes the reports, and exits 0 / 1 / 2; the same seed gives the sam
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -15,6 +16,7 @@ import yaml
 
 from actors.experiments.hosts import lab_unavailable
 from actors.experiments.runner import ExperimentRunner
+from actors.model.server import ModelServer
 from protocols.experiment_loader import load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,3 +333,40 @@ def test_a_short_host_pause_on_loopback_is_not_a_host_loss(tmp_path: Path) -> No
 def _netns_list() -> list[str]:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     return listed.stdout.splitlines()
+
+
+@pytest.mark.integration
+def test_model_faults_on_another_endpoint_go_through_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment = {
+        "title": "429s through the proxy",
+        "seed": 5,
+        "topology": str(ROOT / "topology.yaml"),
+        "duration": 4,
+        "workload": [
+            {
+                "kind": "goals",
+                "goals": ["write a haiku about supervision to h.txt"],
+                "rate": 0.5,
+                "timeout": 60,
+            }
+        ],
+        "faults": [
+            {"kind": "llm_error", "error": "429", "retry_after": 0.3, "count": 2, "at": 0.1}
+        ],
+        "invariants": ["tree_alive", "fail_fast", "llm_budget"],
+        "report": {"formats": ["json"]},
+    }
+    with ModelServer() as endpoint:
+        url = endpoint.url
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("OPENAI_API_KEY", "a-real-key")
+        result = ExperimentRunner(load_experiment(_write(tmp_path, experiment)), out=tmp_path).run()
+        served = endpoint.stats().request_log
+
+    assert "completed" == result.status, result.journal["invariants"]
+    limited = [r for r in result.journal["model_requests"] if r["status"] == 429]
+    assert 2 == len(limited)
+    assert all(r.status == 200 for r in served)  # the 429s came from the proxy
+    assert url == os.environ["OPENAI_BASE_URL"]
