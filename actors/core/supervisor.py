@@ -45,7 +45,7 @@ from actors.core.restart import (
     record_restart,
 )
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import die_with_parent, kill_process
+from actors.core.workarounds import die_with_creator, die_with_parent, kill_process
 from actors.core.worker import HOST_CAPABILITY, Worker, WorkerActor, current_host
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -188,6 +188,7 @@ class SupervisorActor(SeamActor):
 
     def __init__(self) -> None:
         super().__init__()
+        die_with_creator()
         self._spec: SupervisorSpec | None = None
         self._path = "?"
         self._parent: Address | None = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -51,6 +52,7 @@ __all__ = [
     "DeliveryFailed",
     "TargetGone",
     "ask_correlated",
+    "die_with_creator",
     "die_with_parent",
     "kill_process",
     "kill_process_tree",
@@ -97,6 +99,22 @@ def die_with_parent(parent_pid: int) -> bool:
     if os.getppid() != parent_pid:  # the parent died before the request was installed
         os.kill(os.getpid(), signal.SIGKILL)
     return True
+
+
+def die_with_creator() -> None:
+    """In an actor process Thespian just forked (multiprocTCPBase), die with the process that
+    created it, from the first moment.
+
+    Defect: an actor process learns who its parent is only from a message; when the parent
+    dies between the fork and that message (a supervisor stopped right after creating a spare
+    worker), the child lives on forever, idle, adopted by init. Thespian names the processes it
+    forks ``Actor_<class>__<address>``; elsewhere (simpleSystemBase: the user's own process)
+    this does nothing.
+    """
+    process = multiprocessing.current_process()
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None and process.name.startswith("Actor_"):
+        die_with_parent(parent.pid)
 
 
 def process_alive(pid: int) -> bool:

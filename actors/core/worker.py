@@ -38,7 +38,7 @@ from actors.core.link_marks import (
 )
 from actors.core.loading import load_class
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import die_with_parent, name_process
+from actors.core.workarounds import die_with_creator, die_with_parent, name_process
 from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -235,6 +235,7 @@ class WorkerActor(SeamActor):
 
     def __init__(self) -> None:
         super().__init__()
+        die_with_creator()
         self._worker: Worker | None = None
         self._supervisor: Address | None = None
         self._guardian: Address | None = None

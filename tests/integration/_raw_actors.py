@@ -7,7 +7,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress
 
-from actors.core.workarounds import die_with_parent
+from actors.core.workarounds import die_with_creator, die_with_parent
 from protocols import codec
 from protocols.common import Ok
 
@@ -21,11 +21,23 @@ class RawLeaf(Actor):  # type: ignore[misc]
         self.send(sender, os.getpid())
 
 
+class RawBoundLeaf(RawLeaf):
+    """A RawLeaf bound to its creator from its creation (``die_with_creator``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        die_with_creator()
+
+
 class RawParent(Actor):  # type: ignore[misc]
     """Creates a RawLeaf on "spawn" / "spawn-protected" and answers (pid, leaf pid address)."""
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
-        if message in ("spawn", "spawn-protected"):
+        if message == "spawn-bound":
+            self.asker = sender
+            self.leaf = self.createActor(RawBoundLeaf)
+            self.send(self.leaf, "pid")
+        elif message in ("spawn", "spawn-protected"):
             self.asker = sender
             self.leaf = self.createActor(RawLeaf)
             self.send(

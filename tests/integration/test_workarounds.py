@@ -71,6 +71,21 @@ def test_die_with_parent_takes_the_orphan_down_with_its_parent(tcp_system: Actor
     assert [leaf_pid] == [p.pid for p in gone]
 
 
+def test_a_child_bound_at_creation_dies_with_its_parent_without_a_message(
+    tcp_system: ActorSystem,
+) -> None:
+    """The fix for a child whose parent dies before telling it who its parent is (a spare
+    worker): ``die_with_creator`` in the actor's constructor."""
+    parent_pid, leaf_pid = _spawn(tcp_system, "spawn-bound")
+    leaf = psutil.Process(leaf_pid)
+
+    os.kill(parent_pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs([leaf], timeout=10.0)
+
+    assert [] == alive
+    assert [leaf_pid] == [p.pid for p in gone]
+
+
 def test_thespian_redelivers_a_failing_message_and_keeps_the_actor(tcp_system: ActorSystem) -> None:
     flaky = tcp_system.createActor("tests.integration._raw_actors.RawFlaky")
 
