@@ -804,11 +804,15 @@ def schema_topology(write: str | None) -> None:
     """Print the topology JSON Schema, or write it with --write."""
     from protocols.topology_loader import SCHEMA_PATH, render_topology_json_schema
 
-    text = render_topology_json_schema()
+    _emit_schema(render_topology_json_schema(), write, SCHEMA_PATH)
+
+
+def _emit_schema(text: str, write: str | None, default: Path) -> None:
+    """Print a schema, or write it to ``write`` (``default`` when given without a path)."""
     if write is None:
         click.echo(text, nl=False)
         return
-    target = Path(write) if write else SCHEMA_PATH
+    target = Path(write) if write else default
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     click.echo(f"wrote {target}")
@@ -828,13 +832,7 @@ def schema_experiment(write: str | None) -> None:
     """Print the experiment-file JSON Schema, or write it with --write."""
     from protocols.experiment_loader import EXPERIMENT_SCHEMA_PATH, render_experiment_json_schema
 
-    text = render_experiment_json_schema()
-    if write is None:
-        click.echo(text, nl=False)
-        return
-    target = Path(write) if write else EXPERIMENT_SCHEMA_PATH
-    target.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {target}")
+    _emit_schema(render_experiment_json_schema(), write, EXPERIMENT_SCHEMA_PATH)
 
 
 @schema.command("protocols")

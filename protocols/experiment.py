@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -376,17 +376,7 @@ InvariantName = Literal[
     "single_instance",
     "llm_budget",
 ]
-INVARIANTS: tuple[InvariantName, ...] = (
-    "no_lost_messages",
-    "tree_alive",
-    "restart_limits",
-    "tasks_terminal",
-    "fail_fast",
-    "no_orphans",
-    "liveness_after_heal",
-    "single_instance",
-    "llm_budget",
-)
+INVARIANTS: tuple[InvariantName, ...] = get_args(InvariantName)
 
 
 class UserInvariant(_Strict):

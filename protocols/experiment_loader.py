@@ -19,7 +19,7 @@ import fnmatch
 import importlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -194,17 +194,23 @@ def resolve_call(call: str) -> Any:
 def _check_message(
     template: MessageTemplate, node: yaml.MappingNode, file: str, path: tuple[str | int, ...]
 ) -> None:
-    try:
-        build_message(template)
-    except ValueError as exc:
-        raise ExperimentError(
-            str(exc), file=file, line=_key_line(node, path), field=_dotted(path)
-        ) from None
+    _checked(build_message, template, node, file, path)
 
 
 def _check_call(call: str, node: yaml.MappingNode, file: str, path: tuple[str | int, ...]) -> None:
+    _checked(resolve_call, call, node, file, path)
+
+
+def _checked(
+    check: Callable[[Any], object],
+    value: Any,
+    node: yaml.MappingNode,
+    file: str,
+    path: tuple[str | int, ...],
+) -> None:
+    """Run ``check`` on ``value``; its ValueError becomes an error at ``path`` of the file."""
     try:
-        resolve_call(call)
+        check(value)
     except ValueError as exc:
         raise ExperimentError(
             str(exc), file=file, line=_key_line(node, path), field=_dotted(path)

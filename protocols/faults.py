@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -66,19 +66,7 @@ MessageFaultKind = Literal[
     "slow_start",
     "slow_shutdown",
 ]
-MESSAGE_FAULT_KINDS: tuple[MessageFaultKind, ...] = (
-    "drop",
-    "duplicate",
-    "delay",
-    "reorder",
-    "corrupt",
-    "raise",
-    "kill",
-    "hang",
-    "start_failure",
-    "slow_start",
-    "slow_shutdown",
-)
+MESSAGE_FAULT_KINDS: tuple[MessageFaultKind, ...] = get_args(MessageFaultKind)
 START_FAULTS = ("start_failure", "slow_start")
 """Faults a supervisor applies when it starts a worker (the trigger counts start attempts)."""
 _TIMED = ("hang", "slow_start", "slow_shutdown")

@@ -472,18 +472,7 @@ class ExperimentRunner:
                 "count": injection.count,
             }
             self._faults.append(entry)
-            self._injections.append(
-                {
-                    "index": injection.index,
-                    "count": injection.count,
-                    "at": injection.at,
-                    "until": injection.until,
-                    "target": target,
-                    "seed": injection.seed,
-                    "id": fault_id,
-                    "kind": step.kind,
-                }
-            )
+            self._injected(injection, target, fault_id, injection.until)
             if not _process_fault(step):
                 handles.append(fault_id)
             if not is_lasting(step):
@@ -537,18 +526,7 @@ class ExperimentRunner:
                 "count": injection.count,
             }
             self._faults.append(entry)
-            self._injections.append(
-                {
-                    "index": injection.index,
-                    "count": injection.count,
-                    "at": injection.at,
-                    "until": None,
-                    "target": name,
-                    "seed": injection.seed,
-                    "id": fault_id,
-                    "kind": step.kind,
-                }
-            )
+            self._injected(injection, name, fault_id, None)
             self._watch_recovery(at, runtime, entry, host=name)
         log.info("experiment_injected", fault=step.kind, hosts=targets, at=now)
 
@@ -610,18 +588,7 @@ class ExperimentRunner:
                 "count": injection.count,
             }
         )
-        self._injections.append(
-            {
-                "index": injection.index,
-                "count": injection.count,
-                "at": injection.at,
-                "until": injection.until,
-                "target": step.target,
-                "seed": injection.seed,
-                "id": fault_id,
-                "kind": "llm_error",
-            }
-        )
+        self._injected(injection, step.target, fault_id, injection.until)
         if injection.until is not None:
             at(injection.until, _Always(functools.partial(self._clear_llm, fault_id)))
         log.info("experiment_injected", fault="llm_error", error=step.error, at=now)
@@ -643,6 +610,23 @@ class ExperimentRunner:
         if self._lab is not None:
             self._lab.heal(name)
             self._record("nemesis", "info", "heal_partition", {"host": name})
+
+    def _injected(
+        self, injection: Injection, target: str, fault_id: str, until: float | None
+    ) -> None:
+        """Record an injection the way ``--replay`` reads it back."""
+        self._injections.append(
+            {
+                "index": injection.index,
+                "count": injection.count,
+                "at": injection.at,
+                "until": until,
+                "target": target,
+                "seed": injection.seed,
+                "id": fault_id,
+                "kind": injection.step.kind,
+            }
+        )
 
     def _targets(self, runtime: Runtime, injection: Injection) -> list[str]:
         step = injection.step

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from actors.model.faults import FaultQueue, FaultSpec, FaultsRequest, HttpError, fault_error
 
-__all__ = ["FaultProxy", "main"]
+__all__ = ["FaultProxy", "serve_proxy"]
 
 log = structlog.get_logger(__name__)
 
@@ -261,7 +261,7 @@ class FaultProxy:
             return list(self._state.log)
 
 
-def main() -> None:
+def serve_proxy() -> None:
     """``python -m actors.model.proxy --upstream URL [--host H] [--port N]``."""
     parser = argparse.ArgumentParser(description="A fault-injecting OpenAI-compatible proxy")
     parser.add_argument("--upstream", required=True, help="the endpoint to forward to (…/v1)")
@@ -277,4 +277,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve_proxy()

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.experiments import invariants as inv
+from protocols.ledger import LEDGER_EVENTS
 from protocols.supervision import SupervisionEvent
 
 
@@ -26,20 +27,7 @@ def _crash_restart(
 
 
 def _ledger(**total: int) -> dict[str, Any]:
-    counts = dict.fromkeys(
-        (
-            "sent",
-            "delivered",
-            "handled",
-            "undelivered",
-            "dead_lettered",
-            "rejected",
-            "resent",
-            "duplicates_dropped",
-            "dropped_by_fault",
-        ),
-        0,
-    )
+    counts = dict.fromkeys(LEDGER_EVENTS, 0)
     counts.update(total)
     return {"total": counts, "by_kind": {"k": dict(counts)}, "unreported": 0}
 

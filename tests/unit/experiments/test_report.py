@@ -16,21 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.experiments.report import percentiles, render_html, render_junit, write_reports
+from protocols.ledger import LEDGER_EVENTS
 
-_LEDGER = dict.fromkeys(
-    (
-        "sent",
-        "delivered",
-        "handled",
-        "undelivered",
-        "dead_lettered",
-        "rejected",
-        "resent",
-        "duplicates_dropped",
-        "dropped_by_fault",
-    ),
-    3,
-)
+_LEDGER = dict.fromkeys(LEDGER_EVENTS, 3)
 
 
 def _journal(
