@@ -126,15 +126,7 @@ def parse_topology(text: str, *, file: str | None = None, check_imports: bool = 
             f"got {_show(data)}"
         )
         raise TopologyError(msg, file=file, line=_line(node))
-    if "root" in data:
-        data = {**data, "root": _with_child_types(data["root"])}
-    try:
-        topology = Topology.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(exc, node, data, file) from None
-    if check_imports:
-        _check_imports(topology, node, file)
-    return topology
+    return validate_topology_node(node, data, file=file, check_imports=check_imports)
 
 
 def validate_topology_node(

@@ -110,6 +110,21 @@ def _parse(buffer: mmap.mmap | bytes) -> tuple[Marks, bool]:
     return marks, overflow == 0
 
 
+def _take_file(path: Path, size: int, unreadable: str) -> bytes | None:
+    """Read and remove a file a gone process left (None: there is none, or it is not
+    ``size`` bytes long, which is logged as ``unreadable``)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if len(data) != size:
+        log.warning(unreadable, path=str(path), size=len(data))
+        return None
+    return data
+
+
 def take_marks(*, key: str, state_dir: str | Path, pid: int | None) -> tuple[Marks, bool] | None:
     """Read and remove the marks of a receiver whose process is gone (None: it left none)."""
     held = _IN_PROCESS.pop(key, None)
@@ -117,17 +132,8 @@ def take_marks(*, key: str, state_dir: str | Path, pid: int | None) -> tuple[Mar
         return held.read()
     if pid is None:
         return None
-    path = marks_path(state_dir, pid)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    with contextlib.suppress(OSError):
-        path.unlink()
-    if len(data) != _SIZE:
-        log.warning("link_marks_unreadable", path=str(path), size=len(data))
-        return None
-    return _parse(data)
+    data = _take_file(marks_path(state_dir, pid), _SIZE, "link_marks_unreadable")
+    return None if data is None else _parse(data)
 
 
 _SENDS_SLOTS = 256
@@ -305,15 +311,8 @@ def take_tally(*, state_dir: str | Path, pid: int | None) -> Tally | None:
     ledger (None: it left none, having reported)."""
     if pid is None:
         return None
-    path = tally_path(state_dir, pid)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    with contextlib.suppress(OSError):
-        path.unlink()
-    if len(data) != _TALLY_SIZE:
-        log.warning("ledger_tally_unreadable", path=str(path), size=len(data))
+    data = _take_file(tally_path(state_dir, pid), _TALLY_SIZE, "ledger_tally_unreadable")
+    if data is None:
         return None
     words = memoryview(data).cast("Q")
     tally: Tally = {}
