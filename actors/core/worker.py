@@ -745,6 +745,10 @@ class WorkerActor(SeamActor):
 
     def _exit(self, reason: str) -> None:
         self._exiting = True
+        if self._tally is not None:
+            # This incarnation reports its ledger as it exits: its supervisor, which may look
+            # for the tally as soon as it hears of the exit, must not count it a second time.
+            self._tally.discard()
         self._fail_deferred(reason)
         if self._supervisor is not None:
             self.send_message(self._supervisor, _Exiting(reason=reason))
