@@ -1,17 +1,24 @@
 """A fault-injecting proxy for any OpenAI-compatible endpoint.
 
-It forwards ``/v1/...`` requests to ``upstream`` unchanged (headers, ``Authorization``
-included) and injects the embedded model's faults (``actors.model.faults``) on chat
-completions: an HTTP error (429 with Retry-After, 500, 502, 503, 401, 400) instead of
-forwarding, no answer for a while (``hang``), or the upstream's answer broken
-(``malformed_tool_call``: the arguments no longer JSON; ``truncated``: cut half-way with
-``finish_reason: length``). Control endpoints as the embedded model's::
+It forwards ``/v1/...`` requests to ``upstream`` unchanged (method, body and headers,
+``Authorization`` included; the answer's status, headers and body back, streamed) and injects
+the embedded model's faults (``actors.model.faults``) into chat completions: an HTTP error
+instead of forwarding (429 with Retry-After, 500, 502, 503, 5xx, 401, 400), a held request
+(``hang``: then forwarded; ``timeout``: then closed without an answer), or the upstream's
+answer broken (``malformed_tool_call``; ``truncated``: cut half-way, ``finish_reason:
+length``; both on non-streamed JSON answers only). Every chat request is logged
+(:class:`~actors.model.faults.RequestRecord`). Control endpoints, as the embedded model's
+(with ``control_key`` set they require ``Authorization: Bearer <control_key>``)::
 
     POST   /_control/faults       {"faults": [FaultSpec, ...]} queues faults
     DELETE /_control/faults       clears the queue
-    GET    /_control/stats        requests, faults fired, pending faults, a request log
+    GET    /_control/log          {"log": [RequestRecord, ...]}
+    GET    /_control/stats        requests, faults fired, pending faults, the request log
 
-    python -m actors.model.proxy --upstream https://api.openai.com/v1 [--port 8701]
+    python -m actors.model.proxy --upstream https://api.openai.com/v1 [--port 8701] [--log-json]
+
+The command logs ``fault_proxy_ready`` with the proxy's ``url`` (stderr) and runs until SIGINT
+or SIGTERM.
 
 May import: pydantic and the standard library, and this package.
 """
@@ -19,261 +26,528 @@ May import: pydantic and the standard library, and this package.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import hmac
 import json
+import os
+import signal
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
+from http.client import HTTPResponse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, Final
 
 import structlog
 from pydantic import ValidationError
 
-from actors.model.faults import FaultQueue, FaultSpec, FaultsRequest, HttpError, fault_error
+from actors.logs import configure_logging
+from actors.model.faults import (
+    AGENT_HEADER,
+    STATUS_KINDS,
+    FaultQueue,
+    FaultSpec,
+    FaultsRequest,
+    HttpError,
+    RequestLog,
+    RequestRecord,
+    conversation_digest,
+    fault_error,
+    hold_request,
+    malform_completion,
+    match_text,
+    retry_after_seconds,
+    truncate_completion,
+)
+from actors.model.server import MAX_BODY_BYTES, ServerStats
 
 __all__ = ["FaultProxy", "serve_proxy"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("understudy.fault_proxy")
 
-_HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding"}
-_UPSTREAM_TIMEOUT = 600.0
+_HOP_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",  # the proxy reads answers to break them: ask for them uncompressed
+    }
+)
+_CHUNK: Final = 64 * 1024
 
 
 class _ProxyState:
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.faults = FaultQueue()
-        self.lock = threading.Lock()
-        self.log: list[dict[str, Any]] = []
-        self.fired: dict[str, int] = {}
-        self.stopping = threading.Event()
-
-
-def _match_text(body: dict[str, Any]) -> str:
-    """The system messages and the first user message (what a fault's ``match`` searches,
-    and what names a conversation)."""
-    messages = body.get("messages") or []
-    parts = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
-    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
-    return "\n".join(parts + users[:1])
-
-
-def _broken(completion: dict[str, Any], kind: str) -> dict[str, Any]:
-    choice = completion["choices"][0]
-    message = choice.get("message") or {}
-    calls = message.get("tool_calls") or []
-    if kind == "truncated":
-        if isinstance(message.get("content"), str):
-            message["content"] = message["content"][: len(message["content"]) // 2]
-        for call in calls:
-            arguments = call["function"]["arguments"]
-            call["function"]["arguments"] = arguments[: len(arguments) // 2]
-        choice["finish_reason"] = "length"
-    elif calls:  # malformed_tool_call
-        for call in calls:
-            call["function"]["arguments"] = call["function"]["arguments"].rstrip("}") + ",,"
-    return completion
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are logged through structlog, not to stderr."""
-
-    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(body).encode(), headers)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def do_GET(self) -> None:
-        state = self.server.state
-        if self.path.startswith("/_control/stats"):
-            with state.lock:
-                stats = {
-                    "requests": len(state.log),
-                    "faults_fired": dict(state.fired),
-                    "pending_faults": [f.model_dump() for f in state.faults.pending()],
-                    "request_log": list(state.log),
-                }
-            self._json(200, stats)
-            return
-        self._forward(b"")
-
-    def do_DELETE(self) -> None:
-        if self.path.startswith("/_control/faults"):
-            self._json(200, {"cleared": self.server.state.faults.clear()})
-            return
-        self._json(404, {"error": {"message": f"no such path {self.path}"}})
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if self.path.startswith("/_control/faults"):
-            try:
-                faults = FaultsRequest.model_validate_json(body).faults
-            except ValidationError as exc:
-                self._json(400, HttpError(400, f"invalid faults: {exc}").body())
-                return
-            self.server.state.faults.add(faults)
-            self._json(200, {"queued": len(faults)})
-            return
-        self._forward(body)
-
-    def _forward(self, body: bytes) -> None:
-        state = self.server.state
-        record: dict[str, Any] = {"at": time.time(), "status": None, "fault": None}
-        spec = None
-        request: dict[str, Any] = {}
-        if self.path.rstrip("/").endswith("/chat/completions") and body:
-            try:
-                request = json.loads(body)
-            except ValueError:
-                request = {}
-            text = _match_text(request)
-            record["conversation"] = hashlib.sha256(text.encode()).hexdigest()[:16]
-            spec = state.faults.take(text)
-        try:
-            self._answer(spec, request, body, record)
-        finally:
-            record["finished_at"] = time.time()
-            with state.lock:
-                state.log.append(record)
-
-    def _answer(
-        self,
-        spec: FaultSpec | None,
-        request: dict[str, Any],
-        body: bytes,
-        record: dict[str, Any],
+    def __init__(
+        self, upstream: str, control_key: str | None, timeout: float, log_limit: int
     ) -> None:
-        state = self.server.state
-        if spec is not None:
-            record["fault"] = spec.kind
-            with state.lock:
-                state.fired[spec.kind] = state.fired.get(spec.kind, 0) + 1
-            log.info("proxy_fault_injected", kind=spec.kind)
-            if spec.kind == "hang":
-                state.stopping.wait(spec.seconds)
-                record["disconnected"] = True
-                self.close_connection = True
-                return
-            if spec.kind not in {"malformed_tool_call", "truncated"}:
-                error = fault_error(spec, str(request.get("model", "?")), 0)
-                record["status"] = error.status
-                self._json(error.status, error.body(), error.headers)
-                return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-        target = state.upstream + self.path.removeprefix("/v1")
-        outgoing = urllib.request.Request(  # noqa: S310 - the upstream the user configured
-            target, data=body or None, headers=headers, method=self.command
-        )
-        try:
-            with urllib.request.urlopen(outgoing, timeout=_UPSTREAM_TIMEOUT) as reply:  # noqa: S310
-                status, payload = reply.status, reply.read()
-                passed = {k: v for k, v in reply.headers.items() if k.lower() == "retry-after"}
-        except urllib.error.HTTPError as exc:
-            status, payload = exc.code, exc.read()
-            passed = {k: v for k, v in exc.headers.items() if k.lower() == "retry-after"}
-        except (urllib.error.URLError, OSError) as exc:
-            error = HttpError(
-                502, f"upstream {state.upstream} unreachable: {exc}", type_="server_error"
-            )
-            record["status"] = 502
-            self._json(502, error.body())
-            return
-        if spec is not None and status == 200:
-            payload = json.dumps(_broken(json.loads(payload), spec.kind)).encode()
-        record["status"] = status
-        self._send(status, payload, passed)
+        self.upstream = upstream.rstrip("/")
+        self.control_key, self.timeout = control_key, timeout
+        self.faults = FaultQueue()
+        self.log = RequestLog(log_limit)
+        self.stopping = threading.Event()
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], state: _ProxyState) -> None:
-        super().__init__(address, _Handler)
         self.state = state
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver calls this inside its own except block: the error is the current one
+        log.warning("proxy_request_failed", client=str(client_address), exc_info=True)  # noqa: LOG014
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+    server_version = "UnderstudyFaultProxy/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http_request_logged", line=format % args)
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0].rstrip("/") or "/"
+
+    def _send(self, status: int, payload: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("proxy_client_disconnected", path=self._path())
+
+    def _json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        extra = [("Content-Type", "application/json"), *(headers or {}).items()]
+        self._send(status, json.dumps(body).encode(), extra)
+
+    def _error(self, error: HttpError) -> None:
+        self._json(error.status, error.body(), error.headers)
+
+    def _body(self) -> bytes:
+        declared = self.headers.get("Content-Length") or "0"
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            raise HttpError(
+                400, f"Content-Length must be at most {MAX_BODY_BYTES}, got {declared!r}"
+            )
+        return self.rfile.read(int(declared)) if int(declared) else b""
+
+    def _control_allowed(self) -> bool:
+        key = self.server.state.control_key
+        given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if key is None or hmac.compare_digest(given.encode(), key.encode()):
+            return True
+        log.warning("control_request_refused", path=self._path(), client=self.client_address[0])
+        self._error(HttpError(401, "Incorrect control key provided.", code="invalid_api_key"))
+        return False
+
+    # --- routes ---------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path, state = self._path(), self.server.state
+        if path == "/_control/log":
+            if self._control_allowed():
+                self._json(200, {"log": [r.model_dump(mode="json") for r in state.log.records()]})
+        elif path == "/_control/stats":
+            if self._control_allowed():
+                self._json(200, ServerStats.of(state.log, state.faults).model_dump(mode="json"))
+        else:
+            self._relay(b"", None, None)
+
+    def do_DELETE(self) -> None:
+        if self._path() != "/_control/faults":
+            body = self._read_or_answer()
+            if body is not None:
+                self._relay(body, None, None)
+        elif self._control_allowed():
+            cleared = self.server.state.faults.clear()
+            log.info("faults_cleared", cleared=cleared)
+            self._json(200, {"cleared": cleared})
+
+    def do_POST(self) -> None:
+        body = self._read_or_answer()
+        if body is None:
+            return
+        path = self._path()
+        if path == "/_control/faults":
+            if self._control_allowed():
+                self._queue(body)
+        elif path.endswith("/chat/completions"):
+            self._chat(body)
+        else:
+            self._relay(body, None, None)
+
+    def _read_or_answer(self) -> bytes | None:
+        try:
+            return self._body()
+        except HttpError as exc:
+            self._error(exc)
+            return None
+
+    def _queue(self, body: bytes) -> None:
+        try:
+            faults = FaultsRequest.model_validate_json(body or b"null").faults
+        except ValidationError as exc:
+            self._error(HttpError(400, f"invalid faults: {exc}"))
+            return
+        self.server.state.faults.add(faults)
+        log.info("faults_queued", kinds=[f.kind for f in faults])
+        self._json(200, {"queued": len(faults)})
+
+    # --- chat completions -----------------------------------------------------------------
+
+    def _chat(self, body: bytes) -> None:
+        state = self.server.state
+        state.log.begin()
+        record: dict[str, Any] = {
+            "at": time.time(),
+            "monotonic": time.monotonic(),
+            "status": None,
+            "agent": self.headers.get(AGENT_HEADER),
+        }
+        try:
+            self._chat_with(body, record)
+        finally:
+            state.log.end(
+                RequestRecord(
+                    finished_at=time.time(), finished_monotonic=time.monotonic(), **record
+                )
+            )
+
+    def _chat_with(self, body: bytes, record: dict[str, Any]) -> None:
+        state = self.server.state
+        try:
+            request = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            request = None
+        if not isinstance(request, dict):
+            request = {}
+        text = match_text(request)
+        record["conversation"] = conversation_digest(text)
+        record["fingerprint"] = record["agent"] or record["conversation"]
+        spec = state.faults.take(text)
+        if spec is not None:
+            record["fault"] = spec.kind
+            state.log.fired(spec.kind)
+            log.info("fault_injected", kind=spec.kind, match=spec.match)
+            if spec.kind in {"hang", "timeout"}:
+                if not hold_request(self.connection, spec.seconds, state.stopping):
+                    record["disconnected"] = True
+                    return
+                if spec.kind == "timeout":
+                    self.close_connection = True
+                    log.info("proxy_request_timed_out", seconds=spec.seconds)
+                    return
+            if spec.kind in STATUS_KINDS:
+                model = str(request.get("model") or "the model")
+                error = fault_error(spec, model, max(1, len(body) // 4))
+                record.update(status=error.status, retry_after=retry_after_seconds(error.headers))
+                self._error(error)
+                return
+        self._relay(body, spec, record, request)
+
+    # --- forwarding -----------------------------------------------------------------------
+
+    def _relay(
+        self,
+        body: bytes,
+        spec: FaultSpec | None,
+        record: dict[str, Any] | None,
+        request: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Forward the request upstream and its answer back, broken when ``spec`` says so."""
+        state = self.server.state
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+        target = state.upstream + self.path.removeprefix("/v1")
+        outgoing = urllib.request.Request(  # noqa: S310 - the upstream the user configured
+            target,
+            data=body if self.command != "GET" else None,
+            headers=headers,
+            method=self.command,
+        )
+        try:
+            reply: HTTPResponse = urllib.request.urlopen(outgoing, timeout=state.timeout)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            with exc:  # an error answer: passed on whole
+                passed = _passed(exc.headers.items())
+                if record is not None:
+                    record.update(status=exc.code, retry_after=retry_after_seconds(dict(passed)))
+                self._send(exc.code, exc.read(), passed)
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            log.warning("upstream_unreachable", upstream=state.upstream, error=str(exc))
+            if record is not None:
+                record["status"] = 502
+            message = f"upstream {state.upstream} unreachable: {exc}"
+            self._error(HttpError(502, message, type_="server_error", code="bad_gateway"))
+            return
+        with reply:
+            passed = _passed(reply.headers.items())
+            if record is not None:
+                record.update(status=reply.status, retry_after=retry_after_seconds(dict(passed)))
+            if spec is not None and spec.kind in {"truncated", "malformed_tool_call"}:
+                self._broken(reply, passed, spec, record, request or {})
+            else:
+                self._stream(reply, passed, record)
+
+    def _broken(
+        self,
+        reply: HTTPResponse,
+        headers: list[tuple[str, str]],
+        spec: FaultSpec,
+        record: dict[str, Any] | None,
+        request: Mapping[str, Any],
+    ) -> None:
+        payload, status = reply.read(), reply.status
+        try:
+            completion = json.loads(payload) if status == 200 else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            completion = None  # a streamed answer: passed on whole
+        if isinstance(completion, dict) and completion.get("choices"):
+            if spec.kind == "truncated":
+                completion = truncate_completion(completion)
+            else:
+                completion = malform_completion(completion, request)
+            payload = json.dumps(completion).encode()
+            _note_answer(record, completion)
+        self._send(status, payload, headers)
+
+    def _stream(
+        self,
+        reply: HTTPResponse,
+        headers: list[tuple[str, str]],
+        record: dict[str, Any] | None,
+    ) -> None:
+        length = reply.headers.get("Content-Length")
+        try:
+            self.send_response(reply.status)
+            for name, value in headers:
+                self.send_header(name, value)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            while chunk := reply.read1(_CHUNK):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("proxy_client_disconnected", path=self._path())
+            if record is not None:
+                record["disconnected"] = True
+
+
+def _passed(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The answer headers the proxy passes back (not the hop-by-hop ones)."""
+    return [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
+
+
+def _note_answer(record: dict[str, Any] | None, completion: Mapping[str, Any]) -> None:
+    """Record a broken answer's finish reason and tool."""
+    if record is None:
+        return
+    choice = (completion.get("choices") or [{}])[0]
+    calls = (choice.get("message") or {}).get("tool_calls") or []
+    record.update(
+        finish_reason=choice.get("finish_reason"),
+        tool=calls[0]["function"].get("name") if calls else None,
+    )
 
 
 class FaultProxy:
-    """The proxy (see the module doc); a context manager that stops it on exit."""
+    """The fault-injecting proxy (see the module doc), in daemon threads.
 
-    def __init__(self, upstream: str) -> None:
-        self._state = _ProxyState(upstream)
+    Example::
+
+        with FaultProxy("https://api.example.com/v1") as proxy:
+            client = openai.OpenAI(base_url=proxy.url, api_key=key)
+            proxy.inject("429", retry_after=2, probability=0.05, seed=7, count=None)
+            ...
+            ok, detail, counterexample = check_llm_budget(proxy.log(), max_retries=3)
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        control_key: str | None = None,
+        timeout: float = 600.0,
+        log_limit: int = 10_000,
+    ) -> None:
+        """Configure a proxy (not started yet).
+
+        Args:
+            upstream: the endpoint's base URL (``.../v1``); ``/v1/x`` is forwarded to
+                ``upstream + /x``.
+            host: the address to bind.
+            port: the port (0: a free one).
+            control_key: when set, the control endpoints require it as a bearer token.
+            timeout: seconds to wait for the upstream.
+            log_limit: how many request records the log keeps.
+        """
+        self._state = _ProxyState(upstream, control_key, timeout, log_limit)
+        self._address = (host, port)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.url: str | None = None
+        self._url: str | None = None
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen and return the proxy's base URL (``http://HOST:PORT/v1``)."""
-        httpd = _Server((host, port), self._state)
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="fault-proxy", daemon=True)
+    def start(self, host: str | None = None, port: int | None = None) -> str:
+        """Start listening and return the proxy's base URL (``http://HOST:PORT/v1``).
+
+        Raises:
+            RuntimeError: the proxy was already started.
+            OSError: the address cannot be bound.
+        """
+        if self._httpd is not None:
+            msg = f"the fault proxy is already running at {self._url}"
+            raise RuntimeError(msg)
+        address = (host or self._address[0], self._address[1] if port is None else port)
+        self._state.stopping.clear()
+        httpd = _Server(address, self._state)
+        bound_host, bound_port = str(httpd.server_address[0]), httpd.server_address[1]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._httpd, self._url = httpd, f"http://{shown}:{bound_port}/v1"
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fault-proxy-{bound_port}",
+            daemon=True,
+        )
         self._thread.start()
-        self.url = f"http://{host}:{httpd.server_address[1]}/v1"
-        log.info("fault_proxy_started", url=self.url, upstream=self._state.upstream)
-        return self.url
+        log.info("fault_proxy_started", url=self._url, upstream=self._state.upstream)
+        return self._url
+
+    @property
+    def url(self) -> str:
+        """The base URL for ``openai.OpenAI(base_url=...)``.
+
+        Raises:
+            RuntimeError: the proxy is not running.
+        """
+        if self._url is None:
+            msg = "the fault proxy is not running; call start() first"
+            raise RuntimeError(msg)
+        return self._url
 
     def stop(self) -> None:
-        """Stop listening (a hung request is let go)."""
+        """Stop listening, let held requests go, wait for the threads (idempotent)."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
         self._state.stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+        self._state.log.wait_idle(5.0)
+        log.info("fault_proxy_stopped", url=self._url)
+        self._httpd, self._thread, self._url = None, None, None
 
     def __enter__(self) -> FaultProxy:
+        """Start unless already started."""
         if self._httpd is None:
             self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the proxy."""
         self.stop()
 
-    def inject(self, kind: str | int, count: int = 1, **options: Any) -> FaultSpec:
-        """Queue a fault (``actors.model.faults.FaultSpec``) for the next matching calls."""
-        spec = FaultSpec.model_validate({"kind": kind, "count": count, **options})
-        self._state.faults.add([spec])
-        return spec
+    def inject(self, kind: str | int, count: int | None = 1, **options: Any) -> FaultSpec:
+        """Queue a fault for matching chat requests (the arguments of
+        :meth:`actors.model.server.ModelServer.inject`).
 
-    def clear_faults(self) -> int:
-        """Drop the queued faults; return how many pending firings were dropped."""
-        return self._state.faults.clear()
+        Raises:
+            pydantic.ValidationError: an unknown kind or option, or an out-of-range value.
+        """
+        return self.inject_specs([{"kind": kind, "count": count, **options}])[0]
+
+    def inject_specs(self, specs: Iterable[FaultSpec | Mapping[str, Any]]) -> list[FaultSpec]:
+        """Queue faults (:class:`~actors.model.faults.FaultSpec`, or their JSON), in order.
+
+        Raises:
+            pydantic.ValidationError: a spec is invalid (then none is queued).
+        """
+        queued = [FaultSpec.model_validate(spec) for spec in specs]
+        self._state.faults.add(queued)
+        log.info("faults_queued", kinds=[spec.kind for spec in queued])
+        return queued
+
+    def clear(self) -> int:
+        """Drop every queued fault; return how many pending firings were dropped."""
+        cleared = self._state.faults.clear()
+        log.info("faults_cleared", cleared=cleared)
+        return cleared
+
+    clear_faults = clear
+
+    def log(self) -> list[RequestRecord]:
+        """Return the request log: one record per chat request, in the order they ended."""
+        return self._state.log.records()
 
     def request_log(self) -> list[dict[str, Any]]:
-        """Every request so far: ``at``, ``finished_at``, ``status``, ``fault``,
-        ``conversation``."""
-        with self._state.lock:
-            return list(self._state.log)
+        """Return the request log as JSON objects."""
+        return [record.model_dump(mode="json") for record in self.log()]
+
+    def stats(self) -> ServerStats:
+        """Return the request and fault counts and the request log."""
+        return ServerStats.of(self._state.log, self._state.faults)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no chat request is in progress; return False on timeout."""
+        return self._state.log.wait_idle(timeout)
+
+    def wait_requests(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` chat requests have arrived in all; return False on timeout."""
+        return self._state.log.wait_requests(count, timeout)
 
 
-def serve_proxy() -> None:
-    """``python -m actors.model.proxy --upstream URL [--host H] [--port N]``."""
+def serve_proxy(argv: list[str] | None = None) -> None:
+    """Run the proxy until SIGINT or SIGTERM:
+    ``python -m actors.model.proxy --upstream URL [--host H] [--port N]``."""
     parser = argparse.ArgumentParser(description="A fault-injecting OpenAI-compatible proxy")
-    parser.add_argument("--upstream", required=True, help="the endpoint to forward to (…/v1)")
+    parser.add_argument("--upstream", required=True, help="the endpoint to forward to (.../v1)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8701)
-    args = parser.parse_args()
-    proxy = FaultProxy(args.upstream)
-    proxy.start(args.host, args.port)
+    parser.add_argument("--port", type=int, default=8701, help="0: a free port")
+    parser.add_argument("--control-key-env", help="an environment variable holding the key")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    key = os.environ.get(args.control_key_env) if args.control_key_env else None
+    proxy = FaultProxy(args.upstream, args.host, args.port, control_key=key)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        url = proxy.start()
+        log.info("fault_proxy_ready", url=url, upstream=args.upstream)
+        while not done.wait(0.5):
+            pass
+    finally:
         proxy.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

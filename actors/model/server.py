@@ -9,6 +9,7 @@ Endpoints (on 127.0.0.1 by default; ``start()`` returns the ``base_url`` ending 
     POST   /_control/faults       ``{"faults": [FaultSpec, ...]}`` queues faults
     DELETE /_control/faults       clears the queue
     GET    /_control/stats        requests, faults fired, pending faults, a request log
+    GET    /_control/log          ``{"log": [RequestRecord, ...]}``: every chat request
 With an API key, the control endpoints require it too (``Authorization: Bearer <key>``).
 
 How it answers (every answer is a pure function of the request; see :func:`plan_goal`)
@@ -23,27 +24,25 @@ How it answers (every answer is a pure function of the request; see :func:`plan_
     specification a message starting with ``UNDERSTUDY-SPECIFY``: JSON ``{goal, constraints,
                   acceptance_criteria, workspace_files}`` from the request's clauses
 
-Faults (FaultSpec.kind)
-    429 (Retry-After header), 500, 401, 400 (``context_length_exceeded`` by default), hang
-    (sleeps ``seconds`` or until the client disconnects, then answers), malformed_tool_call
-    (a tool call whose ``arguments`` is not JSON). Each spec fires on the next ``count``
-    requests whose match text (system messages plus the first user message) contains
-    ``match``; one fault per request, in queue order.
+Faults (FaultSpec.kind; see ``actors.model.faults`` for when they fire)
+    429 (Retry-After header), 500, 502, 503, 5xx (``status``), 401, 400
+    (``context_length_exceeded`` by default), hang (held ``seconds`` or until the client
+    disconnects, then answered), timeout (held ``seconds``, then closed without an answer),
+    malformed_tool_call (a tool call whose ``arguments`` is not JSON), truncated (cut half-way,
+    ``finish_reason: length``). Each spec fires on requests whose match text (system messages
+    plus the first user message) contains ``match``: the next ``count``, every n-th, or each
+    with a seeded probability; one fault per request, in queue order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import itertools
 import json
-import select
 import signal
-import socket
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Final, Literal
@@ -56,12 +55,21 @@ from actors.model.brain import (
     respond,
 )
 from actors.model.faults import (
+    AGENT_HEADER,
+    STATUS_KINDS,
     FaultKind,
     FaultQueue,
     FaultSpec,
     FaultsRequest,
     HttpError,
+    RequestLog,
+    RequestRecord,
+    conversation_digest,
     fault_error,
+    hold_request,
+    match_text,
+    retry_after_seconds,
+    truncate_completion,
 )
 from actors.model.wire import (
     AssistantMessage,
@@ -79,7 +87,6 @@ __all__ = [
     "MAX_BODY_BYTES",
     "SERVED_MODEL",
     "ModelServer",
-    "RequestRecord",
     "ServerStats",
     "serve_forever",
 ]
@@ -93,23 +100,9 @@ MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 # --- statistics ------------------------------------------------------------------
 
 
-class RequestRecord(BaseModel):
-    """One chat request as the server handled it; times come from the server's clock."""
-
-    at: float
-    finished_at: float
-    status: int | None
-    fault: FaultKind | None = None
-    disconnected: bool = False
-    finish_reason: str | None = None
-    tool: str | None = None
-    conversation: str | None = None
-    """A digest of the request's system and first user messages: a retry of a request, or the
-    next turn of one agent's conversation, has the same one."""
-
-
 class ServerStats(BaseModel):
-    """What ``GET /_control/stats`` and :meth:`ModelServer.stats` return."""
+    """What ``GET /_control/stats`` and :meth:`ModelServer.stats` return (the fault proxy's
+    too)."""
 
     requests: int
     served: int
@@ -117,14 +110,20 @@ class ServerStats(BaseModel):
     pending_faults: list[FaultSpec]
     request_log: list[RequestRecord]
 
+    @classmethod
+    def of(cls, log: RequestLog, faults: FaultQueue) -> ServerStats:
+        """Return the statistics of a request log and a fault queue."""
+        requests, served, fired, records = log.snapshot()
+        return cls(
+            requests=requests,
+            served=served,
+            faults_fired=fired,
+            pending_faults=faults.pending(),
+            request_log=records,
+        )
+
 
 # --- HTTP -----------------------------------------------------------------------------------
-
-
-def _match_text(request: ChatCompletionRequest) -> str:
-    texts = [m.text() for m in request.messages if m.role in {"system", "developer"}]
-    texts.append(next((m.text() for m in request.messages if m.role == "user"), ""))
-    return "\n".join(texts)
 
 
 def _prompt_tokens(request: ChatCompletionRequest) -> int:
@@ -148,62 +147,21 @@ class _State:
         api_key: str | None,
         context_window: int | None,
         clock: Callable[[], float],
+        monotonic: Callable[[], float],
         log_limit: int,
     ) -> None:
-        self.model, self.api_key, self.context_window, self.clock = (
-            model,
-            api_key,
-            context_window,
-            clock,
-        )
+        self.model, self.api_key, self.context_window = model, api_key, context_window
+        self.clock, self.monotonic = clock, monotonic
         self.faults = FaultQueue()
+        self.log = RequestLog(log_limit)
         self.stopping = threading.Event()
-        self._lock = threading.Condition()
         self._ids = itertools.count(1)
-        self._requests = 0
-        self._served = 0
-        self._in_flight = 0
-        self._fired: Counter[str] = Counter()
-        self._log: deque[RequestRecord] = deque(maxlen=log_limit)
-
-    def begin(self) -> float:
-        with self._lock:
-            self._requests += 1
-            self._in_flight += 1
-            self._lock.notify_all()
-        return self.clock()
-
-    def end(self, record: RequestRecord) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._served += record.status == 200
-            self._log.append(record)
-            self._lock.notify_all()
-
-    def fired(self, kind: str) -> None:
-        with self._lock:
-            self._fired[kind] += 1
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._lock:
-            return self._lock.wait_for(lambda: self._in_flight == 0, timeout)
-
-    def wait_requests(self, count: int, timeout: float) -> bool:
-        with self._lock:
-            return self._lock.wait_for(lambda: self._requests >= count, timeout)
-
     def stats(self) -> ServerStats:
-        with self._lock:
-            return ServerStats(
-                requests=self._requests,
-                served=self._served,
-                faults_fired=dict(self._fired),
-                pending_faults=self.faults.pending(),
-                request_log=list(self._log),
-            )
+        return ServerStats.of(self.log, self.faults)
 
     def complete(self, request: ChatCompletionRequest, *, malformed: bool) -> ChatCompletion:
         prompt_tokens = _prompt_tokens(request)
@@ -255,34 +213,6 @@ class _State:
                 total_tokens=prompt_tokens + completion_tokens,
             ),
         )
-
-
-def _truncated(completion: ChatCompletion) -> ChatCompletion:
-    """The completion cut off half-way, as a server does at its output limit: half the text,
-    or half a tool call's arguments (no longer valid JSON), and ``finish_reason: length``."""
-    choice = completion.choices[0]
-    message = choice.message
-    content = message.content[: len(message.content) // 2] if message.content else message.content
-    calls = None
-    if message.tool_calls:
-        calls = [
-            call.model_copy(
-                update={
-                    "function": call.function.model_copy(
-                        update={
-                            "arguments": call.function.arguments[
-                                : len(call.function.arguments) // 2
-                            ]
-                        }
-                    )
-                }
-            )
-            for call in message.tool_calls
-        ]
-    cut = message.model_copy(update={"content": content, "tool_calls": calls})
-    return completion.model_copy(
-        update={"choices": [choice.model_copy(update={"message": cut, "finish_reason": "length"})]}
-    )
 
 
 def _malformed(reply: Reply, request: ChatCompletionRequest) -> Reply:
@@ -370,6 +300,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_control/stats":
             if self._control_allowed():
                 self._send(200, state.stats().model_dump(mode="json"))
+        elif path == "/_control/log":
+            if self._control_allowed():
+                records = state.log.records()
+                self._send(200, {"log": [r.model_dump(mode="json") for r in records]})
         else:
             self._send(404, HttpError(404, f"no route GET {path}").body())
 
@@ -406,52 +340,75 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self) -> None:
         state = self.server.state
-        at = state.begin()
-        record: dict[str, Any] = {"at": at, "status": None}
+        state.log.begin()
+        record: dict[str, Any] = {
+            "at": state.clock(),
+            "monotonic": state.monotonic(),
+            "status": None,
+            "agent": self.headers.get(AGENT_HEADER),
+        }
         try:
             self._chat_with(state, record)
         finally:
-            state.end(RequestRecord(finished_at=state.clock(), **record))
+            state.log.end(
+                RequestRecord(
+                    finished_at=state.clock(), finished_monotonic=state.monotonic(), **record
+                )
+            )
 
     def _chat_with(self, state: _State, record: dict[str, Any]) -> None:
         try:
-            request = self._authorised_request(state)
-            text = _match_text(request)
-            record["conversation"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            raw = self._body()
+            text = match_text(raw) if isinstance(raw, Mapping) else ""
+            record["conversation"] = conversation_digest(text)
+            record["fingerprint"] = record["agent"] or record["conversation"]
+            request = self._authorised_request(raw)
             spec = state.faults.take(text)
-            if spec is not None:
-                record["fault"] = spec.kind
-                state.fired(spec.kind)
-                log.info("fault_injected", kind=spec.kind, match=spec.match)
-                if spec.kind == "hang" and not self._hang(spec.seconds):
-                    record["disconnected"] = True
-                    return
-                if spec.kind not in {"hang", "malformed_tool_call", "truncated"}:
-                    raise fault_error(spec, request.model, _prompt_tokens(request))
-            completion = self._complete(state, request, spec)
+            if spec is not None and not self._apply(state, spec, record):
+                return
+            if spec is not None and spec.kind in STATUS_KINDS:
+                raise fault_error(spec, request.model, _prompt_tokens(request))
+            completion = self._complete(state, request, spec).model_dump(mode="json")
             if spec is not None and spec.kind == "truncated":
-                completion = _truncated(completion)
+                completion = truncate_completion(completion)
         except HttpError as exc:
-            record["status"] = exc.status
+            record.update(status=exc.status, retry_after=retry_after_seconds(exc.headers))
             log.info("model_request_rejected", status=exc.status, code=exc.code, error=exc.message)
             self._send(exc.status, exc.body(), exc.headers)
             return
-        choice = completion.choices[0]
-        calls = choice.message.tool_calls or []
+        choice = completion["choices"][0]
+        calls = choice["message"].get("tool_calls") or []
         record.update(
             status=200,
-            finish_reason=choice.finish_reason,
-            tool=calls[0].function.name if calls else None,
+            finish_reason=choice["finish_reason"],
+            tool=calls[0]["function"]["name"] if calls else None,
         )
         log.info(
             "model_request_served",
-            model=completion.model,
-            finish_reason=choice.finish_reason,
+            model=completion["model"],
+            finish_reason=choice["finish_reason"],
             tool=record["tool"],
-            prompt_tokens=completion.usage.prompt_tokens,
-            completion_tokens=completion.usage.completion_tokens,
+            prompt_tokens=completion["usage"]["prompt_tokens"],
+            completion_tokens=completion["usage"]["completion_tokens"],
         )
-        self._send(200, completion.model_dump(mode="json"))
+        self._send(200, completion)
+
+    def _apply(self, state: _State, spec: FaultSpec, record: dict[str, Any]) -> bool:
+        """Record a fault and hold the request for a hang or timeout; return False when no
+        answer is to be sent (the client left, the server is stopping, or a timeout)."""
+        record["fault"] = spec.kind
+        state.log.fired(spec.kind)
+        log.info("fault_injected", kind=spec.kind, match=spec.match)
+        if spec.kind not in {"hang", "timeout"}:
+            return True
+        if not hold_request(self.connection, spec.seconds, state.stopping):
+            record["disconnected"] = True
+            return False
+        if spec.kind == "timeout":
+            self.close_connection = True
+            log.info("model_request_timed_out", seconds=spec.seconds)
+            return False
+        return True
 
     @staticmethod
     def _complete(
@@ -489,11 +446,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return False
 
-    def _authorised_request(self, state: _State) -> ChatCompletionRequest:
+    def _authorised_request(self, raw: Any) -> ChatCompletionRequest:
         if not self._key_accepted():
             raise HttpError(401, "Incorrect API key provided.", code="invalid_api_key")
         try:
-            request = ChatCompletionRequest.model_validate(self._body())
+            request = ChatCompletionRequest.model_validate(raw)
         except ValidationError as exc:
             raise HttpError(400, f"invalid chat completion request: {exc}") from exc
         if request.stream:
@@ -504,23 +461,6 @@ class _Handler(BaseHTTPRequestHandler):
                 param="stream",
             )
         return request
-
-    def _hang(self, seconds: float) -> bool:
-        """Wait ``seconds``; return False early if the client hangs up or the server stops."""
-        deadline = time.monotonic() + seconds
-        conn: socket.socket = self.connection
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self.server.state.stopping.is_set():
-                return False
-            readable, _, _ = select.select([conn], [], [], min(remaining, 0.05))
-            if readable:
-                try:
-                    if not conn.recv(1, socket.MSG_PEEK):
-                        return False
-                except OSError:
-                    return False
-                self.server.state.stopping.wait(min(remaining, 0.05))  # data, not EOF
-        return True
 
 
 # --- the embeddable server ------------------------------------------------------------------
@@ -543,6 +483,7 @@ class ModelServer:
         api_key: str | None = None,
         context_window: int | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         log_limit: int = 10_000,
     ) -> None:
         """Configure a server (not started yet).
@@ -553,6 +494,7 @@ class ModelServer:
             context_window: when set, requests whose estimated prompt tokens exceed it get
                 400 ``context_length_exceeded``.
             clock: wall-clock seconds for timestamps in the stats.
+            monotonic: monotonic seconds for the request log's intervals.
             log_limit: how many request records the stats keep.
         """
         self._state = _State(
@@ -560,6 +502,7 @@ class ModelServer:
             api_key=api_key,
             context_window=context_window,
             clock=clock,
+            monotonic=monotonic,
             log_limit=log_limit,
         )
         self._httpd: _Server | None = None
@@ -613,7 +556,7 @@ class ModelServer:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
-        self._state.wait_idle(5.0)
+        self._state.log.wait_idle(5.0)
         log.info("model_server_stopped", url=self._url)
         self._httpd, self._thread, self._url = None, None, None
 
@@ -632,15 +575,16 @@ class ModelServer:
         """Stop the server."""
         self.stop()
 
-    def inject(self, kind: FaultKind | int, count: int = 1, **options: Any) -> FaultSpec:
-        """Queue a fault for the next ``count`` matching requests.
+    def inject(self, kind: FaultKind | int, count: int | None = 1, **options: Any) -> FaultSpec:
+        """Queue a fault for matching requests.
 
         Args:
-            kind: ``"429"``, ``"500"``, ``"401"``, ``"400"``, ``"hang"`` or
-                ``"malformed_tool_call"`` (status codes may be ints).
-            count: how many requests it hits.
-            **options: ``retry_after`` (429), ``seconds`` (hang), ``match`` (a substring of
-                the system messages or first user message), ``message``, ``code``.
+            kind: a :data:`~actors.model.faults.FaultKind` (status codes may be ints).
+            count: how many requests it hits (None: until cleared).
+            **options: the other :class:`~actors.model.faults.FaultSpec` fields:
+                ``retry_after`` (429), ``seconds`` (hang, timeout), ``status`` (5xx),
+                ``match`` (a substring of the system messages or first user message),
+                ``probability`` and ``seed``, ``every_nth``, ``message``, ``code``.
 
         Returns:
             The queued spec.
@@ -648,14 +592,30 @@ class ModelServer:
         Raises:
             pydantic.ValidationError: an unknown kind or option, or an out-of-range value.
         """
-        spec = FaultSpec.model_validate({"kind": kind, "count": count, **options})
-        self._state.faults.add([spec])
-        log.info("faults_queued", kinds=[spec.kind])
-        return spec
+        return self.inject_specs([{"kind": kind, "count": count, **options}])[0]
 
-    def clear_faults(self) -> int:
+    def inject_specs(self, specs: Iterable[FaultSpec | Mapping[str, Any]]) -> list[FaultSpec]:
+        """Queue faults (:class:`~actors.model.faults.FaultSpec`, or their JSON), in order.
+
+        Raises:
+            pydantic.ValidationError: a spec is invalid (then none is queued).
+        """
+        queued = [FaultSpec.model_validate(spec) for spec in specs]
+        self._state.faults.add(queued)
+        log.info("faults_queued", kinds=[spec.kind for spec in queued])
+        return queued
+
+    def clear(self) -> int:
         """Drop every queued fault; return how many pending firings were dropped."""
-        return self._state.faults.clear()
+        cleared = self._state.faults.clear()
+        log.info("faults_cleared", cleared=cleared)
+        return cleared
+
+    clear_faults = clear
+
+    def log(self) -> list[RequestRecord]:
+        """Return the request log: one record per chat request, oldest first."""
+        return self._state.log.records()
 
     def stats(self) -> ServerStats:
         """Return the request and fault counts and the request log."""
@@ -663,11 +623,11 @@ class ModelServer:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no chat request is in progress; return False on timeout."""
-        return self._state.wait_idle(timeout)
+        return self._state.log.wait_idle(timeout)
 
     def wait_requests(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` chat requests have arrived in all; return False on timeout."""
-        return self._state.wait_requests(count, timeout)
+        return self._state.log.wait_requests(count, timeout)
 
 
 def serve_forever(
