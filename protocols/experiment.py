@@ -420,7 +420,7 @@ class Experiment(_Strict):
     """Member hosts to start beside the leader (host faults need them)."""
     network: Literal["netns", "loopback"] = "netns"
     """How the hosts are separated: each in its own network namespace (Linux, root), or on
-    127.0.0.x addresses of this machine (no partitions)."""
+    loopback addresses of this machine (no partitions)."""
     workload: list[Workload] = Field(default_factory=list)
     steady_state: list[Probe] = Field(default_factory=list)
     faults: list[FaultStep] = Field(default_factory=list)

@@ -569,7 +569,7 @@ class ExperimentRunner:
         if step.error == "429":
             options["retry_after"] = step.retry_after
         if step.error == "timeout":
-            kind, options["seconds"] = "hang", step.seconds
+            options["seconds"] = step.seconds  # held that long, then closed unanswered
         if step.probability is not None:
             options["probability"], options["seed"] = step.probability, injection.seed
         op = self._record("nemesis", "invoke", "llm_error", {"error": step.error})
