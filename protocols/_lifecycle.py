@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols._base import Message
-from protocols.faults import MessageFault
+from protocols.faults import AnyFault
 from protocols.identity import Identity
 from protocols.ledger import LedgerSnapshot
 from protocols.supervision import SHUTDOWN, EventName
@@ -406,7 +406,10 @@ class _Left(Message):
 
 
 class _Faults(Message):
-    """Guardian -> every worker: the message faults active now (with when each began)."""
+    """Guardian -> every actor of the tree: the faults active now (with when each began), and
+    the directory where heals are marked (a hang waits for its mark) and where injections
+    that a kill would lose are journalled first."""
 
     kind: Literal["_faults.active"] = "_faults.active"
-    faults: list[tuple[MessageFault, float]] = Field(default_factory=list)
+    faults: list[tuple[AnyFault, float]] = Field(default_factory=list)
+    fault_dir: str = ""

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from protocols.faults import DelaySpec
+from protocols.faults import DelaySpec, TargetPick
 
 __all__ = [
     "ACTOR_STEP_KINDS",
@@ -53,7 +53,6 @@ __all__ = [
     "ChildrenProbe",
     "Experiment",
     "FaultStep",
-    "FixedPick",
     "GoalsWorkload",
     "HostFaultStep",
     "HostSpec",
@@ -63,8 +62,6 @@ __all__ = [
     "MessageFaultStep",
     "MessageTemplate",
     "MessagesWorkload",
-    "PercentPick",
-    "Pick",
     "Probe",
     "PythonProbe",
     "PythonWorkload",
@@ -106,17 +103,6 @@ class Schedule(_Strict):
     max_total: Annotated[int, Field(ge=1)] | None = None
 
 
-class FixedPick(_Strict):
-    fixed: Annotated[int, Field(ge=1)]
-
-
-class PercentPick(_Strict):
-    percent: Annotated[float, Field(gt=0, le=100)]
-
-
-Pick = Literal["one", "all"] | FixedPick | PercentPick
-
-
 class _When(_Strict):
     """When and how often a fault is injected, and how long each injection lasts."""
 
@@ -125,7 +111,7 @@ class _When(_Strict):
     for_: Annotated[Positive | None, Field(alias="for")] = None
     schedule: Schedule | None = None
     max_active: Annotated[int, Field(ge=1)] | None = None
-    pick: Pick = "all"
+    pick: TargetPick = "all"
 
     @model_validator(mode="after")
     def _when(self) -> _When:
@@ -187,7 +173,8 @@ class ActorFaultStep(_Triggered):
     """A fault on the actors ``target`` matches: ``kill`` SIGKILLs an actor's process, at once
     (``point: now``, done by the runner) or at a crash point on a matching message
     (``before_handler``, ``after_handler``: before its reply, ``after_reply``: done inside the
-    actor); ``hang`` blocks the handler of a matching message for ``seconds``; ``pause``
+    actor); ``hang`` blocks the handler of a matching message for ``seconds``, or until the
+    fault is healed (after its ``for``, or at the end of the fault phase) without them; ``pause``
     stops the process for ``seconds`` (default 1: SIGSTOP, then SIGCONT); ``start_failure``
     fails the actor's next starts (its trigger counts start attempts), ``slow_start`` delays
     them by ``seconds``, ``slow_shutdown`` makes it ignore a stop for ``seconds``."""
@@ -202,7 +189,7 @@ class ActorFaultStep(_Triggered):
         if self.point != "now" and self.kind != "kill":
             msg = "`point` is valid only on a kill fault"
             raise ValueError(msg)
-        if self.kind in ("hang", "slow_start", "slow_shutdown") and self.seconds is None:
+        if self.kind in ("slow_start", "slow_shutdown") and self.seconds is None:
             msg = f"a {self.kind} fault needs `seconds` (at most 300)"
             raise ValueError(msg)
         if self.kind == "start_failure" and self.seconds is not None:

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, assert_never
 
 import structlog
 
+from actors.core.fault_points import resolve_pick
 from actors.core.identities import IdentityBook, LoginRefused
 from actors.core.ledger import merge
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
@@ -64,8 +67,10 @@ from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
 from protocols.faults import (
+    ActorFault,
     FaultInjected,
     FaultJournal,
+    FaultsApplied,
     GetFaultJournal,
     HealFaults,
     InjectFault,
@@ -154,6 +159,7 @@ GuardianInbox = (
     | HealFaults
     | GetFaultJournal
     | FaultJournal
+    | FaultsApplied
     | _Ack
 )
 """What the guardian accepts: registrations, resolutions, reports, events and the root's life."""
@@ -182,6 +188,7 @@ GUARDIAN_INBOX = (
     HealFaults,
     GetFaultJournal,
     FaultJournal,
+    FaultsApplied,
     _Ack,
 )
 
@@ -229,7 +236,9 @@ class Guardian(SeamActor):
         self._fault_injection = True
         """Killed incarnations whose ledger was read from their tally file."""
         self._hosts: dict[str, HostInfo] = {}
-        self._faults: list[tuple[MessageFault, float]] = []
+        self._faults: list[tuple[MessageFault | ActorFault, float]] = []
+        self._state_dir = ".understudy"
+        self._fault_dir: Path | None = None
         self._fault_journal: list[FaultInjected] = []
         self._fault_ids = 0
         self._fault_waits: dict[int, tuple[set[int], tuple[Address, codec.Envelope, Message]]] = {}
@@ -331,16 +340,16 @@ class Guardian(SeamActor):
                     ),
                 )
             case InjectFault():
-                self._fault_ids += 1
-                fault = msg.spec.model_copy(update={"id": f"fault-{self._fault_ids}"})
-                self._faults.append((fault, time.time()))
-                log.info("fault_active", fault_id=fault.id, fault=fault.fault, target=fault.target)
-                self._broadcast_faults((sender, env, fault))
+                self._inject_fault(msg, sender, env)
             case HealFaults():
                 healed = [f.id for f, _ in self._faults if not msg.ids or f.id in msg.ids]
                 self._faults = [(f, at) for f, at in self._faults if f.id not in healed]
+                self._mark_healed(healed)
                 log.info("faults_healed", ids=healed)
                 self._broadcast_faults((sender, env, Ok()))
+            case FaultsApplied():  # what the runtime did itself: a kill now, a pause
+                self._fault_journal += msg.injected
+                self.reply(sender, env, Ok())
             case _Ack():
                 self._fault_acked(env.correlation_id)
             case GetFaultJournal():
@@ -348,7 +357,7 @@ class Guardian(SeamActor):
                     sender,
                     env,
                     FaultJournal(
-                        injected=list(self._fault_journal),
+                        injected=self._fault_journal + self._durable_journal(),
                         active=[f for f, _ in self._faults],
                     ),
                 )
@@ -390,6 +399,7 @@ class Guardian(SeamActor):
         self.max_message_size = msg.max_message_size
         self.resend_after, self.resend_max = msg.resend_after, msg.resend_max
         self._fault_injection = msg.fault_injection
+        self._state_dir = msg.state_dir
         if msg.owner_pid is not None and msg.owner_pid != os.getpid():
             # The admin daemon outlives the program that started it (Thespian); this guardian
             # dies with the admin, and stops everything if that program dies without saying so.
@@ -518,8 +528,10 @@ class Guardian(SeamActor):
             self.send_message(self._root, _Stop())
 
     def on_exit_request(self) -> None:
-        """The ActorSystem is shutting down."""
+        """The ActorSystem is shutting down: its fault directory goes too."""
         log.debug("guardian_stopping", exit_reason=self._exit_reason)
+        if self._fault_dir is not None:
+            shutil.rmtree(self._fault_dir, ignore_errors=True)
 
     def on_dead_letter(self, to: Address, message: object) -> None:
         """A message could not be delivered: log it, and unblock a Runtime waiting on it.
@@ -557,7 +569,8 @@ class Guardian(SeamActor):
         address = unpack_address(msg.address)
         self._registry[msg.path] = _Registration(address, msg.pid, msg.host)
         if self._faults:
-            self.send_message(address, _Faults(faults=list(self._faults)))
+            notice = _Faults(faults=list(self._faults), fault_dir=self._fault_directory())
+            self.send_message(address, notice)
         self._book.register_actor(msg.address, msg.path, tuple(msg.roles))
         self._pending.discard(msg.path)
         self.reply(sender, env, _Ack())
@@ -750,13 +763,79 @@ class Guardian(SeamActor):
     def _after_met(self, after: dict[str, int]) -> bool:
         return all(self._streams.get(i, _Stream()).next_n > n for i, n in after.items())
 
-    # --- Injected message faults (protocols.faults) --------------------------------------------
+    # --- Injected faults (protocols.faults) ----------------------------------------------------
+
+    def _inject_fault(self, msg: InjectFault, sender: Address, env: codec.Envelope) -> None:
+        """Give the fault its id; an actor fault picks its targets among the registered
+        actors now. A kill now or a pause goes back to the runtime, which signals the
+        processes itself; any other fault becomes active and is sent to every actor."""
+        self._fault_ids += 1
+        fault = msg.spec.model_copy(update={"id": f"fault-{self._fault_ids}"})
+        if isinstance(fault, ActorFault):
+            fault = resolve_pick(fault, self._registry)
+            if not fault.paths:
+                self.reply(
+                    sender,
+                    env,
+                    ErrorReply(
+                        error=ErrorName.ACTOR_NOT_FOUND,
+                        message=f"no live actor matches target {fault.target!r}",
+                    ),
+                )
+                return
+            if fault.signalled:
+                log.info("fault_picked", fault_id=fault.id, fault=fault.fault, paths=fault.paths)
+                self.reply(sender, env, fault)
+                return
+        self._faults.append((fault, time.time()))
+        log.info("fault_active", fault_id=fault.id, fault=fault.fault, target=fault.target)
+        self._broadcast_faults((sender, env, fault))
+
+    def _fault_directory(self) -> str:
+        """This runtime's fault directory (created on first use): heal marks, and the
+        injections of processes that may be killed before they report them."""
+        if self._fault_dir is None:
+            root = Path(self._state_dir) / "faults"
+            self._fault_dir = root / f"{os.getpid()}-{os.urandom(4).hex()}"
+            try:
+                self._fault_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("fault_dir_unusable", path=str(self._fault_dir), error=str(exc))
+        return str(self._fault_dir)
+
+    def _mark_healed(self, ids: list[str]) -> None:
+        """Mark ``ids`` healed where a blocked worker (a hang, a held stop) looks for it: it
+        cannot read the new fault set while it blocks."""
+        if self._fault_dir is None:
+            return
+        for fault_id in ids:
+            try:
+                (self._fault_dir / f"healed-{fault_id}").touch()
+            except OSError as exc:
+                log.warning("fault_heal_unmarked", fault_id=fault_id, error=str(exc))
+
+    def _durable_journal(self) -> list[FaultInjected]:
+        """The injections workers wrote down before a kill (or a held stop)."""
+        found: list[FaultInjected] = []
+        if self._fault_dir is None:
+            return found
+        for path in sorted(self._fault_dir.glob("journal-*.jsonl")):
+            try:
+                lines = path.read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                try:
+                    found.append(FaultInjected.model_validate_json(line))
+                except ValueError:
+                    log.warning("fault_journal_line_unreadable", path=str(path))
+        return found
 
     def _broadcast_faults(self, answer: tuple[Address, codec.Envelope, Message]) -> None:
         """Tell every actor of the tree which message faults are active (workers apply them);
         answer the caller once each has acknowledged (so a fault is in force everywhere when
         ``inject`` returns), or after ``FAULT_ACK_TIMEOUT`` at the latest."""
-        notice = _Faults(faults=list(self._faults))
+        notice = _Faults(faults=list(self._faults), fault_dir=self._fault_directory())
         ids = {
             self.send_message(registration.address, notice)
             for registration in self._registry.values()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 import socket
 import threading
 import time
@@ -73,12 +74,15 @@ from protocols.cluster import GetHosts, HostInfo, Hosts
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import TopologyError
 from protocols.faults import (
+    ActorFault,
     FaultInjected,
     FaultJournal,
+    FaultsApplied,
     GetFaultJournal,
     HealFaults,
     InjectFault,
     MessageFault,
+    fault_from_dict,
 )
 from protocols.ledger import GetLedger, LedgerReport, LedgerSnapshot, RetiredLedgers
 from protocols.supervision import (
@@ -186,9 +190,9 @@ def check_workers(topology: Topology) -> None:
 
 
 class FaultHandle:
-    """An active fault: ``heal()`` ends it; as a context manager it heals on exit."""
+    """An injected fault: ``heal()`` ends it; as a context manager it heals on exit."""
 
-    def __init__(self, control: FaultControl, fault: MessageFault) -> None:
+    def __init__(self, control: FaultControl, fault: MessageFault | ActorFault) -> None:
         self.fault = fault
         self._control = control
 
@@ -197,8 +201,14 @@ class FaultHandle:
         """The id the runtime gave the fault (as the journal names it)."""
         return self.fault.id
 
+    @property
+    def paths(self) -> list[str]:
+        """The actors an actor fault picked (empty for a message fault)."""
+        return list(self.fault.paths) if isinstance(self.fault, ActorFault) else []
+
     def heal(self) -> None:
-        """End this fault (the messages arriving from now on are not affected)."""
+        """End this fault (the messages arriving from now on are not affected; a paused
+        process is resumed, a hang ends)."""
         self._control.heal(self.fault.id)
 
     def __enter__(self) -> FaultHandle:
@@ -209,37 +219,125 @@ class FaultHandle:
 
 
 class FaultControl:
-    """``rt.faults``: message faults at the seam of every worker whose path matches."""
+    """``rt.faults``: message faults at the seam of every worker whose path matches, and
+    actor faults (``protocols.faults``); a kill now and a pause are signals this runtime
+    sends the picked processes itself."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self._paused: dict[str, list[int]] = {}
+        self._paused_lock = threading.Lock()
 
     def inject(
-        self, spec: MessageFault | dict[str, Any], *, timeout: float = DEFAULT_CALL_TIMEOUT
+        self,
+        spec: MessageFault | ActorFault | dict[str, Any],
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> FaultHandle:
-        """Activate ``spec``; return its handle (heal it, or use it in a ``with``).
+        """Activate ``spec`` (a dict is an ActorFault when its ``fault`` is an actor kind);
+        return its handle (heal it, or use it in a ``with``). An actor fault picks its
+        targets now, among the live actors its ``target`` matches (``handle.paths``).
 
         Raises:
             ValidationError: ``spec`` is not a valid fault.
-            NotSupported: the deployment has ``system.fault_injection: false``.
+            NotSupported: the deployment has ``system.fault_injection: false``; or a kill now,
+                a pause or an unbounded hang on a base without a process per actor.
+            ActorNotFound: an actor fault's ``target`` matches no live actor.
         """
-        fault = spec if isinstance(spec, MessageFault) else MessageFault.model_validate(spec)
+        fault = spec if isinstance(spec, MessageFault | ActorFault) else fault_from_dict(spec)
+        if isinstance(fault, ActorFault):
+            self._check_base(fault)
+        started = time.monotonic()
         reply = self._runtime._guardian_call(InjectFault(spec=fault), timeout)
-        assert isinstance(reply, MessageFault)  # noqa: S101 - the guardian's answer
+        assert isinstance(reply, MessageFault | ActorFault)  # noqa: S101 - the guardian's answer
+        if isinstance(reply, ActorFault) and reply.signalled:
+            self._signal(reply, started, timeout)
         return FaultHandle(self, reply)
 
+    def _check_base(self, fault: ActorFault) -> None:
+        base = self._runtime.base
+        if base.startswith("multiproc"):
+            return
+        if fault.signalled:
+            msg = f"a {fault.describe()} fault signals actor processes: it needs multiprocTCPBase"
+            raise NotSupported(msg)
+        if fault.fault == "hang" and fault.seconds is None:
+            msg = (
+                f"on {base} a hang blocks the whole system, so nothing could heal it: "
+                "give it `seconds`"
+            )
+            raise NotSupported(msg)
+
+    def _signal(self, fault: ActorFault, started: float, timeout: float) -> None:
+        """SIGKILL (kill now) or SIGSTOP (pause, with a timer to resume) the picked actors'
+        processes, and have the guardian journal each."""
+        runtime = self._runtime
+        sig = signal.SIGKILL if fault.fault == "kill" else signal.SIGSTOP
+        entries: list[FaultInjected] = []
+        seen = max((e.seq for e in runtime.events(timeout=timeout)), default=0)
+        for n, path in enumerate(fault.paths):
+            if n and sig == signal.SIGKILL:
+                # Thespian defect: when two children die at the same instant their parent may
+                # see only one ChildActorExited (the other is never restarted, and its stop
+                # hangs). Each kill waits (bounded) for the previous one's exit to be seen.
+                with contextlib.suppress(AskTimeout):
+                    child_id = fault.paths[n - 1].rpartition("/")[2]
+                    runtime.wait_event("child_exited", child_id=child_id, after=seen, timeout=5)
+            pid = runtime._pid_of(path, timeout)
+            if pid is None or pid == os.getpid():
+                log.warning("fault_not_applied", fault_id=fault.id, target=path, why="no process")
+                continue
+            if sig == signal.SIGSTOP:
+                with self._paused_lock:
+                    self._paused.setdefault(fault.id, []).append(pid)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                log.warning("fault_not_applied", fault_id=fault.id, target=path, why="gone")
+                continue
+            log.warning(
+                "fault_injected", fault=fault.fault, fault_id=fault.id, target=path, pid=pid
+            )
+            entries.append(
+                FaultInjected(
+                    fault_id=fault.id,
+                    fault=fault.fault,
+                    target=path,
+                    message_kind="",
+                    ordinal=0,
+                    at=time.monotonic() - started,
+                )
+            )
+        if sig == signal.SIGSTOP:
+            timer = threading.Timer(fault.pause_seconds, self._resume, (fault.id,))
+            timer.daemon = True
+            timer.start()
+        runtime._guardian_call(FaultsApplied(injected=entries), timeout)
+
+    def _resume(self, fault_id: str | None = None) -> None:
+        """SIGCONT the processes a pause stopped (``fault_id``'s, or every one)."""
+        with self._paused_lock:
+            ids = list(self._paused) if fault_id is None else [fault_id]
+            pids = [pid for i in ids for pid in self._paused.pop(i, [])]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                log.info("fault_resumed", pid=pid, fault_id=fault_id)
+
     def heal(self, fault_id: str, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        """End the fault ``fault_id``."""
+        """End the fault ``fault_id`` (a paused process is resumed at once)."""
+        self._resume(fault_id)
         self._runtime._guardian_call(HealFaults(ids=[fault_id]), timeout)
 
     def heal_all(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        """End every active fault."""
+        """End every active fault (every paused process is resumed at once)."""
+        self._resume()
         self._runtime._guardian_call(HealFaults(), timeout)
 
     def journal(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> FaultJournal:
         """Every injection so far (fault, target path, message kind, ordinal, when: asked of
-        every live worker, plus those of the incarnations that exited) and the faults active
-        now."""
+        every live worker, plus those of the incarnations that exited, those written down
+        before a kill, and those the runtime applied) and the faults active now."""
         runtime = self._runtime
         injected: list[FaultInjected] = []
         for path in runtime._live_paths(timeout)[1:]:
@@ -290,6 +388,7 @@ class Runtime:
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
         self._exit_reason: str | None = None
+        self._fault_control: FaultControl | None = None
 
     # --- Starting and stopping ------------------------------------------------------------
 
@@ -441,7 +540,10 @@ class Runtime:
         log.info("runtime_logged_in", principal=principal)
 
     def shutdown(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        """Stop the tree in reverse start order and then the ActorSystem; idempotent."""
+        """Stop the tree in reverse start order and then the ActorSystem; idempotent. A process
+        a pause stopped is resumed first (none stays stopped)."""
+        if self._fault_control is not None:
+            self._fault_control._resume()
         with self._lock:
             if self._closed:
                 return
@@ -576,8 +678,18 @@ class Runtime:
 
     @property
     def faults(self) -> FaultControl:
-        """Inject and heal message faults (``protocols.faults``)."""
-        return FaultControl(self)
+        """Inject and heal faults (``protocols.faults``)."""
+        if self._fault_control is None:
+            self._fault_control = FaultControl(self)
+        return self._fault_control
+
+    def _pid_of(self, path: str, timeout: float) -> int | None:
+        """The process of the actor at ``path`` (None: it has none of its own)."""
+        with self._lock:
+            self._check_open()
+            self._address(path, time.monotonic() + timeout)
+            cached = self._addresses.get(path)
+        return None if cached is None else cached[1]
 
     def _guardian_call(self, message: Message, timeout: float) -> Message:
         """A request to the guardian; an error it answers is raised."""

@@ -66,6 +66,7 @@ from protocols._lifecycle import (
     _Unregister,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
+from protocols.faults import FaultJournal
 from protocols.ledger import GetLedger
 from protocols.supervision import (
     KILLED,
@@ -460,11 +461,14 @@ class SupervisorActor(SeamActor):
             address = self.spawn(actor_class)
         child.address = address
         delay, failure = 0.0, None
-        if child.type == "worker" and self._fault_injection:
-            delay, failure = self._start_faults.decide(path)
-            if delay or failure:
-                log.warning("fault_on_start", child=path, delay=delay, failure=failure)
         assert self._guardian is not None  # noqa: S101 - set at boot
+        if child.type == "worker" and self._fault_injection:
+            faulted = self._start_faults.decide(path, time.time())
+            delay, failure = faulted.delay, faulted.failure
+            if faulted.hits:
+                log.warning("fault_injected", child=path, delay=delay, failure=failure)
+                journal = FaultJournal(injected=[hit.entry(path) for hit in faulted.hits])
+                self.send_message(self._guardian, journal)
         self.send_message(
             address,
             _Init(

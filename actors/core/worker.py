@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from actors.core.fault_points import FaultHit, FaultPoint
+from actors.core.fault_points import FaultHit, FaultPoint, ReorderWindows
 from actors.core.flow import Flow, Flows
 from actors.core.link_marks import (
     HandledMarks,
@@ -61,7 +62,14 @@ from protocols._lifecycle import (
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
-from protocols.faults import FaultInjected, FaultJournal, GetFaultJournal, MessageFault
+from protocols.faults import (
+    HANG_LIMIT,
+    ActorFault,
+    FaultInjected,
+    FaultJournal,
+    GetFaultJournal,
+    MessageFault,
+)
 from protocols.identity import Identity
 from protocols.ledger import GetLedger
 from protocols.supervision import KILLED, NORMAL, SubscribeEvents, error_reason
@@ -85,9 +93,9 @@ HOST_CAPABILITY = "understudy.host"
 """The ActorSystem capability naming its host; ``understudy.cap.<KEY>`` are its capabilities."""
 CAPABILITY_PREFIX = "understudy.cap."
 WORKER_PROCESS_NAME = "understudy-w"
-REORDER_HOLD = 0.2
-"""Seconds a reorder fault holds a partial window before releasing it (nothing waits longer)."""
 """The process name of every worker's own process (``/proc/<pid>/comm``)."""
+HEAL_POLL = 0.05
+"""Seconds between a blocked fault's (a hang's, a held stop's) looks for its heal mark."""
 
 
 def current_host() -> str | None:
@@ -257,7 +265,8 @@ class WorkerActor(SeamActor):
         self._faults = FaultPoint("?")
         self._fault_layer = True
         self._tally: LedgerTally | None = None
-        self._reordering: dict[str, list[int]] = {}
+        self._reordering = ReorderWindows()
+        self._fault_dir: Path | None = None
         self._own = False
         """This worker has a process of its own (multiprocTCPBase): a kill fault can kill it."""
         self._injected: list[FaultInjected] = []
@@ -278,10 +287,8 @@ class WorkerActor(SeamActor):
                     die_with_parent(msg.parent_pid)
                 self.reply(sender, env, _Ack())  # opens the connection back to the supervisor
             case _Stop():
-                slow = self._faults.slow_shutdown() if self._fault_layer else None
-                if slow is not None:
-                    log.warning("fault_slow_shutdown", actor=self._path, seconds=slow)
-                    time.sleep(slow)  # the injected fault: the stop request is ignored this long
+                if self._fault_layer and not self._exiting:
+                    self._slow_shutdown()
                 self._orderly_stop(msg.reason)
             case _Resolved():
                 self._route_resolved(msg)
@@ -289,6 +296,7 @@ class WorkerActor(SeamActor):
                 self._identified(msg)
             case _Faults() if sender == self._guardian:
                 self._faults.set(msg.faults)
+                self._fault_dir = Path(msg.fault_dir) if msg.fault_dir else None
                 self.reply(sender, env, _Ack())
             case GetLedger():
                 self.reply(sender, env, self.ledger.snapshot(self._path))
@@ -469,7 +477,7 @@ class WorkerActor(SeamActor):
                 result = None
             else:
                 if hit is not None and (
-                    hit.fault.fault == "raise" or (hit.fault.fault == "kill" and not self._own)
+                    hit.fault.fault == "raise" or (_kill_point(hit) and not self._own)
                 ):
                     msg = f"injected fault {hit.fault.id} on message {hit.ordinal}"
                     raise InjectedFault(msg)
@@ -492,13 +500,15 @@ class WorkerActor(SeamActor):
         finally:
             self._current = None
             worker._sender = None
-        if hit is not None and hit.fault.fault == "kill" and hit.fault.point == "after_handler":
+        if _kill_point(hit) == "after_handler":
+            assert hit is not None  # noqa: S101 - a kill point needs a hit
             self._kill_here(hit, on_link=on_link)
         if result is not None:
             self._answer(sender, env, result, on_link=on_link)
         elif meta.ask and not self._deferred:
             self.reply(sender, env, Ok())
-        if hit is not None and hit.fault.fault == "kill" and hit.fault.point == "after_reply":
+        if _kill_point(hit) == "after_reply":
+            assert hit is not None  # noqa: S101 - a kill point needs a hit
             self._kill_here(hit, on_link=on_link)
         self._stop_if_asked()
 
@@ -509,17 +519,55 @@ class WorkerActor(SeamActor):
             env.message.kind, identity.name if identity is not None else None, time.time()
         )
         if hit is not None:
-            self._injected.append(
-                FaultInjected(
-                    fault_id=hit.fault.id,
-                    fault=hit.fault.fault,
-                    target=self._path,
-                    message_kind=env.message.kind,
-                    ordinal=hit.ordinal,
-                    at=hit.at,
-                )
+            # A kill loses what this process holds: its injection is written down first.
+            self._journal(
+                hit.entry(self._path, env.message.kind), durable=hit.fault.fault == "kill"
             )
         return hit
+
+    def _journal(self, entry: FaultInjected, *, durable: bool) -> None:
+        """Record an injection here; ``durable``: in the fault directory at once (the
+        guardian reads it from there), as this process may be killed before it reports."""
+        if durable and self._own and self._fault_dir is not None:
+            try:
+                with (self._fault_dir / f"journal-{os.getpid()}.jsonl").open("a") as out:
+                    out.write(entry.model_dump_json() + "\n")
+            except OSError as exc:
+                log.warning("fault_journal_unwritten", actor=self._path, error=str(exc))
+            else:
+                return
+        self._injected.append(entry)
+
+    def _healed(self, fault_id: str) -> bool:
+        """Whether the guardian marked ``fault_id`` healed (see ``Guardian._mark_healed``)."""
+        return self._fault_dir is not None and (self._fault_dir / f"healed-{fault_id}").exists()
+
+    def _block(self, fault: ActorFault, seconds: float | None) -> None:
+        """Block this worker (the injected fault) for ``seconds`` (None: up to HANG_LIMIT), or
+        until the fault is healed: the guardian's heal mark is looked for every HEAL_POLL s."""
+        deadline = time.monotonic() + (HANG_LIMIT if seconds is None else seconds)
+        while not self._healed(fault.id):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(HEAL_POLL, left))  # the injected fault: nothing is handled meanwhile
+        log.info("fault_block_healed", actor=self._path, fault_id=fault.id)
+
+    def _slow_shutdown(self) -> None:
+        """Hold a stop request for an active ``slow_shutdown``'s seconds (or until healed)."""
+        hit = self._faults.slow_shutdown(time.time())
+        if hit is None:
+            return
+        assert isinstance(hit.fault, ActorFault)  # noqa: S101 - slow_shutdown is an actor fault
+        self._journal(hit.entry(self._path), durable=True)
+        log.warning(
+            "fault_injected",
+            actor=self._path,
+            fault="slow_shutdown",
+            fault_id=hit.fault.id,
+            seconds=hit.fault.seconds,
+        )
+        self._block(hit.fault, hit.fault.seconds)
 
     def _apply_fault(
         self,
@@ -566,36 +614,34 @@ class WorkerActor(SeamActor):
                 on_link=on_link,
             )
             return True
-        if fault.fault == "kill" and fault.point == "before_handler" and self._own:
+        if _kill_point(hit) == "before_handler" and self._own:
             self._kill_here(hit, on_link=False)
-        if fault.fault == "hang":
-            assert fault.seconds is not None  # noqa: S101 - a hang fault has them
-            time.sleep(fault.seconds)  # the injected fault: the handler blocks this long
+        if isinstance(fault, ActorFault) and fault.fault == "hang":
+            self._block(fault, fault.seconds)
             return False
-        if fault.fault == "delay":
+        if isinstance(fault, MessageFault) and fault.fault == "delay":
             assert fault.delay is not None  # noqa: S101 - a delay fault has one
             seconds = fault.delay.draw(self._faults.rng(fault))
             key = next(_delay_keys)
             self._delayed[key] = (env, sender, meta, identity)
             self.set_timer(seconds, ("fault_delay", key))
             return True
-        if fault.fault == "reorder":
+        if isinstance(fault, MessageFault) and fault.fault == "reorder":
             key = next(_delay_keys)
             self._delayed[key] = (env, sender, meta, identity)
-            held = self._reordering.setdefault(fault.id, [])
-            held.append(key)
-            if len(held) >= fault.window:
-                self._release_reordered(fault)
-            elif len(held) == 1:
-                self.set_timer(REORDER_HOLD, ("fault_reorder", fault.id))
+            if self._reordering.hold(fault.id, key, fault.window):
+                self._release_reordered(fault.id, self._faults.rng(fault))
+            elif self._reordering.first(fault.id):
+                # A partial window is released after window_seconds: nothing is held forever.
+                self.set_timer(fault.window_seconds, ("fault_reorder", fault.id))
             return True
         return False
 
-    def _release_reordered(self, fault: MessageFault) -> None:
-        """Hand the messages a reorder fault holds to the handler, shuffled."""
-        keys = self._reordering.pop(fault.id, [])
-        self._faults.rng(fault).shuffle(keys)
-        for key in keys:
+    def _release_reordered(self, fault_id: str, rng: random.Random | None) -> None:
+        """Hand the messages a reorder fault holds to the handler: shuffled by ``rng``, or
+        in arrival order without one (healed meanwhile). If this worker is exiting they
+        count dropped by the fault."""
+        for key in self._reordering.release(fault_id, rng):
             held = self._delayed.pop(key, None)
             if held is None:
                 continue
@@ -615,7 +661,7 @@ class WorkerActor(SeamActor):
             "fault_kill",
             actor=self._path,
             fault_id=hit.fault.id,
-            point=hit.fault.point,
+            point=_kill_point(hit),
             ordinal=hit.ordinal,
         )
         os.kill(os.getpid(), signal.SIGKILL)
@@ -663,15 +709,7 @@ class WorkerActor(SeamActor):
             return
         if isinstance(payload, tuple) and payload[0] == "fault_reorder":
             fault = self._faults.active(payload[1])
-            if fault is not None:
-                self._release_reordered(fault)
-            else:  # healed meanwhile: release in arrival order
-                for key in self._reordering.pop(payload[1], []):
-                    held = self._delayed.pop(key, None)
-                    if held is not None and not self._exiting and self._worker is not None:
-                        self._handle(held[0], held[1], held[2], identity=held[3], faulted=True)
-                    elif held is not None:
-                        self._drop_delayed([held])
+            self._release_reordered(payload[1], None if fault is None else self._faults.rng(fault))
             return
         if isinstance(payload, tuple) and payload[0] == "fault_delay":
             held = self._delayed.pop(payload[1], None)
@@ -900,3 +938,10 @@ class WorkerActor(SeamActor):
         self._routes[msg.path] = new
         for queued, mid in pending:
             self.link_send(new, queued, label=msg.path, message_id=mid)
+
+
+def _kill_point(hit: FaultHit | None) -> str | None:
+    """The crash point of a kill fault's hit (None for any other hit, or none)."""
+    if hit is not None and isinstance(hit.fault, ActorFault) and hit.fault.fault == "kill":
+        return hit.fault.point
+    return None

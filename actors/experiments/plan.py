@@ -9,18 +9,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from protocols.experiment import (
     ActorFaultStep,
     Experiment,
     FaultStep,
-    FixedPick,
     HostFaultStep,
     LlmFaultStep,
     MessageFaultStep,
-    PercentPick,
-    Pick,
     sub_seed,
 )
 
@@ -29,7 +25,6 @@ __all__ = [
     "describe",
     "injection_times",
     "is_lasting",
-    "pick_targets",
     "plan_faults",
 ]
 
@@ -82,22 +77,6 @@ def injection_times(step: FaultStep, duration: float, rng: random.Random) -> lis
         times.append(at)
         k += 1
     return times
-
-
-def pick_targets(paths: list[str], pattern: str, pick: Pick, rng: random.Random) -> list[str]:
-    """The paths among ``paths`` that ``pattern`` matches, chosen by ``pick`` with ``rng``
-    (sorted; the choice depends on the sorted candidates and the generator only)."""
-    candidates = sorted(p for p in set(paths) if fnmatchcase(p, pattern))
-    if not candidates or pick == "all":
-        return candidates
-    if pick == "one":
-        size = 1
-    elif isinstance(pick, FixedPick):
-        size = min(pick.fixed, len(candidates))
-    else:
-        assert isinstance(pick, PercentPick)  # noqa: S101 - the last shape of Pick
-        size = max(1, math.ceil(len(candidates) * pick.percent / 100))
-    return sorted(rng.sample(candidates, size))
 
 
 def plan_faults(experiment: Experiment) -> list[Injection]:

@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -31,13 +30,14 @@ from typing import Any, Literal
 import psutil
 import structlog
 
+from actors.core.fault_points import pick_paths
 from actors.core.keyring import create_key_file
 from actors.core.runtime import Runtime
 from actors.core.worker import WORKER_PROCESS_NAME
 from actors.errors import ActorExited, ActorNotFound, AskTimeout
 from actors.experiments import invariants as inv
 from actors.experiments.hosts import HostLab, lab_unavailable
-from actors.experiments.plan import Injection, is_lasting, pick_targets, plan_faults
+from actors.experiments.plan import Injection, is_lasting, plan_faults
 from actors.experiments.report import write_reports
 from actors.model.proxy import FaultProxy
 from actors.model.server import ModelServer
@@ -62,6 +62,7 @@ from protocols.experiment import (
     Workload,
 )
 from protocols.experiment_loader import LoadedExperiment, build_message, resolve_call
+from protocols.faults import ActorFault
 from protocols.ledger import GetLedger
 from protocols.orchestrator import GetRunProgress, RunAccepted, RunGoalRequest, RunProgress
 from protocols.scheduler import CompleteTask, ListTasks, StartTask, SubmitTask, Tasks
@@ -146,7 +147,6 @@ class ExperimentRunner:
         self._lab: HostLab | None = None
         """The member hosts, when the experiment has any."""
         self._skipped = 0
-        self._stopped: set[int] = set()
         self._model: ModelServer | None = None
         self._proxy: FaultProxy | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -340,10 +340,8 @@ class ExperimentRunner:
                 os.environ[key] = value
 
     def _stop(self, runtime: Runtime) -> None:
-        for pid in list(self._stopped):
-            self._continue(pid)
         with contextlib.suppress(Exception):
-            runtime.faults.heal_all(timeout=5.0)
+            runtime.faults.heal_all(timeout=5.0)  # resumes every paused process too
         self._note_pids(runtime)
         try:
             runtime.shutdown()
@@ -499,7 +497,7 @@ class ExperimentRunner:
             targets = lab.split_halves()[0]
         else:
             rng = random.Random(injection.seed)  # noqa: S311 - not for security
-            targets = pick_targets(lab.names(), step.target, step.pick, rng)
+            targets = pick_paths(lab.names(), step.target, step.pick, rng)
         for name in targets:
             fault_id = f"host-{next(self._host_faults)}"
             op = self._record("nemesis", "invoke", step.kind, {"host": name})
@@ -537,8 +535,8 @@ class ExperimentRunner:
         hits: list[dict[str, Any]] = []
         for hit in runtime.faults.journal().injected:
             entry = injected.get(hit.fault_id)
-            if entry is None:
-                continue
+            if entry is None or not is_lasting_kind(entry["kind"], entry["spec"]):
+                continue  # a kill now or a pause: the injection itself is the record
             hits.append(
                 {
                     "id": hit.fault_id,
@@ -635,7 +633,7 @@ class ExperimentRunner:
             return [injection.fixed_target]
         paths = runtime._live_paths(5.0)
         rng = random.Random(injection.seed)  # noqa: S311 - not for security
-        return pick_targets(paths, step.target, step.pick, rng)
+        return pick_paths(paths, step.target, step.pick, rng)
 
     def _signal_actor(
         self,
@@ -644,35 +642,21 @@ class ExperimentRunner:
         step: ActorFaultStep,
         target: str,
     ) -> str:
-        """A kill (now) or a pause, done to the actor's process: SIGKILL, or SIGSTOP and a
-        SIGCONT ``seconds`` later (and at the end of the run, whatever happens)."""
-        if runtime.base != "multiprocTCPBase":
-            msg = f"{step.kind} acts on an actor's process: it needs multiprocTCPBase"
-            raise _Abort(msg)
-        parent, _, child_id = target.rpartition("/")
-        info = next(
-            (c for c in runtime.which_children(parent, timeout=5.0) if c.id == child_id), None
-        )
-        if info is None or info.pid is None or info.status != "running":
-            msg = f"{target} has no running process to {step.kind}"
-            raise _Abort(msg)
-        fault_id = f"{step.kind}-{next(self._host_faults)}"
-        if step.kind == "kill":
-            os.kill(info.pid, signal.SIGKILL)
-        else:
-            os.kill(info.pid, signal.SIGSTOP)
-            self._stopped.add(info.pid)
-            resume = functools.partial(self._continue, info.pid)
-            at(self._phase_now() + (step.seconds or 1.0), _Always(resume))
-        log.info("experiment_signalled", fault=step.kind, target=target, pid=info.pid)
+        """A kill (now) or a pause, done to the actor's process by ``rt.faults`` (SIGKILL, or
+        SIGSTOP and a SIGCONT ``seconds`` later: healed then, and at the end of the run,
+        whatever happens)."""
+        fault = ActorFault(fault=step.kind, target=target, seconds=step.seconds)
+        fault_id = runtime.faults.inject(fault).id
+        if step.kind == "pause":
+            resume = functools.partial(self._continue, runtime, fault_id)
+            at(self._phase_now() + fault.pause_seconds, _Always(resume))
+        log.info("experiment_signalled", fault=step.kind, target=target, fault_id=fault_id)
         return fault_id
 
-    def _continue(self, pid: int) -> None:
-        if pid in self._stopped:
-            self._stopped.discard(pid)
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
-            self._record("nemesis", "info", "resume", {"pid": pid})
+    def _continue(self, runtime: Runtime, fault_id: str) -> None:
+        with contextlib.suppress(UnderstudyError):
+            runtime.faults.heal(fault_id)
+        self._record("nemesis", "info", "resume", {"id": fault_id})
 
     def _heal(self, runtime: Runtime, key: int) -> None:
         now = self._t()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors import ActorCrashed, ActorExited, AskTimeout, Runtime
-from protocols.faults import MessageFault
+from actors import ActorCrashed, ActorExited, ActorNotFound, AskTimeout, NotSupported, Runtime
+from protocols.faults import ActorFault, MessageFault, PickFixed
 from protocols.supervision import KILLED, SupervisionEvent
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
@@ -45,9 +45,7 @@ def test_kill_after_the_reply_answers_then_dies(start_tree: StartTree) -> None:
     before = _last_seq(rt)
     pid = next(c.pid for c in rt.which_children("root") if c.id == "echo")
     with rt.faults.inject(
-        MessageFault(
-            fault="kill", target="root/echo", message_kind="test.ping", point="after_reply"
-        )
+        ActorFault(fault="kill", target="root/echo", message_kind="test.ping", point="after_reply")
     ):
         reply = rt.ask("root/echo", Ping(token="last words"), timeout=10)
         assert isinstance(reply, Pong) and "last words" == reply.token
@@ -110,7 +108,7 @@ def test_a_kill_on_a_link_keeps_the_ledger_balanced(start_tree: StartTree, point
 @pytest.mark.parametrize("base", ["multiprocTCPBase"])
 def test_hang_blocks_the_handler_for_its_seconds(start_tree: StartTree) -> None:
     rt = start_tree(_tree())
-    hang = MessageFault(
+    hang = ActorFault(
         fault="hang", target="root/echo", message_kind="test.ping", nth=1, seconds=1.5
     )
     with rt.faults.inject(hang):
@@ -120,21 +118,90 @@ def test_hang_blocks_the_handler_for_its_seconds(start_tree: StartTree) -> None:
     assert isinstance(reply, Pong) and "after" == reply.token
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_a_hang_without_seconds_lasts_until_healed(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    handle = rt.faults.inject(
+        ActorFault(fault="hang", target="root/echo", message_kind="test.ping", nth=1)
+    )
+    with pytest.raises(AskTimeout):
+        rt.ask("root/echo", Ping(token="hung"), timeout=1.0)
+    handle.heal()
+    reply = rt.ask("root/echo", Ping(token="after"), timeout=10)
+    assert isinstance(reply, Pong) and "after" == reply.token
+    journal = rt.faults.journal()
+    assert ["hang"] == [e.fault for e in journal.injected if e.fault_id == handle.id]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_kill_now_picks_its_targets_and_each_restarts(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    before = _last_seq(rt)
+    pids = {c.id: c.pid for c in rt.which_children("root")}
+    handle = rt.faults.inject(
+        ActorFault(fault="kill", target="root/*", pick=PickFixed(fixed=2), seed=7)
+    )
+    assert 2 == len(handle.paths)
+    assert set(handle.paths) <= {"root/echo", "root/sink", "root/source"}
+    for path in handle.paths:
+        child_id = path.rpartition("/")[2]
+        assert KILLED == _exited(rt, child_id, before)
+        rt.wait_event("child_restarted", child_id=child_id, after=before, timeout=20)
+    now = {c.id: c.pid for c in rt.which_children("root")}
+    killed = {p.rpartition("/")[2] for p in handle.paths}
+    assert all(now[c] != pids[c] for c in killed)
+    assert all(now[c] == pids[c] for c in set(pids) - killed)
+    injected = [e for e in rt.faults.journal().injected if e.fault_id == handle.id]
+    assert sorted(handle.paths) == sorted(e.target for e in injected)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["multiprocTCPBase"])
+def test_pause_stops_the_process_until_healed(start_tree: StartTree) -> None:
+    rt = start_tree(_tree())
+    pause = ActorFault(fault="pause", target="root/echo", seconds=60)
+    with rt.faults.inject(pause), pytest.raises(AskTimeout):
+        rt.ask("root/echo", Ping(token="stopped"), timeout=1.0)
+    reply = rt.ask("root/echo", Ping(token="resumed"), timeout=10)
+    assert isinstance(reply, Pong)
+    assert "restarting" not in {c.status for c in rt.which_children("root")}
+
+
+def test_actor_faults_a_single_process_cannot_take_are_refused(
+    start_tree: StartTree, base: str
+) -> None:
+    if base != "simpleSystemBase":
+        pytest.skip("multiprocTCPBase takes them (the tests above)")
+    rt = start_tree(_tree())
+    with pytest.raises(NotSupported, match="multiprocTCPBase"):
+        rt.faults.inject(ActorFault(fault="kill", target="root/echo"))
+    with pytest.raises(NotSupported, match="seconds"):
+        rt.faults.inject(ActorFault(fault="hang", target="root/echo"))
+    with pytest.raises(ActorNotFound):
+        rt.faults.inject(ActorFault(fault="hang", target="root/nobody*", seconds=1))
+
+
 def test_on_simple_system_base_a_kill_is_a_crash(start_tree: StartTree, base: str) -> None:
     if base != "simpleSystemBase":
         pytest.skip("multiprocTCPBase kills the process (the tests above)")
     rt = start_tree(_tree())
-    kill = MessageFault(fault="kill", target="root/echo", nth=1)
+    kill = ActorFault(fault="kill", target="root/echo", point="before_handler", nth=1)
     with rt.faults.inject(kill), pytest.raises(ActorCrashed, match="InjectedFault"):
         rt.ask("root/echo", Ping(token="x"), timeout=5)
     assert isinstance(rt.ask("root/echo", Ping(token="y"), timeout=5), Pong)
 
 
-def test_a_hang_needs_its_seconds_and_point_goes_with_kill() -> None:
+def test_actor_fault_fields_go_with_their_kinds() -> None:
     with pytest.raises(ValueError, match="seconds"):
-        MessageFault(fault="hang", target="root/echo")
+        ActorFault(fault="slow_start", target="root/echo")
     with pytest.raises(ValueError, match="point"):
-        MessageFault(fault="drop", target="root/echo", point="after_reply")
+        ActorFault(fault="hang", target="root/echo", point="after_reply")
+    with pytest.raises(ValueError, match="trigger"):
+        ActorFault(fault="pause", target="root/echo", nth=2)
+    with pytest.raises(ValueError, match="fault"):
+        MessageFault.model_validate({"fault": "kill", "target": "root/echo"})
 
 
 def _crash_and_wait(rt: Runtime, event: str) -> list[SupervisionEvent]:

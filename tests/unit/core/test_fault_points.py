@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from actors.core.fault_points import FaultPoint, StartFaults
+from actors.core.fault_points import FaultPoint
 from protocols.faults import DelaySpec, MessageFault
 
 
@@ -123,23 +123,3 @@ def test_a_delay_is_never_negative_and_stays_in_its_range(
         assert spec.fixed <= value <= spec.fixed + jitter
     if spec.uniform is not None:
         assert spec.uniform[0] <= value <= spec.uniform[1] + jitter
-
-
-@given(attempts=st.integers(1, 30), max_total=st.integers(1, 10), every=st.integers(1, 4))
-def test_start_faults_count_start_attempts_across_incarnations(
-    attempts: int, max_total: int, every: int
-) -> None:
-    faults = StartFaults()
-    failure = MessageFault(
-        fault="start_failure", target="root/w", every_nth=every, max_total=max_total, id="f1"
-    )
-    slow = MessageFault(fault="slow_start", target="root/other", seconds=0.5, id="f2")
-    faults.set([(failure, 0.0), (slow, 0.0)])
-
-    decisions = [faults.decide("root/w") for _ in range(attempts)]
-
-    failed = [n for n, (_, reason) in enumerate(decisions, start=1) if reason is not None]
-    assert failed == [n for n in range(1, attempts + 1) if n % every == 0][:max_total]
-    assert all(delay == 0.0 for delay, _ in decisions)
-    assert (0.5, None) == faults.decide("root/other")
-    assert (0.0, None) == faults.decide("root/unrelated")

@@ -7,14 +7,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.experiments.plan import injection_times, is_lasting, pick_targets, plan_faults
+from actors.core.fault_points import pick_paths
+from actors.experiments.plan import injection_times, is_lasting, plan_faults
 from protocols.experiment import (
     ActorFaultStep,
     Experiment,
-    FixedPick,
     MessageFaultStep,
-    PercentPick,
 )
+from protocols.faults import PickFixed, PickPercent
 
 
 def _rng(seed: int) -> random.Random:
@@ -125,20 +125,20 @@ def test_pick_chooses_matching_targets_only_and_as_many_as_asked(
     seed: int, fixed: int, percent: float
 ) -> None:
     matching = sorted(p for p in PATHS if p.startswith("root/svc/w"))
-    assert matching == pick_targets(PATHS, "root/svc/w*", "all", _rng(seed))
-    one = pick_targets(PATHS, "root/svc/w*", "one", _rng(seed))
+    assert matching == pick_paths(PATHS, "root/svc/w*", "all", _rng(seed))
+    one = pick_paths(PATHS, "root/svc/w*", "one", _rng(seed))
     assert len(one) == 1 and set(one) <= set(matching)
-    some = pick_targets(PATHS, "root/svc/w*", FixedPick(fixed=fixed), _rng(seed))
+    some = pick_paths(PATHS, "root/svc/w*", PickFixed(fixed=fixed), _rng(seed))
     assert len(some) == min(fixed, len(matching)) and set(some) <= set(matching)
-    share = pick_targets(PATHS, "root/svc/w*", PercentPick(percent=percent), _rng(seed))
+    share = pick_paths(PATHS, "root/svc/w*", PickPercent(percent=percent), _rng(seed))
     assert 1 <= len(share) <= len(matching) and set(share) <= set(matching)
-    assert share == pick_targets(
-        list(reversed(PATHS)), "root/svc/w*", PercentPick(percent=percent), _rng(seed)
+    assert share == pick_paths(
+        list(reversed(PATHS)), "root/svc/w*", PickPercent(percent=percent), _rng(seed)
     )
 
 
 def test_no_candidate_means_no_target() -> None:
-    assert [] == pick_targets(PATHS, "root/nothing/*", "one", _rng(1))
+    assert [] == pick_paths(PATHS, "root/nothing/*", "one", _rng(1))
 
 
 def test_kill_now_and_pause_act_once_everything_else_lasts() -> None:
@@ -146,6 +146,7 @@ def test_kill_now_and_pause_act_once_everything_else_lasts() -> None:
     assert not is_lasting(ActorFaultStep(kind="pause", target="a"))
     assert is_lasting(ActorFaultStep(kind="kill", target="a", point="after_handler"))
     assert is_lasting(ActorFaultStep(kind="hang", target="a", seconds=1))
+    assert is_lasting(ActorFaultStep(kind="hang", target="a"))  # until healed
     assert is_lasting(MessageFaultStep(kind="drop", target="a"))
 
 
