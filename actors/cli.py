@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,6 +38,7 @@ from actors.core.runtime import Runtime, check_workers
 from actors.errors import ActorNotFound
 from actors.experiments.cli import experiment
 from actors.logs import configure_logging
+from actors.model.endpoint import ModelEndpoint, resolve_model_endpoint
 from protocols import codec
 from protocols._base import Message, message_class
 from protocols.cluster import HostInfo
@@ -246,7 +247,7 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
             )
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    model_server = _configure_model(topology)
+    endpoint, model_server = _configure_model(topology)
     try:
         runtime = Runtime.start(topology)
     except UnderstudyError as exc:
@@ -264,6 +265,8 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
                 "secret_file": str(runtime.secret_file),
                 "max_message_size": topology.system.max_message_size,
                 "topology": str(Path(file).resolve()),
+                "model_endpoint": endpoint.base_url,
+                "model": endpoint.model,
             }
         )
     )
@@ -271,6 +274,7 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
     title = f"{root}  [dim]{topology.system.base} admin_port={runtime.admin_port}[/dim]"
     stopped_by = "duration"
     try:
+        console.print(endpoint.describe(), markup=False, highlight=False, soft_wrap=True)
         deadline = None if duration is None else time.monotonic() + duration
         live = console.is_terminal
         with (
@@ -302,24 +306,22 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
     console.print(f"stopped ({stopped_by}); exit reason: {runtime.exit_reason}")
 
 
-def _configure_model(topology: Topology) -> Any:
-    """Point agents at a model: the topology's model block, else OPENAI_BASE_URL, else the
-    embedded model server started here (agents inherit the environment)."""
-    model = topology.system.model
-    if model is not None:
-        os.environ["OPENAI_BASE_URL"] = model.base_url
-        os.environ["UNDERSTUDY_MODEL"] = model.model
-        if model.api_key_env != "OPENAI_API_KEY" and model.api_key_env in os.environ:
-            os.environ["OPENAI_API_KEY"] = os.environ[model.api_key_env]
-        return None
-    if os.environ.get("OPENAI_BASE_URL"):
-        return None
-    from actors.model.server import ModelServer
+def _configure_model(topology: Topology) -> tuple[ModelEndpoint, Any]:
+    """Point agents at a model (``actors.model.endpoint`` says which) through the environment
+    they inherit; start the embedded simulator only when nothing is configured.
 
-    server = ModelServer()
-    os.environ["OPENAI_BASE_URL"] = server.start()
-    os.environ.setdefault("OPENAI_API_KEY", "understudy-embedded")
-    return server
+    Returns:
+        The endpoint in use, and the embedded server (None unless it was started here).
+    """
+    endpoint = resolve_model_endpoint(topology.system.model, os.environ)
+    server = None
+    if endpoint.embedded:
+        from actors.model.server import ModelServer
+
+        server = ModelServer()
+        endpoint = replace(endpoint, base_url=server.start())
+    endpoint.export(os.environ)
+    return endpoint, server
 
 
 class _NoLive:

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +39,7 @@ from actors.experiments import invariants as inv
 from actors.experiments.hosts import HostLab, lab_unavailable
 from actors.experiments.plan import Injection, is_lasting, plan_faults
 from actors.experiments.report import write_reports
+from actors.model.endpoint import resolve_model_endpoint
 from actors.model.proxy import FaultProxy
 from actors.model.server import ModelServer
 from protocols._base import Message
@@ -301,8 +302,8 @@ class ExperimentRunner:
         return runtime
 
     def _start_model(self, configured: ModelConfig | None) -> None:
-        """Goals and model faults need a model: the topology's (``system.model``), else
-        ``OPENAI_BASE_URL``, else the embedded one, started here. Model faults on a real
+        """Goals and model faults need a model: ``actors.model.endpoint`` decides which (the
+        embedded one, started here, only when nothing is configured). Model faults on a real
         endpoint go through the fault-injecting proxy started in front of it. Agents inherit
         the environment set here; it is restored at the end."""
         experiment = self.experiment
@@ -312,21 +313,16 @@ class ExperimentRunner:
             return
         keys = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "UNDERSTUDY_MODEL")
         self._saved_env = {k: os.environ.get(k) for k in keys}
-        upstream = configured.base_url if configured else os.environ.get("OPENAI_BASE_URL")
-        if configured is not None:
-            os.environ["UNDERSTUDY_MODEL"] = configured.model
-            key = os.environ.get(configured.api_key_env)
-            if key is not None:
-                os.environ["OPENAI_API_KEY"] = key
-        if upstream is None:
+        endpoint = resolve_model_endpoint(configured, os.environ)
+        if endpoint.embedded:
             self._model = ModelServer()
-            os.environ["OPENAI_BASE_URL"] = self._model.start()
-            os.environ["OPENAI_API_KEY"] = "understudy-embedded"
+            endpoint = replace(endpoint, base_url=self._model.start())
         elif faults:
-            self._proxy = FaultProxy(upstream)
-            os.environ["OPENAI_BASE_URL"] = self._proxy.start()
-        else:
-            os.environ["OPENAI_BASE_URL"] = upstream
+            assert endpoint.base_url is not None  # noqa: S101 - only the embedded one has none
+            self._proxy = FaultProxy(endpoint.base_url)
+            endpoint = replace(endpoint, base_url=self._proxy.start())
+        endpoint.export(os.environ)
+        log.info("model_endpoint", source=endpoint.source, base_url=endpoint.base_url)
 
     def _stop_model(self) -> None:
         if self._model is not None:

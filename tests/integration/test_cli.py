@@ -48,15 +48,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def _up(tmp_path: Path, topology: str) -> subprocess.Popen[bytes]:
+def _up(
+    tmp_path: Path, topology: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `understudy up` on ``topology`` (its state directory in ``tmp_path/state``)."""
     (tmp_path / "topology.yaml").write_text(topology.replace("STATE", str(tmp_path / "state")))
     return subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
+        [sys.executable, "-m", "actors.cli", "up", *extra],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(),
+        env=_env() if env is None else env,
     )
 
 
@@ -133,6 +135,39 @@ def test_up_serves_status_and_ask_then_stops_on_sigterm_leaving_no_process(tmp_p
         for p in pids
         if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (
+            {"OPENAI_API_KEY": "sk-not-sent-anywhere"},
+            r"model endpoint: https://api\.openai\.com/v1 model=\S+ \(the provider's default",
+        ),
+        ({}, r"model endpoint: http://127\.0\.0\.1:\d+/v1 model=\S+ \(the embedded simulator"),
+    ],
+)
+def test_up_names_the_model_endpoint_and_a_key_alone_never_starts_the_simulator(
+    tmp_path: Path, configured: dict[str, str], expected: str
+) -> None:
+    """A key alone means the provider's default endpoint (the tree has no agent, so nothing
+    is sent); with nothing configured the embedded simulator runs on loopback."""
+    env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
+    proc = _up(tmp_path, TOPOLOGY, env={**env, **configured})
+    try:
+        shown = _read_until(proc, r"model endpoint: .*\)", timeout=60)
+        state = json.loads((tmp_path / "state" / "runtime.json").read_text())
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert re.search(expected, shown), shown
+    assert state["model_endpoint"] in shown
+    assert 0 == proc.returncode
 
 
 def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> None:

@@ -24,11 +24,12 @@ def test_the_topology_model_block_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # restored after the test
     monkeypatch.delenv("UNDERSTUDY_MODEL", raising=False)
 
-    server = _configure_model(
+    endpoint, server = _configure_model(
         _topology(ModelConfig(base_url="http://model:8000/v1", api_key_env="MY_KEY", model="m1"))
     )
 
     assert server is None
+    assert "topology" == endpoint.source
     assert "http://model:8000/v1" == os.environ["OPENAI_BASE_URL"]
     assert "secret" == os.environ["OPENAI_API_KEY"]
     assert "m1" == os.environ["UNDERSTUDY_MODEL"]
@@ -39,7 +40,25 @@ def test_an_openai_base_url_in_the_environment_is_used_as_is(
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere/v1")
 
-    assert _configure_model(_topology()) is None
+    endpoint, server = _configure_model(_topology())
+
+    assert server is None
+    assert "http://elsewhere/v1" == endpoint.base_url == os.environ["OPENAI_BASE_URL"]
+
+
+def test_a_key_alone_starts_no_simulator_and_keeps_the_key_for_the_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("UNDERSTUDY_MODEL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+
+    endpoint, server = _configure_model(_topology())
+
+    assert server is None
+    assert not endpoint.embedded
+    assert "https://api.openai.com/v1" == os.environ["OPENAI_BASE_URL"]
+    assert "sk-real" == os.environ["OPENAI_API_KEY"]
 
 
 def test_without_any_endpoint_the_embedded_model_is_started(
@@ -48,7 +67,9 @@ def test_without_any_endpoint_the_embedded_model_is_started(
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
-    server = _configure_model(_topology())
+    monkeypatch.delenv("UNDERSTUDY_MODEL", raising=False)
+
+    endpoint, server = _configure_model(_topology())
     try:
         client = openai.OpenAI(
             base_url=os.environ["OPENAI_BASE_URL"],
@@ -61,6 +82,8 @@ def test_without_any_endpoint_the_embedded_model_is_started(
         server.stop()
 
     assert models.data
+    assert endpoint.embedded
+    assert endpoint.base_url == os.environ["OPENAI_BASE_URL"]
 
 
 def test_secret_rotate_then_retire_through_the_cli(tmp_path: Path) -> None:
