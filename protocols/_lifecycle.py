@@ -50,6 +50,7 @@ __all__ = [
     "_StartFailed",
     "_Started",
     "_Stop",
+    "_Succeeded",
     "_Unregister",
 ]
 
@@ -151,6 +152,13 @@ class _Exiting(Message):
     reason: str
     incarnation: str = ""
     events: int = 0
+
+
+class _Succeeded(Message):
+    """Child -> supervisor: a unit of my work succeeded (``Worker.report_success``); a
+    ``restart_limit`` with ``reset_on: success`` clears my restart count."""
+
+    kind: Literal["_supervision.succeeded"] = "_supervision.succeeded"
 
 
 class _Stop(Message):

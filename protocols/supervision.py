@@ -59,6 +59,7 @@ EventName = Literal[
     "child_deleted",
     "start_failed",
     "intensity_exceeded",
+    "restart_limit_exceeded",
     "supervisor_shutdown",
     "auto_shutdown",
     "host_up",

@@ -49,6 +49,7 @@ __all__ = [
     "ModelConfig",
     "Placement",
     "PrincipalSpec",
+    "RestartLimit",
     "RestartType",
     "Role",
     "Shutdown",
@@ -90,6 +91,26 @@ class Backoff(_Spec):
     cap: Annotated[float, Field(gt=0)] = 5.0
 
 
+class RestartLimit(_Spec):
+    """A restart limit of one child, counted apart from its supervisor's intensity.
+
+    Akka's per-child ``maxNrOfRetries`` / ``withinTimeRange`` with the reset on success of
+    Akka's ``BackoffSupervisor``: a restart is allowed while this child's restarts since its
+    last reset (only those within ``within`` seconds, when set), this one included, number at
+    most ``max_restarts``. ``reset_on: success`` clears the count (and the ``backoff``
+    history) each time the worker reports a success (``Worker.report_success``).
+    ``on_limit: stop`` keeps the child down alone (its spec kept; a simple_one_for_one child
+    is removed) and its siblings run on; ``escalate`` makes the supervisor shut down as when
+    its intensity is exceeded. The restarts of a child with a limit do not count toward the
+    supervisor's intensity.
+    """
+
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    within: Annotated[float, Field(gt=0)] | None = None
+    reset_on: Literal["success", "never"] = "success"
+    on_limit: Literal["stop", "escalate"] = "stop"
+
+
 class Placement(_Spec):
     """Where a child runs: on the host named ``host``, or on a host whose capabilities include
     every ``capabilities`` pair. Without a placement a child runs on its supervisor's host."""
@@ -124,7 +145,8 @@ class ChildSpec(_Spec):
     ``decider`` ("module:function") maps an abnormal exit reason to a directive, as Akka's
     supervisor strategies do: ``(directive, delay)`` with directive "restart", "stop" (stay
     down, spec kept) or "escalate" (the supervisor exits with that reason); ``delay`` seconds
-    before a restart (e.g. a Retry-After). ``backoff`` delays repeated restarts.
+    before a restart (e.g. a Retry-After). ``backoff`` delays repeated restarts;
+    ``restart_limit`` bounds this child's own restarts (see ``RestartLimit``).
     """
 
     type: Literal["worker"] = "worker"
@@ -136,6 +158,7 @@ class ChildSpec(_Spec):
     significant: bool = False
     decider: Annotated[str, Field(pattern=START_PATTERN)] | None = None
     backoff: Backoff | None = None
+    restart_limit: RestartLimit | None = None
     roles: list[Role] = Field(
         default_factory=list,
         description="the access roles this actor holds, acting as its path (e.g. [admin])",

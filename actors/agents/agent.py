@@ -3,8 +3,13 @@
 Topology entry (agents usually run under a simple_one_for_one supervisor)::
 
     template: {id: agent, start: "actors.agents.agent:Agent", restart: transient,
-               decider: "actors.agents.model_guard:decide", backoff: {base: 0.1, cap: 5},
+               decider: "actors.agents.model_guard:decide_isolated", backoff: {base: 0.1, cap: 5},
+               restart_limit: {max_restarts: 3, reset_on: success, on_limit: stop},
                args: {base_url: "http://127.0.0.1:8000/v1", model_retries: 0}}
+
+Each successful run reports a success to the supervisor (``Worker.report_success``), which
+clears the agent's restart count; an agent that fails more than ``max_restarts`` times in a
+row is stopped alone, its siblings and the other runs unaffected.
 
 Args (all optional)
     name              the agent's name in logs and results (default: its child id); never its
@@ -41,7 +46,8 @@ Failures and exits (``protocols.agent`` lists the exit reasons)
     a model error                   AgentResult(success=False, error_class=...), then the agent
                                     exits with ``error:retryable:...``, ``error:fatal:...`` or
                                     ``error:<Type>: ...``; ``decide`` is the matching decider
-                                    (restart after Retry-After / stop / escalate)
+                                    (restart after Retry-After / stop / escalate), and
+                                    ``decide_isolated`` restarts the unclassified too
 Retrying a run after a retryable failure is the caller's job (the lifecycle re-sends RunGoal to
 the restarted agent); ``model_retries`` > 0 retries the model call in place instead, waiting at
 least the Retry-After each time (``call_later``, never sleeping).
@@ -480,6 +486,8 @@ class Agent(Worker):
         )
         if answer is not None:
             answer(result)
+        if result.success:
+            self.report_success()  # resets this agent's restart_limit (reset_on: success)
         if stop and finish.exit_reason is not None:
             self._log.warning("agent_exiting", reason=finish.exit_reason)
             self.stop(finish.exit_reason)

@@ -6,8 +6,9 @@ Model errors (``classify``)
                 open circuit
     fatal       every other 4xx (401, 403, 400 such as a context length, 404, 422)
     unknown     anything else (an unexpected response, a bug)
-The decider (``decide``) maps an agent's exit reason built from those classes to a supervisor
-directive. The circuit breaker (``CircuitBreaker``) counts consecutive retryable and unknown
+The deciders (``decide``, and ``decide_isolated`` which restarts the unclassified instead of
+escalating) map an agent's exit reason built from those classes to a supervisor directive.
+The circuit breaker (``CircuitBreaker``) counts consecutive retryable and unknown
 model failures, opens after ``failures`` of them, lets one trial call through after
 ``cooldown`` seconds (half open) and closes on a success.
 
@@ -41,6 +42,7 @@ __all__ = [
     "RateLimiter",
     "classify",
     "decide",
+    "decide_isolated",
     "parse_retry_after",
 ]
 
@@ -182,6 +184,18 @@ def decide(reason: str) -> tuple[Directive, float]:
     if reason.startswith("error:fatal:"):
         return "stop", 0.0
     return "escalate", 0.0
+
+
+def decide_isolated(reason: str) -> tuple[Directive, float]:
+    """Like ``decide``, but an unclassified error restarts instead of escalating.
+
+    The source's agent policy: one agent's failure never takes its siblings down. Pair it with
+    a ``restart_limit`` (``reset_on: success``, ``on_limit: stop``) so that an agent failing
+    again and again is stopped alone once over its limit. ``decide`` stays for trees that want
+    OTP's escalation of the unexpected.
+    """
+    directive, delay = decide(reason)
+    return ("restart", 0.0) if directive == "escalate" else (directive, delay)
 
 
 # --- Circuit breaker, rate limiter, token account ---------------------------------------------

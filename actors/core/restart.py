@@ -9,17 +9,20 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from protocols.supervision import is_normal_exit
-from protocols.topology import AutoShutdown, RestartType, Strategy
+from protocols.topology import AutoShutdown, RestartLimit, RestartType, Strategy
 
 __all__ = [
     "Decider",
     "Directive",
+    "LimitVerdict",
     "affected_children",
     "auto_shutdown_due",
     "backoff_delay",
     "decide_restart",
     "prune",
+    "record_child_restart",
     "record_restart",
+    "reset_on_success",
     "should_restart",
 ]
 
@@ -43,6 +46,35 @@ def record_restart(
     """
     kept = (*prune(history, now, period=period), now)
     return len(kept) <= intensity, kept
+
+
+LimitVerdict = Literal["restart", "stop", "escalate"]
+
+
+def record_child_restart(
+    history: tuple[float, ...], now: float, *, limit: RestartLimit
+) -> tuple[LimitVerdict, tuple[float, ...]]:
+    """Add a restart of one child at ``now`` and judge it against the child's own limit.
+
+    The restarts counted are those since the last reset (``reset_on_success``), and of those
+    only the ones within ``limit.within`` seconds when it is set. The restart is allowed while
+    they, this one included, number at most ``limit.max_restarts``; beyond, the verdict is
+    ``limit.on_limit`` (``stop``: this child stays down; ``escalate``: its supervisor gives up).
+
+    Returns:
+        (the verdict, the history including ``now``).
+    """
+    kept = history if limit.within is None else prune(history, now, period=limit.within)
+    kept = (*kept, now)
+    if len(kept) <= limit.max_restarts:
+        return "restart", kept
+    return limit.on_limit, kept
+
+
+def reset_on_success(history: tuple[float, ...], limit: RestartLimit) -> tuple[float, ...]:
+    """Return a child's restart history after it reported a success: empty when its limit
+    resets on success (Akka's BackoffSupervisor resetBackoff), else unchanged."""
+    return () if limit.reset_on == "success" else history
 
 
 def should_restart(restart: RestartType, reason: str) -> bool:

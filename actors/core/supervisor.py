@@ -42,7 +42,9 @@ from actors.core.restart import (
     backoff_delay,
     decide_restart,
     prune,
+    record_child_restart,
     record_restart,
+    reset_on_success,
 )
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
 from actors.core.workarounds import die_with_creator, die_with_parent, kill_process
@@ -63,6 +65,7 @@ from protocols._lifecycle import (
     _Started,
     _StartFailed,
     _Stop,
+    _Succeeded,
     _Unregister,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
@@ -132,6 +135,8 @@ class _Child:
     pid: int | None = None
     restarts: int = 0
     restart_times: tuple[float, ...] = ()
+    limit_times: tuple[float, ...] = ()
+    """Its restarts counted against its own ``restart_limit`` (since the last reset)."""
     host: str | None = None
     last_host: str | None = None
     """The host it last ran on (kept after it exited, for its events)."""
@@ -238,6 +243,8 @@ class SupervisorActor(SeamActor):
             self._pump(_Ev("start_failed", sender, (msg.reason, msg.offender)))
         elif isinstance(msg, _Exiting):
             self._pump(_Ev("exiting", sender, msg.reason))
+        elif isinstance(msg, _Succeeded):
+            self._child_succeeded(sender)
         elif isinstance(msg, GetLedger):
             self.reply(sender, env, self.ledger.snapshot(self._path))
         elif isinstance(msg, _Ack) or (env.correlation_id is not None and isinstance(msg, Ok)):
@@ -739,13 +746,23 @@ class SupervisorActor(SeamActor):
             ev = yield _Await([child.address], frozenset({"gone"}))
             del ev
         directive, delay = self._directive(child, reason)
-        restart = directive == "restart"
+        verdict = self._count_restart(child) if directive == "restart" else "restart"
+        restart = directive == "restart" and verdict != "stop"
         self._forget(child, pending=restart, reason=reason)
         self._emit("child_exited", child.id, reason)
         if directive == "escalate":
             log.warning("child_escalated", supervisor=self._path, offender=child.id, reason=reason)
             yield from self._shutdown(reason, event=None, offender=child.id)
             return
+        if verdict != "restart":
+            self._emit(
+                "intensity_exceeded" if verdict == "intensity" else "restart_limit_exceeded",
+                child.id,
+                SHUTDOWN if verdict == "intensity" else reason,
+            )
+            if verdict != "stop":
+                yield from self._give_up(child.id)
+                return
         if not restart:
             if child.spec.restart == "temporary" or (
                 child.dynamic and spec.strategy == ("simple_one_for_one")
@@ -758,9 +775,6 @@ class SupervisorActor(SeamActor):
                 significant_still_alive=alive,
             ):
                 yield from self._shutdown(SHUTDOWN, event="auto_shutdown", offender=child.id)
-            return
-        if not self._allow_restart(child.id):
-            yield from self._give_up(child.id)
             return
         delay = max(delay, self._backoff(child))
         if delay > 0:
@@ -793,15 +807,37 @@ class SupervisorActor(SeamActor):
         child.restart_times = (*child.restart_times, now)
         return delay
 
-    def _allow_restart(self, child_id: str) -> bool:
+    def _count_restart(self, child: _Child) -> str:
+        """Count a restart of ``child``: against its own ``restart_limit`` when it has one
+        (``restart``, ``stop`` or ``escalate``), else against the supervisor's intensity
+        (``restart`` or ``intensity``). Emits nothing: the caller reports the verdict."""
         spec = self._spec
         assert spec is not None  # noqa: S101
+        limit = child.spec.restart_limit if isinstance(child.spec, ChildSpec) else None
+        if limit is not None:
+            verdict, child.limit_times = record_child_restart(
+                child.limit_times, self._clock(), limit=limit
+            )
+            return verdict
         allowed, self._history = record_restart(
             self._history, self._clock(), intensity=spec.intensity, period=spec.period
         )
-        if not allowed:
-            self._emit("intensity_exceeded", child_id, SHUTDOWN)
-        return allowed
+        return "restart" if allowed else "intensity"
+
+    def _child_succeeded(self, address: Address) -> None:
+        """A child reported a success: reset its restart limit (and backoff) if it asks."""
+        child = self._by_address(address)
+        limit = (
+            child.spec.restart_limit
+            if child is not None and isinstance(child.spec, ChildSpec)
+            else None
+        )
+        if child is None or limit is None:
+            return
+        child.limit_times = reset_on_success(child.limit_times, limit)
+        if not child.limit_times:
+            child.restart_times = ()
+        log.debug("child_succeeded", supervisor=self._path, child=child.id)
 
     def _give_up(self, offender: str) -> Op:
         yield from self._shutdown(SHUTDOWN, event=None, offender=offender)
@@ -838,7 +874,21 @@ class SupervisorActor(SeamActor):
             self._emit("child_restarted", child.id)
 
     def _retry_restart(self, child: _Child, *, count: bool = True) -> Op:
-        if count and not self._allow_restart(child.id):
+        spec = self._spec
+        assert spec is not None  # noqa: S101
+        verdict = self._count_restart(child) if count else "restart"
+        if verdict == "intensity":
+            self._emit("intensity_exceeded", child.id, SHUTDOWN)
+        elif verdict != "restart":
+            self._emit("restart_limit_exceeded", child.id, "start_failed")
+        if verdict == "stop":
+            child.status = "stopped"
+            if child.spec.restart == "temporary" or (
+                child.dynamic and spec.strategy == "simple_one_for_one"
+            ):
+                self._children.remove(child)
+            return
+        if verdict != "restart":
             yield from self._give_up(child.id)
             return
         yield from self._restart_group(child)
@@ -1062,9 +1112,11 @@ class SupervisorActor(SeamActor):
             "child_exited": "child_terminated",
             "start_failed": "start_error",
             "intensity_exceeded": "shutdown",
+            "restart_limit_exceeded": "restart_limit",
             "auto_shutdown": "auto_shutdown",
         }.get(event)
-        level = "warning" if event in ("start_failed", "intensity_exceeded") else "info"
+        warn = ("start_failed", "intensity_exceeded", "restart_limit_exceeded")
+        level = "warning" if event in warn else "info"
         getattr(log, level)(
             event, supervisor=self._path, offender=child_id, reason=reason, error_context=context
         )

@@ -59,6 +59,7 @@ from protocols._lifecycle import (
     _Started,
     _StartFailed,
     _Stop,
+    _Succeeded,
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import CodecError
@@ -165,6 +166,15 @@ class Worker:
     def stop(self, reason: str = NORMAL) -> None:
         """Exit with ``reason`` once the current message is handled."""
         self._host.request_stop(reason)
+
+    def report_success(self) -> None:
+        """Tell the supervisor a unit of this worker's work succeeded.
+
+        A child whose spec has a ``restart_limit`` with ``reset_on: success`` has its restart
+        count (and its backoff) cleared: it may crash ``max_restarts`` times again before it
+        is stopped. Without a limit it changes nothing.
+        """
+        self._host.report_success()
 
     def send(self, path: str, message: Message) -> None:
         """Send ``message`` one-way to the actor at ``path`` (e.g. ``root/workers/w1``).
@@ -766,6 +776,11 @@ class WorkerActor(SeamActor):
         """Pass undelivered messages to the worker's hook."""
         if self._worker is not None and not self._exiting:
             self._worker.on_undelivered(to, messages, reason)
+
+    def report_success(self) -> None:
+        """Send ``_Succeeded`` to the supervisor (ordered before a later ``_Exiting``)."""
+        if self._supervisor is not None and not self._exiting:
+            self.send_message(self._supervisor, _Succeeded())
 
     def request_stop(self, reason: str) -> None:
         """Mark the worker to stop with ``reason`` once the current message is handled."""

@@ -106,7 +106,8 @@ def restart_decisions(
     """Per supervisor and per incarnation of it, each restart decision it made: (when,
     allowed, the event that asked for it). A decision is asked for by a child's exit or a
     failed restart (which is retried), and its outcome is the next restart, failed start or
-    ``intensity_exceeded`` of that supervisor (a group restart is one decision). A
+    ``intensity_exceeded`` of that supervisor (a group restart is one decision; a child's
+    ``restart_limit_exceeded`` is its own limit's decision, not one of the intensity). A
     supervisor's shutdown ends an incarnation: the next starts with an empty history."""
     epochs: dict[str, list[list[tuple[float, bool, SupervisionEvent]]]] = {}
     pending: dict[str, SupervisionEvent] = {}
@@ -121,6 +122,8 @@ def restart_decisions(
                 current[-1].append((cause.time, event.event != "intensity_exceeded", cause))
             if event.event == "start_failed" and cause is not None:
                 pending[sup] = event  # retried: another decision follows
+        elif event.event == "restart_limit_exceeded":
+            pending.pop(sup, None)  # the child's own limit decided, not the intensity
         elif event.event == "supervisor_shutdown":
             pending.pop(sup, None)
             current.append([])

@@ -67,7 +67,7 @@ from protocols.faults import ActorFault
 from protocols.ledger import GetLedger
 from protocols.orchestrator import GetRunProgress, RunAccepted, RunGoalRequest, RunProgress
 from protocols.scheduler import CompleteTask, ListTasks, StartTask, SubmitTask, Tasks
-from protocols.topology import ModelConfig, SupervisorSpec, Topology
+from protocols.topology import ChildSpec, ModelConfig, SupervisorSpec, Topology
 
 __all__ = ["ExperimentResult", "ExperimentRunner", "ProgressCallback", "RunContext"]
 
@@ -1159,7 +1159,10 @@ def _limits(topology: Topology) -> dict[str, tuple[int, float]]:
     limits: dict[str, tuple[int, float]] = {}
 
     def walk(spec: SupervisorSpec, path: str) -> None:
-        limits[path] = (spec.intensity, spec.period)
+        workers = [c for c in [*spec.children, spec.template] if isinstance(c, ChildSpec)]
+        # Children with a restart_limit are bounded one by one, not by the intensity.
+        if not any(c.restart_limit is not None for c in workers):
+            limits[path] = (spec.intensity, spec.period)
         for child in spec.children:
             if isinstance(child, SupervisorSpec):
                 walk(child, f"{path}/{child.id}")

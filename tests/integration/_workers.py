@@ -34,6 +34,12 @@ class StopMe(Message):
     reason: str = "normal"
 
 
+class Succeed(Message):
+    """Echo reports a success to its supervisor (``Worker.report_success``), then answers Pong."""
+
+    kind: Literal["test.succeed"] = "test.succeed"
+
+
 class Hang(Message):
     kind: Literal["test.hang"] = "test.hang"
     seconds: float = 60.0
@@ -80,6 +86,9 @@ class Echo(Worker):
         if isinstance(message, StopMe):
             self.stop(message.reason)
             return None
+        if isinstance(message, Succeed):
+            self.report_success()
+            return Pong(token="succeeded", path=self.path, pid=os.getpid())
         if isinstance(message, Hang):
             time.sleep(message.seconds)
             return None

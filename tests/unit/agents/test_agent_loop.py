@@ -38,6 +38,7 @@ from actors.agents.model_guard import (
     RateLimiter,
     classify,
     decide,
+    decide_isolated,
     parse_retry_after,
 )
 from protocols.access import COMMAND_PATH
@@ -274,6 +275,22 @@ def test_decide_restarts_retryable_stops_fatal_and_escalates_the_rest(
     reason: str, expected: tuple[str, float]
 ) -> None:
     assert expected == decide(reason)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("error:retryable:RateLimitError: HTTP 429: slow; retry_after=2.5", ("restart", 2.5)),
+        ("error:fatal:AuthenticationError: HTTP 401: no", ("stop", 0.0)),
+        ("error:ValueError: no choices", ("restart", 0.0)),
+        ("killed", ("restart", 0.0)),
+        ("budget", ("restart", 0.0)),
+    ],
+)
+def test_decide_isolated_restarts_what_decide_would_escalate(
+    reason: str, expected: tuple[str, float]
+) -> None:
+    assert expected == decide_isolated(reason)
 
 
 def test_long_messages_are_cut_to_one_line() -> None:
