@@ -639,12 +639,7 @@ def run(
     timeout: float,
 ) -> None:
     """Run GOAL on the running `understudy up` and show its progress as it happens."""
-    from protocols.orchestrator import (
-        GetRunProgress,
-        RunAccepted,
-        RunGoalRequest,
-        RunProgress,
-    )
+    from protocols.orchestrator import RunAccepted, RunGoalRequest
 
     state = _read_state(state_dir)
     runtime = _attach(state, state_dir)
@@ -663,44 +658,42 @@ def run(
         raise click.ClickException(str(exc)) from exc
     assert isinstance(accepted, RunAccepted)  # noqa: S101 - the orchestrator's answer
     console.print(f"run {accepted.run_id} (workspace {accepted.workspace})")
-    seen = 0
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            progress = runtime.ask(
-                "root/orchestrator", GetRunProgress(run_id=accepted.run_id, since=seen), timeout=30
-            )
-        except UnderstudyError as exc:
-            raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
-        assert isinstance(progress, RunProgress)  # noqa: S101 - the orchestrator's answer
-        for event in progress.events:
+    # Each event is printed as it happens (a long poll held by the orchestrator).
+    events = runtime.run_events(accepted.run_id, timeout=timeout)
+    try:
+        for event in events:
             console.print(_describe_event(event))
-        seen += len(progress.events)
-        if progress.outcome is not None:
-            outcome = progress.outcome
-            result = outcome.result
-            console.print(
-                f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
-                f"score {outcome.score:.2f} (attempts: {outcome.scores})"
-            )
-            if result is not None:
-                console.print(f"output: {result.output}")
-                for path in result.files:
-                    console.print(f"file: {path}")
-                console.print(
-                    f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out"
-                )
-            if not outcome.success:
-                raise SystemExit(1)
-            return
-        time.sleep(0.2)  # polling a running `up` from another process; not a test
-    raise click.ClickException(f"run {accepted.run_id} still running after {timeout} s")
+            if time.monotonic() > deadline:
+                break
+    except UnderstudyError as exc:
+        raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
+    outcome = events.outcome
+    if outcome is None:
+        raise click.ClickException(f"run {accepted.run_id} still running after {timeout} s")
+    result = outcome.result
+    console.print(
+        f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
+        f"score {outcome.score:.2f} (attempts: {outcome.scores})"
+    )
+    if result is not None:
+        console.print(f"output: {result.output}")
+        for path in result.files:
+            console.print(f"file: {path}")
+        console.print(f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
+    if not outcome.success:
+        raise SystemExit(1)
 
 
 def _describe_event(event: Any) -> str:
-    detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, [], ""))
+    """One line per event; an agent's progress is named by its step (model_call_started,
+    model_call, tool_call_started, tool_call, ...)."""
+    what, shown = event.what, dict(event.detail)
+    if what == "progress" and "step" in shown and isinstance(shown["step"], str):
+        what = shown.pop("step")
+    detail = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, [], ""))
     stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-    return f"[dim]{stamp}[/dim] {event.phase} {event.what}" + (f": {detail}" if detail else "")
+    return f"[dim]{stamp}[/dim] {event.phase} {what}" + (f": {detail}" if detail else "")
 
 
 @main.command("model-server")

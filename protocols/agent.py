@@ -24,6 +24,7 @@ __all__ = [
     "AgentResult",
     "ErrorClass",
     "GoalSpec",
+    "ProgressKind",
     "RunGoal",
     "ToolCallRecord",
     "Usage",
@@ -91,13 +92,33 @@ class RunGoal(Message):
     progress_to: str | None = None
 
 
+ProgressKind = Literal[
+    "model_call_started",
+    "model_call",
+    "tool_call_started",
+    "tool_call",
+    "tool_denied",
+    "tokens",
+    "finished",
+]
+"""What an AgentProgress reports: a model call started / ended (``model_call``: its tokens,
+or its error and error class), a tool call started / ended (``tool_call``, or
+``tool_denied``), the run finished."""
+
+
 class AgentProgress(Message):
-    """Something happened in a run: a model call, a tool call, tokens used."""
+    """Something happened in a run: a model call, a tool call, tokens used.
+
+    ``detail`` of a ``model_call`` has ``input_tokens``, ``output_tokens`` and
+    ``total_tokens`` (the run's so far), or ``error`` and ``error_class``; the agent adds
+    ``model`` (the model's name) and ``breaker`` (its circuit breaker: closed, open,
+    half_open) to every model event.
+    """
 
     kind: Literal["agent.progress"] = "agent.progress"
     run_id: str
     agent: str
-    what: Literal["model_call", "tool_call", "tool_denied", "tokens", "finished"]
+    what: ProgressKind
     detail: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -3,20 +3,25 @@
 Phases of a run: specification -> execution -> evaluation [-> evolution -> execution ->
 evaluation ...]; each phase start and end is a ``PhaseEvent``. ``RunGoalRequest`` is answered
 at once with ``RunAccepted``; progress is read with ``GetRunProgress`` (events after a
-cursor) and the outcome waited for with ``WaitRun``.
+cursor; with ``wait`` the answer is held until there is one, so a follower gets each event
+as it happens: ``Runtime.run_events``) and the outcome waited for with ``WaitRun``.
+``GetModelStatistics`` answers the model calls, tokens and breaker states of its agents.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from protocols._base import Message
 from protocols.agent import AgentResult, GoalSpec
 
 __all__ = [
+    "GetModelStatistics",
     "GetRunProgress",
+    "ModelCounters",
+    "ModelStatistics",
     "Phase",
     "PhaseEvent",
     "RunAccepted",
@@ -90,11 +95,18 @@ class RunOutcome(Message):
 
 
 class GetRunProgress(Message):
-    """Ask for a run's events after ``since`` (and its outcome once it has one)."""
+    """Ask for a run's events after ``since`` (and its outcome once it has one).
+
+    With ``wait`` > 0 and nothing new yet, the answer is held until the next event (or the
+    outcome) or for ``wait`` seconds (then with no events): a long poll, so that a follower
+    gets every event as it happens without polling. At most ``max_events`` come at once.
+    """
 
     kind: Literal["orchestrator.get_run_progress"] = "orchestrator.get_run_progress"
     run_id: str
-    since: int = 0
+    since: Annotated[int, Field(ge=0)] = 0
+    wait: Annotated[float, Field(ge=0, le=300)] = 0.0
+    max_events: Annotated[int, Field(gt=0)] = 1000
 
 
 class RunProgress(Message):
@@ -122,6 +134,38 @@ class SetMaxExecutionTime(Message):
     seconds: Annotated[float, Field(gt=0)]
 
 
+class GetModelStatistics(Message):
+    """Ask the orchestrator for the model use of its runs' agents (answered ModelStatistics)."""
+
+    kind: Literal["orchestrator.get_model_statistics"] = "orchestrator.get_model_statistics"
+
+
+class ModelCounters(BaseModel):
+    """One model's use since the orchestrator started: calls, errors by class, tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    calls: int = 0
+    errors: dict[str, int] = Field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ModelStatistics(Message):
+    """The reply to GetModelStatistics.
+
+    ``models``: counters per model name (from the agents' progress; counters restart from
+    zero when the orchestrator does). ``breakers``: the circuit breaker state (closed, open,
+    half_open) of each agent running now, as its last model call left it, and the
+    orchestrator's own delegation breaker (``delegation``).
+    """
+
+    kind: Literal["orchestrator.model_statistics"] = "orchestrator.model_statistics"
+    models: list[ModelCounters] = Field(default_factory=list)
+    breakers: dict[str, str] = Field(default_factory=dict)
+
+
 class _RunTimer(Message):
     """Orchestrator -> itself: a run's agent reached its maximum execution time."""
 
@@ -136,3 +180,11 @@ class _WaitExpired(Message):
     kind: Literal["_orchestrator.wait_expired"] = "_orchestrator.wait_expired"
     run_id: str
     waiter: int
+
+
+class _WatchExpired(Message):
+    """Orchestrator -> itself: a held GetRunProgress reached its ``wait``."""
+
+    kind: Literal["_orchestrator.watch_expired"] = "_orchestrator.watch_expired"
+    run_id: str
+    watcher: int

@@ -34,8 +34,10 @@ checked with the access manager by ``request`` (the answer arrives in ``on_reply
 never blocks on it), run if granted, recorded, audited (``AppendAudit``) and answered to the
 model, then the next model call. The pure loop, its limits and its error classes are in
 ``actors.agents.agent_loop``; the tools in ``actors.agents.agent_tools``. A model call itself is
-synchronous:
-the actor is busy for its duration (bounded by ``timeout`` and the run's deadline).
+synchronous: the actor is busy for its duration (bounded by ``timeout`` and the run's
+deadline). So that a follower learns of a call as it starts, the call is made on a message of
+its own, once ``progress_to`` has handled the progress sent before it (``model_call_started``;
+waiting at most ``PROGRESS_WAIT`` seconds).
 
 The result is sent once the access manager has acknowledged the run's audit entries (or after
 ``audit_wait``), so a caller that reads the audit log after the result finds them.
@@ -98,6 +100,10 @@ log = structlog.get_logger("understudy.agent")
 DEFAULT_ACCESS: Final = "root/system/access"
 DEFAULT_AGENT_MODEL: Final = "understudy-embedded"
 PLACEHOLDER_KEY: Final = "understudy-no-key"
+# A model call waits (rechecking every PROGRESS_RECHECK s) at most PROGRESS_WAIT s for the
+# run's follower to handle the progress sent before it (the call's start).
+PROGRESS_WAIT: Final = 0.5
+PROGRESS_RECHECK: Final = 0.002
 
 
 def _principal_names(state_dir: Path) -> set[str]:
@@ -151,6 +157,14 @@ class _CheckExpired(Message):
     reason: str
 
 
+class _CallNow(Message):
+    """Make run ``run``'s pending model call (deferred so that what the run sent before it,
+    e.g. its ``model_call_started`` progress, leaves first)."""
+
+    kind: Literal["_agent.call_now"] = "_agent.call_now"
+    run: int
+
+
 class _Flush(Message):
     """Stop waiting for audit acknowledgements and send run ``run``'s result."""
 
@@ -187,6 +201,7 @@ class Agent(Worker):
         self._run: AgentRun | None = None
         self._answer: Callable[[Message], None] | None = None
         self._progress_to: str | None = None
+        self._pending_call: tuple[int, CallModel, float] | None = None
         self._deadline_timer: int | None = None
         self._check: tuple[int, CheckTool, int] | None = None  # (number, check, timer)
         self._checks = 0
@@ -223,6 +238,9 @@ class Agent(Worker):
                 return None
             case _Deadline() if self._current(message.run):
                 self._drive(self._current_run().expire())
+                return None
+            case _CallNow():
+                self._call_now(message)
                 return None
             case _CheckExpired():
                 self._check_expired(message)
@@ -321,7 +339,9 @@ class Agent(Worker):
                 return
             match effect:
                 case CallModel():
-                    queue.extend(self._call_model(run, effect))
+                    # Made on the next message: the effects sent so far leave first.
+                    self._pending_call = (self._seq, effect, time.monotonic())
+                    self.call_later(0, _CallNow(run=self._seq))
                 case ExecuteTool():
                     outcome = execute_tool(
                         effect.tool,
@@ -346,6 +366,24 @@ class Agent(Worker):
                     )
                 case Finish():
                     self._finish(effect)
+
+    def _call_now(self, message: _CallNow) -> None:
+        if self._pending_call is None or self._pending_call[0] != message.run:
+            return  # a call of a run that has ended
+        # The call blocks this actor: first let its follower handle what it was told (the
+        # call's start), for at most PROGRESS_WAIT seconds.
+        run, call, since = self._pending_call
+        target = self._progress_to
+        if (
+            target is not None
+            and self.unacknowledged(target) > 0
+            and time.monotonic() - since < PROGRESS_WAIT
+        ):
+            self.call_later(PROGRESS_RECHECK, message)
+            return
+        self._pending_call = None
+        if self._current(run):
+            self._drive(self._call_model(self._current_run(), call))
 
     def _call_model(self, run: AgentRun, call: CallModel) -> list[Effect]:
         timeout = max(0.01, min(self._config.timeout, call.timeout))
@@ -441,8 +479,11 @@ class Agent(Worker):
     def _progress(self, run: AgentRun, progress: Progress) -> None:
         if self._progress_to is None:
             return
+        detail = progress.detail
+        if progress.what.startswith("model_call"):
+            detail = {**detail, "model": self._model, "breaker": self._breaker.state}
         message = AgentProgress(
-            run_id=run.run_id, agent=self._name, what=progress.what, detail=progress.detail
+            run_id=run.run_id, agent=self._name, what=progress.what, detail=detail
         )
         try:
             self.send(self._progress_to, message)

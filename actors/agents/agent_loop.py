@@ -71,7 +71,14 @@ from actors.agents.model_guard import (
     classify,
 )
 from actors.core.restart import backoff_delay
-from protocols.agent import AgentResult, ErrorClass, RunGoal, ToolCallRecord, Usage
+from protocols.agent import (
+    AgentResult,
+    ErrorClass,
+    ProgressKind,
+    RunGoal,
+    ToolCallRecord,
+    Usage,
+)
 from protocols.prompts import agent_system_prompt, format_tool_error, tool_definitions
 
 __all__ = [
@@ -88,7 +95,6 @@ __all__ = [
     "Finish",
     "ModelTurn",
     "Progress",
-    "ProgressKind",
     "RequestedToolCall",
     "RunPhase",
     "TokenAccount",
@@ -271,9 +277,6 @@ class Wait:
     why: Literal["rate_limit", "retry"]
 
 
-ProgressKind = Literal["model_call", "tool_call", "tool_denied", "tokens", "finished"]
-
-
 @dataclass(frozen=True)
 class Progress:
     """Tell the run's ``progress_to`` what happened."""
@@ -408,6 +411,7 @@ class AgentRun:
                 "model_call",
                 {
                     "step": self.turns,
+                    "call": self.turns,
                     "input_tokens": turn.input_tokens,
                     "output_tokens": turn.output_tokens,
                     "total_tokens": self.tokens.total,
@@ -510,7 +514,10 @@ class AgentRun:
         if not self.breaker.allow():
             return self._model_error(classify(CircuitOpen(self.breaker.retry_in())))
         self.phase = "model"
-        return [CallModel(list(self.messages), self.tools, self.deadline - self.clock())]
+        started = Progress(
+            "model_call_started", {"call": self.turns + 1, "total_tokens": self.tokens.total}
+        )
+        return [started, CallModel(list(self.messages), self.tools, self.deadline - self.clock())]
 
     def _model_error(self, failure: ModelFailure) -> list[Effect]:
         now = self.clock()
@@ -599,7 +606,11 @@ class AgentRun:
             return [Wait(wait, "rate_limit")]
         self._current.plan, self._current.started = plan, self.clock()
         self.phase = "access"
-        return [CheckTool(call.name, plan.action, plan.resource)]
+        started = Progress(
+            "tool_call_started",
+            {"name": call.name, "resource": plan.resource, "call": len(self.steps) + 1},
+        )
+        return [started, CheckTool(call.name, plan.action, plan.resource)]
 
     def _complete(self, ok: bool, output: str, *, allowed: bool | None = None) -> list[Effect]:
         current = self._current

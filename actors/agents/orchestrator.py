@@ -46,6 +46,7 @@ import openai
 import structlog
 
 from actors.agents.model_guard import CircuitBreaker
+from actors.agents.orchestrator_telemetry import ModelTally, RunWatchers
 from actors.core.flow import All, Call, Flow, Sleep
 from actors.core.restart import backoff_delay
 from actors.core.worker import Worker
@@ -55,6 +56,7 @@ from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, R
 from protocols.common import ErrorName, ErrorReply
 from protocols.errors import UnderstudyError
 from protocols.orchestrator import (
+    GetModelStatistics,
     GetRunProgress,
     Phase,
     PhaseEvent,
@@ -66,6 +68,7 @@ from protocols.orchestrator import (
     WaitRun,
     _RunTimer,
     _WaitExpired,
+    _WatchExpired,
 )
 from protocols.prompts import (
     evaluation_prompt,
@@ -166,6 +169,8 @@ class Orchestrator(Worker):
             int(args.get("breaker_failures", 3)), float(args.get("breaker_cooldown", 5.0))
         )
         self.runs: dict[str, _Run] = {}
+        self.watchers = RunWatchers()
+        self.tally = ModelTally()
         self._ids = itertools.count(1)
         self._prefix = f"run-{int(time.time())}-{os.getpid()}"
         self.store = self.state_dir / "orchestrator"
@@ -211,17 +216,21 @@ class Orchestrator(Worker):
         if isinstance(message, RunGoalRequest):
             return self._start_run(message)
         if isinstance(message, GetRunProgress):
+            return self._progress(message)
+        if isinstance(message, _WatchExpired):
             run = self.runs.get(message.run_id)
-            if run is None:
-                return _unknown(message.run_id)
-            return RunProgress(
-                run_id=run.run_id, events=run.events[message.since :], outcome=run.outcome
+            self.watchers.expire(
+                message.run_id, message.watcher, run.outcome if run is not None else None
             )
+            return None
+        if isinstance(message, GetModelStatistics):
+            return self.tally.snapshot(delegation=self.breaker.state)
         if isinstance(message, WaitRun):
             return self._wait(message)
         if isinstance(message, SetMaxExecutionTime):
             return self._set_max_time(message)
         if isinstance(message, AgentProgress):
+            self.tally.record(message)
             run = self.runs.get(message.run_id.split(".", 1)[0])
             if run is not None and message.what != "finished":
                 detail = {**message.detail, "step": message.what, "agent": message.agent}
@@ -257,6 +266,30 @@ class Orchestrator(Worker):
         self.runs[run_id] = run
         self.run_flow(self._run(run))
         return RunAccepted(run_id=run_id, workspace=workspace)
+
+    def _progress(self, message: GetRunProgress) -> Message | None:
+        """Answer the events after the cursor; with ``wait``, hold the answer until there
+        are some (a long poll: each event reaches its followers as it happens)."""
+        run = self.runs.get(message.run_id)
+        if run is None:
+            return _unknown(message.run_id)
+        if message.wait > 0 and len(run.events) <= message.since and run.outcome is None:
+            watcher = next(self._ids)
+            reply = self.defer_reply()
+            timer = self.call_later(message.wait, _WatchExpired(run_id=run.run_id, watcher=watcher))
+            self.watchers.hold(
+                run.run_id,
+                watcher,
+                since=message.since,
+                max_events=message.max_events,
+                reply=reply,
+                timer=timer,
+            )
+            return None
+        end = message.since + message.max_events
+        return RunProgress(
+            run_id=run.run_id, events=run.events[message.since : end], outcome=run.outcome
+        )
 
     def _wait(self, message: WaitRun) -> Message | None:
         run = self.runs.get(message.run_id)
@@ -703,6 +736,8 @@ class Orchestrator(Worker):
             detail=_jsonable(detail),
         )
         run.events.append(event)
+        for timer in self.watchers.release(run.run_id, run.events, run.outcome):
+            self.cancel_call(timer)
         log.info(
             f"phase_{what}",  # noqa: G004 - a structlog event name, not a format string
             run_id=run.run_id,

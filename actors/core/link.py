@@ -116,6 +116,11 @@ class SendLink(Generic[Item]):
         self.admitted += 1
 
     @property
+    def unacknowledged(self) -> int:
+        """Messages admitted that the receiver has not acknowledged yet (queued or in flight)."""
+        return len(self.queue) + sum(len(frame.items) for frame in self.inflight.values())
+
+    @property
     def lowest(self) -> int:
         """The lowest unacknowledged frame (``next_seq`` when none is in flight)."""
         return min(self.inflight) if self.inflight else self.next_seq

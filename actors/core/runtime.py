@@ -19,7 +19,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from actors.core.keyring import (
 )
 from actors.core.ledger import report
 from actors.core.loading import load_class, load_decider
+from actors.core.runtime_runs import DEFAULT_ORCHESTRATOR, RunEvents, RunSubscription
 from actors.core.seam import (
     Address,
     encode_external,
@@ -85,6 +86,7 @@ from protocols.faults import (
     fault_from_dict,
 )
 from protocols.ledger import GetLedger, LedgerReport, LedgerSnapshot, RetiredLedgers
+from protocols.orchestrator import PhaseEvent
 from protocols.supervision import (
     KILLED,
     ChildCounts,
@@ -750,6 +752,73 @@ class Runtime:
                 if _matches(found, event, child_id, supervisor):
                     return found
             raise AskTimeout(f"event {event}", timeout)
+
+    # --- Following a run -------------------------------------------------------------------
+
+    def run_events(
+        self,
+        run_id: str,
+        *,
+        orchestrator: str = DEFAULT_ORCHESTRATOR,
+        since: int = 0,
+        timeout: float | None = 300.0,
+        poll: float = 1.0,
+        max_events: int = 1000,
+    ) -> RunEvents:
+        """Iterate over a run's events (``PhaseEvent``), each as it happens, until its end.
+
+        Phases start and end, model calls start and end (with tokens), tool calls start and
+        end: see the README's "Following a run". The returned iterator's ``outcome`` is the
+        run's ``RunOutcome`` once the iteration has ended.
+
+        Args:
+            run_id: the run (``RunAccepted.run_id``).
+            orchestrator: the orchestrator's path.
+            since: skip the run's first ``since`` events.
+            timeout: the longest wait for the next event (None: no limit); then AskTimeout.
+            poll: the longest one request is held by the orchestrator (and this runtime's
+                lock with it: other calls on this runtime wait at most that long).
+            max_events: the most events fetched (and held here) at once.
+        """
+        return RunEvents(
+            self,
+            run_id,
+            orchestrator=orchestrator,
+            since=since,
+            timeout=timeout,
+            poll=poll,
+            max_events=max_events,
+        )
+
+    def subscribe_run(
+        self,
+        run_id: str,
+        callback: Callable[[PhaseEvent], object],
+        *,
+        orchestrator: str = DEFAULT_ORCHESTRATOR,
+        since: int = 0,
+        timeout: float | None = 300.0,
+        poll: float = 1.0,
+    ) -> RunSubscription:
+        """Call ``callback`` with each event of a run as it happens, on a thread of its own.
+
+        The arguments are ``run_events``'s. ``wait()`` on the returned subscription returns
+        the run's outcome; ``close()`` stops it.
+
+        Raises:
+            NotSupported: on simpleSystemBase, whose actors run in the thread that calls in
+                (iterate ``run_events`` in your own thread there).
+        """
+        if self.base == "simpleSystemBase":
+            msg = (
+                "subscribe_run needs a multi-process base: on simpleSystemBase the actors run "
+                "in the calling thread; iterate rt.run_events(...) instead"
+            )
+            raise NotSupported(msg)
+        events = self.run_events(
+            run_id, orchestrator=orchestrator, since=since, timeout=timeout, poll=poll
+        )
+        return RunSubscription(events, callback)
 
     @property
     def exit_reason(self) -> str | None:

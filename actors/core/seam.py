@@ -781,6 +781,11 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             self._flush_link(key, link)
         return mid
 
+    def unacknowledged(self, to: ActorAddress) -> int:
+        """Messages queued on the data path to ``to`` that it has not acknowledged yet."""
+        link = self.__dict__.get("_links", {}).get(str(to))
+        return 0 if link is None else link.send.unacknowledged
+
     def flush_links(self) -> None:
         """Send what the links can send now, and the acknowledgements due."""
         if "_links" not in self.__dict__:

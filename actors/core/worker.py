@@ -186,6 +186,11 @@ class Worker:
         """
         self._host.send_to_path(path, message)
 
+    def unacknowledged(self, path: str) -> int:
+        """How many messages sent to ``path`` it has not handled yet (waiting for its address,
+        queued, or in flight): 0 once everything sent there was handled."""
+        return self._host.unacknowledged_to(path)
+
     def call_later(self, seconds: float, message: Message) -> int:
         """Deliver ``message`` to this worker's ``handle`` after ``seconds``.
 
@@ -875,6 +880,13 @@ class WorkerActor(SeamActor):
         """Ask the guardian for supervision events."""
         if self._guardian is not None:
             self.send_message(self._guardian, SubscribeEvents(path=self._path, replay=replay))
+
+    def unacknowledged_to(self, path: str) -> int:
+        """Messages sent to ``path`` not yet handled there (unresolved, queued, in flight)."""
+        address = self._routes.get(path)
+        if address is None:
+            return len(self._unrouted.get(path, ()))
+        return self.unacknowledged(address)
 
     def send_to_path(self, path: str, message: Message, *, expect_reply: bool = False) -> int:
         """Send on the data path to ``path``, resolving it through the guardian once."""

@@ -124,7 +124,15 @@ def test_a_haiku_goal_writes_the_file_records_the_step_and_audits_it(
     )
     assert isinstance(progress, ProgressSeen)
     assert progress.complete
-    assert ["model_call", "tool_call", "model_call", "finished"] == [p.what for p in progress.items]
+    assert [
+        "model_call_started",
+        "model_call",
+        "tool_call_started",
+        "tool_call",
+        "model_call_started",
+        "model_call",
+        "finished",
+    ] == [p.what for p in progress.items]
     assert result.usage.total == progress.items[-1].detail["total_tokens"]
 
 

@@ -191,7 +191,7 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
         env=env,
     )
     try:
-        _read_until(proc, r"orchestrator", timeout=60)
+        started_up = _read_until(proc, r"orchestrator", timeout=60)
         result = subprocess.run(
             [
                 sys.executable,
@@ -219,6 +219,17 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
     for phase in ("specification", "execution", "evaluation"):
         assert f"{phase} finished" in result.stdout
     assert "name=write_file" in result.stdout
+    shown = [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line[:1].isdigit()]
+    steps = [" ".join(line.split()[:2]).rstrip(":") for line in shown]
+    started = steps.index("execution model_call_started")
+    assert steps[started : started + 4] == [
+        "execution model_call_started",
+        "execution model_call",
+        "execution tool_call_started",
+        "execution tool_call",
+    ], steps
+    assert re.search(r"execution model_call: .*input_tokens=\d+, output_tokens=\d+", result.stdout)
+    assert "(the embedded simulator" in started_up
     assert "succeeded score 1.00" in result.stdout
     written = list((tmp_path / ".understudy" / "workspaces").glob("*/haiku.txt"))
     assert 1 == len(written)

@@ -550,9 +550,15 @@ def test_a_denied_tool_call_never_runs_and_the_model_reads_the_reason() -> None:
         "ERROR AccessDenied: '/etc/shadow' matches no allowed path"
         == fake.of(CallModel)[1].messages[-1]["content"]
     )
-    assert ["model_call", "tool_denied", "model_call", "finished"] == [
-        p.what for p in fake.of(Progress)
-    ]
+    assert [
+        "model_call_started",
+        "model_call",
+        "tool_call_started",
+        "tool_denied",
+        "model_call_started",
+        "model_call",
+        "finished",
+    ] == [p.what for p in fake.of(Progress)]
     assert fake.of(Audit)[0].detail["allowed"] is False
 
 
@@ -675,6 +681,31 @@ def test_expire_ends_a_run_waiting_for_the_access_manager_and_late_answers_are_i
     assert [] == run.resume()
 
 
+def test_each_model_and_tool_call_is_announced_before_it_runs_and_reported_after() -> None:
+    fake = host([call(("write_file", {"path": "a.txt", "content": "x"})), say("done")])
+
+    fake.go()
+
+    progress = fake.of(Progress)
+    assert [
+        "model_call_started",
+        "model_call",
+        "tool_call_started",
+        "tool_call",
+        "model_call_started",
+        "model_call",
+        "finished",
+    ] == [p.what for p in progress]
+    assert [1, 1, 2, 2] == [p.detail["call"] for p in progress if "model" in p.what]
+    assert "write_file" == progress[2].detail["name"] == progress[3].detail["name"]
+    ended = [p for p in progress if p.what == "model_call"]
+    assert all(p.detail["input_tokens"] > 0 for p in ended)
+    assert (
+        sum(p.detail["input_tokens"] + p.detail["output_tokens"] for p in ended)
+        == ended[-1].detail["total_tokens"]
+    )
+
+
 def test_inputs_out_of_phase_have_no_effect() -> None:
     clock = Clock()
     run = AgentRun(goal(), agent="coder", breaker=CircuitBreaker(clock=clock), clock=clock)
@@ -682,7 +713,7 @@ def test_inputs_out_of_phase_have_no_effect() -> None:
     assert [] == run.model_replied(say("too early"))
     assert [] == run.tool_done(ToolOutcome(ok=True, output=""))
     assert [] == run.expire()
-    assert isinstance(run.start()[0], CallModel)
+    assert isinstance(run.start()[-1], CallModel)
     assert [] == run.start()
     assert [] == run.access_decided(allowed=True, reason="", resolved="")
 
@@ -803,7 +834,7 @@ def test_an_early_resume_waits_for_the_rest() -> None:
     again = run.resume()
 
     assert [Wait(0.5, "retry")] == rest
-    assert isinstance(again[0], CallModel)
+    assert isinstance(again[-1], CallModel)
 
 
 def test_tool_calls_are_spaced_by_the_rate_limit() -> None:
