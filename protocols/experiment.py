@@ -273,6 +273,9 @@ class MessagesWorkload(_Strict):
     rate: Positive
     timeout: Positive = 2.0
     name: str | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    """Clients making this workload's operations at once (on multiprocTCPBase; one at a time
+    on simpleSystemBase)."""
 
 
 class TasksWorkload(_Strict):
@@ -284,6 +287,9 @@ class TasksWorkload(_Strict):
     rate: Positive
     timeout: Positive = 2.0
     name: str | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    """Clients making this workload's operations at once (on multiprocTCPBase; one at a time
+    on simpleSystemBase)."""
 
 
 class GoalsWorkload(_Strict):
@@ -295,6 +301,9 @@ class GoalsWorkload(_Strict):
     rate: Positive
     timeout: Positive = 30.0
     name: str | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    """Clients making this workload's operations at once (on multiprocTCPBase; one at a time
+    on simpleSystemBase)."""
 
 
 class PythonWorkload(_Strict):
@@ -305,6 +314,9 @@ class PythonWorkload(_Strict):
     call: Call
     rate: Positive = 1.0
     name: str | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    """Clients making this workload's operations at once (on multiprocTCPBase; one at a time
+    on simpleSystemBase)."""
 
 
 Workload = Annotated[

@@ -384,6 +384,10 @@ class Runtime:
         self.admin_port = admin_port
         self.base = base
         self._lock = threading.RLock()
+        self._owner = threading.get_ident()
+        self._endpoints = threading.local()
+        self._clones = contextlib.ExitStack()
+        self._clones_lock = threading.Lock()
         self._closed = False
         self._addresses: dict[str, tuple[Address, int | None]] = {}
         self._stale: dict[str, Address] = {}
@@ -557,6 +561,7 @@ class Runtime:
                 log.warning("orderly_shutdown_failed", error=repr(exc))
             finally:
                 self._closed = True
+                self._close_endpoints()
                 if self._owns_system:
                     self._system.shutdown()
                 log.info("runtime_stopped", exit_reason=self._exit_reason)
@@ -582,12 +587,45 @@ class Runtime:
             ActorNotFound: no actor lives at ``path``.
             ActorCrashed: the handler raised; the actor exited and will not see the message again.
         """
-        with self._lock:
+        if self._concurrent():
             self._check_open()
             reply = self._ask_path(path, message, timeout)
-            if isinstance(reply, ErrorReply):
-                raise error_from_reply(reply, path)
-            return reply
+        else:
+            with self._lock:
+                self._check_open()
+                reply = self._ask_path(path, message, timeout)
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply, path)
+        return reply
+
+    def _concurrent(self) -> bool:
+        """Whether this call runs beside others: another thread than the one that made this
+        runtime, on a base with a process per actor. Such a thread asks through an endpoint
+        of its own (``_endpoint``), so asks from several threads are in flight together; on
+        simpleSystemBase the actors run in the caller's thread, so calls take turns."""
+        return self.base.startswith("multiproc") and threading.get_ident() != self._owner
+
+    def _endpoint(self) -> Any:
+        """The ActorSystem endpoint this thread sends and receives through: the runtime's
+        own in the thread that made it, a private one (Thespian's ``private()`` clone, made
+        on first use, closed at shutdown) in any other thread of a multiprocess base."""
+        if not self._concurrent():
+            return self._system
+        endpoint = getattr(self._endpoints, "system", None)
+        if endpoint is None:
+            with self._clones_lock:
+                self._check_open()
+                endpoint = self._clones.enter_context(self._system.private())
+            self._endpoints.system = endpoint
+        return endpoint
+
+    def _close_endpoints(self) -> None:
+        """Close every thread's private endpoint (before the ActorSystem goes down)."""
+        with self._clones_lock:
+            try:
+                self._clones.close()
+            except Exception as exc:  # noqa: BLE001 - the system must go down regardless
+                log.warning("endpoint_close_failed", error=repr(exc))
 
     def tell(self, path: str, message: Message) -> None:
         """Send ``message`` one-way to the actor at ``path``."""
@@ -906,14 +944,15 @@ class Runtime:
                 return process_alive(pid)
 
         result = ask_correlated(
-            self._system, address, data, mid, timeout, max_size=self._max_size, alive=alive
+            self._endpoint(), address, data, mid, timeout, max_size=self._max_size, alive=alive
         )
         if result is None:
             raise AskTimeout(path, round(timeout, 3))
         env, meta = result
         if meta.events is not None:
             incarnation, count = meta.events
-            self._barrier[incarnation] = max(self._barrier.get(incarnation, 0), count)
+            with self._clones_lock:
+                self._barrier[incarnation] = max(self._barrier.get(incarnation, 0), count)
         return env.message
 
     def _forget_paths(self, path: str) -> None:
@@ -928,7 +967,7 @@ class Runtime:
             if pid is None or pid == os.getpid() or process_alive(pid):
                 return address
             # The process is gone: do not pay Thespian's failed-delivery delay to learn it.
-            del self._addresses[path]
+            self._addresses.pop(path, None)
             self._stale[path] = address
         return self._resolve(path, deadline, stale=self._stale.pop(path, None))
 

@@ -19,8 +19,10 @@ import platform
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -82,6 +84,53 @@ _RECOVERY_LIMIT = 15.0
 _ORPHAN_CHECK_EVERY = 1.0
 _EXIT_WAIT = 5.0
 _RUN_POLL = 0.5
+_CLIENT_POLL = 0.05
+"""Seconds the loop waits, with nothing scheduled, for an operation in flight to finish."""
+
+
+class _Clients:
+    """The workload's clients: on a base with a process per actor, each workload has
+    ``concurrency`` threads of its own (a Runtime asks from several threads at once), so an
+    operation that waits holds up neither the faults, the probes nor other workloads; on
+    simpleSystemBase operations run in the loop, one at a time (the run stays deterministic)."""
+
+    def __init__(self, workloads: list[Workload], *, concurrent: bool) -> None:
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._futures: list[Future[object]] = []
+        if concurrent:
+            for index, workload in enumerate(workloads):
+                name = workload.name or f"{workload.kind}-{index}"
+                self._pools[name] = ThreadPoolExecutor(
+                    workload.concurrency, thread_name_prefix=f"client-{name}"
+                )
+
+    def run(self, name: str, operation: Callable[[], object]) -> None:
+        """Make ``operation`` now (no pools) or on a free client of workload ``name``."""
+        pool = self._pools.get(name)
+        if pool is None:
+            operation()
+            return
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(pool.submit(operation))
+
+    def busy(self) -> bool:
+        return any(not f.done() for f in self._futures)
+
+    def cancel_queued(self) -> int:
+        """Cancel the operations still waiting for a client; how many there were."""
+        cancelled = sum(1 for f in self._futures if f.cancel())
+        self._futures = [f for f in self._futures if not f.cancelled()]
+        return cancelled
+
+    def close(self) -> int:
+        """Cancel the operations still queued, wait for those in flight (each bounded by its
+        own timeout); how many were cancelled."""
+        cancelled = self.cancel_queued()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        return cancelled
+
+
 _RUN_GRACE = 5.0
 
 
@@ -148,6 +197,7 @@ class ExperimentRunner:
         self._lab: HostLab | None = None
         """The member hosts, when the experiment has any."""
         self._skipped = 0
+        self._history_lock = threading.Lock()
         self._model: ModelServer | None = None
         self._proxy: FaultProxy | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -356,9 +406,12 @@ class ExperimentRunner:
         experiment = self.experiment
         queue: list[tuple[float, int, Callable[[], object]]] = []
         seq = itertools.count()
+        wake = threading.Condition()
 
         def at(when: float, action: Callable[[], object]) -> None:
-            heapq.heappush(queue, (when, next(seq), action))
+            with wake:
+                heapq.heappush(queue, (when, next(seq), action))
+                wake.notify()
 
         self._at = at
 
@@ -377,34 +430,57 @@ class ExperimentRunner:
             while t < experiment.duration:
                 at(t, functools.partial(self._note_pids, runtime))
                 t += _ORPHAN_CHECK_EVERY
+        clients = _Clients(experiment.workload, concurrent=runtime.base != "simpleSystemBase")
         phase_start = time.monotonic()
         self._phase_start = phase_start
         last_report = -1.0
-        while queue:
-            when, _, action = heapq.heappop(queue)
-            if when >= experiment.duration and not _is_heal(action):
-                continue
-            late = time.monotonic() - phase_start >= experiment.duration
-            if late and isinstance(action, functools.partial) and action.func == self._operate:
-                self._skipped += 1  # the phase is over: operations still due are not made
-                continue
-            delay = phase_start + when - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # the loop's clock: waiting for the next action's time
-            action()
-            if when - last_report >= 0.5:
-                last_report = when
-                done = min(1.0, when / experiment.duration)
-                self._progress(
-                    f"fault phase {when:5.1f}/{experiment.duration:g} s, "
-                    f"{len(self._injections)} injection(s)",
-                    0.05 + 0.85 * done,
-                )
+        try:
+            while True:
+                if time.monotonic() - phase_start >= experiment.duration:
+                    self._skipped += clients.cancel_queued()  # due, but no client was free
+                with wake:
+                    if not queue:
+                        if not clients.busy():
+                            break
+                        wake.wait(_CLIENT_POLL)  # an operation in flight may schedule more
+                        continue
+                    when = queue[0][0]
+                    delay = phase_start + when - time.monotonic()
+                    if delay > 0:
+                        wake.wait(delay)  # the loop's clock; woken early by a new action
+                        continue
+                    when, _, action = heapq.heappop(queue)
+                if when >= experiment.duration and not _is_heal(action):
+                    continue
+                late = time.monotonic() - phase_start >= experiment.duration
+                operation = isinstance(action, functools.partial) and action.func == self._operate
+                if operation and late:
+                    self._skipped += 1  # the phase is over: operations still due are not made
+                    continue
+                if operation:
+                    assert isinstance(action, functools.partial)  # noqa: S101 - checked above
+                    clients.run(action.args[2], action)
+                else:
+                    action()
+                if when - last_report >= 0.5:
+                    last_report = when
+                    done = min(1.0, when / experiment.duration)
+                    self._progress(
+                        f"fault phase {when:5.1f}/{experiment.duration:g} s, "
+                        f"{len(self._injections)} injection(s)",
+                        0.05 + 0.85 * done,
+                    )
+        finally:
+            self._skipped += clients.close()
 
     def _t(self) -> float:
         return round(time.monotonic() - self._started, 4)
 
     def _record(self, process: str, kind: str, f: str, value: Any, **extra: Any) -> int:
+        with self._history_lock:  # operations are recorded from their clients' threads
+            return self._append(process, kind, f, value, **extra)
+
+    def _append(self, process: str, kind: str, f: str, value: Any, **extra: Any) -> int:
         op = extra.pop("op", None) or next(self._ops)
         entry = {
             "index": len(self._history),

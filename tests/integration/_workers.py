@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -224,3 +225,29 @@ class Provisioner(Worker):
                 missing_error=error,
             )
         )
+
+
+class Meet(Message):
+    kind: Literal["test.meet"] = "test.meet"
+    n: int
+
+
+class Met(Message):
+    kind: Literal["test.met"] = "test.met"
+    n: int
+
+
+class Rendezvous(Worker):
+    """Answers no Meet until ``n`` of them wait: only requests in flight together meet."""
+
+    def on_start(self) -> None:
+        self.waiting: list[Callable[[Message], None]] = []
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, Meet):
+            self.waiting.append(self.defer_reply())
+            if len(self.waiting) >= message.n:
+                waiting, self.waiting = self.waiting, []
+                for answer in waiting:
+                    answer(Met(n=len(waiting)))
+        return None

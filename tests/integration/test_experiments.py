@@ -370,3 +370,51 @@ def test_model_faults_on_another_endpoint_go_through_the_proxy(
     assert 2 == len(limited)
     assert all(r.status == 200 for r in served)  # the 429s came from the proxy
     assert url == os.environ["OPENAI_BASE_URL"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_concurrent_clients_have_requests_in_flight_together(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """The rendezvous answers no request until four wait: four clients meet, one client's
+    requests each time out alone; either way a kill is injected on its schedule."""
+    topology = _topology("multiprocTCPBase")
+    topology["root"]["children"][0]["children"].append(
+        {"id": "meet", "start": "tests.integration._workers:Rendezvous"}
+    )
+    experiment = {
+        "title": "clients at once",
+        "seed": 5,
+        "topology": topology,
+        "duration": 2,
+        "workload": [
+            {
+                "kind": "messages",
+                "to": "root/svc/meet",
+                "message": {"kind": "test.meet", "body": {"n": 4}},
+                "rate": 8,
+                "timeout": 1.5,
+                "concurrency": concurrency,
+            }
+        ],
+        "faults": [{"kind": "kill", "target": "root/svc/spare", "at": 0.5}],
+        "invariants": ["tree_alive"],
+        "report": {"formats": ["json"]},
+    }
+    result = ExperimentRunner(load_experiment(_write(tmp_path, experiment)), out=tmp_path).run()
+
+    workload = result.journal["workload"]
+    assert 16 == workload["operations"] + workload["skipped"]
+    if concurrency == 4:
+        assert 16 == workload["ok"], workload
+    else:  # each waits out its 1.5 s alone; those due meanwhile are skipped at the end
+        assert 0 == workload["ok"], workload
+        assert workload["skipped"] >= 12, workload
+    history = [
+        json.loads(line)
+        for line in (tmp_path / "history.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    first_op = next(h["time"] for h in history if h["process"] != "nemesis")
+    kill = next(h["time"] for h in history if h["process"] == "nemesis" and h["f"] == "kill")
+    assert kill - first_op < 1.0  # at 0.5 s, not held up by an operation that waits 1.5 s
