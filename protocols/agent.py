@@ -99,11 +99,12 @@ ProgressKind = Literal[
     "tool_call",
     "tool_denied",
     "tokens",
+    "compaction",
     "finished",
 ]
 """What an AgentProgress reports: a model call started / ended (``model_call``: its tokens,
 or its error and error class), a tool call started / ended (``tool_call``, or
-``tool_denied``), the run finished."""
+``tool_denied``), a context compaction started / ended (``compaction``), the run finished."""
 
 
 class AgentProgress(Message):

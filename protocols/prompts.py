@@ -14,6 +14,13 @@ Formats
     specification prompt  first line ``UNDERSTUDY-SPECIFY``, same layout; the model answers
                           ``{"goal", "constraints", "acceptance_criteria", "workspace_files"}``
                           (:func:`parse_specification`)
+    interview prompt      first line ``UNDERSTUDY-INTERVIEW``, same layout (the request and the
+                          clarifications so far); the model answers ``{"is_task",
+                          "ambiguity", "complexity", "questions", "reply", "goal"}``
+                          (:func:`parse_interview`)
+    compaction prompt     first line ``UNDERSTUDY-COMPACT``, same layout (the turns to fold);
+                          the model answers a plain-text summary, which replaces those turns
+                          as one user message starting with ``SUMMARY_LABEL``
     tool results          a tool's output as plain text, or ``ERROR <Name>: <message>``
                           (:func:`format_tool_error`, read back by :func:`parse_tool_result`)
 """
@@ -31,34 +38,55 @@ from protocols.errors import UnderstudyError
 
 __all__ = [
     "AGENT_PREAMBLE",
+    "COMPACT_MARKER",
     "EVALUATE_MARKER",
     "INPUT_LABEL",
+    "INTERVIEW_MARKER",
     "SPECIFY_MARKER",
+    "SUMMARY_LABEL",
     "TOOL_ERROR_PREFIX",
     "TOOL_NAMES",
+    "Clarification",
     "Evaluation",
     "EvaluationRequest",
+    "InterviewRating",
+    "InterviewRequest",
     "ParsedGoal",
     "PromptFormatError",
     "Specification",
     "ToolResult",
     "agent_system_prompt",
+    "compaction_prompt",
     "estimate_tokens",
     "evaluation_prompt",
     "format_tool_error",
+    "interview_prompt",
+    "parse_compaction_request",
     "parse_evaluation",
     "parse_evaluation_request",
     "parse_goal",
+    "parse_interview",
+    "parse_interview_request",
     "parse_specification",
     "parse_specification_request",
     "parse_tool_result",
     "prompt_kind",
     "specification_prompt",
+    "summary_message",
     "tool_definitions",
 ]
 
 EVALUATE_MARKER: Final = "UNDERSTUDY-EVALUATE"
 SPECIFY_MARKER: Final = "UNDERSTUDY-SPECIFY"
+INTERVIEW_MARKER: Final = "UNDERSTUDY-INTERVIEW"
+COMPACT_MARKER: Final = "UNDERSTUDY-COMPACT"
+SUMMARY_LABEL: Final = "Summary of the earlier conversation (compacted):"
+_KINDS: Final = {
+    EVALUATE_MARKER: "evaluate",
+    SPECIFY_MARKER: "specify",
+    INTERVIEW_MARKER: "interview",
+    COMPACT_MARKER: "compact",
+}
 AGENT_PREAMBLE: Final = (
     "You are an Understudy agent. Reach the goal with the tools you are given, "
     "then reply with a short summary of what you did."
@@ -267,13 +295,14 @@ def specification_prompt(message: str) -> str:
 
 
 def prompt_kind(text: str) -> str | None:
-    """Return ``"evaluate"`` or ``"specify"`` when ``text`` starts with that marker line."""
+    """Return ``"evaluate"``, ``"specify"``, ``"interview"`` or ``"compact"`` when ``text``
+    starts with that marker line."""
     first = text.lstrip().split("\n", 1)[0].strip()
-    return {EVALUATE_MARKER: "evaluate", SPECIFY_MARKER: "specify"}.get(first)
+    return _KINDS.get(first)
 
 
 def _input_payload(prompt: str, marker: str) -> dict[str, Any]:
-    if prompt_kind(prompt) != {EVALUATE_MARKER: "evaluate", SPECIFY_MARKER: "specify"}[marker]:
+    if prompt_kind(prompt) != _KINDS[marker]:
         msg = f"a prompt must start with the line {marker!r}, got {prompt[:60]!r}"
         raise PromptFormatError(msg)
     at = prompt.find("\n" + INPUT_LABEL)
@@ -362,6 +391,128 @@ def parse_specification(text: str) -> Specification:
         PromptFormatError: no JSON object in the text is a valid specification.
     """
     return _find_object(text, Specification)
+
+
+# --- interview and compaction ---------------------------------------------------------------
+
+
+class Clarification(_Frozen):
+    """One clarifying question of an interview and the caller's answer."""
+
+    question: str
+    answer: str
+
+
+class InterviewRequest(_Frozen):
+    """What an interview prompt asks about (read back by the model server)."""
+
+    request: str
+    clarifications: tuple[Clarification, ...] = ()
+
+
+class InterviewRating(_Frozen):
+    """The model's rating of a request: is it a task, how ambiguous and how complex it is
+    (0 clear / simple .. 1), the questions that would make it clear, or a direct reply to a
+    message that is not a task."""
+
+    is_task: bool = True
+    ambiguity: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    complexity: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    questions: tuple[str, ...] = ()
+    reply: str = ""
+    goal: str = ""
+    """The request restated as one clear goal, when the clarifications changed it."""
+
+
+_INTERVIEW_INSTRUCTIONS = (
+    "You interview the user before an agent works on their request. Decide whether the "
+    "request (with the clarifications so far) is a task for an agent or just conversation, "
+    "and how ambiguous and how complex it is.\n"
+    "Reply with one JSON object and nothing else:\n"
+    '{"is_task": <true | false>, "ambiguity": <0 (perfectly clear) to 1 (cannot tell what is '
+    'wanted)>, "complexity": <0 (one simple step) to 1 (many steps)>, '
+    '"questions": [<clarifying questions whose answers would remove the ambiguity>], '
+    '"reply": "<when is_task is false: your direct answer to the message>", '
+    '"goal": "<when clarifications were given and the request is now clear: the request '
+    'restated as one goal>"}'
+)
+
+_COMPACT_INSTRUCTIONS = (
+    "The conversation of an agent has grown too long. Summarise the turns below: what was "
+    "asked, every tool call with its arguments and whether it succeeded, what was learnt "
+    "(file contents, command output) as far as later steps need it, and what is left to do.\n"
+    "Reply with the summary only, as plain text."
+)
+
+
+def interview_prompt(request: str, clarifications: Sequence[tuple[str, str]] = ()) -> str:
+    """Build the prompt that asks the model to rate a request (the interview).
+
+    Args:
+        request: the caller's request.
+        clarifications: the (question, answer) pairs of the interview so far.
+
+    Returns:
+        A prompt whose first line is ``UNDERSTUDY-INTERVIEW``.
+    """
+    payload = {
+        "request": request,
+        "clarifications": [{"question": q, "answer": a} for q, a in clarifications],
+    }
+    return _with_input(INTERVIEW_MARKER, _INTERVIEW_INSTRUCTIONS, payload)
+
+
+def parse_interview_request(prompt: str) -> InterviewRequest:
+    """Read back what an :func:`interview_prompt` asks about.
+
+    Raises:
+        PromptFormatError: the text is not an interview prompt.
+    """
+    try:
+        return InterviewRequest.model_validate(_input_payload(prompt, INTERVIEW_MARKER))
+    except ValidationError as exc:
+        msg = f"the interview prompt's input is invalid: {exc}"
+        raise PromptFormatError(msg) from exc
+
+
+def parse_interview(text: str) -> InterviewRating:
+    """Read an interview rating from a model's answer, ignoring text around it.
+
+    Raises:
+        PromptFormatError: no JSON object in the text is a valid rating.
+    """
+    return _find_object(text, InterviewRating)
+
+
+def compaction_prompt(turns: Sequence[Mapping[str, Any]]) -> str:
+    """Build the prompt that asks the model to summarise conversation turns.
+
+    Args:
+        turns: chat messages (``role``, ``content``, ``tool_calls``, ``tool_call_id``).
+
+    Returns:
+        A prompt whose first line is ``UNDERSTUDY-COMPACT``.
+    """
+    plain = json.loads(json.dumps(list(turns), default=str))
+    return _with_input(COMPACT_MARKER, _COMPACT_INSTRUCTIONS, {"turns": plain})
+
+
+def parse_compaction_request(prompt: str) -> list[dict[str, Any]]:
+    """Read back the turns a :func:`compaction_prompt` asks to summarise.
+
+    Raises:
+        PromptFormatError: the text is not a compaction prompt.
+    """
+    turns = _input_payload(prompt, COMPACT_MARKER).get("turns")
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        msg = "the compaction prompt's input has no list of 'turns'"
+        raise PromptFormatError(msg)
+    return turns
+
+
+def summary_message(summary: str) -> dict[str, Any]:
+    """The user message that stands for compacted turns: ``SUMMARY_LABEL``, then the summary."""
+    return {"role": "user", "content": f"{SUMMARY_LABEL}\n{summary.strip()}"}
 
 
 # --- tools ----------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ Args (all optional)
     command_timeout   seconds a run_command may take (default 30)
     check_timeout     seconds to wait for an access decision before denying (default 10)
     audit_wait        seconds the result waits for the audit log's acknowledgements (default 2)
+    context_window    the model's context in tokens (default 128000)
+    compact_at        the share of context_window past which older turns are summarised by
+                      the model and replaced (default 0.8; see ``agent_loop``)
+    keep_recent       messages a compaction keeps as they are, at least (default 6)
 
 A run (``RunGoal``, answered with ``AgentResult``) is a message-driven loop: a model call
 through the real ``openai`` client (``max_retries=0``: retries are ours), then each tool call
@@ -70,6 +74,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.agents.agent_loop import (
+    DEFAULT_COMPACT_AT,
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_KEEP_RECENT,
     AgentRun,
     Audit,
     CallModel,
@@ -129,6 +136,9 @@ class AgentConfig(BaseModel):
     command_timeout: float = Field(default=30.0, gt=0)
     check_timeout: float = Field(default=10.0, gt=0)
     audit_wait: float = Field(default=2.0, ge=0)
+    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, ge=256)
+    compact_at: float = Field(default=DEFAULT_COMPACT_AT, gt=0, le=1)
+    keep_recent: int = Field(default=DEFAULT_KEEP_RECENT, ge=1)
 
 
 # --- Internal messages (timers), never exported ---------------------------------------------
@@ -309,6 +319,9 @@ class Agent(Worker):
             model_retries=config.model_retries,
             retry_backoff=(config.retry_backoff.base, config.retry_backoff.cap),
             command_timeout=config.command_timeout,
+            context_window=config.context_window,
+            compact_at=config.compact_at,
+            keep_recent=config.keep_recent,
         )
         self._deadline_timer = self.call_later(
             goal.limits.max_execution_time, _Deadline(run=self._seq)
@@ -392,7 +405,7 @@ class Agent(Worker):
             completion = self._client.chat.completions.create(
                 model=self._model,
                 messages=call.messages,  # type: ignore[arg-type]
-                tools=call.tools,  # type: ignore[arg-type]
+                tools=call.tools or openai.NOT_GIVEN,  # type: ignore[arg-type]
                 timeout=timeout,
             )
             turn = turn_from_completion(completion)

@@ -7,7 +7,8 @@ host (``actors.agents.agent.Agent``) to carry out::
     start()                        -> CallModel | Finish
     model_replied(turn)            -> Progress, then CheckTool (first tool call) | CallModel |
                                       Finish (a final answer, or a budget exceeded)
-    model_failed(exc)              -> Progress, Wait (an in-place retry) | Finish (with exit)
+    model_failed(exc)              -> Progress, Wait (an in-place retry) | CallModel (a
+                                      compaction after a context-length error) | Finish
     access_decided(allowed, ...)   -> ExecuteTool | Progress, Audit, then the next step
     tool_done(outcome)             -> Progress, Audit, then CheckTool | Wait | CallModel
     resume()                       -> after a Wait: the step that waited
@@ -25,6 +26,18 @@ Limits (``protocols.agent.AgentLimits``), checked between steps
     max_steps            model turns (successful model calls) per run; a call beyond it stops
     tool_calls_per_second  tool calls are spaced at least 1/rate seconds apart (``Wait``)
 A run stopped by a limit fails with ``error_class`` None: nothing failed, a limit was reached.
+
+Context compaction (``context_window``, ``compact_at``, ``keep_recent``)
+    Before each model call the run estimates the conversation's size: the prompt tokens the
+    model reported for the last call, plus its answer, plus about a token per 4 characters of
+    what was added since (all of it by characters when the model reports no usage). Past
+    ``compact_at`` of ``context_window`` it first asks the model (``CallModel`` with purpose
+    ``compaction``, no tools) to summarise the older turns, and replaces them with one
+    summary message (``protocols.prompts.summary_message``); the system prompt, the request
+    and the last ``keep_recent`` messages stay, cut so that no tool result loses the call it
+    answers. A context-length error from the provider (``is_context_length_error``) triggers
+    one compaction and a retry of the call instead of failing the run; a second one in a row
+    is fatal as before. A compaction's tokens count toward the budget; it is not a step.
 
 Model errors (``classify``), and what the run does with them
     retryable   429 (Retry-After honoured), 408, 409, 5xx, timeouts, connection errors, an
@@ -69,6 +82,7 @@ from actors.agents.model_guard import (
     ModelFailure,
     RateLimiter,
     classify,
+    is_context_length_error,
 )
 from actors.core.restart import backoff_delay
 from protocols.agent import (
@@ -79,11 +93,21 @@ from protocols.agent import (
     ToolCallRecord,
     Usage,
 )
-from protocols.prompts import agent_system_prompt, format_tool_error, tool_definitions
+from protocols.prompts import (
+    agent_system_prompt,
+    compaction_prompt,
+    estimate_tokens,
+    format_tool_error,
+    summary_message,
+    tool_definitions,
+)
 
 __all__ = [
     "ARGUMENT_LIMIT",
     "AUDIT_ARGUMENT_LIMIT",
+    "DEFAULT_COMPACT_AT",
+    "DEFAULT_CONTEXT_WINDOW",
+    "DEFAULT_KEEP_RECENT",
     "MALFORMED_TOLERATED",
     "RESULT_EXCERPT",
     "AgentRun",
@@ -99,6 +123,8 @@ __all__ = [
     "RunPhase",
     "TokenAccount",
     "Wait",
+    "compaction_cut",
+    "conversation_tokens",
     "turn_from_completion",
 ]
 
@@ -110,6 +136,50 @@ AUDIT_ARGUMENT_LIMIT: Final = 200
 _EPSILON: Final = 1e-6
 _TIMEOUT_SLACK: Final = 0.02
 _PATH_ACTIONS: Final = frozenset({"read", "write", "list"})
+DEFAULT_CONTEXT_WINDOW: Final = 128_000
+DEFAULT_COMPACT_AT: Final = 0.8
+DEFAULT_KEEP_RECENT: Final = 6
+_HEAD: Final = 2  # the system prompt and the request: never compacted
+
+
+def _message_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(estimate_tokens(json.dumps(m, default=str)) for m in messages)
+
+
+def conversation_tokens(
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    reported: tuple[int, int, int] | None = None,
+) -> int:
+    """Estimate the tokens the next model call will send.
+
+    Args:
+        messages: the conversation.
+        tools: the tool definitions sent with it.
+        reported: (prompt tokens, completion tokens, how many messages that prompt had) of
+            the last call, when the model reported usage: the messages after it are estimated
+            and added; otherwise the whole conversation and the tools are estimated (about one
+            token per 4 characters).
+    """
+    if reported is not None and reported[0] > 0:
+        prompt, completion, count = reported
+        return prompt + completion + _message_tokens(messages[count + 1 :])
+    return _message_tokens(messages) + estimate_tokens(json.dumps(tools))
+
+
+def compaction_cut(messages: list[dict[str, Any]], keep_recent: int) -> int:
+    """Return the index of the first message kept after a compaction (``_HEAD`` when there is
+    nothing to fold).
+
+    The last ``keep_recent`` messages are kept, and more if needed so that the kept part starts
+    with an assistant message or a user message: a tool result is never kept without the
+    assistant message whose call it answers.
+    """
+    cut = max(_HEAD, len(messages) - keep_recent)
+    while cut > _HEAD and messages[cut].get("role") == "tool":
+        cut -= 1
+    return cut
 
 
 @dataclass
@@ -241,11 +311,13 @@ def turn_from_completion(completion: Any) -> ModelTurn:
 
 @dataclass(frozen=True)
 class CallModel:
-    """Call the model with this conversation and these tools, within ``timeout`` seconds."""
+    """Call the model with this conversation and these tools, within ``timeout`` seconds
+    (``purpose``: an agent ``turn``, or a ``compaction`` of older turns, sent without tools)."""
 
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     timeout: float
+    purpose: Literal["turn", "compaction"] = "turn"
 
 
 @dataclass(frozen=True)
@@ -302,7 +374,7 @@ class Finish:
 
 
 Effect = CallModel | CheckTool | ExecuteTool | Wait | Progress | Audit | Finish
-RunPhase = Literal["new", "model", "access", "tool", "waiting", "done"]
+RunPhase = Literal["new", "model", "compacting", "access", "tool", "waiting", "done"]
 
 
 def _clip_value(value: Any, limit: int) -> Any:
@@ -339,6 +411,9 @@ class AgentRun:
         model_retries: retryable model errors retried in place per run.
         retry_backoff: (base, cap) of the exponential backoff between in-place retries.
         command_timeout: seconds a run_command may take (at most the time left).
+        context_window: the model's context, in tokens.
+        compact_at: the share of ``context_window`` past which older turns are compacted.
+        keep_recent: the messages kept as they are by a compaction (at least).
     """
 
     goal: RunGoal
@@ -348,12 +423,16 @@ class AgentRun:
     model_retries: int = 0
     retry_backoff: tuple[float, float] = (0.1, 5.0)
     command_timeout: float = 30.0
+    context_window: int = DEFAULT_CONTEXT_WINDOW
+    compact_at: float = DEFAULT_COMPACT_AT
+    keep_recent: int = DEFAULT_KEEP_RECENT
     phase: RunPhase = "new"
     steps: list[ToolCallRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     turns: int = 0
     retries: int = 0
     malformed: int = 0
+    compactions: int = 0
     result: AgentResult | None = None
 
     def __post_init__(self) -> None:
@@ -383,6 +462,11 @@ class AgentRun:
         self._current: _Current | None = None
         self._after_wait: Literal["model", "tool"] = "model"
         self._wake_at = 0.0
+        self._reported: tuple[int, int, int] | None = None
+        self._sent = 0  # messages in the conversation of the model call in flight
+        self._compacted = False  # the conversation was compacted since the last model turn
+        self._cut = _HEAD
+        self._compaction_cause: Literal["threshold", "context_length_error"] = "threshold"
 
     @property
     def run_id(self) -> str:
@@ -400,12 +484,17 @@ class AgentRun:
         return self._next_model()
 
     def model_replied(self, turn: ModelTurn) -> list[Effect]:
-        """The model answered: count its tokens, then run its tool calls or finish."""
+        """The model answered: count its tokens, then run its tool calls or finish (or, for a
+        compaction, fold the older turns into its summary and make the next call)."""
+        if self.phase == "compacting":
+            return self._compacted_with(turn)
         if self.phase != "model":
             return []
         self.breaker.record_success()
         self.turns += 1
         self.tokens.add(turn.input_tokens, turn.output_tokens)
+        self._reported = (turn.input_tokens, turn.output_tokens, self._sent)
+        self._compacted = False
         effects: list[Effect] = [
             Progress(
                 "model_call",
@@ -429,8 +518,12 @@ class AgentRun:
 
     def model_failed(self, exc: BaseException) -> list[Effect]:
         """The model call raised: retry in place, or fail the run (and exit the agent)."""
-        if self.phase != "model":
+        if self.phase not in ("model", "compacting"):
             return []
+        if self.phase == "model" and is_context_length_error(exc) and not self._compacted:
+            effects = self._compact("context_length_error")
+            if effects:
+                return effects
         failure = classify(exc)
         if failure.error_class != "fatal":
             self.breaker.record_failure()
@@ -513,11 +606,77 @@ class AgentRun:
             )
         if not self.breaker.allow():
             return self._model_error(classify(CircuitOpen(self.breaker.retry_in())))
+        if not self._compacted and self._over_threshold():
+            effects = self._compact("threshold")
+            if effects:
+                return effects
         self.phase = "model"
         started = Progress(
             "model_call_started", {"call": self.turns + 1, "total_tokens": self.tokens.total}
         )
+        self._sent = len(self.messages)
         return [started, CallModel(list(self.messages), self.tools, self.deadline - self.clock())]
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def context_tokens(self) -> int:
+        """The estimated tokens of the next model call's conversation."""
+        return conversation_tokens(self.messages, self.tools, reported=self._reported)
+
+    def _over_threshold(self) -> bool:
+        return self.context_tokens() > self.compact_at * self.context_window
+
+    def _compact(self, cause: Literal["threshold", "context_length_error"]) -> list[Effect]:
+        """Ask the model to summarise the older turns ([] when there are none to fold)."""
+        cut = compaction_cut(self.messages, self.keep_recent)
+        if cut <= _HEAD:
+            return []
+        self.phase, self._cut, self._compaction_cause = "compacting", cut, cause
+        prompt = compaction_prompt(self.messages[_HEAD:cut])
+        return [
+            Progress(
+                "compaction",
+                {
+                    "cause": cause,
+                    "folded": cut - _HEAD,
+                    "kept": len(self.messages) - cut,
+                    "context_tokens": self.context_tokens(),
+                    "context_window": self.context_window,
+                },
+            ),
+            CallModel(
+                [{"role": "user", "content": prompt}],
+                [],
+                self.deadline - self.clock(),
+                purpose="compaction",
+            ),
+        ]
+
+    def _compacted_with(self, turn: ModelTurn) -> list[Effect]:
+        self.breaker.record_success()
+        self.tokens.add(turn.input_tokens, turn.output_tokens)
+        before = conversation_tokens(self.messages, self.tools)  # same estimate as after
+        head, recent = self.messages[:_HEAD], self.messages[self._cut :]
+        self.messages = [*head, summary_message(turn.content or ""), *recent]
+        self.compactions += 1
+        self._reported, self._compacted = None, True
+        effects: list[Effect] = [
+            Progress(
+                "compaction",
+                {
+                    "cause": self._compaction_cause,
+                    "done": True,
+                    "context_tokens_before": before,
+                    "context_tokens": self.context_tokens(),
+                    "input_tokens": turn.input_tokens,
+                    "output_tokens": turn.output_tokens,
+                    "total_tokens": self.tokens.total,
+                },
+            )
+        ]
+        if self.tokens.exceeded():
+            return effects + self._finish(False, error=self.tokens.describe())
+        return effects + self._next_model()
 
     def _model_error(self, failure: ModelFailure) -> list[Effect]:
         now = self.clock()

@@ -43,6 +43,7 @@ __all__ = [
     "classify",
     "decide",
     "decide_isolated",
+    "is_context_length_error",
     "parse_retry_after",
 ]
 
@@ -157,6 +158,20 @@ def classify(exc: BaseException, *, now: float | None = None) -> ModelFailure:
             return ModelFailure("fatal", name, _status_message(exc))
         return ModelFailure("unknown", name, _status_message(exc))
     return ModelFailure("unknown", name, _one_line(str(exc) or repr(exc)))
+
+
+def is_context_length_error(exc: BaseException) -> bool:
+    """Return True for a provider's "the conversation is longer than my context" error: an
+    HTTP 400 with code ``context_length_exceeded`` (OpenAI's), or one whose message says
+    "maximum context length" (servers that copy OpenAI's wording without the code)."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code != 400:
+        return False
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    inner = inner if isinstance(inner, dict) else {}
+    code = exc.code if isinstance(exc.code, str) else inner.get("code")
+    text = f"{exc.message} {inner.get('message', '')}"
+    return code == "context_length_exceeded" or "maximum context length" in text
 
 
 _RETRY_AFTER = re.compile(r"; retry_after=([0-9eE.+-]+)$")

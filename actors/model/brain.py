@@ -2,7 +2,8 @@
 
 Everything here is I/O-free and deterministic: every answer is a pure function of the
 request. :func:`plan_goal` turns a goal into tool calls, :func:`respond` answers a whole
-chat request (agent turn, ``UNDERSTUDY-EVALUATE`` or ``UNDERSTUDY-SPECIFY``), and
+chat request (agent turn, ``UNDERSTUDY-EVALUATE``, ``UNDERSTUDY-SPECIFY``, and through
+:mod:`actors.model.brain_dialogue` ``UNDERSTUDY-INTERVIEW`` and ``UNDERSTUDY-COMPACT``), and
 :func:`haiku`, :func:`paragraph` and :func:`summarise` generate the text that writes hold.
 :mod:`actors.model.server` wraps it in HTTP and fault injection and re-exports every
 public name here.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from actors.model.brain_dialogue import rate_request, summarise_turns, summary_steps
 from actors.model.wire import ChatCompletionRequest, ChatMessage, FunctionCall
 from protocols import prompts
 from protocols.prompts import Evaluation, Specification, ToolResult
@@ -745,6 +747,8 @@ def _history(messages: Sequence[ChatMessage]) -> list[_Done]:
         if message.role == "assistant":
             for call in message.tool_calls or []:
                 calls[call.id] = call.function
+        elif message.role == "user" and message.text().startswith(prompts.SUMMARY_LABEL):
+            done += [_Done(*step) for step in summary_steps(message.text())]  # compacted steps
         elif message.role in {"tool", "function"}:
             function = calls.get(message.tool_call_id or "")
             name = function.name if function else (message.name or "tool")
@@ -790,6 +794,11 @@ def respond(request: ChatCompletionRequest) -> Reply:
             if kind == "specify":
                 spec = specify(prompts.parse_specification_request(message.text()))
                 return Reply(spec.model_dump_json())
+            if kind == "interview":
+                interview = prompts.parse_interview_request(message.text())
+                return Reply(rate_request(interview, plan_goal).model_dump_json())
+            if kind == "compact":
+                return Reply(summarise_turns(prompts.parse_compaction_request(message.text())))
     return _agent_turn(request)
 
 
