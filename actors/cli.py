@@ -622,9 +622,9 @@ def stop(state_dir: str, timeout: float) -> None:
 @click.option(
     "--max-time",
     type=float,
-    default=60.0,
-    show_default=True,
-    help="maximum execution time of each agent run, seconds",
+    default=None,
+    help="maximum execution time of each agent run, seconds (0: unlimited; "
+    "default: the deployment's)",
 )
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 def run(
@@ -635,7 +635,7 @@ def run(
     subtasks: tuple[str, ...],
     evolutions: int,
     threshold: float,
-    max_time: float,
+    max_time: float | None,
     timeout: float,
 ) -> None:
     """Run GOAL on the running `understudy up` and show its progress as it happens."""

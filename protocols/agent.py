@@ -22,10 +22,14 @@ __all__ = [
     "AgentLimits",
     "AgentProgress",
     "AgentResult",
+    "CancelGoal",
+    "CompletePrompt",
     "ErrorClass",
     "GoalSpec",
     "ProgressKind",
+    "PromptCompleted",
     "RunGoal",
+    "SetRunTimeLimit",
     "ToolCallRecord",
     "Usage",
 ]
@@ -51,7 +55,7 @@ class AgentLimits(_Data):
     """Budgets of one run; None means unlimited."""
 
     token_budget: Annotated[int, Field(gt=0)] | None = 50_000
-    max_execution_time: Annotated[float, Field(gt=0)] = 120.0
+    max_execution_time: Annotated[float, Field(gt=0)] | None = 120.0
     max_steps: Annotated[int, Field(gt=0)] = 20
     tool_calls_per_second: Annotated[float, Field(gt=0)] | None = None
     allow_commands: bool = False
@@ -136,3 +140,42 @@ class AgentResult(Message):
     error: str | None = None
     error_class: ErrorClass | None = None
     files: list[str] = Field(default_factory=list)
+
+
+class SetRunTimeLimit(Message):
+    """Change the maximum execution time of the agent's run ``run_id`` (counted from the run's
+    start; None: unlimited); answered Ok, or UnknownRun when the agent is not running it."""
+
+    kind: Literal["agent.set_run_time_limit"] = "agent.set_run_time_limit"
+    run_id: str
+    max_execution_time: Annotated[float, Field(gt=0)] | None
+
+
+class CancelGoal(Message):
+    """End the agent's run ``run_id`` now as failed (its RunGoal is answered); answered Ok, or
+    UnknownRun when the agent is not running it."""
+
+    kind: Literal["agent.cancel_goal"] = "agent.cancel_goal"
+    run_id: str
+    reason: str = "cancelled"
+
+
+class CompletePrompt(Message):
+    """One model call on the agent's endpoint (no tools): answered with PromptCompleted, or an
+    ErrorReply (``ModelError``) naming the classified model error.
+
+    The orchestrator's own model calls (specification, evaluation) go through an agent so they
+    never block the orchestrator.
+    """
+
+    kind: Literal["agent.complete_prompt"] = "agent.complete_prompt"
+    prompt: str
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+
+
+class PromptCompleted(Message):
+    """The model's answer to a CompletePrompt."""
+
+    kind: Literal["agent.prompt_completed"] = "agent.prompt_completed"
+    text: str
+    usage: Usage = Field(default_factory=Usage)

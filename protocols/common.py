@@ -36,6 +36,7 @@ class ErrorName(StrEnum):
     INVALID_GOAL = "InvalidGoal"
     UNKNOWN_RUN = "UnknownRun"
     AGENT_BUSY = "AgentBusy"
+    MODEL_ERROR = "ModelError"
     SYNC_ABANDONED = "SyncAbandoned"
     PERMISSION_DENIED = "PermissionDenied"
 

@@ -5,19 +5,29 @@ evaluation ...]; each phase start and end is a ``PhaseEvent``. ``RunGoalRequest`
 at once with ``RunAccepted``; progress is read with ``GetRunProgress`` (events after a
 cursor; with ``wait`` the answer is held until there is one, so a follower gets each event
 as it happens: ``Runtime.run_events``) and the outcome waited for with ``WaitRun``.
-``GetModelStatistics`` answers the model calls, tokens and breaker states of its agents.
+``GetModelStatistics`` answers the model calls, tokens and breaker states of its agents;
+``CancelRun`` stops a run (its agents, its phases, its subtasks and their model calls) and ends
+it ``stopped``.
+
+Maximum execution time (of each agent run, counted from that agent's start)
+    the deployment default   the orchestrator's ``max_execution_time`` arg (60 s), changed live
+                             by ``SetMaxExecutionTime`` without ``run_id``; ``0`` is unlimited
+    a per-run override       ``RunGoalRequest.max_execution_time``, or ``SetMaxExecutionTime``
+                             with ``run_id``; a run without one follows the default as it changes
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocols._base import Message
 from protocols.agent import AgentResult, GoalSpec
+from protocols.scheduler import Priority
 
 __all__ = [
+    "CancelRun",
     "GetModelStatistics",
     "GetRunProgress",
     "ModelCounters",
@@ -29,6 +39,7 @@ __all__ = [
     "RunOutcome",
     "RunProgress",
     "SetMaxExecutionTime",
+    "Subtask",
     "WaitRun",
 ]
 
@@ -37,13 +48,32 @@ Phase = Literal[
 ]
 
 
+class Subtask(BaseModel):
+    """One part of a goal run in parallel with the others.
+
+    ``goal`` is what this part does; ``request`` its share of the user's request (default: its
+    goal); ``capability`` the skill tag its delegate is found by (default: the run's);
+    ``criteria`` its acceptance criteria (default: its goal). A plain string is a goal.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    goal: Annotated[str, Field(min_length=1)]
+    request: str = ""
+    capability: str | None = None
+    criteria: list[str] = Field(default_factory=list)
+
+
 class RunGoalRequest(Message):
     """Run ``goal`` end to end.
 
     ``criteria`` are the acceptance criteria (derived from the goal when empty); a goal with
     at least ``split_at`` criteria, or explicit ``subtasks``, runs its subtasks in parallel on
-    agents found by ``capability`` in the registry (falling back to running them directly).
+    agents found by capability in the registry (falling back to running them directly); a
+    split by criteria gives each subtask the clause of the goal its criterion names.
     ``evolutions`` bounds the re-runs with feedback; the run stops early at ``threshold``.
+    ``max_execution_time`` overrides the deployment default for this run (``0``: unlimited;
+    None: follow the default). ``priority`` is the priority of the run's scheduler tasks.
     """
 
     kind: Literal["orchestrator.run_goal"] = "orchestrator.run_goal"
@@ -51,14 +81,23 @@ class RunGoalRequest(Message):
     owner: str = "cli"
     workspace: str | None = None
     criteria: list[str] = Field(default_factory=list)
-    subtasks: list[str] = Field(default_factory=list)
+    subtasks: list[Subtask] = Field(default_factory=list)
     capability: str = "general"
     split_at: Annotated[int, Field(ge=2)] = 4
     evolutions: Annotated[int, Field(ge=0)] = 2
     threshold: Annotated[float, Field(ge=0, le=1)] = 1.0
-    max_execution_time: Annotated[float, Field(gt=0)] = 60.0
+    max_execution_time: Annotated[float, Field(ge=0)] | None = None
     token_budget: Annotated[int, Field(gt=0)] = 50_000
     specify_with_model: bool | None = None
+    priority: Priority = "normal"
+
+    @field_validator("subtasks", mode="before")
+    @classmethod
+    def _plain_goals(cls, value: object) -> object:
+        """A subtask given as a string is its goal."""
+        if isinstance(value, list):
+            return [{"goal": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
 class RunAccepted(Message):
@@ -81,10 +120,15 @@ class PhaseEvent(Message):
 
 
 class RunOutcome(Message):
-    """How a run ended: the best result, its score, and every attempt's score."""
+    """How a run ended: the best result, its score, and every attempt's score.
+
+    ``status`` is ``completed`` (it succeeded), ``failed``, or ``stopped`` (CancelRun, or the
+    run manager's StopRun); a result that arrives after the stop is kept in ``result``.
+    """
 
     kind: Literal["orchestrator.run_outcome"] = "orchestrator.run_outcome"
     run_id: str
+    status: Literal["completed", "failed", "stopped"] = "failed"
     success: bool
     score: float
     scores: list[float]
@@ -127,11 +171,22 @@ class WaitRun(Message):
 
 
 class SetMaxExecutionTime(Message):
-    """Change a running run's maximum execution time (from its current agent's start)."""
+    """Change the maximum execution time: of run ``run_id`` (counted from its current agent's
+    start; answered RunProgress), or with no ``run_id`` the deployment default (every run
+    without an override follows it at once; answered Ok). ``0`` is unlimited."""
 
     kind: Literal["orchestrator.set_max_execution_time"] = "orchestrator.set_max_execution_time"
+    run_id: str | None = None
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class CancelRun(Message):
+    """Stop a run: its agents, its phases, its subtasks and their model calls; the run ends
+    ``stopped``. Answered with its RunOutcome once it has stopped (at once if it had ended)."""
+
+    kind: Literal["orchestrator.cancel_run"] = "orchestrator.cancel_run"
     run_id: str
-    seconds: Annotated[float, Field(gt=0)]
+    reason: str = "stopped by request"
 
 
 class GetModelStatistics(Message):
@@ -170,6 +225,23 @@ class _RunTimer(Message):
     """Orchestrator -> itself: a run's agent reached its maximum execution time."""
 
     kind: Literal["_orchestrator.run_timer"] = "_orchestrator.run_timer"
+    run_id: str
+    generation: int
+
+
+class _RunStopRequested(Message):
+    """Orchestrator -> itself: stop a run the run manager has stopped."""
+
+    kind: Literal["_orchestrator.run_stop_requested"] = "_orchestrator.run_stop_requested"
+    run_id: str
+    reason: str
+
+
+class _RunStuck(Message):
+    """Orchestrator -> itself: a killed agent's run has had its cleanup time: whatever it still
+    waits for is given up."""
+
+    kind: Literal["_orchestrator.run_stuck"] = "_orchestrator.run_stuck"
     run_id: str
     generation: int
 

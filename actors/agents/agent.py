@@ -32,6 +32,15 @@ Args (all optional)
                       the model and replaced (default 0.8; see ``agent_loop``)
     keep_recent       messages a compaction keeps as they are, at least (default 6)
 
+Model endpoints: every agent of a process that uses one endpoint (base URL and key) shares ONE
+``openai`` client and ONE circuit breaker (``model_endpoint``), the first agent's breaker settings
+winning; on multiprocTCPBase each agent has a process of its own, so sharing is per process.
+
+Besides runs, an agent answers ``CompletePrompt`` (one model call without tools, for the
+orchestrator's specification and evaluation, so those never block the orchestrator),
+``SetRunTimeLimit`` (its run's backstop follows a changed maximum execution time, counted from
+the run's start) and ``CancelGoal`` (its run ends at once, as failed, and is answered).
+
 A run (``RunGoal``, answered with ``AgentResult``) is a message-driven loop: a model call
 through the real ``openai`` client (``max_retries=0``: retries are ours), then each tool call
 checked with the access manager by ``request`` (the answer arrives in ``on_reply``; the actor
@@ -66,6 +75,7 @@ import posixpath
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -91,16 +101,32 @@ from actors.agents.agent_loop import (
 from actors.agents.agent_tools import execute_tool
 from actors.agents.model_guard import (
     CircuitBreaker,
+    classify,
 )
 from actors.core.keyring import PRINCIPALS_DIR
 from actors.core.worker import Worker
 from protocols._base import Message
 from protocols.access import AccessDenied, AccessGranted, AppendAudit, CheckAccess
-from protocols.agent import AgentProgress, RunGoal
+from protocols.agent import (
+    AgentProgress,
+    CancelGoal,
+    CompletePrompt,
+    PromptCompleted,
+    RunGoal,
+    SetRunTimeLimit,
+    Usage,
+)
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.topology import RESERVED_PRINCIPALS, Backoff
 
-__all__ = ["DEFAULT_ACCESS", "DEFAULT_AGENT_MODEL", "Agent", "AgentConfig"]
+__all__ = [
+    "DEFAULT_ACCESS",
+    "DEFAULT_AGENT_MODEL",
+    "Agent",
+    "AgentConfig",
+    "ModelEndpoint",
+    "model_endpoint",
+]
 
 log = structlog.get_logger("understudy.agent")
 
@@ -116,6 +142,33 @@ PROGRESS_RECHECK: Final = 0.002
 def _principal_names(state_dir: Path) -> set[str]:
     """The principals of this deployment (``up`` creates a key file for each)."""
     return {key.stem for key in (state_dir / PRINCIPALS_DIR).glob("*.key")}
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """One model endpoint of this process: its client and its circuit breaker."""
+
+    client: openai.OpenAI
+    breaker: CircuitBreaker
+
+
+_ENDPOINTS: dict[tuple[str | None, str], ModelEndpoint] = {}
+
+
+def model_endpoint(
+    base_url: str | None, api_key: str, *, failures: int = 3, cooldown: float = 5.0
+) -> ModelEndpoint:
+    """Return this process's client and breaker for the endpoint (made at its first use).
+
+    The client retries nothing (``max_retries=0``: retries are the run's) and each call sets
+    its own timeout; ``failures`` and ``cooldown`` configure the breaker when it is made.
+    """
+    key = (base_url, api_key)
+    endpoint = _ENDPOINTS.get(key)
+    if endpoint is None:
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+        endpoint = _ENDPOINTS[key] = ModelEndpoint(client, CircuitBreaker(failures, cooldown))
+    return endpoint
 
 
 class AgentConfig(BaseModel):
@@ -202,10 +255,13 @@ class Agent(Worker):
         self._model = config.model or os.environ.get("UNDERSTUDY_MODEL") or DEFAULT_AGENT_MODEL
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, max_retries=0, timeout=config.timeout
+        endpoint = model_endpoint(
+            base_url,
+            api_key,
+            failures=config.breaker_failures,
+            cooldown=config.breaker_cooldown,
         )
-        self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown)
+        self._client, self._breaker = endpoint.client, endpoint.breaker
         self._log = log.bind(actor=self.path, agent=self._name)
         self._seq = 0
         self._run: AgentRun | None = None
@@ -222,7 +278,8 @@ class Agent(Worker):
         self._log.info("agent_started", model=self._model, base_url=str(self._client.base_url))
 
     def on_stop(self, reason: str) -> None:
-        """End a run in progress as failed (its asker gets the result), close the client."""
+        """End a run in progress as failed (its asker gets the result); the endpoint's client
+        stays open for the other agents of this process."""
         if self._run is not None and self._finished is None:
             for effect in self._run.abort(reason):
                 if isinstance(effect, Progress):
@@ -231,7 +288,6 @@ class Agent(Worker):
                     self._finished = effect
         if self._finished is not None:
             self._deliver(stop=False)
-        self._client.close()
 
     # --- handle: the messages we accept ---------------------------------------------------
 
@@ -240,6 +296,12 @@ class Agent(Worker):
         match message:
             case RunGoal():
                 return self._start(message)
+            case CompletePrompt():
+                return self._complete_prompt(message)
+            case SetRunTimeLimit():
+                return self._set_time_limit(message)
+            case CancelGoal():
+                return self._cancel(message)
             case AccessGranted() | AccessDenied() | Ok():
                 self._reply(message)  # a reply whose request was re-sent (resolution)
                 return None
@@ -323,8 +385,9 @@ class Agent(Worker):
             compact_at=config.compact_at,
             keep_recent=config.keep_recent,
         )
-        self._deadline_timer = self.call_later(
-            goal.limits.max_execution_time, _Deadline(run=self._seq)
+        limit = goal.limits.max_execution_time
+        self._deadline_timer = (
+            None if limit is None else self.call_later(limit, _Deadline(run=self._seq))
         )
         self._log.info(
             "agent_run_started",
@@ -334,6 +397,86 @@ class Agent(Worker):
         )
         self._drive(self._run.start())
         return None
+
+    def _not_running(self, run_id: str) -> ErrorReply:
+        return ErrorReply(
+            error=ErrorName.UNKNOWN_RUN,
+            message=f"agent {self._name!r} is not running {run_id!r}",
+        )
+
+    def _running(self, run_id: str) -> AgentRun | None:
+        run = self._run
+        if run is None or self._finished is not None or run.run_id != run_id:
+            return None
+        return run
+
+    def _set_time_limit(self, message: SetRunTimeLimit) -> Message:
+        run = self._running(message.run_id)
+        if run is None:
+            return self._not_running(message.run_id)
+        effects = run.set_max_execution_time(message.max_execution_time)
+        if self._deadline_timer is not None:
+            self.cancel_call(self._deadline_timer)
+            self._deadline_timer = None
+        if not effects and run.deadline != float("inf") and run.phase != "new":
+            left = max(0.0, run.deadline - time.monotonic())
+            self._deadline_timer = self.call_later(left, _Deadline(run=self._seq))
+        self._log.info(
+            "agent_time_limit_changed",
+            run_id=run.run_id,
+            max_execution_time=message.max_execution_time,
+        )
+        self._drive(effects)
+        return Ok()
+
+    def _cancel(self, message: CancelGoal) -> Message:
+        run = self._running(message.run_id)
+        if run is None:
+            return self._not_running(message.run_id)
+        self._log.info("agent_run_cancelled", run_id=run.run_id, reason=message.reason)
+        self._drive(run.abort(message.reason))
+        return Ok()
+
+    def _complete_prompt(self, message: CompletePrompt) -> Message:
+        """One model call without tools, on this agent's endpoint and breaker."""
+        if self._run is not None:
+            return ErrorReply(
+                error=ErrorName.AGENT_BUSY,
+                message=f"agent {self._name!r} is running {self._run.run_id!r}",
+            )
+        if not self._breaker.allow():
+            return ErrorReply(
+                error=ErrorName.MODEL_ERROR,
+                message=f"circuit breaker open; retry in {self._breaker.retry_in():.1f}s",
+            )
+        started = time.monotonic()
+        try:
+            completion = self._client.chat.completions.create(
+                model=self._model,
+                messages=[{"role": "user", "content": message.prompt}],
+                timeout=min(self._config.timeout, message.timeout),
+            )
+        except Exception as exc:  # noqa: BLE001 - every model error is classified and answered
+            failure = classify(exc)
+            if failure.error_class != "fatal":
+                self._breaker.record_failure()
+            self._log.warning(
+                "prompt_failed",
+                error=failure.error(),
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return ErrorReply(
+                error=ErrorName.MODEL_ERROR, message=failure.error(), reason=failure.exit_reason
+            )
+        self._breaker.record_success()
+        usage = completion.usage
+        return PromptCompleted(
+            text=completion.choices[0].message.content or "",
+            usage=Usage(
+                input_tokens=usage.prompt_tokens if usage else 0,
+                output_tokens=usage.completion_tokens if usage else 0,
+            ),
+        )
 
     def _current(self, run: int) -> bool:
         return run == self._seq and self._run is not None and self._finished is None

@@ -457,6 +457,7 @@ class AgentRun:
         self.tokens = TokenAccount(limits.token_budget)
         self.limiter = RateLimiter(limits.tool_calls_per_second, clock=self.clock)
         self.started_at = 0.0
+        self.limit: float | None = limits.max_execution_time
         self.deadline = math.inf
         self._queue: deque[RequestedToolCall] = deque()
         self._current: _Current | None = None
@@ -480,8 +481,20 @@ class AgentRun:
         if self.phase != "new":
             return []
         self.started_at = self.clock()
-        self.deadline = self.started_at + self.goal.limits.max_execution_time
+        self.limit = self.goal.limits.max_execution_time
+        self.deadline = self.started_at + (self.limit if self.limit is not None else math.inf)
         return self._next_model()
+
+    def set_max_execution_time(self, seconds: float | None) -> list[Effect]:
+        """Change the time limit, counted from the run's start (None: unlimited); a run already
+        past the new limit ends at once (out of time)."""
+        self.limit = seconds
+        if self.phase == "new":
+            return []
+        self.deadline = self.started_at + (seconds if seconds is not None else math.inf)
+        if self.phase != "done" and self.clock() >= self.deadline:
+            return self._out_of_time()
+        return []
 
     def model_replied(self, turn: ModelTurn) -> list[Effect]:
         """The model answered: count its tokens, then run its tool calls or finish (or, for a
@@ -589,7 +602,7 @@ class AgentRun:
 
     def _out_of_time(self) -> list[Effect]:
         elapsed = self.clock() - self.started_at
-        limit = self.goal.limits.max_execution_time
+        limit = self.limit if self.limit is not None else math.inf
         return self._finish(
             False, error=f"max execution time exceeded: ran {elapsed:.2f}s, the limit is {limit:g}s"
         )

@@ -11,23 +11,48 @@ Phases of a run (each start and end is a PhaseEvent, and a structlog event):
 
 The lifecycle of one execution (the source's seven steps):
     1 start an agent under the agents supervisor       4 ensure its permissions (access)
-    2 register its card (capabilities from the goal)   5 submit and start a task (scheduler)
+    2 register its card (capabilities from the goal;   5 submit a task with the run's priority
+      ``busy``: it is not offered to other runs)         and start it (scheduler)
     3 the registry delivers messages held for it       6 run it under the maximum execution
-    7 on success or failure: unregister the card,        time (changeable: SetMaxExecutionTime),
-      complete / fail / time out the task, stop it,       killing it on timeout
+    7 on success or failure: unregister the card,        time, killing it on timeout
+      complete / fail / time out the task, stop it,
       revoke its grants
+
+Model calls (specification, evaluation) never run in this actor: each is a ``CompletePrompt``
+to an agent started for it under the agents supervisor (its own process on multiprocTCPBase,
+sharing its process's client and circuit breaker for the endpoint), so a slow model never
+stalls the orchestrator's timers, ``WaitRun`` or ``SetMaxExecutionTime``.
+
+Maximum execution time: each agent run is killed ``max_execution_time`` seconds after that
+agent started (``protocols.orchestrator`` has the default, the override and ``0`` for
+unlimited); a change re-arms the timer from the agent's start and moves the agent's own
+backstop (``SetRunTimeLimit``). A killed agent's wait is given up ``CLEANUP_SECONDS`` later if
+its exit has not failed it already: no wait of a run outlives its limit plus its cleanup.
+
+Stopping (``CancelRun``, or the run manager's StopRun noticed through a refused command or a
+stopped record): the run's flow is cancelled where it stands (``cancel_flow``), every agent of
+the run is terminated (a delegate outside the agents supervisor gets ``CancelGoal``), its model
+calls with them, its tasks cancelled, its run and child runs stopped in the run manager; the
+outcome is ``stopped``. A result that arrives after the stop is kept in the outcome.
 
 An agent is granted (as its path) every tool, its run's workspace (its temp directory is
 inside it), no network, and the programs of the ``programs`` arg (globs for run_command; none
 by default); the grants are revoked when its execution ends.
 
-Subtasks run in parallel on agents found by capability (``FindAgents``), each delegation
-through a circuit breaker with retries and exponential backoff (base 100 ms, cap 5 s, 3 tries),
-falling back to running the subtask directly; results come back in the subtasks' order.
+Subtasks (``actors.agents.orchestrator_plan``) each carry their own goal, capability and share
+of the request; each has a child run under the run's record; they run in parallel on agents
+found by capability (``FindAgents``, available ones only), each delegation audited
+(``AppendAudit``, action ``delegate``), the delegate marked busy while it works, through a
+circuit breaker with retries and exponential backoff (base 100 ms, cap 5 s, 3 tries), falling
+back to running the subtask directly; results come back in the subtasks' order.
 Specifications and outcomes are written to ``<state_dir>/orchestrator/<run id>/``.
 
-Every conversation with another actor is a flow (``actors.core.flow``): the orchestrator never
-blocks on an actor; it does block on its own model calls (specification, evaluation).
+Args: ``agents``, ``access``, ``scheduler``, ``registry``, ``runs`` (peers' paths),
+``programs``, ``max_execution_time`` (the deployment default, seconds, ``0`` unlimited;
+default 60; a live change is kept in ``<state_dir>/orchestrator/settings.json``),
+``model_timeout`` (seconds per specification or evaluation call, default 60), ``base_url``,
+``model``, ``api_key`` (passed to the model-call agents when given), ``delegate_tries``,
+``breaker_failures``, ``breaker_cooldown`` (the delegation breaker).
 """
 
 from __future__ import annotations
@@ -42,20 +67,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import openai
 import structlog
 
 from actors.agents.model_guard import CircuitBreaker
 from actors.agents.orchestrator_telemetry import ModelTally, RunWatchers
+from actors.agents.orchestrator_plan import (
+    CLEANUP_SECONDS,
+    agent_backstop,
+    effective_limit,
+    plan_subtasks,
+    subtask_spec,
+    time_left,
+)
 from actors.core.flow import All, Call, Flow, Sleep
 from actors.core.restart import backoff_delay
 from actors.core.worker import Worker
+from actors.errors import RequestRejected
 from protocols._base import Message
-from protocols.access import EnsurePermissions, RevokePermissions
-from protocols.agent import AgentLimits, AgentProgress, AgentResult, GoalSpec, RunGoal
-from protocols.common import ErrorName, ErrorReply
+from protocols.access import AppendAudit, EnsurePermissions, RevokePermissions
+from protocols.agent import (
+    AgentLimits,
+    AgentProgress,
+    AgentResult,
+    CancelGoal,
+    CompletePrompt,
+    GoalSpec,
+    PromptCompleted,
+    RunGoal,
+    SetRunTimeLimit,
+)
+from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import UnderstudyError
 from protocols.orchestrator import (
+    CancelRun,
     GetModelStatistics,
     GetRunProgress,
     Phase,
@@ -65,7 +109,10 @@ from protocols.orchestrator import (
     RunOutcome,
     RunProgress,
     SetMaxExecutionTime,
+    Subtask,
     WaitRun,
+    _RunStopRequested,
+    _RunStuck,
     _RunTimer,
     _WaitExpired,
     _WatchExpired,
@@ -83,9 +130,20 @@ from protocols.registry import (
     FindAgents,
     RegisterAgent,
     UnregisterAgent,
+    UpdateStatus,
 )
-from protocols.runs import AttachAgent, CompleteRun, CreateRun, FailRun, RunInfo
+from protocols.runs import (
+    AttachAgent,
+    CompleteRun,
+    CreateRun,
+    FailRun,
+    GetRun,
+    RunInfo,
+    StaleEpochIgnored,
+    StopRun,
+)
 from protocols.scheduler import (
+    CancelTask,
     CompleteTask,
     FailTask,
     StartTask,
@@ -96,6 +154,7 @@ from protocols.scheduler import (
 from protocols.supervision import ChildInfo, StartChild, TerminateChild
 
 __all__ = [
+    "DEFAULT_MAX_EXECUTION_TIME",
     "DELEGATE_BACKOFF",
     "DELEGATE_TRIES",
     "MAX_FILE_BYTES",
@@ -108,7 +167,9 @@ log = structlog.get_logger("understudy.orchestrator")
 
 DELEGATE_TRIES = 3
 DELEGATE_BACKOFF = (0.1, 5.0)
+DEFAULT_MAX_EXECUTION_TIME = 60.0
 MAX_FILE_BYTES = 64 * 1024
+_SETTINGS = "settings.json"
 _CAPABILITY_WORDS = {
     "files.write": ("write", "save", "create", "store"),
     "files.read": ("read", "summarise", "summarize", "open"),
@@ -130,6 +191,26 @@ def is_complex(goal: str) -> bool:
     return len(goal.split()) > 25 or bool(re.search(r"\b(and then|then|;)\b|;", goal))
 
 
+class _Stopped(Exception):
+    """Raised inside a run's flow when the run is stopped."""
+
+
+class _Stuck(Exception):
+    """Raised inside a run's flow when a killed agent's wait outlived its cleanup time."""
+
+
+@dataclass
+class _Agent:
+    """One agent working on a run: our own (under the agents supervisor) or a delegate."""
+
+    path: str
+    name: str
+    agent_run: str  # the run id the agent was sent
+    child_id: str | None = None  # None for a delegate (not ours to stop)
+    task_id: str | None = None
+    started: float | None = None  # monotonic, when it was sent its RunGoal
+
+
 @dataclass
 class _Run:
     run_id: str
@@ -138,16 +219,22 @@ class _Run:
     events: list[PhaseEvent] = field(default_factory=list)
     outcome: RunOutcome | None = None
     waiters: dict[int, Callable[[Message], None]] = field(default_factory=dict)
-    max_time: float = 60.0
+    override: float | None = None  # its own maximum execution time (None: the default)
     generation: int = 0
-    executing: dict[int, tuple[str, str | None, str]] = field(default_factory=dict)
+    executing: dict[int, _Agent] = field(default_factory=dict)
     timed_out: set[int] = field(default_factory=set)
     timers: dict[int, int] = field(default_factory=dict)
+    helpers: dict[str, str] = field(default_factory=dict)  # model-call agents: child id -> path
     record: RunInfo | None = None  # the run manager's record of this run, when there is one
+    flow: int = 0
+    stopping: str | None = None  # why the run is being stopped
+    finishing: bool = False  # its outcome is decided; only the bookkeeping is left
+    late: AgentResult | None = None  # a result that arrived after the stop
 
 
 class Orchestrator(Worker):
-    """Runs goals: RunGoalRequest -> RunAccepted; GetRunProgress; WaitRun -> RunOutcome."""
+    """Runs goals: RunGoalRequest -> RunAccepted; GetRunProgress; WaitRun -> RunOutcome;
+    CancelRun -> RunOutcome (stopped); SetMaxExecutionTime."""
 
     def on_start(self) -> None:
         """Read the peers' paths and the model endpoint from args (or the environment)."""
@@ -159,11 +246,11 @@ class Orchestrator(Worker):
         self.runs_path = str(args.get("runs", "root/system/runs"))
         # The programs an agent's run_command may run (globs; none unless the topology says).
         self.programs = [str(p) for p in args.get("programs", [])]
-        self.model = str(
-            args.get("model") or os.environ.get("UNDERSTUDY_MODEL") or "understudy-embedded"
-        )
-        self.base_url = args.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-        self.api_key = str(args.get("api_key") or os.environ.get("OPENAI_API_KEY") or "understudy")
+        # Given to the agents that make the model calls; without them, the agents' own args.
+        self.model_args = {
+            key: str(args[key]) for key in ("base_url", "model", "api_key") if args.get(key)
+        }
+        self.model_timeout = float(args.get("model_timeout", 60.0))
         self.delegate_tries = int(args.get("delegate_tries", DELEGATE_TRIES))
         self.breaker = CircuitBreaker(
             int(args.get("breaker_failures", 3)), float(args.get("breaker_cooldown", 5.0))
@@ -174,6 +261,14 @@ class Orchestrator(Worker):
         self._ids = itertools.count(1)
         self._prefix = f"run-{int(time.time())}-{os.getpid()}"
         self.store = self.state_dir / "orchestrator"
+        self.default_max_time = float(args.get("max_execution_time", DEFAULT_MAX_EXECUTION_TIME))
+        settings = self.store / _SETTINGS
+        if settings.exists():
+            try:
+                saved = json.loads(settings.read_text())
+                self.default_max_time = float(saved["max_execution_time"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("settings_not_read", file=str(settings), error=repr(exc))
         self._reload()
 
     def _reload(self) -> None:
@@ -195,6 +290,7 @@ class Orchestrator(Worker):
                     spec = GoalSpec.model_validate_json(specs[-1].read_text())
                     outcome = RunOutcome(
                         run_id=folder.name,
+                        status="failed",
                         success=False,
                         score=0.0,
                         scores=[],
@@ -212,43 +308,85 @@ class Orchestrator(Worker):
     # --- Messages -------------------------------------------------------------------------
 
     def handle(self, message: Message) -> Message | None:
-        """Answer one orchestrator command (or an internal timer)."""
-        if isinstance(message, RunGoalRequest):
-            return self._start_run(message)
-        if isinstance(message, GetRunProgress):
-            return self._progress(message)
-        if isinstance(message, _WatchExpired):
-            run = self.runs.get(message.run_id)
-            self.watchers.expire(
-                message.run_id, message.watcher, run.outcome if run is not None else None
-            )
-            return None
-        if isinstance(message, GetModelStatistics):
-            return self.tally.snapshot(delegation=self.breaker.state)
-        if isinstance(message, WaitRun):
-            return self._wait(message)
-        if isinstance(message, SetMaxExecutionTime):
-            return self._set_max_time(message)
-        if isinstance(message, AgentProgress):
-            self.tally.record(message)
-            run = self.runs.get(message.run_id.split(".", 1)[0])
-            if run is not None and message.what != "finished":
-                detail = {**message.detail, "step": message.what, "agent": message.agent}
-                self._phase(run, "execution", "progress", **detail)
-            return None
-        if isinstance(message, _RunTimer):
-            self._on_timer(message)
-            return None
-        if isinstance(message, _WaitExpired):
-            run = self.runs.get(message.run_id)
-            reply = run.waiters.pop(message.waiter, None) if run else None
-            if run is not None and reply is not None:
-                reply(RunProgress(run_id=run.run_id, events=run.events, outcome=run.outcome))
-            return None
+        """Answer one orchestrator command (or an internal timer, or a late reply)."""
+        match message:
+            case RunGoalRequest():
+                return self._start_run(message)
+            case GetRunProgress():
+                return self._progress(message)
+            case _WatchExpired():
+                run = self.runs.get(message.run_id)
+                self.watchers.expire(
+                    message.run_id, message.watcher, run.outcome if run is not None else None
+                )
+                return None
+            case GetModelStatistics():
+                return self.tally.snapshot(delegation=self.breaker.state)
+            case WaitRun():
+                return self._wait(message)
+            case SetMaxExecutionTime():
+                return self._set_max_time(message)
+            case CancelRun():
+                return self._cancel(message)
+            case AgentProgress():
+                self.tally.record(message)
+                run = self.runs.get(message.run_id.split(".", 1)[0])
+                if run is not None and message.what != "finished":
+                    detail = {**message.detail, "step": message.what, "agent": message.agent}
+                    self._phase(run, "execution", "progress", **detail)
+                return None
+            case _RunTimer():
+                self._on_timer(message)
+                return None
+            case _RunStuck():
+                self._on_stuck(message)
+                return None
+            case _RunStopRequested():
+                run = self.runs.get(message.run_id)
+                if run is not None:
+                    self._stop(run, message.reason)
+                return None
+            case _WaitExpired():
+                run = self.runs.get(message.run_id)
+                reply = run.waiters.pop(message.waiter, None) if run else None
+                if run is not None and reply is not None:
+                    reply(RunProgress(run_id=run.run_id, events=run.events, outcome=run.outcome))
+                return None
+            case AgentResult() | ChildInfo() | TaskInfo() | Ok() | PromptCompleted() | RunInfo():
+                self._late_reply(message)
+                return None
         log.warning("unexpected_message", actor=self.path, kind=message.kind)
         return ErrorReply(
             error=ErrorName.UNEXPECTED_MESSAGE,
             message=f"the orchestrator does not handle {message.kind!r}",
+        )
+
+    def _late_reply(self, message: Message) -> None:
+        """A reply whose flow was cancelled (a stopped run): settle what it started."""
+        match message:
+            case AgentResult():
+                run = self.runs.get(message.run_id.split(".", 1)[0])
+                if run is not None and run.stopping is not None:
+                    self._keep_late_result(run, message)
+            case ChildInfo():  # an agent started for a run stopped meanwhile
+                log.info("late_agent_terminated", actor=self.path, child_id=message.id)
+                self.send(self.agents_path, TerminateChild(child_id=message.id))
+            case TaskInfo() if message.state in ("pending", "running"):
+                log.info("late_task_cancelled", actor=self.path, task_id=message.id)
+                self.send(
+                    self.scheduler_path,
+                    CancelTask(task_id=message.id, reason="its run was stopped"),
+                )
+            case _:
+                log.debug("late_reply_ignored", actor=self.path, kind=message.kind)
+
+    def _keep_late_result(self, run: _Run, result: AgentResult) -> None:
+        run.late = result
+        if run.outcome is not None and run.outcome.result is None:
+            run.outcome = run.outcome.model_copy(update={"result": result})
+            self._persist(run, "outcome.json", run.outcome)
+        self._phase(
+            run, "run", "progress", step="late_result", agent=result.agent, success=result.success
         )
 
     def _start_run(self, request: RunGoalRequest) -> Message:
@@ -262,9 +400,9 @@ class Orchestrator(Worker):
                 message=f"workspace must be an absolute path, got {workspace!r}",
             )
         Path(workspace).mkdir(parents=True, exist_ok=True)
-        run = _Run(run_id, request, workspace, max_time=request.max_execution_time)
+        run = _Run(run_id, request, workspace, override=request.max_execution_time)
         self.runs[run_id] = run
-        self.run_flow(self._run(run))
+        run.flow = self.run_flow(self._run(run))
         return RunAccepted(run_id=run_id, workspace=workspace)
 
     def _progress(self, message: GetRunProgress) -> Message | None:
@@ -302,113 +440,301 @@ class Orchestrator(Worker):
         self.call_later(message.timeout, _WaitExpired(run_id=run.run_id, waiter=waiter))
         return None
 
-    def _set_max_time(self, message: SetMaxExecutionTime) -> Message:
+    def _cancel(self, message: CancelRun) -> Message | None:
         run = self.runs.get(message.run_id)
         if run is None:
             return _unknown(message.run_id)
-        run.max_time = message.seconds
-        for generation in list(run.executing):
-            self._arm(run, generation)
-        self._phase(run, "execution", "progress", max_execution_time=message.seconds)
+        if run.outcome is not None:
+            return run.outcome
+        run.waiters[next(self._ids)] = self.defer_reply()
+        self._stop(run, message.reason)
+        return None
+
+    def _stop(self, run: _Run, reason: str) -> None:
+        """Stop ``run`` where it stands: its flow goes on in its stop branch. A run whose
+        outcome is already decided ends as decided (its waiters get that outcome)."""
+        if run.outcome is not None or run.finishing:
+            return
+        if run.stopping is None:
+            run.stopping = reason
+            self._phase(run, "run", "progress", step="stopping", reason=reason)
+        for generation in list(run.timers):
+            self._disarm(run, generation)
+        self.cancel_flow(run.flow, _Stopped(run.stopping))
+
+    # --- Maximum execution time -------------------------------------------------------------
+
+    def _limit(self, run: _Run) -> float | None:
+        return effective_limit(run.override, self.default_max_time)
+
+    def _set_max_time(self, message: SetMaxExecutionTime) -> Message:
+        if message.run_id is None:
+            self.default_max_time = message.seconds
+            self.store.mkdir(parents=True, exist_ok=True)
+            (self.store / _SETTINGS).write_text(
+                json.dumps({"max_execution_time": message.seconds}) + "\n"
+            )
+            log.info("default_max_execution_time_changed", seconds=message.seconds)
+            for following in self.runs.values():
+                if following.outcome is None and following.override is None:
+                    self._limit_changed(following)
+            return Ok()
+        run = self.runs.get(message.run_id)
+        if run is None:
+            return _unknown(message.run_id)
+        run.override = message.seconds
+        self._limit_changed(run)
         return RunProgress(run_id=run.run_id, events=[], outcome=run.outcome)
+
+    def _limit_changed(self, run: _Run) -> None:
+        """Re-arm every agent's timer from its start, and move the agents' own backstops."""
+        limit = self._limit(run)
+        for generation, agent in list(run.executing.items()):
+            if agent.started is None or generation in run.timed_out:
+                continue
+            self._arm(run, generation)
+            backstop = agent_backstop(limit)
+            try:
+                self.send(
+                    agent.path,
+                    SetRunTimeLimit(run_id=agent.agent_run, max_execution_time=backstop),
+                )
+            except UnderstudyError as exc:
+                log.warning("time_limit_not_sent", run_id=run.run_id, error=str(exc))
+        self._phase(run, "execution", "progress", max_execution_time=limit or 0)
+
+    def _arm(self, run: _Run, generation: int) -> None:
+        self._disarm(run, generation)
+        agent = run.executing.get(generation)
+        if agent is None or agent.started is None:
+            return
+        left = time_left(agent.started, self._limit(run), time.monotonic())
+        if left is not None:
+            run.timers[generation] = self.call_later(
+                left, _RunTimer(run_id=run.run_id, generation=generation)
+            )
+
+    def _disarm(self, run: _Run, generation: int) -> None:
+        token = run.timers.pop(generation, None)
+        if token is not None:
+            self.cancel_call(token)
+
+    def _on_timer(self, timer: _RunTimer) -> None:
+        run = self.runs.get(timer.run_id)
+        if run is None or run.stopping is not None or timer.generation not in run.executing:
+            return
+        agent = run.executing[timer.generation]
+        run.timers.pop(timer.generation, None)
+        run.timed_out.add(timer.generation)
+        limit = self._limit(run)
+        self._phase(
+            run,
+            "execution",
+            "progress",
+            step="timed_out",
+            agent=agent.path,
+            max_execution_time=limit,
+        )
+        why = f"maximum execution time of {limit} s exceeded"
+        self.run_flow(self._kill(run, agent, why))
+        self.call_later(CLEANUP_SECONDS, _RunStuck(run_id=run.run_id, generation=timer.generation))
+
+    def _on_stuck(self, stuck: _RunStuck) -> None:
+        run = self.runs.get(stuck.run_id)
+        if run is None or run.outcome is not None or run.finishing:
+            return
+        agent = run.executing.get(stuck.generation)
+        if agent is None or run.stopping is not None:
+            return
+        log.error("run_wait_given_up", run_id=run.run_id, agent=agent.path)
+        self.cancel_flow(
+            run.flow,
+            _Stuck(
+                f"{agent.path} did not answer within its maximum execution time plus "
+                f"{CLEANUP_SECONDS:g} s of cleanup"
+            ),
+        )
 
     # --- A run ----------------------------------------------------------------------------
 
     def _run(self, run: _Run) -> Flow:
         request = run.request
         self._phase(run, "run", "started", goal=request.goal, workspace=run.workspace)
+        outcome: RunOutcome | None = None
+        try:
+            outcome = yield from self._attempts(run)
+        except _Stopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a run fails, the orchestrator goes on
+            log.error("run_failed", run_id=run.run_id, error=repr(exc))
+            outcome = self._failed(run, str(exc) if isinstance(exc, _Stuck) else repr(exc))
+        run.finishing = True  # from here on, a stop no longer interrupts this flow
+        if run.executing or run.helpers:
+            yield from self._teardown(run, run.stopping or "the run ended")
+        if run.stopping is not None:
+            outcome = yield from self._stopped(run, outcome)
+        else:
+            assert outcome is not None  # noqa: S101 - set unless stopped
+            yield from self._record(run, outcome)
+        self._finish(run, outcome)
+
+    def _failed(self, run: _Run, error: str) -> RunOutcome:
+        return RunOutcome(
+            run_id=run.run_id,
+            status="failed",
+            success=False,
+            score=0.0,
+            scores=[],
+            spec=GoalSpec(goal=run.request.goal, workspace=run.workspace),
+            error=error,
+        )
+
+    def _attempts(self, run: _Run) -> Flow:
+        request = run.request
         try:
             record = yield Call(self.runs_path, CreateRun(owner=request.owner, goal=request.goal))
             run.record = record if isinstance(record, RunInfo) else None
         except UnderstudyError as exc:
             log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
+        spec = yield from self._specify(run)
+        best: tuple[float, AgentResult | None, list[AgentResult]] = (-1.0, None, [])
+        scores: list[float] = []
+        for attempt in range(request.evolutions + 1):
+            self._persist(run, f"spec-{attempt}.json", spec)
+            self._phase(run, "execution", "started", attempt=attempt)
+            subtasks = plan_subtasks(request, spec)
+            parts: list[AgentResult] = []
+            if subtasks:
+                parts = yield from self._parallel(run, spec, subtasks, attempt)
+                result = _merge(run.run_id, parts)
+            else:
+                result = yield from self._lifecycle(run, spec, f"a{attempt}", run.record)
+            self._phase(
+                run,
+                "execution",
+                "finished",
+                attempt=attempt,
+                success=result.success,
+                error=result.error,
+            )
+            if not result.success:
+                yield from self._check_stopped(run)
+            score, unmet, feedback = yield from self._evaluate(run, spec, result)
+            scores.append(score)
+            if score > best[0]:
+                best = (score, result, parts)
+            if score >= request.threshold or attempt == request.evolutions:
+                break
+            spec = self._evolve(run, spec, result, unmet, feedback)
+        best_score, best_result, best_parts = best
+        success = bool(best_result and best_result.success) and best_score >= request.threshold
+        return RunOutcome(
+            run_id=run.run_id,
+            status="completed" if success else "failed",
+            success=success,
+            score=max(best_score, 0.0),
+            scores=scores,
+            spec=spec,
+            result=best_result,
+            subtask_results=best_parts,
+        )
+
+    def _check_stopped(self, run: _Run) -> Flow:
+        """Ask the run manager whether the run was stopped there (its StopRun killed our
+        agents); if so, stop here too."""
+        if run.record is None:
+            return
         try:
-            spec = self._specify(run)
-            best: tuple[float, AgentResult | None, list[AgentResult]] = (-1.0, None, [])
-            scores: list[float] = []
-            for attempt in range(request.evolutions + 1):
-                self._persist(run, f"spec-{attempt}.json", spec)
-                self._phase(run, "execution", "started", attempt=attempt)
-                subtasks = request.subtasks or (
-                    list(spec.acceptance_criteria)
-                    if len(spec.acceptance_criteria) >= request.split_at
-                    else []
-                )
-                parts: list[AgentResult] = []
-                if subtasks:
-                    parts = yield from self._parallel(run, spec, subtasks)
-                    result = _merge(run.run_id, parts)
-                else:
-                    result = yield from self._lifecycle(run, spec, f"a{attempt}")
-                self._phase(
-                    run,
-                    "execution",
-                    "finished",
-                    attempt=attempt,
-                    success=result.success,
-                    error=result.error,
-                )
-                score, unmet, feedback = self._evaluate(run, spec, result)
-                scores.append(score)
-                if score > best[0]:
-                    best = (score, result, parts)
-                if score >= request.threshold or attempt == request.evolutions:
-                    break
-                spec = self._evolve(run, spec, result, unmet, feedback)
-            best_score, best_result, best_parts = best
-            outcome = RunOutcome(
-                run_id=run.run_id,
-                success=bool(best_result and best_result.success)
-                and best_score >= request.threshold,
-                score=max(best_score, 0.0),
-                scores=scores,
-                spec=spec,
-                result=best_result,
-                subtask_results=best_parts,
+            info = yield Call(self.runs_path, GetRun(run_id=run.record.id, owner=run.request.owner))
+        except UnderstudyError as exc:
+            log.warning("run_status_unknown", run_id=run.run_id, error=str(exc))
+            return
+        if isinstance(info, RunInfo) and info.status == "stopped":
+            self._stopped_elsewhere(run, "stopped in the run manager")
+
+    def _stopped_elsewhere(self, run: _Run, reason: str) -> None:
+        """The run manager stopped the run: stop this part of the flow now, and the whole
+        flow (every parallel part) from outside it, at once."""
+        if run.stopping is None:
+            run.stopping = reason
+            self._phase(run, "run", "progress", step="stopping", reason=reason)
+            self.call_later(0, _RunStopRequested(run_id=run.run_id, reason=reason))
+        raise _Stopped(reason)
+
+    def _record(self, run: _Run, outcome: RunOutcome) -> Flow:
+        if run.record is None:
+            return
+        report: Message = (
+            CompleteRun(
+                run_id=run.record.id,
+                owner=run.request.owner,
+                epoch=run.record.epoch,
+                result={"score": outcome.score, "run_id": run.run_id},
             )
-        except Exception as exc:  # noqa: BLE001 - a run fails, the orchestrator goes on
-            log.error("run_failed", run_id=run.run_id, error=repr(exc))
-            outcome = RunOutcome(
-                run_id=run.run_id,
-                success=False,
-                score=0.0,
-                scores=[],
-                spec=GoalSpec(goal=request.goal, workspace=run.workspace),
-                error=repr(exc),
+            if outcome.success
+            else FailRun(
+                run_id=run.record.id,
+                owner=run.request.owner,
+                epoch=run.record.epoch,
+                reason=outcome.error or f"score {outcome.score}",
             )
+        )
+        try:
+            yield Call(self.runs_path, report)
+        except UnderstudyError as exc:
+            log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
+
+    def _stopped(self, run: _Run, partial: RunOutcome | None) -> Flow:
+        """Record the stop in the run manager (it stops the child runs and terminates their
+        agents too) and make the ``stopped`` outcome, keeping any result there is."""
+        run.finishing = True
         if run.record is not None:
-            report: Message = (
-                CompleteRun(
-                    run_id=run.record.id,
-                    owner=request.owner,
-                    epoch=run.record.epoch,
-                    result={"score": outcome.score, "run_id": run.run_id},
-                )
-                if outcome.success
-                else FailRun(
-                    run_id=run.record.id,
-                    owner=request.owner,
-                    epoch=run.record.epoch,
-                    reason=outcome.error or f"score {outcome.score}",
-                )
-            )
             try:
-                yield Call(self.runs_path, report)
+                yield Call(
+                    self.runs_path,
+                    StopRun(run_id=run.record.id, owner=run.request.owner, wait=5.0),
+                    timeout=10.0,
+                )
             except UnderstudyError as exc:
-                log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
-        self._finish(run, outcome)
+                log.warning("run_stop_not_recorded", run_id=run.run_id, error=str(exc))
+        base = partial or self._failed(run, "")
+        return base.model_copy(
+            update={
+                "status": "stopped",
+                "success": False,
+                "error": f"stopped: {run.stopping}",
+                "result": base.result or run.late,
+            }
+        )
+
+    def _teardown(self, run: _Run, why: str) -> Flow:
+        """End every agent still working on ``run`` (ours terminated, delegates cancelled),
+        and every model call in flight."""
+        flows = [self._kill(run, agent, why, cancel_task=True) for agent in run.executing.values()]
+        run.executing.clear()
+        for child_id in list(run.helpers):
+            flows.append(self._terminate(run, child_id))
+        run.helpers.clear()
+        yield All(flows)
 
     def _finish(self, run: _Run, outcome: RunOutcome) -> None:
         run.outcome = outcome
         self._persist(run, "outcome.json", outcome)
-        self._phase(run, "run", "finished", success=outcome.success, score=outcome.score)
+        self._phase(
+            run,
+            "run",
+            "finished",
+            status=outcome.status,
+            success=outcome.success,
+            score=outcome.score,
+        )
         for reply in run.waiters.values():
             reply(outcome)
         run.waiters.clear()
 
-    # --- Specification, evaluation, evolution (the model) ---------------------------------
+    # --- Specification, evaluation, evolution (the model, through an agent) ------------------
 
-    def _specify(self, run: _Run) -> GoalSpec:
+    def _specify(self, run: _Run) -> Flow:
         request = run.request
         self._phase(run, "specification", "started")
         use_model = (
@@ -421,12 +747,12 @@ class Orchestrator(Worker):
         source = "message"
         if use_model:
             try:
-                text = self._complete(specification_prompt(request.goal))
+                text = yield from self._complete(run, specification_prompt(request.goal), "spec")
                 made = parse_specification(text)
                 constraints = list(made.constraints)
                 criteria = criteria or list(made.acceptance_criteria)
                 source = "model"
-            except (openai.OpenAIError, UnderstudyError) as exc:
+            except UnderstudyError as exc:
                 log.warning("specification_failed", run_id=run.run_id, error=repr(exc))
         spec = GoalSpec(
             goal=request.goal,
@@ -440,19 +766,18 @@ class Orchestrator(Worker):
         )
         return spec
 
-    def _evaluate(
-        self, run: _Run, spec: GoalSpec, result: AgentResult
-    ) -> tuple[float, list[str], str]:
+    def _evaluate(self, run: _Run, spec: GoalSpec, result: AgentResult) -> Flow:
         self._phase(run, "evaluation", "started")
         files = {path: _read(path) for path in result.files}
         try:
-            judged = parse_evaluation(
-                self._complete(
-                    evaluation_prompt(spec.goal, spec.acceptance_criteria, result.output, files)
-                )
+            text = yield from self._complete(
+                run,
+                evaluation_prompt(spec.goal, spec.acceptance_criteria, result.output, files),
+                "eval",
             )
+            judged = parse_evaluation(text)
             score, unmet, feedback = judged.score, list(judged.unmet), judged.feedback
-        except (openai.OpenAIError, UnderstudyError) as exc:
+        except UnderstudyError as exc:
             score, unmet, feedback = 0.0, list(spec.acceptance_criteria), f"not evaluated: {exc}"
         if not result.success:
             score = min(score, 0.0)
@@ -473,41 +798,73 @@ class Orchestrator(Worker):
         self._phase(run, "evolution", "finished")
         return revised
 
-    def _complete(self, prompt: str) -> str:
-        client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, max_retries=2, timeout=60.0
-        )
-        response = client.chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}]
-        )
-        return response.choices[0].message.content or ""
+    def _complete(self, run: _Run, prompt: str, label: str) -> Flow:
+        """One model call, made by an agent started for it (never in this actor).
+
+        Raises (in the flow):
+            UnderstudyError: the model failed (``ModelError``), or the agent did not answer.
+        """
+        name = f"{run.run_id}-{label}{next(self._ids)}"
+        info = yield Call(self.agents_path, StartChild(args={"name": name, **self.model_args}))
+        assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
+        run.helpers[info.id] = f"{self.agents_path}/{info.id}"
+        failure: UnderstudyError | None = None
+        reply: Message | None = None
+        try:
+            reply = yield Call(
+                run.helpers[info.id],
+                CompletePrompt(prompt=prompt, timeout=self.model_timeout),
+                timeout=self.model_timeout + CLEANUP_SECONDS,
+            )
+        except UnderstudyError as exc:
+            failure = exc
+        if run.helpers.pop(info.id, None) is not None:
+            yield from self._terminate(run, info.id)
+        if failure is not None:
+            raise failure
+        assert isinstance(reply, PromptCompleted)  # noqa: S101 - the agent's answer
+        return reply.text
+
+    def _terminate(self, run: _Run, child_id: str) -> Flow:
+        try:
+            yield Call(self.agents_path, TerminateChild(child_id=child_id))
+        except UnderstudyError as exc:
+            log.debug("agent_already_gone", run_id=run.run_id, child_id=child_id, error=str(exc))
 
     # --- The lifecycle of one agent run ---------------------------------------------------
 
-    def _lifecycle(self, run: _Run, spec: GoalSpec, suffix: str) -> Flow:
+    def _lifecycle(self, run: _Run, spec: GoalSpec, suffix: str, record: RunInfo | None) -> Flow:
         generation = run.generation = run.generation + 1
         name = f"{run.run_id}-{suffix}"  # the agent's card name; its access subject is its path
         info = yield Call(self.agents_path, StartChild(args={"name": name}))
         assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
         child_id, path = info.id, f"{self.agents_path}/{info.id}"
-        run.executing[generation] = (path, None, name)
+        agent_run = run.run_id if suffix.startswith("a") else f"{run.run_id}.{suffix}"
+        agent = _Agent(path=path, name=name, agent_run=agent_run, child_id=child_id)
+        run.executing[generation] = agent
         self._phase(run, "execution", "progress", step="agent_started", agent=path)
-        task_id: str | None = None
-        if run.record is not None:
+        if record is not None:
             try:
                 yield Call(
                     self.runs_path,
-                    AttachAgent(run_id=run.record.id, owner=run.request.owner, agent_path=path),
+                    AttachAgent(run_id=record.id, owner=run.request.owner, agent_path=path),
                 )
             except UnderstudyError as exc:
                 log.warning("agent_not_attached", run_id=run.run_id, error=str(exc))
+                if isinstance(exc, RequestRejected) and exc.error == "InvalidTransition":
+                    self._stopped_elsewhere(run, f"the run manager refused the agent: {exc}")
         try:
             skills = [
                 AgentSkill(id=tag, name=tag, description=f"can do {tag}", tags=[tag])
                 for tag in infer_capabilities(spec.goal)
             ]
             card = AgentCard(
-                name=name, description=spec.goal[:300], version="1.0", path=path, skills=skills
+                name=name,
+                description=spec.goal[:300],
+                version="1.0",
+                path=path,
+                skills=skills,
+                status="busy",  # working for this run: never offered to another as available
             )
             yield Call(self.registry_path, RegisterAgent(card=card))
             yield Call(
@@ -521,20 +878,23 @@ class Orchestrator(Worker):
                 ),
             )
             task = yield Call(
-                self.scheduler_path, SubmitTask(description=spec.goal[:500], agent=path)
+                self.scheduler_path,
+                SubmitTask(description=spec.goal[:500], agent=path, priority=run.request.priority),
             )
             assert isinstance(task, TaskInfo)  # noqa: S101 - the scheduler's answer
-            task_id = task.id
-            yield Call(self.scheduler_path, StartTask(task_id=task_id))
-            run.executing[generation] = (path, task_id, name)
+            agent.task_id = task.id
+            yield Call(self.scheduler_path, StartTask(task_id=task.id))
+            agent.started = time.monotonic()
             self._arm(run, generation)
-            # The agent's own time limit is a backstop: this lifecycle kills it first.
             limits = AgentLimits(
-                token_budget=run.request.token_budget, max_execution_time=run.max_time * 1.5 + 1.0
+                token_budget=run.request.token_budget,
+                max_execution_time=agent_backstop(self._limit(run)),
             )
+            # No timeout here: the run's timer kills the agent, whose exit fails this wait
+            # at once; _RunStuck gives it up after the cleanup time if that exit never shows.
             result = yield Call(
                 path,
-                RunGoal(run_id=run.run_id, spec=spec, limits=limits, progress_to=self.path),
+                RunGoal(run_id=agent_run, spec=spec, limits=limits, progress_to=self.path),
                 timeout=None,
             )
             assert isinstance(result, AgentResult)  # noqa: S101 - the agent's answer
@@ -544,7 +904,7 @@ class Orchestrator(Worker):
                 if generation in run.timed_out
                 else f"the agent failed: {exc}"
             )
-            result = AgentResult(run_id=run.run_id, agent=path, success=False, error=why)
+            result = AgentResult(run_id=agent_run, agent=path, success=False, error=why)
         run.executing.pop(generation, None)
         self._disarm(run, generation)
         self._phase(
@@ -558,7 +918,9 @@ class Orchestrator(Worker):
             tokens=result.usage.total,
             error=result.error,
         )
-        yield from self._cleanup(run, generation, name, child_id, task_id, succeeded=result.success)
+        yield from self._cleanup(
+            run, generation, name, child_id, agent.task_id, succeeded=result.success
+        )
         return result
 
     def _cleanup(
@@ -598,106 +960,78 @@ class Orchestrator(Worker):
             log.warning("grants_not_revoked", run_id=run.run_id, agent=name, error=str(exc))
         self._phase(run, "cleanup", "finished", agent=name)
 
-    def _arm(self, run: _Run, generation: int) -> None:
-        self._disarm(run, generation)
-        run.timers[generation] = self.call_later(
-            run.max_time, _RunTimer(run_id=run.run_id, generation=generation)
-        )
-
-    def _disarm(self, run: _Run, generation: int) -> None:
-        token = run.timers.pop(generation, None)
-        if token is not None:
-            self.cancel_call(token)
-
-    def _on_timer(self, timer: _RunTimer) -> None:
-        run = self.runs.get(timer.run_id)
-        if run is None or timer.generation not in run.executing:
-            return
-        path, task_id, name = run.executing[timer.generation]
-        run.timed_out.add(timer.generation)
-        self._phase(
-            run,
-            "execution",
-            "progress",
-            step="timed_out",
-            agent=path,
-            max_execution_time=run.max_time,
-        )
-        self.run_flow(self._kill(run, path, task_id, name))
-
-    def _kill(self, run: _Run, path: str, task_id: str | None, name: str) -> Flow:
-        if task_id is not None:
+    def _kill(self, run: _Run, agent: _Agent, why: str, *, cancel_task: bool = False) -> Flow:
+        """End one agent's work on ``run``: its task timed out (or cancelled), its card gone,
+        the agent terminated (ours) or told to cancel (a delegate), its grants revoked."""
+        if agent.task_id is not None:
+            settle: Message = (
+                CancelTask(task_id=agent.task_id, reason=why)
+                if cancel_task
+                else TimeOutTask(task_id=agent.task_id, reason=why)
+            )
             try:
-                yield Call(
-                    self.scheduler_path,
-                    TimeOutTask(
-                        task_id=task_id,
-                        reason=(f"maximum execution time of {run.max_time} s exceeded"),
-                    ),
-                )
+                yield Call(self.scheduler_path, settle)
             except UnderstudyError as exc:
-                log.warning("time_out_task_failed", run_id=run.run_id, error=str(exc))
+                log.debug("task_not_settled", run_id=run.run_id, error=str(exc))
+        if agent.child_id is None:
+            try:
+                yield Call(agent.path, CancelGoal(run_id=agent.agent_run, reason=why), timeout=5.0)
+            except UnderstudyError as exc:
+                log.info("delegate_not_cancelled", run_id=run.run_id, error=str(exc))
+            return
         try:
-            yield Call(self.registry_path, UnregisterAgent(name=name))
+            yield Call(self.registry_path, UnregisterAgent(name=agent.name))
         except UnderstudyError:
-            pass
+            log.debug("card_already_gone", run_id=run.run_id, agent=agent.name)
         try:
-            yield Call(self.agents_path, TerminateChild(child_id=path.rsplit("/", 1)[-1]))
+            yield Call(self.agents_path, TerminateChild(child_id=agent.child_id))
         except UnderstudyError as exc:
             log.warning("agent_kill_failed", run_id=run.run_id, error=str(exc))
+        if cancel_task:
+            try:
+                yield Call(self.access_path, RevokePermissions(agent=agent.path))
+            except UnderstudyError as exc:
+                log.debug("grants_not_revoked", run_id=run.run_id, error=str(exc))
 
     # --- Parallel subtasks --------------------------------------------------------------------
 
-    def _parallel(self, run: _Run, spec: GoalSpec, subtasks: list[str]) -> Flow:
-        self._phase(run, "delegation", "started", subtasks=subtasks)
-        outcomes = yield All([self._subtask(run, spec, i, text) for i, text in enumerate(subtasks)])
+    def _parallel(self, run: _Run, spec: GoalSpec, subtasks: list[Subtask], attempt: int) -> Flow:
+        self._phase(run, "delegation", "started", subtasks=[s.goal for s in subtasks])
+        outcomes = yield All(
+            [self._subtask(run, spec, i, sub, attempt) for i, sub in enumerate(subtasks)]
+        )
         results = [
             o
             if isinstance(o, AgentResult)
             else AgentResult(run_id=run.run_id, agent="", success=False, error=repr(o))
             for o in outcomes
         ]
+        if any(isinstance(o, _Stopped) for o in outcomes):
+            raise _Stopped(run.stopping or "stopped")
         self._phase(run, "delegation", "finished", successes=[r.success for r in results])
         return results
 
-    def _subtask(self, run: _Run, spec: GoalSpec, index: int, text: str) -> Flow:
-        sub = spec.model_copy(update={"goal": text, "acceptance_criteria": [text]})
-        found = yield Call(
-            self.registry_path, FindAgents(skill_tag=run.request.capability, status="available")
-        )
+    def _subtask(
+        self, run: _Run, spec: GoalSpec, index: int, subtask: Subtask, attempt: int
+    ) -> Flow:
+        sub = subtask_spec(spec, subtask)
+        child = yield from self._child_run(run, subtask)
+        capability = subtask.capability or run.request.capability
+        found = yield Call(self.registry_path, FindAgents(skill_tag=capability, status="available"))
         delegates = (
             [c for c in found.cards if not c.name.startswith(run.run_id)]
             if isinstance(found, AgentsFound)
             else []
         )
-        for attempt in range(self.delegate_tries if delegates else 0):
-            target = delegates[attempt % len(delegates)]
+        for n in range(self.delegate_tries if delegates else 0):
+            target = delegates[n % len(delegates)]
             if self.breaker.allow():
-                try:
-                    result = yield Call(
-                        target.path,
-                        RunGoal(
-                            run_id=f"{run.run_id}.{index}",
-                            spec=sub,
-                            limits=AgentLimits(max_execution_time=run.max_time),
-                        ),
-                        timeout=run.max_time,
-                    )
-                    if isinstance(result, AgentResult) and result.success:
-                        self.breaker.record_success()
-                        self._phase(
-                            run,
-                            "delegation",
-                            "progress",
-                            subtask=index,
-                            delegate=target.path,
-                            attempt=attempt,
-                            success=True,
-                        )
-                        return result
-                    error = result.error if isinstance(result, AgentResult) else "no result"
-                except UnderstudyError as exc:
-                    error = str(exc)
+                result = yield from self._delegate(run, sub, index, target, n)
+                if result.success:
+                    self.breaker.record_success()
+                    yield from self._child_done(run, child, result)
+                    return result
+                error = result.error
                 self.breaker.record_failure()
             else:
                 error = "circuit breaker open"
@@ -707,17 +1041,122 @@ class Orchestrator(Worker):
                 "progress",
                 subtask=index,
                 delegate=target.path,
-                attempt=attempt,
+                attempt=n,
                 success=False,
                 error=error,
             )
-            if attempt + 1 < self.delegate_tries:
-                yield Sleep(
-                    backoff_delay(attempt, base=DELEGATE_BACKOFF[0], cap=DELEGATE_BACKOFF[1])
-                )
+            if n + 1 < self.delegate_tries:
+                yield Sleep(backoff_delay(n, base=DELEGATE_BACKOFF[0], cap=DELEGATE_BACKOFF[1]))
         self._phase(run, "delegation", "progress", subtask=index, fallback="direct")
-        result = yield from self._lifecycle(run, sub, f"s{index}")
+        result = yield from self._lifecycle(run, sub, f"s{attempt}-{index}", child or run.record)
+        yield from self._child_done(run, child, result)
         return result
+
+    def _delegate(self, run: _Run, sub: GoalSpec, index: int, target: AgentCard, n: int) -> Flow:
+        """Send one subtask to a delegate found in the registry (audited, marked busy)."""
+        generation = run.generation = run.generation + 1
+        agent = _Agent(path=target.path, name=target.name, agent_run=f"{run.run_id}.{index}")
+        try:
+            yield Call(
+                self.access_path,
+                AppendAudit(
+                    actor=target.path,
+                    action="delegate",
+                    detail={
+                        "run_id": run.run_id,
+                        "subtask": index,
+                        "goal": sub.goal[:300],
+                        "delegate": target.name,
+                        "attempt": n,
+                    },
+                ),
+            )
+        except UnderstudyError as exc:
+            log.warning("delegation_not_audited", run_id=run.run_id, error=str(exc))
+        yield from self._set_status(run, target.name, "busy")
+        agent.started = time.monotonic()
+        run.executing[generation] = agent
+        self._arm(run, generation)
+        try:
+            reply = yield Call(
+                target.path,
+                RunGoal(
+                    run_id=agent.agent_run,
+                    spec=sub,
+                    limits=AgentLimits(max_execution_time=agent_backstop(self._limit(run))),
+                ),
+                timeout=None,  # bounded by the run's timer, as in the lifecycle
+            )
+            result = (
+                reply
+                if isinstance(reply, AgentResult)
+                else AgentResult(run_id=agent.agent_run, agent=target.path, success=False)
+            )
+        except UnderstudyError as exc:
+            result = AgentResult(
+                run_id=agent.agent_run, agent=target.path, success=False, error=str(exc)
+            )
+        run.executing.pop(generation, None)
+        self._disarm(run, generation)
+        yield from self._set_status(run, target.name, "available")
+        if result.success:
+            self._phase(
+                run,
+                "delegation",
+                "progress",
+                subtask=index,
+                delegate=target.path,
+                attempt=n,
+                success=True,
+            )
+        return result
+
+    def _set_status(self, run: _Run, name: str, status: Literal["busy", "available"]) -> Flow:
+        try:
+            yield Call(self.registry_path, UpdateStatus(name=name, status=status))
+        except UnderstudyError as exc:
+            log.info("delegate_status_not_set", run_id=run.run_id, status=status, error=str(exc))
+
+    def _child_run(self, run: _Run, subtask: Subtask) -> Flow:
+        """Record the subtask as a child run of the run's record (None without a record)."""
+        if run.record is None:
+            return None
+        try:
+            child = yield Call(
+                self.runs_path,
+                CreateRun(owner=run.request.owner, goal=subtask.goal, parent=run.record.id),
+            )
+        except UnderstudyError as exc:
+            log.warning("child_run_not_recorded", run_id=run.run_id, error=str(exc))
+            if isinstance(exc, RequestRejected) and exc.error == "InvalidTransition":
+                self._stopped_elsewhere(run, f"the run manager refused a child run: {exc}")
+            return None
+        return child if isinstance(child, RunInfo) else None
+
+    def _child_done(self, run: _Run, child: RunInfo | None, result: AgentResult) -> Flow:
+        if child is None:
+            return
+        report: Message = (
+            CompleteRun(
+                run_id=child.id,
+                owner=child.owner,
+                epoch=child.epoch,
+                result={"agent": result.agent, "files": result.files},
+            )
+            if result.success
+            else FailRun(
+                run_id=child.id,
+                owner=child.owner,
+                epoch=child.epoch,
+                reason=result.error or "the subtask did not succeed",
+            )
+        )
+        try:
+            reply = yield Call(self.runs_path, report)
+            if isinstance(reply, StaleEpochIgnored):
+                log.info("child_run_stale", run_id=run.run_id, child=child.id)
+        except UnderstudyError as exc:
+            log.warning("child_run_not_recorded", run_id=run.run_id, error=str(exc))
 
     # --- Bookkeeping ------------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ A reply that is an ErrorReply is raised inside the flow (``RequestRejected``, ``
 ...); a Call with a timeout raises ``AskTimeout`` when no reply comes in time; in a Gather
 each failed call's exception is returned in its place instead. An exception escaping a flow
 is logged (``flow_failed``); it does not crash the worker.
+
+``run_flow`` returns the flow's id; ``cancel_flow(id, error)`` stops waiting for whatever the
+flow (and every sub-flow of its ``All``) waits for, closes the sub-flows, and raises ``error``
+inside the flow at its current step: cancellation reaches every part of the conversation at
+once, and replies that arrive later go to the worker as unsolicited messages.
 """
 
 from __future__ import annotations
@@ -95,6 +100,9 @@ class _Running:
     paths: dict[int, str] = field(default_factory=dict)
     parent: tuple[_Running, int] | None = None  # (the flow that runs this one in All, slot)
     children_left: int = 0
+    children: list[_Running] = field(default_factory=list)
+    sleep: int | None = None  # the key of the Sleep it waits in
+    key: int = 0  # the id of a top-level flow (0 for a sub-flow)
 
 
 _flow_ids = itertools.count(1)
@@ -107,10 +115,44 @@ class Flows:
         self._host = host
         self._by_request: dict[int, _Running] = {}
         self._sleeping: dict[int, _Running] = {}
+        self._top: dict[int, _Running] = {}
 
-    def start(self, flow: Flow) -> None:
-        """Start ``flow`` and run it to its first wait."""
-        self._advance(_Running(flow), None, None)
+    def start(self, flow: Flow) -> int:
+        """Start ``flow`` and run it to its first wait; return its id (for ``cancel``)."""
+        running = _Running(flow, key=next(_flow_ids))
+        self._top[running.key] = running
+        self._advance(running, None, None)
+        return running.key
+
+    def cancel(self, flow_id: int, error: Exception) -> bool:
+        """Raise ``error`` in the flow ``flow_id`` at the step it waits in, after dropping
+        every wait of it and of its sub-flows (closed). False if it has already ended."""
+        running = self._top.get(flow_id)
+        if running is None:
+            return False
+        self._release(running)
+        self._advance(running, None, error)
+        return True
+
+    def _release(self, running: _Running) -> None:
+        """Stop every wait of ``running`` and close its sub-flows (recursively)."""
+        for rid in list(running.waiting):
+            self._by_request.pop(rid, None)
+            running.paths.pop(rid, None)
+            token = running.timers.pop(rid, None)
+            if token is not None:
+                self._host.cancel_timer(token)
+            self._host.forget_request(rid)
+        running.waiting.clear()
+        if running.sleep is not None:
+            self._sleeping.pop(running.sleep, None)
+            running.sleep = None
+        children, running.children = running.children, []
+        running.children_left = 0
+        for child in children:
+            self._release(child)
+            child.parent = None
+            child.flow.close()
 
     def on_reply(self, request_id: int, reply: Message) -> bool:
         """Route a reply to the flow waiting for it; False if no flow waits for it."""
@@ -135,6 +177,7 @@ class Flows:
         if what == "sleep":
             running = self._sleeping.pop(key, None)
             if running is not None:
+                running.sleep = None
                 self._advance(running, None, None)
             return
         running = self._by_request.pop(key, None)
@@ -146,12 +189,15 @@ class Flows:
         self._deliver(running, key, AskTimeout(path, timeout_ms / 1000))
 
     def _finished(self, running: _Running, outcome: Any) -> None:
+        if running.key:
+            self._top.pop(running.key, None)
         if running.parent is None:
             return
         parent, slot = running.parent
         parent.results[slot] = outcome
         parent.children_left -= 1
         if parent.children_left == 0:
+            parent.children = []
             self._advance(parent, parent.results, None)
 
     def _deliver(self, running: _Running, request_id: int, outcome: Any) -> None:
@@ -180,13 +226,18 @@ class Flows:
         if isinstance(step, All):
             running.results = [None] * len(step.flows)
             running.children_left = len(step.flows)
+            running.children = [
+                _Running(flow, parent=(running, slot)) for slot, flow in enumerate(step.flows)
+            ]
             if not step.flows:
                 self._advance(running, [], None)
-            for slot, flow in enumerate(step.flows):
-                self._advance(_Running(flow, parent=(running, slot)), None, None)
+            for child in list(running.children):
+                if child.parent is not None:  # not closed by a cancel meanwhile
+                    self._advance(child, None, None)
             return
         if isinstance(step, Sleep):
             key = next(_flow_ids)
+            running.sleep = key
             self._sleeping[key] = running
             self._host.set_timer(step.seconds, ("flow", ("sleep", key, 0)))
             return

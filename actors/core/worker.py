@@ -224,11 +224,18 @@ class Worker:
         """
         return self._host.defer_reply()
 
-    def run_flow(self, flow: Flow) -> None:
+    def run_flow(self, flow: Flow) -> int:
         """Run a generator that yields ``actors.core.flow`` steps (Call, Gather, Sleep) and gets
         their results back, so a multi-step conversation with other actors reads top to bottom.
+
+        Returns the flow's id, for ``cancel_flow``.
         """
-        self._host.flows.start(flow)
+        return self._host.flows.start(flow)
+
+    def cancel_flow(self, flow_id: int, error: Exception) -> bool:
+        """Cancel the flow ``flow_id``: drop what it (and its sub-flows) wait for and raise
+        ``error`` inside it at its current step. False if it has already ended."""
+        return self._host.flows.cancel(flow_id, error)
 
     def on_reply(self, request_id: int, reply: Message) -> None:
         """Handle the reply to a ``request``; by default it goes to ``handle``."""

@@ -4,9 +4,12 @@ Transitions (every other command on a run is ``InvalidTransition`` and changes n
 
     status      CompleteRun  FailRun   StopRun              ResumeRun         AttachAgent
     running     completed    failed    stopped (+subtree)   -                 running
-    stopped     -            -         stays (+subtree)     running, epoch+1  -
+    stopped     stays (*)    stays (*) stays (+subtree)     running, epoch+1  -
     failed      -            -         stays (+subtree)     running, epoch+1  -
     completed   -            -         stays (+subtree)     -                 -
+
+(*) a completion or failure that arrives after the stop (the work was already under way) is
+recorded, its result or reason kept, but the run stays ``stopped``.
 
 ``completed`` is final: its result stands. ``failed`` and ``stopped`` can be resumed (a retry,
 or a run cancelled by mistake), each time in a new epoch, and only while the parent (if any)
@@ -187,7 +190,8 @@ class RunBook:
         result: Any,
         now: float,
     ) -> RunInfo | Stale:
-        """Complete a running run in its current epoch with ``result``.
+        """Complete a running run in its current epoch with ``result`` (a stopped one keeps it
+        and stays stopped).
 
         Raises:
             RunError: UnknownRun, InvalidEpoch, InvalidTransition, InvalidResult.
@@ -197,10 +201,12 @@ class RunBook:
         if checked is not None:
             return checked
         check_json(result)
-        return self._replace(run, status="completed", result=result, updated_at=now)
+        status = "stopped" if run.status == "stopped" else "completed"
+        return self._replace(run, status=status, result=result, updated_at=now)
 
     def fail(self, run_id: str, owner: str, epoch: int, reason: str, now: float) -> RunInfo | Stale:
-        """Fail a running run in its current epoch with ``reason``.
+        """Fail a running run in its current epoch with ``reason`` (a stopped one keeps it and
+        stays stopped).
 
         Raises:
             RunError: UnknownRun, InvalidEpoch, InvalidTransition.
@@ -209,7 +215,8 @@ class RunBook:
         checked = self._check_epoch(run, epoch, "FailRun")
         if checked is not None:
             return checked
-        return self._replace(run, status="failed", reason=reason, updated_at=now)
+        status = "stopped" if run.status == "stopped" else "failed"
+        return self._replace(run, status=status, reason=reason, updated_at=now)
 
     def stop(self, run_id: str, owner: str, now: float) -> StopOutcome:
         """Stop the running runs of ``run_id``'s subtree; name the agents to terminate.
@@ -294,10 +301,10 @@ class RunBook:
                 f"{command} names epoch {epoch} of run {run.id!r}, whose current "
                 f"epoch is {run.epoch}",
             )
-        if run.status != "running":
+        if run.status not in ("running", "stopped"):
             raise RunError(
                 "InvalidTransition",
-                f"{command} applies to running runs; run {run.id!r} is {run.status}",
+                f"{command} applies to running (or stopped) runs; run {run.id!r} is {run.status}",
             )
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.services.runs_book import RunBook, RunError, Stale, check_json
+from protocols.runs import RunInfo
 
 T0 = 1_000.0
 
@@ -113,13 +114,39 @@ def test_a_newer_epoch_than_the_runs_is_invalid() -> None:
     assert "running" == book.get(run.id, "alice").status
 
 
-def test_a_current_epoch_completion_of_a_stopped_run_is_refused() -> None:
+def test_a_completion_after_a_stop_keeps_its_result_and_the_run_stays_stopped() -> None:
     book = RunBook()
     run = book.create("alice", "g", T0)
     book.stop(run.id, "alice", T0)
 
-    assert "InvalidTransition" == error_of(lambda: book.complete(run.id, "alice", 1, 1, T0))[0]
-    assert "stopped" == book.get(run.id, "alice").status
+    late = book.complete(run.id, "alice", 1, {"answer": 42}, T0 + 1)
+
+    assert isinstance(late, RunInfo)
+    assert ("stopped", {"answer": 42}) == (late.status, late.result)
+    assert ("stopped", {"answer": 42}) == (
+        book.get(run.id, "alice").status,
+        book.get(run.id, "alice").result,
+    )
+
+
+def test_a_failure_after_a_stop_keeps_its_reason_and_the_run_stays_stopped() -> None:
+    book = RunBook()
+    run = book.create("alice", "g", T0)
+    book.stop(run.id, "alice", T0)
+
+    late = book.fail(run.id, "alice", 1, "the agent was killed", T0 + 1)
+
+    assert isinstance(late, RunInfo)
+    assert ("stopped", "the agent was killed") == (late.status, late.reason)
+
+
+def test_a_completion_of_a_completed_run_is_refused() -> None:
+    book = RunBook()
+    run = book.create("alice", "g", T0)
+    book.complete(run.id, "alice", 1, "first", T0)
+
+    assert "InvalidTransition" == error_of(lambda: book.complete(run.id, "alice", 1, 2, T0))[0]
+    assert "first" == book.get(run.id, "alice").result
 
 
 def test_stop_stops_running_descendants_and_keeps_finished_ones() -> None:
