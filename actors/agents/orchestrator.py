@@ -768,6 +768,11 @@ class Orchestrator(Worker):
 
     def _evaluate(self, run: _Run, spec: GoalSpec, result: AgentResult) -> Flow:
         self._phase(run, "evaluation", "started")
+        if not result.success:
+            # A failed execution scores 0 whatever a judge says: no model call to wait for.
+            unmet = list(spec.acceptance_criteria)
+            self._phase(run, "evaluation", "finished", score=0.0, unmet=unmet, judged=False)
+            return 0.0, unmet, result.error or ""
         files = {path: _read(path) for path in result.files}
         try:
             text = yield from self._complete(
@@ -779,8 +784,6 @@ class Orchestrator(Worker):
             score, unmet, feedback = judged.score, list(judged.unmet), judged.feedback
         except UnderstudyError as exc:
             score, unmet, feedback = 0.0, list(spec.acceptance_criteria), f"not evaluated: {exc}"
-        if not result.success:
-            score = min(score, 0.0)
         self._phase(run, "evaluation", "finished", score=score, unmet=unmet)
         return score, unmet, feedback
 

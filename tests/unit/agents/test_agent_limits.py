@@ -1,0 +1,72 @@
+"""A run's time limit changed while it runs, and the model endpoints agents share."""
+
+from __future__ import annotations
+
+import math
+
+from actors.agents.agent import model_endpoint
+from actors.agents.agent_loop import AgentRun, CallModel, Finish
+from actors.agents.model_guard import CircuitBreaker
+from protocols.agent import AgentLimits, GoalSpec, RunGoal
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def started_run(clock: Clock, limit: float | None) -> AgentRun:
+    goal = RunGoal(
+        run_id="r1",
+        spec=GoalSpec(goal="do it", workspace="/srv/ws"),
+        limits=AgentLimits(max_execution_time=limit),
+    )
+    run = AgentRun(goal, agent="coder", breaker=CircuitBreaker(clock=clock), clock=clock)
+    effects = run.start()
+    assert isinstance(effects[-1], CallModel)
+    return run
+
+
+def test_a_raised_limit_moves_the_deadline_from_the_runs_start() -> None:
+    clock = Clock()
+    run = started_run(clock, 10.0)
+    clock.now += 8
+
+    assert [] == run.set_max_execution_time(30.0)
+    assert 500.0 + 30.0 == run.deadline
+
+
+def test_a_limit_lowered_below_the_time_already_run_ends_the_run_at_once() -> None:
+    clock = Clock()
+    run = started_run(clock, 60.0)
+    clock.now += 5
+
+    effects = run.set_max_execution_time(2.0)
+
+    assert isinstance(effects[-1], Finish)
+    assert not effects[-1].result.success
+    assert "limit is 2s" in (effects[-1].result.error or "")
+
+
+def test_no_limit_means_no_deadline_and_a_limit_can_be_set_later() -> None:
+    clock = Clock()
+    run = started_run(clock, None)
+
+    assert math.isinf(run.deadline)
+    assert [] == run.set_max_execution_time(100.0)
+    assert 600.0 == run.deadline
+    assert [] == run.set_max_execution_time(None)
+    assert math.isinf(run.deadline)
+
+
+def test_agents_of_one_process_share_one_client_and_breaker_per_endpoint() -> None:
+    one = model_endpoint("http://127.0.0.1:9/v1", "k1")
+    same = model_endpoint("http://127.0.0.1:9/v1", "k1", failures=9)
+    other = model_endpoint("http://127.0.0.1:9/v1", "k2")
+
+    assert one is same
+    assert one.client is same.client and one.breaker is same.breaker
+    assert other.client is not one.client and other.breaker is not one.breaker
