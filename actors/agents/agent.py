@@ -124,7 +124,7 @@ __all__ = [
     "DEFAULT_AGENT_MODEL",
     "Agent",
     "AgentConfig",
-    "ModelEndpoint",
+    "SharedEndpoint",
     "model_endpoint",
 ]
 
@@ -145,19 +145,19 @@ def _principal_names(state_dir: Path) -> set[str]:
 
 
 @dataclass(frozen=True)
-class ModelEndpoint:
+class SharedEndpoint:
     """One model endpoint of this process: its client and its circuit breaker."""
 
     client: openai.OpenAI
     breaker: CircuitBreaker
 
 
-_ENDPOINTS: dict[tuple[str | None, str], ModelEndpoint] = {}
+_ENDPOINTS: dict[tuple[str | None, str], SharedEndpoint] = {}
 
 
 def model_endpoint(
     base_url: str | None, api_key: str, *, failures: int = 3, cooldown: float = 5.0
-) -> ModelEndpoint:
+) -> SharedEndpoint:
     """Return this process's client and breaker for the endpoint (made at its first use).
 
     The client retries nothing (``max_retries=0``: retries are the run's) and each call sets
@@ -167,7 +167,7 @@ def model_endpoint(
     endpoint = _ENDPOINTS.get(key)
     if endpoint is None:
         client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
-        endpoint = _ENDPOINTS[key] = ModelEndpoint(client, CircuitBreaker(failures, cooldown))
+        endpoint = _ENDPOINTS[key] = SharedEndpoint(client, CircuitBreaker(failures, cooldown))
     return endpoint
 
 
