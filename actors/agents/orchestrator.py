@@ -70,7 +70,6 @@ from typing import Any, Literal
 import structlog
 
 from actors.agents.model_guard import CircuitBreaker
-from actors.agents.orchestrator_telemetry import ModelTally, RunWatchers
 from actors.agents.orchestrator_plan import (
     CLEANUP_SECONDS,
     agent_backstop,
@@ -79,6 +78,7 @@ from actors.agents.orchestrator_plan import (
     subtask_spec,
     time_left,
 )
+from actors.agents.orchestrator_telemetry import ModelTally, RunWatchers
 from actors.core.flow import All, Call, Flow, Sleep
 from actors.core.restart import backoff_delay
 from actors.core.worker import Worker
