@@ -627,6 +627,14 @@ def stop(state_dir: str, timeout: float) -> None:
     "default: the deployment's)",
 )
 @click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--no-interview", is_flag=True, help="skip the interview: run GOAL as given")
+@click.option(
+    "--answer",
+    "answers",
+    multiple=True,
+    help="the answer to the interview's next question, in order (repeat; for a stdin that "
+    "is not a terminal)",
+)
 def run(
     goal: str,
     state_dir: str,
@@ -637,9 +645,15 @@ def run(
     threshold: float,
     max_time: float | None,
     timeout: float,
+    no_interview: bool,
+    answers: tuple[str, ...],
 ) -> None:
-    """Run GOAL on the running `understudy up` and show its progress as it happens."""
-    from protocols.orchestrator import RunAccepted, RunGoalRequest
+    """Run GOAL on the running `understudy up` and show its progress as it happens.
+
+    The model first interviews GOAL: a message that is not a task is answered directly, and
+    an ambiguous one gets clarifying questions, asked here (or answered by --answer).
+    """
+    from protocols.orchestrator import ChatReply, RunAccepted, RunGoalRequest
 
     state = _read_state(state_dir)
     runtime = _attach(state, state_dir)
@@ -651,12 +665,19 @@ def run(
         evolutions=evolutions,
         threshold=threshold,
         max_execution_time=max_time,
+        interview=not no_interview,
     )
     try:
-        accepted = runtime.ask("root/orchestrator", request, timeout=30)
+        reply = runtime.ask("root/orchestrator", request, timeout=INTERVIEW_TIMEOUT)
     except UnderstudyError as exc:
         raise click.ClickException(str(exc)) from exc
+    accepted = _interview(runtime, reply, list(answers))
+    if isinstance(accepted, ChatReply):
+        console.print(accepted.reply)
+        return
     assert isinstance(accepted, RunAccepted)  # noqa: S101 - the orchestrator's answer
+    if accepted.goal is not None and accepted.goal != goal:
+        console.print(f"goal: {accepted.goal}")
     console.print(f"run {accepted.run_id} (workspace {accepted.workspace})")
     deadline = time.monotonic() + timeout
     # Each event is printed as it happens (a long poll held by the orchestrator).
@@ -683,6 +704,41 @@ def run(
         console.print(f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
     if not outcome.success:
         raise SystemExit(1)
+
+
+INTERVIEW_TIMEOUT = 200.0
+"""Seconds to wait for one interview round (the orchestrator's model call, with retries)."""
+
+
+def _interview(runtime: Runtime, reply: Message, answers: list[str]) -> Message:
+    """Answer the orchestrator's clarifying questions (on the terminal, else from
+    ``answers``) until it accepts the run or replies directly; return that answer."""
+    from protocols.orchestrator import AnswerQuestions, ClarifyingQuestions
+
+    while isinstance(reply, ClarifyingQuestions):
+        given: list[str] = []
+        for question in reply.questions:
+            if answers:
+                given.append(answers.pop(0))
+                console.print(f"[bold]?[/bold] {question} [dim]{given[-1]}[/dim]")
+            elif sys.stdin.isatty():
+                given.append(str(click.prompt(question)))
+            else:
+                msg = (
+                    f"the interview asks: {question!r}, and stdin is not a terminal; "
+                    "give the answers with --answer TEXT (once per question, in order) "
+                    "or skip the interview with --no-interview"
+                )
+                raise click.ClickException(msg)
+        try:
+            reply = runtime.ask(
+                "root/orchestrator",
+                AnswerQuestions(session_id=reply.session_id, answers=given),
+                timeout=INTERVIEW_TIMEOUT,
+            )
+        except UnderstudyError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return reply
 
 
 def _describe_event(event: Any) -> str:

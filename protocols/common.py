@@ -35,6 +35,8 @@ class ErrorName(StrEnum):
     UNEXPECTED_MESSAGE = "UnexpectedMessage"
     INVALID_GOAL = "InvalidGoal"
     UNKNOWN_RUN = "UnknownRun"
+    UNKNOWN_SESSION = "UnknownSession"
+    INVALID_ANSWERS = "InvalidAnswers"
     AGENT_BUSY = "AgentBusy"
     MODEL_ERROR = "ModelError"
     SYNC_ABANDONED = "SyncAbandoned"

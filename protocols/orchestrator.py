@@ -1,10 +1,11 @@
 """The orchestrator protocol: run a goal end to end, watch its progress, get its outcome.
 
-Phases of a run: specification -> execution -> evaluation [-> evolution -> execution ->
-evaluation ...]; each phase start and end is a ``PhaseEvent``. ``RunGoalRequest`` is answered
-at once with ``RunAccepted``; progress is read with ``GetRunProgress`` (events after a
-cursor; with ``wait`` the answer is held until there is one, so a follower gets each event
-as it happens: ``Runtime.run_events``) and the outcome waited for with ``WaitRun``.
+Phases of a run: [interview ->] specification -> execution -> evaluation [-> evolution ->
+execution -> evaluation ...]; each phase start and end is a ``PhaseEvent``.
+``RunGoalRequest`` is answered with ``RunAccepted``; progress is read with ``GetRunProgress``
+(events after a cursor; with ``wait`` the answer is held until there is one, so a follower
+gets each event as it happens: ``Runtime.run_events``) and the outcome waited for with
+``WaitRun``.
 ``GetModelStatistics`` answers the model calls, tokens and breaker states of its agents;
 ``CancelRun`` stops a run (its agents, its phases, its subtasks and their model calls) and ends
 it ``stopped``.
@@ -14,6 +15,11 @@ Maximum execution time (of each agent run, counted from that agent's start)
                              by ``SetMaxExecutionTime`` without ``run_id``; ``0`` is unlimited
     a per-run override       ``RunGoalRequest.max_execution_time``, or ``SetMaxExecutionTime``
                              with ``run_id``; a run without one follows the default as it changes
+
+With ``interview``, the model first rates the request: a message that is not a task gets a
+``ChatReply`` (no run); an ambiguous one gets ``ClarifyingQuestions``, answered with
+``AnswerQuestions`` in the same ``session_id`` (again and again, until the ambiguity is at most
+``clarity_threshold`` or ``max_interview_rounds`` rounds were asked); a clear one is accepted.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from protocols.agent import AgentResult, GoalSpec
 from protocols.scheduler import Priority
 
 __all__ = [
+    "AnswerQuestions",
     "CancelRun",
+    "ChatReply",
+    "ClarifyingQuestions",
     "GetModelStatistics",
     "GetRunProgress",
     "ModelCounters",
@@ -44,7 +53,14 @@ __all__ = [
 ]
 
 Phase = Literal[
-    "specification", "execution", "evaluation", "evolution", "delegation", "cleanup", "run"
+    "interview",
+    "specification",
+    "execution",
+    "evaluation",
+    "evolution",
+    "delegation",
+    "cleanup",
+    "run",
 ]
 
 
@@ -74,6 +90,9 @@ class RunGoalRequest(Message):
     ``evolutions`` bounds the re-runs with feedback; the run stops early at ``threshold``.
     ``max_execution_time`` overrides the deployment default for this run (``0``: unlimited;
     None: follow the default). ``priority`` is the priority of the run's scheduler tasks.
+    ``interview`` makes the model rate the request first (see the module doc); a request rated
+    complex (``complexity`` >= 0.5) then gets a model-made specification unless
+    ``specify_with_model`` says otherwise.
     """
 
     kind: Literal["orchestrator.run_goal"] = "orchestrator.run_goal"
@@ -89,6 +108,9 @@ class RunGoalRequest(Message):
     max_execution_time: Annotated[float, Field(ge=0)] | None = None
     token_budget: Annotated[int, Field(gt=0)] = 50_000
     specify_with_model: bool | None = None
+    interview: bool = False
+    clarity_threshold: Annotated[float, Field(ge=0, le=1)] = 0.2
+    max_interview_rounds: Annotated[int, Field(ge=1, le=10)] = 3
     priority: Priority = "normal"
 
     @field_validator("subtasks", mode="before")
@@ -106,6 +128,38 @@ class RunAccepted(Message):
     kind: Literal["orchestrator.run_accepted"] = "orchestrator.run_accepted"
     run_id: str
     workspace: str
+    session_id: str | None = None
+    """The interview's session, when the request was interviewed."""
+    goal: str | None = None
+    """The goal the run works on, when the interview restated it."""
+
+
+class ClarifyingQuestions(Message):
+    """The request is too ambiguous to specify: answer these in ``session_id``."""
+
+    kind: Literal["orchestrator.clarifying_questions"] = "orchestrator.clarifying_questions"
+    session_id: str
+    questions: list[str]
+    ambiguity: float
+    complexity: float
+    round: int
+
+
+class AnswerQuestions(Message):
+    """The caller's answers to the last ClarifyingQuestions of ``session_id``, in order."""
+
+    kind: Literal["orchestrator.answer_questions"] = "orchestrator.answer_questions"
+    session_id: str
+    answers: list[str]
+    owner: str = "cli"
+
+
+class ChatReply(Message):
+    """The request is not a task: the model's direct reply (no run was started)."""
+
+    kind: Literal["orchestrator.chat_reply"] = "orchestrator.chat_reply"
+    session_id: str
+    reply: str
 
 
 class PhaseEvent(Message):

@@ -2,7 +2,13 @@
 
 Phases of a run (each start and end is a PhaseEvent, and a structlog event):
 
-    specification   from the model for complex goals, straight from the message otherwise
+    interview       (``RunGoalRequest.interview``) the model rates the request: a non-task
+                    gets a ChatReply, an ambiguous one ClarifyingQuestions answered in the
+                    same session (AnswerQuestions), a clear one starts the run; the pure
+                    part is ``actors.agents.orchestrator_interview``; its model calls are
+                    CompletePrompts to agents, as every model call of this actor
+    specification   from the model for complex goals (as the interview rated them, else by
+                    their length), straight from the message otherwise
     execution       the lifecycle below, or parallel subtasks delegated through the registry
     evaluation      the model judges the result against the acceptance criteria
     evolution       a revised specification (previous output and unmet criteria added as
@@ -70,6 +76,14 @@ from typing import Any, Literal
 import structlog
 
 from actors.agents.model_guard import CircuitBreaker
+from actors.agents.orchestrator_interview import (
+    COMPLEX_AT,
+    InterviewSession,
+    InterviewVerdict,
+    Sessions,
+    clarified_request,
+    judge_rating,
+)
 from actors.agents.orchestrator_plan import (
     CLEANUP_SECONDS,
     agent_backstop,
@@ -99,7 +113,10 @@ from protocols.agent import (
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import UnderstudyError
 from protocols.orchestrator import (
+    AnswerQuestions,
     CancelRun,
+    ChatReply,
+    ClarifyingQuestions,
     GetModelStatistics,
     GetRunProgress,
     Phase,
@@ -119,7 +136,9 @@ from protocols.orchestrator import (
 )
 from protocols.prompts import (
     evaluation_prompt,
+    interview_prompt,
     parse_evaluation,
+    parse_interview,
     parse_specification,
     specification_prompt,
 )
@@ -230,6 +249,8 @@ class _Run:
     stopping: str | None = None  # why the run is being stopped
     finishing: bool = False  # its outcome is decided; only the bookkeeping is left
     late: AgentResult | None = None  # a result that arrived after the stop
+    original: str | None = None  # the interview's whole exchange, when there was one
+    complexity: float | None = None  # as the interview rated it
 
 
 class Orchestrator(Worker):
@@ -256,6 +277,7 @@ class Orchestrator(Worker):
             int(args.get("breaker_failures", 3)), float(args.get("breaker_cooldown", 5.0))
         )
         self.runs: dict[str, _Run] = {}
+        self.sessions = Sessions()
         self.watchers = RunWatchers()
         self.tally = ModelTally()
         self._ids = itertools.count(1)
@@ -311,7 +333,9 @@ class Orchestrator(Worker):
         """Answer one orchestrator command (or an internal timer, or a late reply)."""
         match message:
             case RunGoalRequest():
-                return self._start_run(message)
+                return self._interview(message) if message.interview else self._start_run(message)
+            case AnswerQuestions():
+                return self._answer_questions(message)
             case GetRunProgress():
                 return self._progress(message)
             case _WatchExpired():
@@ -389,7 +413,9 @@ class Orchestrator(Worker):
             run, "run", "progress", step="late_result", agent=result.agent, success=result.success
         )
 
-    def _start_run(self, request: RunGoalRequest) -> Message:
+    def _start_run(
+        self, request: RunGoalRequest, session: InterviewSession | None = None
+    ) -> Message:
         if not request.goal.strip():
             return ErrorReply(error=ErrorName.INVALID_GOAL, message="the goal is empty")
         run_id = f"{self._prefix}-{next(self._ids)}"
@@ -402,8 +428,122 @@ class Orchestrator(Worker):
         Path(workspace).mkdir(parents=True, exist_ok=True)
         run = _Run(run_id, request, workspace, override=request.max_execution_time)
         self.runs[run_id] = run
+        if session is not None:
+            self._interviewed(run, session)
         run.flow = self.run_flow(self._run(run))
-        return RunAccepted(run_id=run_id, workspace=workspace)
+        return RunAccepted(
+            run_id=run_id,
+            workspace=workspace,
+            session_id=session.session_id if session is not None else None,
+            goal=run.request.goal if session is not None else None,
+        )
+
+    # --- The interview: the first phase of an interviewed request ---------------------------
+
+    def _interview(self, request: RunGoalRequest) -> Message | None:
+        if not request.goal.strip():
+            return ErrorReply(error=ErrorName.INVALID_GOAL, message="the goal is empty")
+        session = InterviewSession(f"{self._prefix}-i{next(self._ids)}", request)
+        self.sessions.add(session)
+        self.run_flow(self._interview_round(session, self.defer_reply()))
+        return None
+
+    def _answer_questions(self, message: AnswerQuestions) -> Message | None:
+        session = self.sessions.get(message.session_id, message.owner)
+        if session is None:
+            return ErrorReply(
+                error=ErrorName.UNKNOWN_SESSION,
+                message=f"unknown interview session {message.session_id!r}",
+            )
+        try:
+            session.answer(message.answers)
+        except ValueError as exc:
+            return ErrorReply(error=ErrorName.INVALID_ANSWERS, message=str(exc))
+        self.run_flow(self._interview_round(session, self.defer_reply()))
+        return None
+
+    def _interview_round(
+        self, session: InterviewSession, answer: Callable[[Message], None]
+    ) -> Flow:
+        """Have the model rate the request so far, then answer a chat reply, questions, or
+        start the run (also when the model cannot be asked: the interview is then skipped)."""
+        request = session.request
+        try:
+            text = yield from self._rate(
+                session, interview_prompt(request.goal, session.clarifications)
+            )
+            verdict = judge_rating(session, parse_interview(text))
+        except UnderstudyError as exc:
+            log.warning("interview_failed", session_id=session.session_id, error=repr(exc))
+            verdict = InterviewVerdict("run", forced=True)
+        rating = session.ratings[-1] if session.ratings else None
+        log.info(
+            "interview_rated",
+            session_id=session.session_id,
+            action=verdict.action,
+            ambiguity=rating.ambiguity if rating else None,
+            complexity=rating.complexity if rating else None,
+            round=session.rounds,
+        )
+        if verdict.action == "chat":
+            self.sessions.close(session.session_id)
+            answer(ChatReply(session_id=session.session_id, reply=verdict.reply))
+        elif verdict.action == "ask":
+            assert rating is not None  # noqa: S101 - questions come from a rating
+            answer(
+                ClarifyingQuestions(
+                    session_id=session.session_id,
+                    questions=list(verdict.questions),
+                    ambiguity=rating.ambiguity,
+                    complexity=rating.complexity,
+                    round=session.rounds,
+                )
+            )
+        else:
+            self.sessions.close(session.session_id)
+            answer(self._start_run(clarified_request(session)[0], session))
+
+    def _rate(self, session: InterviewSession, prompt: str) -> Flow:
+        """The interview's model call, made by an agent started for it (as ``_complete``; no
+        run exists yet to own it)."""
+        name = f"{session.session_id}-rate{next(self._ids)}"
+        info = yield Call(self.agents_path, StartChild(args={"name": name, **self.model_args}))
+        assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
+        failure: UnderstudyError | None = None
+        reply: Message | None = None
+        try:
+            reply = yield Call(
+                f"{self.agents_path}/{info.id}",
+                CompletePrompt(prompt=prompt, timeout=self.model_timeout),
+                timeout=self.model_timeout + CLEANUP_SECONDS,
+            )
+        except UnderstudyError as exc:
+            failure = exc
+        try:
+            yield Call(self.agents_path, TerminateChild(child_id=info.id))
+        except UnderstudyError as exc:
+            log.debug("agent_already_gone", session_id=session.session_id, error=str(exc))
+        if failure is not None:
+            raise failure
+        assert isinstance(reply, PromptCompleted)  # noqa: S101 - the agent's answer
+        return reply.text
+
+    def _interviewed(self, run: _Run, session: InterviewSession) -> None:
+        rating = session.ratings[-1] if session.ratings else None
+        run.complexity = rating.complexity if rating is not None else None
+        run.original = clarified_request(session)[1]
+        self._phase(
+            run,
+            "interview",
+            "finished",
+            session_id=session.session_id,
+            rounds=session.rounds,
+            ambiguity=rating.ambiguity if rating is not None else None,
+            complexity=run.complexity,
+            clarifications=[{"question": q, "answer": a} for q, a in session.clarifications],
+            rated=rating is not None,
+            goal=run.request.goal,
+        )
 
     def _progress(self, message: GetRunProgress) -> Message | None:
         """Answer the events after the cursor; with ``wait``, hold the answer until there
@@ -740,6 +880,8 @@ class Orchestrator(Worker):
         use_model = (
             request.specify_with_model
             if request.specify_with_model is not None
+            else run.complexity >= COMPLEX_AT
+            if run.complexity is not None
             else is_complex(request.goal)
         )
         constraints: list[str] = []
@@ -756,7 +898,7 @@ class Orchestrator(Worker):
                 log.warning("specification_failed", run_id=run.run_id, error=repr(exc))
         spec = GoalSpec(
             goal=request.goal,
-            original_request=request.goal,
+            original_request=run.original or request.goal,
             constraints=constraints,
             acceptance_criteria=criteria or [request.goal],
             workspace=run.workspace,

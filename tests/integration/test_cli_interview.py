@@ -1,0 +1,69 @@
+"""`understudy run` interviews the goal: a direct reply to a greeting, questions that need a
+terminal or --answer, and the answers sent in the same session (the default topology)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli import REPO, _env, _read_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_path: Path) -> None:
+    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
+    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "actors.cli", "run", *args],
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            env=env,
+            stdin=subprocess.DEVNULL,  # not a terminal
+            check=False,
+        )
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _read_until(proc, r"orchestrator", timeout=60)
+        chat = run("hello there")
+        refused = run("write something")
+        answered = run("write something", "--answer", "a haiku about rain", "--answer", "rain.txt")
+        skipped = run("write a haiku about snow to snow.txt", "--no-interview")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert 0 == chat.returncode, chat.stdout + chat.stderr
+    assert "Give me a task" in chat.stdout
+    assert "run " not in chat.stdout
+    assert 0 != refused.returncode
+    assert "stdin is not a terminal" in refused.stderr
+    assert "--no-interview" in refused.stderr
+    assert 0 == answered.returncode, answered.stdout + answered.stderr
+    assert "goal: write a haiku about rain to rain.txt" in answered.stdout
+    assert "interview finished" in answered.stdout
+    assert "succeeded" in answered.stdout
+    assert 0 == skipped.returncode, skipped.stdout + skipped.stderr
+    assert "interview" not in skipped.stdout
+    workspaces = tmp_path / ".understudy" / "workspaces"
+    assert 1 == len(list(workspaces.glob("*/rain.txt")))
+    assert 1 == len(list(workspaces.glob("*/snow.txt")))
+    assert 0 == proc.returncode
