@@ -3,6 +3,8 @@ terminal or --answer, and the answers sent in the same session (the default topo
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -31,6 +33,25 @@ def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_pa
             check=False,
         )
 
+    def run_on_a_terminal(goal: str, typed: str) -> subprocess.CompletedProcess[str]:
+        """Run with a pseudo-terminal as stdin, the answers already typed into it."""
+        main, terminal = pty.openpty()
+        try:
+            os.write(main, typed.encode())
+            return subprocess.run(
+                [sys.executable, "-m", "actors.cli", "run", goal],
+                cwd=tmp_path,
+                text=True,
+                capture_output=True,
+                timeout=120,
+                env=env,
+                stdin=terminal,
+                check=False,
+            )
+        finally:
+            os.close(terminal)
+            os.close(main)
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.cli", "up"],
         cwd=tmp_path,
@@ -44,6 +65,7 @@ def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_pa
         refused = run("write something")
         answered = run("write something", "--answer", "a haiku about rain", "--answer", "rain.txt")
         skipped = run("write a haiku about snow to snow.txt", "--no-interview")
+        typed = run_on_a_terminal("write something", "a haiku about hail\nhail.txt\n")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
@@ -63,7 +85,12 @@ def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_pa
     assert "succeeded" in answered.stdout
     assert 0 == skipped.returncode, skipped.stdout + skipped.stderr
     assert "interview" not in skipped.stdout
+    assert 0 == typed.returncode, typed.stdout + typed.stderr
+    assert "What should I write" in typed.stdout  # the questions, asked on the terminal
+    assert "Which file" in typed.stdout
+    assert "goal: write a haiku about hail to hail.txt" in typed.stdout
     workspaces = tmp_path / ".understudy" / "workspaces"
     assert 1 == len(list(workspaces.glob("*/rain.txt")))
     assert 1 == len(list(workspaces.glob("*/snow.txt")))
+    assert 1 == len(list(workspaces.glob("*/hail.txt")))
     assert 0 == proc.returncode
