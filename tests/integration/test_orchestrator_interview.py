@@ -295,3 +295,23 @@ def test_after_the_last_round_the_run_starts_anyway(start_tree: StartTree, tmp_p
     assert 1 == interview[0]["rounds"]
     assert 0.9 == interview[0]["ambiguity"]
     assert "do the thing (the thing)" == accepted.goal
+
+
+def test_a_model_that_cannot_rate_skips_the_interview(
+    start_tree: StartTree, tmp_path: Path
+) -> None:
+    def respond(request: dict[str, Any]) -> Reply:
+        if prompt_kind(request["messages"][-1]["content"] or "") == "interview":
+            return Reply(status=401, error={"message": "no key", "type": "auth"})
+        return _scripted([])(request)
+
+    with ScriptedModel(respond) as model:
+        rt = start_tree(_tree(model.url))
+        accepted = rt.ask(ORCH, _request("paint the fence", tmp_path), timeout=30)
+        assert isinstance(accepted, RunAccepted), accepted
+        outcome = _outcome(rt, accepted)
+        interview = _interview_events(rt, accepted)
+
+    assert outcome.success, outcome.error
+    assert "paint the fence" == outcome.spec.goal
+    assert [False] == [e["rated"] for e in interview]
