@@ -1068,10 +1068,11 @@ class SupervisorActor(SeamActor):
         return f"{self._path}/{child.id}"
 
     def _by_id(self, child_id: str) -> _Child | None:
-        return next((c for c in self._children if c.id == child_id), None)
+        # Newest first: the child being started is the last one (no quadratic start-up).
+        return next((c for c in reversed(self._children) if c.id == child_id), None)
 
     def _by_address(self, address: Address) -> _Child | None:
-        return next((c for c in self._children if c.address == address), None)
+        return next((c for c in reversed(self._children) if c.address == address), None)
 
     def _info(self, child: _Child) -> ChildInfo:
         status = "running" if child.address is not None else child.status
