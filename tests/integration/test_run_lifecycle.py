@@ -213,6 +213,32 @@ def test_a_changed_limit_counts_from_the_agents_start_not_from_the_change(
     assert 2.0 - 0.1 <= timed_out - started < 2.0 + 1.0  # from the start: not 1.5 s + 2 s
 
 
+def test_a_raised_limit_moves_the_agents_own_backstop_too(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    """Each model call takes 1.5 s: the agent's backstop for a 1 s limit (2.5 s) would cut the
+    second call short; raised to 20 s, the agent's deadline moves with it and the run ends."""
+    rt = start_tree(_tree(model))
+    model.inject("hang", count=None, seconds=1.5, match="patient")
+    accepted = _start(
+        rt,
+        RunGoalRequest(
+            goal="write a haiku about patient actors to h.txt",
+            workspace=str(tmp_path),
+            evolutions=0,
+            max_execution_time=1.0,
+        ),
+    )
+    assert model.wait_requests(1, timeout=10)
+
+    rt.ask(ORCH, SetMaxExecutionTime(run_id=accepted.run_id, seconds=20))
+    outcome = _outcome(rt, accepted.run_id, 40)
+
+    assert outcome.success, outcome
+    assert (tmp_path / "h.txt").exists()
+    assert [] == _step(_events(rt, accepted.run_id), "timed_out")
+
+
 def test_the_deployment_default_changes_live_and_zero_is_unlimited(
     start_tree: StartTree, model: ModelServer, tmp_path: Path
 ) -> None:
