@@ -626,6 +626,13 @@ def stop(state_dir: str, timeout: float) -> None:
     help="maximum execution time of each agent run, seconds (0: unlimited; "
     "default: the deployment's)",
 )
+@click.option(
+    "--priority",
+    type=click.Choice(["critical", "high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="the priority of the run's scheduler tasks",
+)
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 @click.option("--no-interview", is_flag=True, help="skip the interview: run GOAL as given")
 @click.option(
@@ -644,6 +651,7 @@ def run(
     evolutions: int,
     threshold: float,
     max_time: float | None,
+    priority: str,
     timeout: float,
     no_interview: bool,
     answers: tuple[str, ...],
@@ -652,8 +660,15 @@ def run(
 
     The model first interviews GOAL: a message that is not a task is answered directly, and
     an ambiguous one gets clarifying questions, asked here (or answered by --answer).
+    Ctrl-C stops the run (its agents, phases and model calls) and shows it as stopped.
     """
-    from protocols.orchestrator import ChatReply, RunAccepted, RunGoalRequest
+    from protocols.orchestrator import (
+        CancelRun,
+        ChatReply,
+        RunAccepted,
+        RunGoalRequest,
+        RunOutcome,
+    )
 
     state = _read_state(state_dir)
     runtime = _attach(state, state_dir)
@@ -666,6 +681,7 @@ def run(
         threshold=threshold,
         max_execution_time=max_time,
         interview=not no_interview,
+        priority=priority,
     )
     try:
         reply = runtime.ask("root/orchestrator", request, timeout=INTERVIEW_TIMEOUT)
@@ -689,12 +705,18 @@ def run(
                 break
     except UnderstudyError as exc:
         raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
+    except KeyboardInterrupt:
+        console.print(f"stopping run {accepted.run_id} ...")
+        stopped = runtime.ask("root/orchestrator", CancelRun(run_id=accepted.run_id), timeout=60)
+        if isinstance(stopped, RunOutcome):
+            console.print(f"[bold]{stopped.status}[/bold]: {stopped.error or ''}")
+        raise SystemExit(130) from None
     outcome = events.outcome
     if outcome is None:
         raise click.ClickException(f"run {accepted.run_id} still running after {timeout} s")
     result = outcome.result
     console.print(
-        f"[bold]{'succeeded' if outcome.success else 'failed'}[/bold] "
+        f"[bold]{'succeeded' if outcome.success else outcome.status}[/bold] "
         f"score {outcome.score:.2f} (attempts: {outcome.scores})"
     )
     if result is not None:
