@@ -316,9 +316,13 @@ def _configure_model(topology: Topology) -> tuple[ModelEndpoint, Any]:
     endpoint = resolve_model_endpoint(topology.system.model, os.environ)
     server = None
     if endpoint.embedded:
-        from actors.model.server import ModelServer
+        from actors.model.server import ModelServer, quality_from_env
 
-        server = ModelServer()
+        try:
+            quality, seed = quality_from_env(os.environ)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        server = ModelServer(quality=quality, seed=seed)
         endpoint = replace(endpoint, base_url=server.start())
     endpoint.export(os.environ)
     return endpoint, server
@@ -724,7 +728,13 @@ def run(
         for path in result.files:
             console.print(f"file: {path}")
         console.print(f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
+    for criterion in outcome.unmet:
+        console.print(f"unmet: {criterion}", markup=False)
+    for criterion in outcome.unverified:
+        console.print(f"unverified: {criterion}", markup=False)
     if not outcome.success:
+        if outcome.error:
+            console.print(f"why: {outcome.error}", markup=False)
         raise SystemExit(1)
 
 
@@ -784,19 +794,45 @@ def _describe_event(event: Any) -> str:
     default=None,
     help="reject prompts estimated above this many tokens",
 )
-def model_server(host: str, port: int, api_key: str | None, context_window: int | None) -> None:
+@click.option(
+    "--quality",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="how well it writes, 0 to 1: below 1 a write misses each of its criteria with "
+    "probability 1 - quality (seeded) [default: $UNDERSTUDY_MODEL_QUALITY, else 1]",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="the seed of quality's draws [default: $UNDERSTUDY_MODEL_SEED, else 0]",
+)
+def model_server(
+    host: str,
+    port: int,
+    api_key: str | None,
+    context_window: int | None,
+    quality: float | None,
+    seed: int | None,
+) -> None:
     """Serve the deterministic OpenAI-compatible model until Ctrl-C or SIGTERM.
 
     Prints the base URL (for openai.OpenAI(base_url=...)) on stdout.
     """
-    from actors.model.server import serve_forever
+    from actors.model.server import quality_from_env, serve_forever
 
+    try:
+        env_quality, env_seed = quality_from_env(os.environ)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     serve_forever(
         host,
         port,
         ready=click.echo,
         api_key=api_key,
         context_window=context_window,
+        quality=env_quality if quality is None else quality,
+        seed=env_seed if seed is None else seed,
     )
 
 

@@ -420,6 +420,9 @@ class Experiment(_Strict):
     network: Literal["netns", "loopback"] = "netns"
     """How the hosts are separated: each in its own network namespace (Linux, root), or on
     loopback addresses of this machine (no partitions)."""
+    model_quality: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """How well the embedded model writes (when the experiment starts it): below 1 each
+    criterion of a write is missed with probability 1 - model_quality, seeded by ``seed``."""
     workload: list[Workload] = Field(default_factory=list)
     steady_state: list[Probe] = Field(default_factory=list)
     faults: list[FaultStep] = Field(default_factory=list)

@@ -178,6 +178,9 @@ class RunOutcome(Message):
 
     ``status`` is ``completed`` (it succeeded), ``failed``, or ``stopped`` (CancelRun, or the
     run manager's StopRun); a result that arrives after the stop is kept in ``result``.
+
+    ``unmet`` and ``unverified`` are the best attempt's criteria that were not met, and those
+    nothing could check (never counted as met); ``error`` says why a run did not succeed.
     """
 
     kind: Literal["orchestrator.run_outcome"] = "orchestrator.run_outcome"
@@ -189,6 +192,8 @@ class RunOutcome(Message):
     spec: GoalSpec
     result: AgentResult | None = None
     subtask_results: list[AgentResult] = Field(default_factory=list)
+    unmet: list[str] = Field(default_factory=list)
+    unverified: list[str] = Field(default_factory=list)
     error: str | None = None
 
 

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocols.errors import UnderstudyError
 
@@ -71,6 +71,7 @@ __all__ = [
     "parse_specification_request",
     "parse_tool_result",
     "prompt_kind",
+    "score_of",
     "specification_prompt",
     "summary_message",
     "tool_definitions",
@@ -123,12 +124,27 @@ class ParsedGoal(_Frozen):
 
 
 class Evaluation(_Frozen):
-    """A judgement of an output against acceptance criteria."""
+    """A judgement of an output against acceptance criteria.
 
-    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    ``unverified`` are the criteria the judge could not check (never counted as met).
+    ``score`` is what the judge says; the orchestrator does not take it on trust: it counts
+    ``met`` against all the criteria (:func:`score_of`).
+    """
+
+    score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     met: tuple[str, ...] = ()
     unmet: tuple[str, ...] = ()
+    unverified: tuple[str, ...] = ()
     feedback: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_verdicts(cls, value: Any) -> Any:
+        """An object without ``met`` or ``unmet`` is not an evaluation (some other JSON)."""
+        if isinstance(value, dict) and "met" not in value and "unmet" not in value:
+            msg = "an evaluation needs a 'met' or an 'unmet' list"
+            raise ValueError(msg)
+        return value
 
 
 class Specification(_Frozen):
@@ -247,6 +263,7 @@ _EVALUATE_INSTRUCTIONS = (
     "Reply with one JSON object and nothing else:\n"
     '{"score": <number from 0 to 1: the fraction of criteria met>, '
     '"met": [<the criteria met, verbatim>], "unmet": [<the criteria not met, verbatim>], '
+    '"unverified": [<the criteria you cannot check from what is given, verbatim>], '
     '"feedback": "<what to change so that the unmet criteria are met>"}'
 )
 
@@ -382,6 +399,14 @@ def parse_evaluation(text: str) -> Evaluation:
         PromptFormatError: no JSON object in the text is a valid evaluation.
     """
     return _find_object(text, Evaluation)
+
+
+def score_of(criteria: Sequence[str], met: Iterable[str]) -> float:
+    """Return the share of ``criteria`` that are in ``met`` (1.0 when there are none)."""
+    if not criteria:
+        return 1.0
+    passed = set(met)
+    return sum(1 for c in criteria if c in passed) / len(criteria)
 
 
 def parse_specification(text: str) -> Specification:

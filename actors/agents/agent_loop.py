@@ -6,7 +6,10 @@ host (``actors.agents.agent.Agent``) to carry out::
 
     start()                        -> CallModel | Finish
     model_replied(turn)            -> Progress, then CheckTool (first tool call) | CallModel |
-                                      Finish (a final answer, or a budget exceeded)
+                                      Finish (a final answer, or a budget exceeded); a final
+                                      answer fails when the model refused (its ``refusal``)
+                                      or when the goal asks for files
+                                      (``protocols.goals.files_asked``) and none was written
     model_failed(exc)              -> Progress, Wait (an in-place retry) | CallModel (a
                                       compaction after a context-length error) | Finish
     access_decided(allowed, ...)   -> ExecuteTool | Progress, Audit, then the next step
@@ -93,6 +96,7 @@ from protocols.agent import (
     ToolCallRecord,
     Usage,
 )
+from protocols.goals import files_asked
 from protocols.prompts import (
     agent_system_prompt,
     compaction_prompt,
@@ -251,6 +255,7 @@ class ModelTurn:
     tool_calls: tuple[RequestedToolCall, ...] = ()
     input_tokens: int = 0
     output_tokens: int = 0
+    refusal: str | None = None
 
     def assistant_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation."""
@@ -298,8 +303,10 @@ def turn_from_completion(completion: Any) -> ModelTurn:
                 )
             )
     usage = getattr(completion, "usage", None)
+    refusal = getattr(message, "refusal", None)
     return ModelTurn(
         content=message.content,
+        refusal=str(refusal) if refusal else None,
         tool_calls=tuple(calls),
         input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
@@ -525,9 +532,21 @@ class AgentRun:
             return effects + self._finish(False, error=self.tokens.describe())
         self.messages.append(turn.assistant_message())
         if not turn.tool_calls:
-            return effects + self._finish(True, output=turn.content or "")
+            return effects + self._final_answer(turn)
         self._queue.extend(turn.tool_calls)
         return effects + self._next_tool()
+
+    def _final_answer(self, turn: ModelTurn) -> list[Effect]:
+        """The model answered without a tool call: the run succeeds unless the model refused,
+        or the goal asks for files and none was written."""
+        output = turn.content or turn.refusal or ""
+        if turn.refusal:
+            return self._finish(False, output=output, error=f"the model refused: {turn.refusal}")
+        asked = files_asked(self.goal.spec.goal)
+        if asked and not self.files:
+            error = f"the goal asks for {', '.join(asked)} but the agent wrote no file"
+            return self._finish(False, output=output, error=error)
+        return self._finish(True, output=output)
 
     def model_failed(self, exc: BaseException) -> list[Effect]:
         """The model call raised: retry in place, or fail the run (and exit the agent)."""

@@ -10,10 +10,21 @@ Phases of a run (each start and end is a PhaseEvent, and a structlog event):
     specification   from the model for complex goals (as the interview rated them, else by
                     their length), straight from the message otherwise
     execution       the lifecycle below, or parallel subtasks delegated through the registry
-    evaluation      the model judges the result against the acceptance criteria
+    evaluation      each acceptance criterion checked against the workspace
+                    (``actors.agents.judge``: files, their formats and fields, programs run in
+                    the agents' sandbox); the model is asked only about what no check could
+                    decide, and may refute it, never pass it; the score is the share of all
+                    criteria met (``unverified`` ones count as not met), whatever any model says
     evolution       a revised specification (previous output and unmet criteria added as
                     constraints) executed again, up to ``evolutions`` times; the best-scoring
-                    result is kept and the run stops at ``threshold``
+                    result is kept (its files put back if a later attempt wrote worse ones) and
+                    the run stops at ``threshold``
+
+A simple goal's criteria are the checkable criteria of its writes
+(``protocols.goals.criteria_for_goal``: ``primes.py exists``, ``primes.py is valid Python``,
+``running primes.py prints the first 10 primes``), else the goal itself; a model-made
+specification gets them too, first. Only goal-like criteria (not such checks) count towards
+splitting a goal into subtasks.
 
 The lifecycle of one execution (the source's seven steps):
     1 start an agent under the agents supervisor       4 ensure its permissions (access)
@@ -75,6 +86,7 @@ from typing import Any, Literal
 
 import structlog
 
+from actors.agents.judge import Runner, judge_workspace, sandbox_runner
 from actors.agents.model_guard import CircuitBreaker
 from actors.agents.orchestrator_interview import (
     COMPLEX_AT,
@@ -112,6 +124,7 @@ from protocols.agent import (
 )
 from protocols.common import ErrorName, ErrorReply, Ok
 from protocols.errors import UnderstudyError
+from protocols.goals import criteria_for_goal
 from protocols.orchestrator import (
     AnswerQuestions,
     CancelRun,
@@ -140,6 +153,7 @@ from protocols.prompts import (
     parse_evaluation,
     parse_interview,
     parse_specification,
+    score_of,
     specification_prompt,
 )
 from protocols.registry import (
@@ -273,6 +287,9 @@ class Orchestrator(Worker):
         }
         self.model_timeout = float(args.get("model_timeout", 60.0))
         self.delegate_tries = int(args.get("delegate_tries", DELEGATE_TRIES))
+        # Programs the criteria name run in the agents' sandbox (``run_programs: false``: not
+        # run, their criteria stay unverified).
+        self.runner: Runner | None = sandbox_runner if args.get("run_programs", True) else None
         self.breaker = CircuitBreaker(
             int(args.get("breaker_failures", 3)), float(args.get("breaker_cooldown", 5.0))
         )
@@ -737,7 +754,7 @@ class Orchestrator(Worker):
         except UnderstudyError as exc:
             log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
         spec = yield from self._specify(run)
-        best: tuple[float, AgentResult | None, list[AgentResult]] = (-1.0, None, [])
+        best: _Attempt | None = None
         scores: list[float] = []
         for attempt in range(request.evolutions + 1):
             self._persist(run, f"spec-{attempt}.json", spec)
@@ -759,24 +776,29 @@ class Orchestrator(Worker):
             )
             if not result.success:
                 yield from self._check_stopped(run)
-            score, unmet, feedback = yield from self._evaluate(run, spec, result)
-            scores.append(score)
-            if score > best[0]:
-                best = (score, result, parts)
-            if score >= request.threshold or attempt == request.evolutions:
+            judged = yield from self._evaluate(run, spec, result)
+            scores.append(judged.score)
+            if best is None or judged.score > best.judged.score:
+                best = _Attempt(attempt, judged, result, parts, _snapshot(result.files))
+            if judged.score >= request.threshold or attempt == request.evolutions:
                 break
-            spec = self._evolve(run, spec, result, unmet, feedback)
-        best_score, best_result, best_parts = best
-        success = bool(best_result and best_result.success) and best_score >= request.threshold
+            spec = self._evolve(run, spec, result, judged.unmet, judged.feedback)
+        assert best is not None  # noqa: S101 - at least one attempt ran
+        if best.attempt != len(scores) - 1:
+            self._restore(run, best)
+        success = best.result.success and best.judged.score >= request.threshold
         return RunOutcome(
             run_id=run.run_id,
             status="completed" if success else "failed",
             success=success,
-            score=max(best_score, 0.0),
+            score=best.judged.score,
             scores=scores,
             spec=spec,
-            result=best_result,
-            subtask_results=best_parts,
+            result=best.result,
+            subtask_results=best.parts,
+            unmet=best.judged.unmet,
+            unverified=best.judged.unverified,
+            error=None if success else _failure(best, request.threshold),
         )
 
     def _check_stopped(self, run: _Run) -> Flow:
@@ -896,6 +918,9 @@ class Orchestrator(Worker):
                 source = "model"
             except UnderstudyError as exc:
                 log.warning("specification_failed", run_id=run.run_id, error=repr(exc))
+        if not request.criteria:
+            # The checkable criteria of the goal's writes come first, whoever specified it.
+            criteria = list(dict.fromkeys([*criteria_for_goal(request.goal), *criteria]))
         spec = GoalSpec(
             goal=request.goal,
             original_request=run.original or request.goal,
@@ -909,25 +934,65 @@ class Orchestrator(Worker):
         return spec
 
     def _evaluate(self, run: _Run, spec: GoalSpec, result: AgentResult) -> Flow:
+        """Check every criterion against the workspace (``actors.agents.judge``); ask the model
+        only about what no check could decide. The model can refute such a criterion, never
+        pass it; the score is the share of all criteria met, whatever the model says it is. A
+        failed execution scores 0 (its checks are reported; no model call to wait for)."""
         self._phase(run, "evaluation", "started")
+        criteria = list(spec.acceptance_criteria)
+        checked = judge_workspace(criteria, run.workspace, runner=self.runner)
+        met, unmet, unverified = checked.met, checked.unmet, checked.unverified
+        feedback = checked.feedback()
         if not result.success:
-            # A failed execution scores 0 whatever a judge says: no model call to wait for.
-            unmet = list(spec.acceptance_criteria)
-            self._phase(run, "evaluation", "finished", score=0.0, unmet=unmet, judged=False)
-            return 0.0, unmet, result.error or ""
-        files = {path: _read(path) for path in result.files}
-        try:
-            text = yield from self._complete(
+            self._phase(
                 run,
-                evaluation_prompt(spec.goal, spec.acceptance_criteria, result.output, files),
-                "eval",
+                "evaluation",
+                "finished",
+                score=0.0,
+                met=met,
+                unmet=unmet,
+                unverified=unverified,
+                judged=False,
             )
-            judged = parse_evaluation(text)
-            score, unmet, feedback = judged.score, list(judged.unmet), judged.feedback
-        except UnderstudyError as exc:
-            score, unmet, feedback = 0.0, list(spec.acceptance_criteria), f"not evaluated: {exc}"
-        self._phase(run, "evaluation", "finished", score=score, unmet=unmet)
-        return score, unmet, feedback
+            return _Evaluated(0.0, unmet, unverified, f"{result.error or 'failed'}. {feedback}")
+        if unverified:
+            files = {path: _read(path) for path in result.files}
+            try:
+                text = yield from self._complete(
+                    run, evaluation_prompt(spec.goal, unverified, result.output, files), "eval"
+                )
+                opinion = parse_evaluation(text)
+            except UnderstudyError as exc:
+                log.warning("evaluation_not_read", run_id=run.run_id, error=repr(exc))
+                feedback += f" The model's evaluation could not be read: {exc}"
+            else:
+                refuted = [c for c in unverified if c in opinion.unmet]
+                unmet += refuted
+                unverified = [c for c in unverified if c not in refuted]
+                if opinion.feedback:
+                    feedback += f" The model's view: {opinion.feedback}"
+        score = score_of(criteria, met)
+        self._phase(
+            run,
+            "evaluation",
+            "finished",
+            score=score,
+            met=met,
+            unmet=unmet,
+            unverified=unverified,
+        )
+        return _Evaluated(score, unmet, unverified, feedback)
+
+    def _restore(self, run: _Run, best: _Attempt) -> None:
+        """A later attempt did worse: put the best attempt's files back in the workspace."""
+        for path, data in best.files.items():
+            try:
+                Path(path).write_bytes(data)
+            except OSError as exc:
+                log.warning("file_not_restored", run_id=run.run_id, path=path, error=str(exc))
+        self._phase(
+            run, "evolution", "progress", kept_attempt=best.attempt, restored=sorted(best.files)
+        )
 
     def _evolve(
         self, run: _Run, spec: GoalSpec, result: AgentResult, unmet: list[str], feedback: str
@@ -1333,6 +1398,53 @@ class Orchestrator(Worker):
         folder = self.store / run.run_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(model.model_dump_json(indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """One attempt's evaluation: its score, what was not met or not checkable, and why."""
+
+    score: float
+    unmet: list[str]
+    unverified: list[str]
+    feedback: str
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The best attempt so far, with the files it wrote as they were."""
+
+    attempt: int
+    judged: _Evaluated
+    result: AgentResult
+    parts: list[AgentResult]
+    files: dict[str, bytes]
+
+
+def _snapshot(paths: list[str]) -> dict[str, bytes]:
+    """The files an attempt wrote (up to ``MAX_FILE_BYTES`` each), to restore if it is kept."""
+    kept: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError:
+            continue
+        if len(data) <= MAX_FILE_BYTES:
+            kept[path] = data
+    return kept
+
+
+def _failure(best: _Attempt, threshold: float) -> str:
+    """Why a run did not succeed: its best attempt's error, else its score and what failed."""
+    if best.result.error:
+        return best.result.error
+    why = f"score {best.judged.score:.2f} is below the threshold {threshold:g}"
+    if best.judged.unmet:
+        why += f"; unmet: {'; '.join(best.judged.unmet)}"
+    if best.judged.unverified:
+        why += f"; unverified: {'; '.join(best.judged.unverified)}"
+    return why
 
 
 def _merge(run_id: str, parts: list[AgentResult]) -> AgentResult:

@@ -21,6 +21,7 @@ import math
 import re
 
 from protocols.agent import GoalSpec
+from protocols.artefacts import parse_criterion
 from protocols.orchestrator import RunGoalRequest, Subtask
 
 __all__ = [
@@ -84,7 +85,9 @@ def plan_subtasks(request: RunGoalRequest, spec: GoalSpec) -> list[Subtask]:
             )
             for s in request.subtasks
         ]
-    criteria = list(spec.acceptance_criteria)
+    # Checks on files (``P exists``, ``P has 3 lines``...) are not parts of the work: only
+    # goal-like criteria are split off.
+    criteria = [c for c in spec.acceptance_criteria if parse_criterion(c) is None]
     if len(criteria) < request.split_at:
         return []
     clauses = goal_clauses(spec.goal)

@@ -365,7 +365,7 @@ class ExperimentRunner:
         self._saved_env = {k: os.environ.get(k) for k in keys}
         endpoint = resolve_model_endpoint(configured, os.environ)
         if endpoint.embedded:
-            self._model = ModelServer()
+            self._model = ModelServer(quality=experiment.model_quality, seed=experiment.seed)
             endpoint = replace(endpoint, base_url=self._model.start())
         elif faults:
             assert endpoint.base_url is not None  # noqa: S101 - only the embedded one has none

@@ -30,7 +30,7 @@ from protocols.prompts import (
 )
 
 if TYPE_CHECKING:
-    from actors.model.brain import Action
+    from protocols.goals import Action
 
 __all__ = [
     "QUESTION_FILE",
@@ -77,7 +77,7 @@ def _vague(action: Action) -> bool:
     if action.tool not in (None, "write_file") or action.content is None:
         return False
     content = action.content
-    if content.kind != "text":
+    if content.kind != "prose":
         return False
     what = content.what.strip().lower().strip(" .!?")
     return what in _VAGUE or content.topic.strip().lower() in _VAGUE

@@ -12,15 +12,22 @@ Endpoints (on 127.0.0.1 by default; ``start()`` returns the ``base_url`` ending 
     GET    /_control/log          ``{"log": [RequestRecord, ...]}``: every chat request
 With an API key, the control endpoints require it too (``Authorization: Bearer <key>``).
 
-How it answers (every answer is a pure function of the request; see :func:`plan_goal`)
+How it answers (every answer is a pure function of the request and the server's ``quality``
+and ``seed``; it is a simulator for running offline and for experiments, not a language model)
     agent runs    the goal is read from the system prompt (``prompts.agent_system_prompt``) or
-                  the first user message; its clauses become tool calls (``write_file``,
-                  ``read_file``, ``list_directory``, ``run_command``), one per turn, and the
-                  number of ``tool`` messages so far says which step is next; after the last
-                  step (or the first failed one) comes a final text summary
+                  the first user message; its clauses (``protocols.goals``) become tool calls
+                  (``write_file``, ``read_file``, ``list_directory``, ``run_command``), one per
+                  turn; a write holds a valid artefact (``actors.model.writers``: prose, poems
+                  of their form, JSON / YAML / CSV with the fields asked for, the catalogue's
+                  programs); a failed tool call is tried again (twice at most); after the last
+                  step comes a final text summary. A goal it does not understand is refused:
+                  the answer's ``refusal`` (and content) says why
+    quality       below 1, each criterion of a write is missed (deterministically, by a seeded
+                  draw) with probability 1 - quality, except the criteria the goal's
+                  constraints name: evolution's "This criterion was not met: ..." is followed
     evaluation    a message starting with ``UNDERSTUDY-EVALUATE``: JSON ``{score, met, unmet,
-                  feedback}``; a criterion is met when its key words occur in the output or in
-                  the files (``file X exists``: X is among the files)
+                  unverified, feedback}``, each criterion checked on the files' text
+                  (``protocols.artefacts``); what the text cannot show is ``unverified``
     specification a message starting with ``UNDERSTUDY-SPECIFY``: JSON ``{goal, constraints,
                   acceptance_criteria, workspace_files}`` from the request's clauses
 
@@ -51,6 +58,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from actors.model.brain import (
+    Quality,
     Reply,
     respond,
 )
@@ -85,9 +93,12 @@ from protocols.prompts import estimate_tokens
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "QUALITY_ENV",
+    "SEED_ENV",
     "SERVED_MODEL",
     "ModelServer",
     "ServerStats",
+    "quality_from_env",
     "serve_forever",
 ]
 
@@ -95,6 +106,31 @@ log = structlog.get_logger("understudy.model_server")
 
 SERVED_MODEL: Final = "understudy-stub"
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+QUALITY_ENV: Final = "UNDERSTUDY_MODEL_QUALITY"
+SEED_ENV: Final = "UNDERSTUDY_MODEL_SEED"
+
+
+def quality_from_env(environ: Mapping[str, str]) -> tuple[float, int]:
+    """Return (quality, seed) for an embedded server from ``UNDERSTUDY_MODEL_QUALITY`` (0..1,
+    default 1) and ``UNDERSTUDY_MODEL_SEED`` (an integer, default 0).
+
+    Raises:
+        ValueError: a variable is set to something else (the message names it).
+    """
+    raw_quality, raw_seed = environ.get(QUALITY_ENV, "1"), environ.get(SEED_ENV, "0")
+    try:
+        quality = float(raw_quality)
+    except ValueError:
+        quality = -1.0
+    if not 0.0 <= quality <= 1.0:
+        msg = f"{QUALITY_ENV} must be a number from 0 to 1, got {raw_quality!r}"
+        raise ValueError(msg)
+    try:
+        seed = int(raw_seed)
+    except ValueError:
+        msg = f"{SEED_ENV} must be an integer, got {raw_seed!r}"
+        raise ValueError(msg) from None
+    return quality, seed
 
 
 # --- statistics ------------------------------------------------------------------
@@ -149,8 +185,10 @@ class _State:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         log_limit: int,
+        quality: Quality,
     ) -> None:
         self.model, self.api_key, self.context_window = model, api_key, context_window
+        self.quality = quality
         self.clock, self.monotonic = clock, monotonic
         self.faults = FaultQueue()
         self.log = RequestLog(log_limit)
@@ -174,7 +212,7 @@ class _State:
                 code="context_length_exceeded",
                 param="messages",
             )
-        reply = respond(request)
+        reply = respond(request, self.quality)
         if malformed:
             reply = _malformed(reply, request)
         finish: Literal["stop", "tool_calls", "length"] = "stop"
@@ -203,7 +241,9 @@ class _State:
             model=request.model or self.model,
             choices=[
                 Choice(
-                    message=AssistantMessage(content=content, tool_calls=calls),
+                    message=AssistantMessage(
+                        content=content, tool_calls=calls, refusal=reply.refusal
+                    ),
                     finish_reason=finish,
                 )
             ],
@@ -485,6 +525,8 @@ class ModelServer:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         log_limit: int = 10_000,
+        quality: float = 1.0,
+        seed: int = 0,
     ) -> None:
         """Configure a server (not started yet).
 
@@ -496,6 +538,11 @@ class ModelServer:
             clock: wall-clock seconds for timestamps in the stats.
             monotonic: monotonic seconds for the request log's intervals.
             log_limit: how many request records the stats keep.
+            quality: how well the model writes, 0 to 1 (see the module doc); 1: always well.
+            seed: the seed of quality's draws.
+
+        Raises:
+            ValueError: quality is outside 0..1.
         """
         self._state = _State(
             model=model,
@@ -504,6 +551,7 @@ class ModelServer:
             clock=clock,
             monotonic=monotonic,
             log_limit=log_limit,
+            quality=Quality(quality, seed),
         )
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -637,6 +685,8 @@ def serve_forever(
     ready: Callable[[str], None] | None = None,
     api_key: str | None = None,
     context_window: int | None = None,
+    quality: float = 1.0,
+    seed: int = 0,
 ) -> None:
     """Run a model server until SIGINT or SIGTERM (the ``understudy model-server`` command).
 
@@ -646,6 +696,8 @@ def serve_forever(
         ready: called with the base URL once the server accepts requests.
         api_key: require this bearer token.
         context_window: reject prompts estimated above this many tokens.
+        quality: how well the model writes, 0 to 1 (1: always well).
+        seed: the seed of quality's draws.
     """
     done = threading.Event()
     previous: dict[signal.Signals, Any] = {}
@@ -657,7 +709,7 @@ def serve_forever(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    server = ModelServer(api_key=api_key, context_window=context_window)
+    server = ModelServer(api_key=api_key, context_window=context_window, quality=quality, seed=seed)
     try:
         url = server.start(host, port)
         if ready is not None:

@@ -60,7 +60,8 @@ def _agent(rt: Runtime, ws: Path) -> str:
 def _run(rt: Runtime, path: str, ws: Path, run_id: str) -> AgentResult:
     goal = RunGoal(
         run_id=run_id,
-        spec=GoalSpec(goal=f"write a haiku about {run_id} to {run_id}.txt", workspace=str(ws)),
+        # No file asked: the scripted answer "done" alone is then a successful run.
+        spec=GoalSpec(goal=f"answer briefly for run {run_id}", workspace=str(ws)),
         limits=AgentLimits(max_execution_time=20),
     )
     result = rt.ask(path, goal, timeout=30.0)

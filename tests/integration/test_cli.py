@@ -238,6 +238,94 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
     assert 0 == proc.returncode
 
 
+def _run_goal(goal: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", "run", goal, "--evolutions", "0"],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def _written(tmp_path: Path, name: str) -> Path:
+    [found] = list((tmp_path / ".understudy" / "workspaces").glob(f"*/{name}"))
+    return found
+
+
+@pytest.mark.integration
+def test_each_kind_of_artefact_is_valid_and_an_unknown_goal_fails_through_understudy_run(
+    tmp_path: Path,
+) -> None:
+    """The embedded model on the default topology: each file `understudy run` reports is
+    checked here by what it claims to be (the program run, the JSON/YAML/CSV parsed, the
+    poem's lines counted); a goal outside what it can do fails and says why."""
+    import csv
+
+    import yaml
+
+    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
+    env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    goals = {
+        "primes.py": "write a python script that prints the first 10 primes to primes.py",
+        "person.json": "write a JSON file with the fields name, age and email to person.json",
+        "config.yaml": "write a YAML file with the keys host, port and debug to config.yaml",
+        "people.csv": "write a CSV file with the columns name, email and city to people.csv",
+        "cats.txt": "write a limerick about cats to cats.txt",
+        "notes.md": "write notes about restart intensity to notes.md",
+    }
+    try:
+        _read_until(proc, r"orchestrator", timeout=60)
+        results = {name: _run_goal(goal, tmp_path, env) for name, goal in goals.items()}
+        refused = _run_goal(
+            "write a python script that trains a neural network to train.py", tmp_path, env
+        )
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    for name, result in results.items():
+        assert 0 == result.returncode, name + result.stdout + result.stderr
+        assert "succeeded score 1.00" in result.stdout
+    primes = subprocess.run(
+        [sys.executable, str(_written(tmp_path, "primes.py"))],
+        text=True,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert [2, 3, 5, 7, 11, 13, 17, 19, 23, 29] == [int(n) for n in primes.stdout.split()]
+    person = json.loads(_written(tmp_path, "person.json").read_text())
+    assert {"name", "age", "email"} <= set(person)
+    config = yaml.safe_load(_written(tmp_path, "config.yaml").read_text())
+    assert {"host", "port", "debug"} <= set(config)
+    with _written(tmp_path, "people.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert ["name", "email", "city"] == rows[0]
+    assert len(rows) > 1
+    assert all(3 == len(row) for row in rows)
+    limerick = _written(tmp_path, "cats.txt").read_text()
+    assert 5 == len(limerick.strip().splitlines())
+    assert "cats" in limerick
+    assert "restart intensity" in _written(tmp_path, "notes.md").read_text().lower()
+    assert 1 == refused.returncode
+    assert "failed score 0.00" in refused.stdout
+    assert "why: the model refused: I cannot do this goal" in refused.stdout
+    assert not list((tmp_path / ".understudy" / "workspaces").glob("*/train.py"))
+
+
 ACCESS_TOPOLOGY = """\
 system: {base: multiprocTCPBase, state_dir: STATE}
 root:

@@ -160,13 +160,33 @@ def test_list_and_run_goals_call_their_tools_and_summarise(client: openai.OpenAI
     assert "Ran `echo hi there`. Output: hi there" in text
 
 
-def test_a_goal_without_an_action_is_answered_directly(client: openai.OpenAI) -> None:
+def test_a_goal_it_does_not_understand_is_refused_plainly(client: openai.OpenAI) -> None:
     completion = ask(client, conversation("Explain why supervisors restart children"))
 
     message = completion.choices[0].message
     assert message.tool_calls is None
     assert "stop" == completion.choices[0].finish_reason
-    assert "Explain why supervisors restart children" in (message.content or "")
+    assert message.refusal is not None
+    assert message.refusal.startswith("I cannot do this goal")
+    assert message.refusal == message.content
+
+
+@pytest.mark.parametrize(
+    "goal",
+    [
+        "write a python script that scrapes a website to scrape.py",
+        "write a rust program that prints the first 10 primes to primes.rs",
+        "write a picture of a cat to cat.png",
+    ],
+)
+def test_a_write_it_cannot_make_is_refused_without_writing(
+    client: openai.OpenAI, goal: str
+) -> None:
+    completion = ask(client, conversation(goal))
+
+    message = completion.choices[0].message
+    assert message.tool_calls is None
+    assert "cannot" in (message.refusal or "")
 
 
 def test_a_tool_missing_from_the_request_is_explained_instead_of_called(
@@ -220,22 +240,30 @@ def test_models_lists_the_stub_model(client: openai.OpenAI) -> None:
 # --- evaluation and specification -----------------------------------------------------------
 
 
-def test_evaluation_scores_the_fraction_of_criteria_met(client: openai.OpenAI) -> None:
-    criteria = ["haiku.txt exists", "the haiku mentions supervision", "the poem is purple"]
+def test_evaluation_checks_the_files_and_leaves_the_rest_unverified(
+    client: openai.OpenAI,
+) -> None:
+    criteria = [
+        "haiku.txt exists",
+        "haiku.txt mentions supervision",
+        "haiku.txt has 5 lines",
+        "the poem is purple",
+    ]
     prompt = evaluation_prompt(
         "write a haiku",
         criteria,
-        "Wrote a haiku to /ws/haiku.txt.",
+        "Wrote a purple haiku of five lines to /ws/haiku.txt.",
         {"/ws/haiku.txt": "Calm supervision\nwatches\nrestarts\n"},
     )
 
     completion = ask(client, [{"role": "user", "content": prompt}], tools=None)
     evaluation = parse_evaluation(completion.choices[0].message.content or "")
 
-    assert pytest.approx(2 / 3) == evaluation.score
-    assert ("haiku.txt exists", "the haiku mentions supervision") == evaluation.met
-    assert ("the poem is purple",) == evaluation.unmet
-    assert "purple" in evaluation.feedback
+    assert pytest.approx(2 / 4) == evaluation.score
+    assert ("haiku.txt exists", "haiku.txt mentions supervision") == evaluation.met
+    assert ("haiku.txt has 5 lines",) == evaluation.unmet
+    assert ("the poem is purple",) == evaluation.unverified
+    assert "3 lines, not 5" in evaluation.feedback
 
 
 def test_specification_comes_from_the_message_clauses(client: openai.OpenAI) -> None:
@@ -256,6 +284,8 @@ def test_specification_comes_from_the_message_clauses(client: openai.OpenAI) -> 
     assert message == spec.goal
     assert (
         "haiku.txt exists",
+        "haiku.txt has 3 lines",
+        "haiku.txt mentions supervision",
         "it mentions restarts",
         "It must have three lines",
     ) == spec.acceptance_criteria
@@ -388,13 +418,13 @@ def test_malformed_tool_call_arguments_are_not_json(
         json.loads(call.function.arguments)  # type: ignore[union-attr]
 
 
-def test_a_malformed_call_reported_back_ends_the_run(
+def test_a_malformed_call_reported_back_is_tried_again_then_given_up(
     server: ModelServer,
     client: openai.OpenAI,
 ) -> None:
+    """The model reads the tool's error and tries the step again, twice, then says it failed."""
     server.inject("malformed_tool_call")
     messages = conversation("write a haiku about supervision to haiku.txt")
-
     first = ask(client, messages)
     call = (first.choices[0].message.tool_calls or [])[0]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
@@ -402,12 +432,24 @@ def test_a_malformed_call_reported_back_ends_the_run(
         {
             "role": "tool",
             "tool_call_id": call.id,
-            "content": format_tool_error("InvalidArguments", "not JSON"),
+            "content": format_tool_error("MalformedToolCall", "arguments are not JSON"),
         }
     )
+
+    retried = ask(client, messages)
+    name, args, _ = only_call(retried)
+    answer(messages, retried, format_tool_error("FileNotFound", "the disk is gone"))
+    again = ask(client, messages)
+    answer(messages, again, format_tool_error("FileNotFound", "the disk is still gone"))
     final = ask(client, messages)
 
-    assert "InvalidArguments: not JSON" in (final.choices[0].message.content or "")
+    assert ("write_file", "/ws/haiku.txt") == (name, args["path"])
+    assert "write_file" == only_call(again)[0]
+    text = final.choices[0].message.content or ""
+    assert final.choices[0].message.tool_calls is None
+    assert "MalformedToolCall: arguments are not JSON" in text
+    assert "the disk is still gone" in text
+    assert "gave up" in text
 
 
 def test_match_targets_only_matching_requests(server: ModelServer, client: openai.OpenAI) -> None:

@@ -1,4 +1,4 @@
-"""The model server's pure logic: the goal grammar, the generated text, the judge, specify.
+"""The model server's pure logic: the goal grammar, the generated text, its judge, specify.
 
 No HTTP and no ActorSystem: plain functions, examples and Hypothesis properties.
 """
@@ -9,17 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.model.brain import (
-    Action,
-    haiku,
-    judge,
-    paragraph,
-    plan_goal,
-    respond,
-    specify,
-    syllables,
-)
+from actors.model.brain import judge, respond, specify
 from actors.model.wire import ChatCompletionRequest
+from actors.model.writers import haiku, paragraph, syllables
+from protocols.goals import Action, plan_goal
 from protocols.prompts import agent_system_prompt
 
 words = st.from_regex(r"[a-z]{3,9}", fullmatch=True)
@@ -33,14 +26,14 @@ def steps(goal: str) -> list[tuple[str | None, str, str | None]]:
 @pytest.mark.parametrize(
     ("goal", "expected"),
     [
-        ("write a haiku about supervision to haiku.txt", [("write_file", "haiku.txt", "haiku")]),
+        ("write a haiku about supervision to haiku.txt", [("write_file", "haiku.txt", "poem")]),
         (
             "Please create notes.md with a list of the restart strategies",
-            [("write_file", "notes.md", "text")],
+            [("write_file", "notes.md", "prose")],
         ),
         (
             "save a summary of the logs into out/report.txt",
-            [("write_file", "out/report.txt", "text")],
+            [("write_file", "out/report.txt", "prose")],
         ),
         ('write "hello world" to hello.txt', [("write_file", "hello.txt", "literal")]),
         (
@@ -68,7 +61,7 @@ def steps(goal: str) -> list[tuple[str | None, str, str | None]]:
             [("run_command", "ls -la && echo done", None), ("list_directory", "docs", None)],
         ),
         ("execute the command pytest -q", [("run_command", "pytest -q", None)]),
-        ("write a haiku about cats and dogs", [(None, "", "haiku")]),
+        ("write a haiku about cats and dogs", [(None, "", "poem")]),
         ("What is a supervisor?", []),
         ("Do not read secrets.txt. Never run rm -rf /.", []),
         (
@@ -76,11 +69,11 @@ def steps(goal: str) -> list[tuple[str | None, str, str | None]]:
                 "Make sure nothing breaks; write a poem about tides to poem.md "
                 "so that it can be read later"
             ),
-            [("write_file", "poem.md", "text")],
+            [("write_file", "poem.md", "poem")],
         ),
         (
             "write the report to /tmp/../etc/report.txt without asking",
-            [("write_file", "/tmp/../etc/report.txt", "text")],
+            [("write_file", "/tmp/../etc/report.txt", "prose")],
         ),
     ],
 )
@@ -154,50 +147,62 @@ def test_a_paragraph_mentions_its_topic_twice(topic: str) -> None:
 # --- judging --------------------------------------------------------------------------------
 
 
-@given(
-    criteria=st.lists(st.lists(words, min_size=1, max_size=3).map(" ".join), max_size=5),
-    present=st.sets(words, max_size=8),
-)
-def test_judge_scores_the_fraction_of_criteria_whose_words_all_appear(
-    criteria: list[str], present: set[str]
-) -> None:
-    output = " ".join(sorted(present))
-
-    evaluation = judge(criteria, output, {})
-
-    assert list(evaluation.met) + list(evaluation.unmet) == [
-        c for c in criteria if c in evaluation.met
-    ] + [c for c in criteria if c in evaluation.unmet]
-    assert len(criteria) == len(evaluation.met) + len(evaluation.unmet)
-    expected = len(evaluation.met) / len(criteria) if criteria else 1.0
-    assert expected == evaluation.score
-    for criterion in criteria:
-        if set(criterion.split()) <= present:
-            assert criterion in evaluation.met
-
-
-def test_judge_reads_files_and_file_existence() -> None:
-    files = {"/ws/out/report.txt": "Restart strategies: one_for_one, one_for_all."}
+def test_judge_checks_each_criterion_on_the_files_text() -> None:
+    files = {
+        "/ws/out/person.json": '{"name": "Ada", "age": 36}',
+        "/ws/haiku.txt": "one\ntwo\nthree about supervision\n",
+        "/ws/bad.json": '{"name": ',
+    }
     criteria = [
-        "out/report.txt exists",
-        "The file report.txt is created",
+        "out/person.json exists",
+        "person.json is valid JSON",
+        "person.json has the fields name and age",
+        "person.json has the fields name and email",
+        "bad.json is valid JSON",
+        "haiku.txt has 3 lines",
+        "haiku.txt mentions supervision",
         "missing.txt exists",
         "the report covers restart strategies",
-        "it has 3 sections",
-        "three sections",
+        "running prog.py prints the first 10 primes",
     ]
 
-    evaluation = judge(criteria, "Done: three sections written.", files)
+    evaluation = judge(criteria, "Done: everything is perfect.", files)
 
     assert (
-        "out/report.txt exists",
-        "The file report.txt is created",
-        "the report covers restart strategies",
-        "it has 3 sections",
-        "three sections",
+        "out/person.json exists",
+        "person.json is valid JSON",
+        "person.json has the fields name and age",
+        "haiku.txt has 3 lines",
+        "haiku.txt mentions supervision",
     ) == evaluation.met
-    assert ("missing.txt exists",) == evaluation.unmet
-    assert "no file missing.txt" in evaluation.feedback
+    assert (
+        "person.json has the fields name and email",
+        "bad.json is valid JSON",
+        "missing.txt exists",
+        "running prog.py prints the first 10 primes",
+    ) == evaluation.unmet
+    assert ("the report covers restart strategies",) == evaluation.unverified
+    assert 5 / 10 == evaluation.score
+    assert "missing the fields email" in evaluation.feedback
+
+
+def test_the_models_judge_cannot_run_programs_so_their_output_is_unverified() -> None:
+    files = {"/ws/p.py": "print(2)\n"}
+
+    criteria = ["p.py is valid Python", "running p.py prints the first 1 primes"]
+
+    evaluation = judge(criteria, "", files)
+
+    assert ("p.py is valid Python",) == evaluation.met
+    assert ("running p.py prints the first 1 primes",) == evaluation.unverified
+
+
+@given(output=st.text(max_size=200))
+def test_what_the_agent_says_never_meets_a_criterion(output: str) -> None:
+    evaluation = judge(["haiku.txt exists", "the output says it is done"], output, {})
+
+    assert () == evaluation.met
+    assert 0.0 == evaluation.score
 
 
 def test_judge_without_criteria_scores_one() -> None:
@@ -232,8 +237,8 @@ def test_specify_falls_back_to_the_goal_as_the_criterion() -> None:
     )
 
 
-def test_a_run_written_to_its_spec_meets_its_own_criteria() -> None:
-    """specify -> agent turns -> judge, all deterministic: the stub model passes its own spec."""
+def test_a_run_written_to_its_spec_meets_its_checkable_criteria_and_no_more() -> None:
+    """specify -> agent turns -> judge: the checks pass; the free-form clause is unverified."""
     spec = specify("write a haiku about supervision to haiku.txt. It must have three lines.")
     system = agent_system_prompt(
         spec.goal, spec.goal, spec.constraints, spec.acceptance_criteria, "/ws"
@@ -271,4 +276,10 @@ def test_a_run_written_to_its_spec_meets_its_own_criteria() -> None:
         {first.arguments["path"]: first.arguments["content"]},
     )
 
-    assert 1.0 == evaluation.score
+    assert (
+        "haiku.txt exists",
+        "haiku.txt has 3 lines",
+        "haiku.txt mentions supervision",
+    ) == evaluation.met
+    assert ("It must have three lines",) == evaluation.unverified
+    assert 3 / 4 == evaluation.score

@@ -133,7 +133,7 @@ def test_tool_calls_wait_for_the_rate_limit(
     assert elapsed >= 0.4
 
 
-def test_one_malformed_tool_call_is_answered_as_an_error_result(
+def test_after_a_malformed_tool_call_the_model_reads_the_error_and_writes_the_file(
     start_tree: StartTree, server: ModelServer, tmp_path: Path
 ) -> None:
     rt = started(start_tree, server, tmp_path)
@@ -141,10 +141,12 @@ def test_one_malformed_tool_call_is_answered_as_an_error_result(
 
     result = run(rt, goal("write a haiku about typos to t.txt", tmp_path))
 
-    assert result.success
+    assert result.success, result
     assert result.steps[0].error
     assert result.steps[0].result.startswith("ERROR MalformedToolCall: write_file: ")
-    assert not (tmp_path / "t.txt").exists()
+    assert ["write_file", "write_file"] == [s.name for s in result.steps]
+    assert not result.steps[1].error
+    assert 3 == len((tmp_path / "t.txt").read_text().strip().splitlines())
 
 
 def test_a_second_malformed_tool_call_is_fatal_and_the_agent_stays_down(
@@ -169,7 +171,9 @@ def test_without_an_access_manager_every_tool_call_is_denied(
 
     result = run(rt, goal("write a haiku about silence to s.txt", tmp_path))
 
-    assert result.success
+    assert not result.success
+    assert "the goal asks for s.txt but the agent wrote no file" == result.error
+    assert result.error_class is None
     assert result.steps[0].error
     assert "ERROR AccessDenied: the access manager is unavailable" in result.steps[0].result
     assert not (tmp_path / "s.txt").exists()
