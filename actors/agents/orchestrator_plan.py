@@ -21,7 +21,6 @@ import math
 import re
 
 from protocols.agent import GoalSpec
-from protocols.artefacts import parse_criterion
 from protocols.orchestrator import RunGoalRequest, Subtask
 
 __all__ = [
@@ -85,20 +84,23 @@ def plan_subtasks(request: RunGoalRequest, spec: GoalSpec) -> list[Subtask]:
             )
             for s in request.subtasks
         ]
-    # Checks on files (``P exists``, ``P has 3 lines``...) are not parts of the work: only
-    # goal-like criteria are split off.
-    criteria = [c for c in spec.acceptance_criteria if parse_criterion(c) is None]
+    criteria = list(spec.acceptance_criteria)
     if len(criteria) < request.split_at:
         return []
     clauses = goal_clauses(spec.goal)
-    subtasks = []
+    # Criteria that fall to the same clause (the checks of one file: ``P exists``, ``P has
+    # 3 lines``...) are one subtask; a goal whose criteria all fall to one clause is not split.
+    grouped: dict[str, list[str]] = {}
     for criterion in criteria:
         best = max(clauses, key=lambda c: _score(criterion, c), default="")
         goal = best if best and _score(criterion, best) > 0 else f"make this true: {criterion}"
-        subtasks.append(
-            Subtask(goal=goal, request=goal, capability=request.capability, criteria=[criterion])
-        )
-    return subtasks
+        grouped.setdefault(goal, []).append(criterion)
+    if len(grouped) < 2:  # a split needs two parts
+        return []
+    return [
+        Subtask(goal=goal, request=goal, capability=request.capability, criteria=found)
+        for goal, found in grouped.items()
+    ]
 
 
 def subtask_spec(spec: GoalSpec, subtask: Subtask) -> GoalSpec:
