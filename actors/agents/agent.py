@@ -466,7 +466,7 @@ class Agent(Worker):
                 seconds=round(time.monotonic() - started, 3),
             )
             return ErrorReply(
-                error=ErrorName.MODEL_ERROR, message=failure.error(), reason=failure.exit_reason
+                error=ErrorName.MODEL_ERROR, message=failure.error(), reason=failure.exit_reason()
             )
         self._breaker.record_success()
         usage = completion.usage
