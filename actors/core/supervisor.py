@@ -47,7 +47,7 @@ from actors.core.restart import (
     reset_on_success,
 )
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import die_with_creator, die_with_parent, kill_process
+from actors.core.workarounds import EXIT_GRACE, die_with_creator, die_with_parent, kill_process
 from actors.core.worker import HOST_CAPABILITY, Worker, WorkerActor, current_host
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -675,13 +675,16 @@ class SupervisorActor(SeamActor):
             if ev.kind == "timer":
                 child = timers.pop(ev.payload)
                 if child in waiting:
-                    killed.add(id(child))
+                    if id(child) not in reported:
+                        killed.add(id(child))
                     self._kill(child)
                 continue
             child = next(c for c in waiting if c.address == ev.address)
             if ev.kind == "exiting":
                 reported[id(child)] = ev.payload
                 self.stop_actor(child.address)
+                # Thespian may never let it go (workarounds.EXIT_GRACE): bound the wait.
+                timers[self._start_timer(EXIT_GRACE)] = child
             elif ev.kind == "start_failed":
                 reported[id(child)] = ev.payload[0]
                 self.stop_actor(child.address)

@@ -48,6 +48,7 @@ from protocols import codec
 __all__ = [
     "BACKOFF_MAX",
     "BACKOFF_MIN",
+    "EXIT_GRACE",
     "LIVENESS_SLICE",
     "DeliveryFailed",
     "TargetGone",
@@ -146,6 +147,17 @@ def kill_process_tree(pid: int, *, spare: int | None = None) -> None:
         if child.pid != spare:
             kill_process(child.pid)
     kill_process(pid)
+
+
+EXIT_GRACE = 5.0
+"""Seconds a child that reported its orderly exit gets to be gone before its process is killed.
+
+Thespian defect: an exiting actor first asks every actor it ever created to exit and waits
+for each to confirm, including one whose creation is still pending on a host that died
+meanwhile; that confirmation never comes, so the actor's process never ends and its
+supervisor (and a shutdown of the whole tree) waited forever; the guardian's 60 s bound
+ended it. A child that said it exits has stopped its own children in order already, so
+killing its process after this grace loses nothing."""
 
 
 def kill_process(pid: int) -> None:

@@ -295,6 +295,8 @@ def test_the_host_loss_example_restarts_the_lost_workers_on_the_other_host(
     assert all(e["host"] != killed for e in restarted_after)
     (recovery,) = journal["recoveries"]
     assert recovery["fault_to_told"] is not None and recovery["fault_to_told"] < 5.0
+    # The tree stopped in order (workarounds.EXIT_GRACE), not cut short by the guardian's bound.
+    assert "orderly_shutdown_failed" not in result.stderr
     assert not [line for line in _netns_list() if "usx-" in line]
 
 
