@@ -229,11 +229,28 @@ def main(context: click.Context, log_level: str, json_logs: bool, principal: str
     default=None,
     help="where the tree keeps its state (default: the topology's system.state_dir)",
 )
-def up(file: str, duration: float | None, refresh: float, state_dir: str | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
+    "(default: the topology's system.metrics.port, else none)",
+)
+def up(
+    file: str,
+    duration: float | None,
+    refresh: float,
+    state_dir: str | None,
+    metrics_port: int | None,
+) -> None:
     """Start the tree of FILE (default topology.yaml) and show it live until stopped."""
     topology = _load(file)
     if state_dir is not None:
         system = topology.system.model_copy(update={"state_dir": state_dir})
+        topology = topology.model_copy(update={"system": system})
+    if metrics_port is not None:
+        metrics = topology.system.metrics.model_copy(update={"port": metrics_port})
+        system = topology.system.model_copy(update={"metrics": metrics})
         topology = topology.model_copy(update={"system": system})
     state_path = _state_path(topology.system.state_dir)
     if state_path.exists():
@@ -250,10 +267,18 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
     endpoint, model_server = _configure_model(topology)
     try:
         runtime = Runtime.start(topology)
+    except OSError as exc:
+        if model_server is not None:
+            model_server.stop()
+        raise click.ClickException(
+            f"cannot serve metrics on port {topology.system.metrics.port}: {exc}"
+        ) from exc
     except UnderstudyError as exc:
         if model_server is not None:
             model_server.stop()
         raise click.ClickException(str(exc)) from exc
+    metrics_port = topology.system.metrics.port
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state_path.write_text(
         json.dumps(
@@ -267,6 +292,7 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
                 "topology": str(Path(file).resolve()),
                 "model_endpoint": endpoint.base_url,
                 "model": endpoint.model,
+                "metrics_url": metrics_url,
             }
         )
     )
@@ -275,6 +301,8 @@ def up(file: str, duration: float | None, refresh: float, state_dir: str | None)
     stopped_by = "duration"
     try:
         console.print(endpoint.describe(), markup=False, highlight=False, soft_wrap=True)
+        if metrics_url is not None:
+            console.print(f"metrics: {metrics_url}", markup=False, highlight=False)
         deadline = None if duration is None else time.monotonic() + duration
         live = console.is_terminal
         with (

@@ -46,7 +46,9 @@ __all__ = [
     "Base",
     "ChildSpec",
     "ClusterConfig",
+    "MetricsConfig",
     "ModelConfig",
+    "ModelPrice",
     "Placement",
     "PrincipalSpec",
     "RestartLimit",
@@ -246,6 +248,26 @@ class ModelConfig(_Spec):
     model: str = "understudy-embedded"
 
 
+class ModelPrice(_Spec):
+    """What a model's tokens cost, in US dollars per million tokens."""
+
+    input: Annotated[float, Field(ge=0, description="USD per million input (prompt) tokens")]
+    output: Annotated[float, Field(ge=0, description="USD per million output tokens")]
+
+
+class MetricsConfig(_Spec):
+    """Prometheus metrics (``actors.core.runtime_metrics``).
+
+    ``port``: serve them on ``http://127.0.0.1:<port>/metrics`` while the runtime runs
+    (``understudy up --metrics-port`` overrides it; none by default). ``prices``: the price
+    table, model name -> USD per million input and output tokens; a model in it gets an
+    estimated cost (``understudy_model_cost_dollars_total``).
+    """
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
 class ClusterConfig(_Spec):
     """How the processes and hosts of a deployment trust and watch each other.
 
@@ -336,6 +358,7 @@ class SystemConfig(_Spec):
     ] = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelConfig | None = None
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
     def _check_security(self) -> SystemConfig:

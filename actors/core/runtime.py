@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -105,6 +105,7 @@ from protocols.supervision import (
 from protocols.topology import (
     DEFAULT_STATE_DIR,
     ChildSpec,
+    ModelPrice,
     SupervisorSpec,
     SystemConfig,
     Topology,
@@ -112,6 +113,9 @@ from protocols.topology import (
 from protocols.topology_loader import load_topology
 
 log = structlog.get_logger("understudy.runtime")
+
+if TYPE_CHECKING:
+    from actors.core.runtime_metrics import MetricsServer, RuntimeCollector
 
 M = TypeVar("M", bound=Message)
 
@@ -393,6 +397,11 @@ class Runtime:
         self._stale: dict[str, Address] = {}
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
+        self.prices: dict[str, ModelPrice] = {}
+        """The price table (model -> USD per million tokens) the metrics estimate costs with;
+        ``system.metrics.prices`` of the topology a started runtime came from."""
+        self._collector: RuntimeCollector | None = None
+        self._metrics_server: MetricsServer | None = None
         self._exit_reason: str | None = None
         self._fault_control: FaultControl | None = None
 
@@ -468,7 +477,14 @@ class Runtime:
         if isinstance(reply, ErrorReply):
             system.shutdown()
             raise StartFailed(reply.message, reply.reason or "")
+        runtime.prices = dict(config.metrics.prices)
         log.info("runtime_started", base=config.base, admin_port=port, root=topology.root.id)
+        if config.metrics.port is not None:
+            try:
+                runtime.serve_metrics(config.metrics.port)
+            except BaseException:
+                runtime.shutdown()
+                raise
         return runtime
 
     @classmethod
@@ -550,6 +566,9 @@ class Runtime:
         a pause stopped is resumed first (none stays stopped)."""
         if self._fault_control is not None:
             self._fault_control._resume()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         with self._lock:
             if self._closed:
                 return
@@ -751,12 +770,15 @@ class Runtime:
 
     # --- Events and the root's fate ----------------------------------------------------------
 
-    def events(self, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> list[SupervisionEvent]:
-        """Return every supervision event so far, in order (including those your calls caused)."""
+    def events(
+        self, *, since: int = 0, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> list[SupervisionEvent]:
+        """Return every supervision event so far after the first ``since``, in order
+        (including those your calls caused)."""
         with self._lock:
             if self._closed:
-                return list(self._final_events or [])
-            events, reason = self._fetch_events(timeout)
+                return list(self._final_events or [])[since:]
+            events, reason = self._fetch_events(timeout, since=since)
             self._exit_reason = self._exit_reason or reason
             return events
 
@@ -790,6 +812,45 @@ class Runtime:
                 if _matches(found, event, child_id, supervisor):
                     return found
             raise AskTimeout(f"event {event}", timeout)
+
+    # --- Metrics ------------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        """The tree's Prometheus metrics now, in the text exposition format (the families are
+        listed in ``actors.core.runtime_metrics`` and the README's "Metrics")."""
+        from actors.core.runtime_metrics import render_metrics
+
+        return render_metrics(self._metrics_collector())
+
+    def serve_metrics(self, port: int = 0) -> MetricsServer:
+        """Serve the metrics on ``http://127.0.0.1:<port>/metrics`` until ``close()`` on the
+        returned server or this runtime's shutdown (port 0: a free one, see ``.port``).
+
+        Raises:
+            NotSupported: on simpleSystemBase (a scrape runs the actors in the HTTP server's
+                thread there; call ``metrics_text`` from your own thread instead).
+            OSError: the port is taken.
+        """
+        from actors.core.runtime_metrics import MetricsServer
+
+        if self.base == "simpleSystemBase":
+            msg = (
+                "serve_metrics needs a multi-process base: on simpleSystemBase the actors run in "
+                "the calling thread; call rt.metrics_text() instead"
+            )
+            raise NotSupported(msg)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        self._metrics_server = MetricsServer(self._metrics_collector(), port=port)
+        return self._metrics_server
+
+    def _metrics_collector(self) -> RuntimeCollector:
+        """The runtime's own collector (its supervision cursor lives across scrapes)."""
+        from actors.core.runtime_metrics import RuntimeCollector
+
+        if self._collector is None:
+            self._collector = RuntimeCollector(self, prices=self.prices)
+        return self._collector
 
     # --- Following a run -------------------------------------------------------------------
 
@@ -874,9 +935,14 @@ class Runtime:
             msg = "the runtime has been shut down"
             raise RuntimeStopped(msg)
 
-    def _fetch_events(self, timeout: float) -> tuple[list[SupervisionEvent], str | None]:
+    def _fetch_events(
+        self, timeout: float, *, since: int = 0
+    ) -> tuple[list[SupervisionEvent], str | None]:
         reply = self._request(
-            self._guardian, "guardian", GetEvents(barrier=dict(self._barrier)), timeout
+            self._guardian,
+            "guardian",
+            GetEvents(since=since, barrier=dict(self._barrier)),
+            timeout,
         )
         assert isinstance(reply, Events)  # noqa: S101 - the guardian's answer
         return reply.events, reply.exit_reason

@@ -10,13 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.cli import main
+from actors.core.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGY = """\
@@ -167,6 +170,43 @@ def test_up_names_the_model_endpoint_and_a_key_alone_never_starts_the_simulator(
 
     assert re.search(expected, shown), shown
     assert state["model_endpoint"] in shown
+    assert 0 == proc.returncode
+
+
+@pytest.mark.integration
+def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> None:
+    """`up --metrics-port N`: /metrics on 127.0.0.1:N counts the crashes the test caused."""
+    port = free_port()
+    tolerant = TOPOLOGY.replace("  id: root\n", "  id: root\n  intensity: 10\n")
+    proc = _up(tmp_path, tolerant, "--metrics-port", str(port))
+    state = f"--state-dir={tmp_path / 'state'}"
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        shown = _read_until(proc, r"jobs", timeout=60)
+        crashes = [_cli("ask", "root/echo", "example.fail", state, cwd=tmp_path) for _ in range(2)]
+        pong = _cli("ask", "root/echo", "example.ping", '{"token": "t"}', state, cwd=tmp_path)
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert f"metrics: {url}" in shown
+    assert all(c.returncode != 0 for c in crashes)
+    assert 0 == pong.returncode, pong.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert 2 == samples[("understudy_child_restarts_total", (("supervisor", "root"),))]
+    assert (
+        2
+        == samples[("understudy_child_exits_total", (("reason", "error"), ("supervisor", "root")))]
+    )
     assert 0 == proc.returncode
 
 
