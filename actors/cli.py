@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -177,12 +178,17 @@ def _attach(state: dict[str, Any], state_dir: str) -> Runtime:
         raise click.ClickException(str(exc)) from exc
 
 
-class _Stop(Exception):
-    pass
+class _StopSignal:
+    """SIGTERM / SIGINT as a flag the main loop waits on: a signal never interrupts a call on
+    the runtime half way (which could leave its connection unusable for the shutdown)."""
 
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.name = ""
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.name = self.name or signal.Signals(signum).name
+        self.event.set()
 
 
 @click.group()
@@ -262,8 +268,9 @@ def up(
             raise click.ClickException(
                 f"a tree is already running from {state_path}; `understudy stop` it first"
             )
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
+    stop = _StopSignal()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     endpoint, model_server = _configure_model(topology)
     try:
         runtime = Runtime.start(topology)
@@ -315,15 +322,15 @@ def up(
                 sys.stdout.flush()
             while deadline is None or time.monotonic() < deadline:
                 wait = refresh if deadline is None else min(refresh, deadline - time.monotonic())
-                time.sleep(max(wait, 0.0))
+                if stop.event.wait(max(wait, 0.0)):
+                    stopped_by = stop.name
+                    break
                 reason = runtime.exit_reason
                 if reason is not None:
                     stopped_by = f"root exited: {reason}"
                     break
                 if live:
                     view.update(_view(runtime, root, title), refresh=True)
-    except _Stop as stop:
-        stopped_by = str(stop)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
