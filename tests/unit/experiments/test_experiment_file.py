@@ -109,6 +109,15 @@ def test_a_bad_file_gets_one_line_naming_file_line_and_field(
     assert says in text
 
 
+def test_model_quality_defaults_to_one_and_must_be_between_zero_and_one(tmp_path: Path) -> None:
+    default = load_experiment(_write(tmp_path, GOOD)).experiment
+    lowered = load_experiment(_write(tmp_path, GOOD + "model_quality: 0.4\n")).experiment
+
+    assert (1.0, 0.4) == (default.model_quality, lowered.model_quality)
+    with pytest.raises(ExperimentError, match="model_quality"):
+        load_experiment(_write(tmp_path, GOOD + "model_quality: 1.5\n"))
+
+
 def test_a_missing_file_is_an_experiment_error(tmp_path: Path) -> None:
     with pytest.raises(ExperimentError, match="not found"):
         load_experiment(tmp_path / "nope.yaml")
