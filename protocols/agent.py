@@ -179,3 +179,5 @@ class PromptCompleted(Message):
     kind: Literal["agent.prompt_completed"] = "agent.prompt_completed"
     text: str
     usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    """The model that answered (the agent's ``model``)."""

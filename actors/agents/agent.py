@@ -471,6 +471,7 @@ class Agent(Worker):
         self._breaker.record_success()
         usage = completion.usage
         return PromptCompleted(
+            model=self._model,
             text=completion.choices[0].message.content or "",
             usage=Usage(
                 input_tokens=usage.prompt_tokens if usage else 0,

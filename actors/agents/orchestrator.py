@@ -543,6 +543,11 @@ class Orchestrator(Worker):
         if failure is not None:
             raise failure
         assert isinstance(reply, PromptCompleted)  # noqa: S101 - the agent's answer
+        self.tally.record_call(
+            reply.model,
+            input_tokens=reply.usage.input_tokens,
+            output_tokens=reply.usage.output_tokens,
+        )
         return reply.text
 
     def _interviewed(self, run: _Run, session: InterviewSession) -> None:
@@ -1018,6 +1023,8 @@ class Orchestrator(Worker):
         info = yield Call(self.agents_path, StartChild(args={"name": name, **self.model_args}))
         assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
         run.helpers[info.id] = f"{self.agents_path}/{info.id}"
+        phase: Phase = "evaluation" if label == "eval" else "specification"
+        self._phase(run, phase, "progress", step="model_call_started", agent=name)
         failure: UnderstudyError | None = None
         reply: Message | None = None
         try:
@@ -1031,8 +1038,23 @@ class Orchestrator(Worker):
         if run.helpers.pop(info.id, None) is not None:
             yield from self._terminate(run, info.id)
         if failure is not None:
+            self._phase(run, phase, "progress", step="model_call", agent=name, error=str(failure))
             raise failure
         assert isinstance(reply, PromptCompleted)  # noqa: S101 - the agent's answer
+        usage = reply.usage
+        self.tally.record_call(
+            reply.model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+        )
+        self._phase(
+            run,
+            phase,
+            "progress",
+            step="model_call",
+            agent=name,
+            model=reply.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
         return reply.text
 
     def _terminate(self, run: _Run, child_id: str) -> Flow:

@@ -109,14 +109,31 @@ class ModelTally:
             return
         if progress.what != "model_call":
             return
-        counts = self._models[str(detail.get("model", "unknown"))]
-        counts.calls += 1
-        if detail.get("error_class") is not None:
-            counts.errors[str(detail["error_class"])] += 1
-        counts.input_tokens += int(detail.get("input_tokens", 0) or 0)
-        counts.output_tokens += int(detail.get("output_tokens", 0) or 0)
+        error_class = detail.get("error_class")
+        self.record_call(
+            str(detail.get("model", "unknown")),
+            input_tokens=int(detail.get("input_tokens", 0) or 0),
+            output_tokens=int(detail.get("output_tokens", 0) or 0),
+            error_class=None if error_class is None else str(error_class),
+        )
         if "breaker" in detail:
             self._breakers[progress.agent] = str(detail["breaker"])
+
+    def record_call(
+        self,
+        model: str,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        error_class: str | None = None,
+    ) -> None:
+        """Count one ended model call of ``model`` (``error_class`` when it failed)."""
+        counts = self._models[model or "unknown"]
+        counts.calls += 1
+        if error_class is not None:
+            counts.errors[error_class] += 1
+        counts.input_tokens += input_tokens
+        counts.output_tokens += output_tokens
 
     def snapshot(self, **breakers: str) -> ModelStatistics:
         """The counters now, plus ``breakers`` (the orchestrator's own, by name)."""

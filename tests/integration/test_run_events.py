@@ -47,7 +47,12 @@ def test_a_follower_sees_phases_model_calls_and_tool_calls_start_and_end_in_orde
     start_tree: StartTree, model: ModelServer, tmp_path: Path
 ) -> None:
     rt = start_tree(_tree(model))
-    run_id = _start(rt, "write a haiku about supervision to haiku.txt", tmp_path / "ws")
+    run_id = _start(
+        rt,
+        "write a haiku about supervision to haiku.txt",
+        tmp_path / "ws",
+        specify_with_model=True,  # a model call in the specification phase too
+    )
 
     events = rt.run_events(run_id, timeout=60)
     seen = list(events)
@@ -56,6 +61,8 @@ def test_a_follower_sees_phases_model_calls_and_tool_calls_start_and_end_in_orde
     wanted = [
         "run:started",
         "specification:started",
+        "specification:model_call_started",
+        "specification:model_call",
         "specification:finished",
         "execution:started",
         "execution:model_call_started",
@@ -70,11 +77,15 @@ def test_a_follower_sees_phases_model_calls_and_tool_calls_start_and_end_in_orde
         "run:finished",
     ]
     rest = iter(labels)
-    assert all(w in rest for w in wanted), labels  # in this order, others between
+    assert all(w in rest for w in wanted), "\n".join(labels)  # in this order, others between
     assert [e.n for e in seen] == list(range(1, len(seen) + 1))  # none missed, none repeated
     tools = [e.detail for e in seen if _label(e).startswith("execution:tool_call")]
     assert [("write_file", "write_file")] == [(tools[0]["name"], tools[1]["name"])]
     calls = [e.detail for e in seen if _label(e) == "execution:model_call"]
+    specified = [e.detail for e in seen if _label(e) == "specification:model_call"]
+    assert [("understudy-embedded", True)] == [
+        (c["model"], c["input_tokens"] > 0 and c["output_tokens"] > 0) for c in specified
+    ]
     assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in calls)
     outcome = events.outcome
     assert outcome is not None and outcome.success and outcome.result is not None
