@@ -1210,6 +1210,8 @@ class Orchestrator(Worker):
                 yield Call(agent.path, CancelGoal(run_id=agent.agent_run, reason=why), timeout=5.0)
             except UnderstudyError as exc:
                 log.info("delegate_not_cancelled", run_id=run.run_id, error=str(exc))
+            if cancel_task:  # the run is over: the delegate works for it no more
+                yield from self._set_status(run, agent.name, "available")
             return
         try:
             yield Call(self.registry_path, UnregisterAgent(name=agent.name))
@@ -1306,6 +1308,14 @@ class Orchestrator(Worker):
         except UnderstudyError as exc:
             log.warning("delegation_not_audited", run_id=run.run_id, error=str(exc))
         yield from self._set_status(run, target.name, "busy")
+        self._phase(
+            run,
+            "delegation",
+            "progress",
+            step="delegated",
+            subtask=index,
+            delegate=target.path,
+        )
         agent.started = time.monotonic()
         run.executing[generation] = agent
         self._arm(run, generation)

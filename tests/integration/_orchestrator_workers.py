@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from actors import Worker
 from protocols import Message
-from protocols.agent import AgentResult, RunGoal
+from protocols.agent import AgentResult, CancelGoal, RunGoal
+from protocols.common import Ok
 from protocols.registry import AgentCard, AgentSkill, RegisterAgent
 
 
@@ -35,4 +36,36 @@ class FailingDelegate(Worker):
                 success=False,
                 error=f"delegate refuses (call {self.calls})",
             )
+        return None
+
+
+class StallingDelegate(Worker):
+    """Registers as a "general" agent, takes every goal and never answers it; notes each goal
+    and each CancelGoal in ``<state_dir>/<child id>.log``."""
+
+    def on_start(self) -> None:
+        card = AgentCard(
+            name=self.child_id,
+            description="never finishes",
+            version="1.0",
+            path=self.path,
+            skills=[
+                AgentSkill(id="general", name="general", description="anything", tags=["general"])
+            ],
+        )
+        self.send(str(self.args.get("registry", "root/system/registry")), RegisterAgent(card=card))
+        self.pending: dict[str, object] = {}
+
+    def _note(self, line: str) -> None:
+        with (self.state_dir / f"{self.child_id}.log").open("a") as fh:
+            fh.write(f"{line}\n")
+
+    def handle(self, message: Message) -> Message | None:
+        if isinstance(message, RunGoal):
+            self.pending[message.run_id] = self.defer_reply()
+            self._note(f"goal {message.run_id}")
+            return None
+        if isinstance(message, CancelGoal):
+            self._note(f"cancel {message.run_id}")
+            return Ok()
         return None

@@ -385,3 +385,42 @@ def test_a_goals_priority_reaches_its_scheduler_task(
     assert outcome.success, outcome
     assert isinstance(tasks, Tasks)
     assert [("critical", "completed")] == [(t.priority, t.state) for t in tasks.tasks]
+
+
+def test_a_cancel_reaches_delegated_subtasks_and_frees_their_delegate(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    staller = ChildSpec(
+        id="staller", start="tests.integration._orchestrator_workers:StallingDelegate"
+    )
+    rt = start_tree(_tree(model, [staller]))
+    rt.wait_event("child_started", child_id="staller")
+    accepted = _start(
+        rt,
+        RunGoalRequest(
+            goal="two parts",
+            subtasks=["write one.txt", "write two.txt"],
+            evolutions=0,
+            max_execution_time=60,
+        ),
+    )
+    for event in rt.run_events(accepted.run_id, timeout=30):
+        if event.detail.get("step") == "delegated":
+            break
+
+    began = time.monotonic()
+    outcome = rt.ask(ORCH, CancelRun(run_id=accepted.run_id), timeout=30)
+    took = time.monotonic() - began
+    notes = (Path(accepted.workspace).parents[1] / "staller.log").read_text().splitlines()
+    card = rt.ask("root/system/registry", GetAgent(name="staller"))
+    runs = rt.ask(RUNS, ListRuns(owner="cli"))
+
+    assert isinstance(outcome, RunOutcome) and "stopped" == outcome.status
+    assert took < 10
+    goals = sorted(n.split()[1] for n in notes if n.startswith("goal "))
+    cancels = sorted(n.split()[1] for n in notes if n.startswith("cancel "))
+    assert goals and goals == cancels
+    assert isinstance(card, AgentFound) and "available" == card.card.status
+    assert isinstance(runs, Runs)
+    assert {"stopped"} == {r.status for r in runs.runs}
+    assert [] == rt.which_children("root/agents")
