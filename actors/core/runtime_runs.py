@@ -11,7 +11,9 @@ orchestrator until the run has a new event (answered at once) or ``poll`` second
 is no polling interval and no event is missed or repeated (a cursor). Memory is bounded: at
 most ``max_events`` events are held here at once, and a consumer that does not keep up only
 delays the next request (the orchestrator keeps a run's events). The iteration ends after the
-run's last event, with ``outcome`` set.
+run's last event, with ``outcome`` set. An orchestrator killed while it holds a request is
+replaced by its supervisor and the request goes to the replacement (the Runtime resolves the
+path again); a run it reloads as interrupted ends there, with its outcome.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +167,31 @@ def test_following_an_unknown_run_fails_and_a_quiet_run_times_out(
     with pytest.raises(AskTimeout):
         next(quiet)  # the model hangs: nothing happens for a second
     assert first_call.n > 1
+
+
+def test_a_follower_outlives_an_orchestrator_killed_under_it(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path, base: str
+) -> None:
+    """SIGKILL the orchestrator while it holds the follower's request: the follower asks the
+    replacement, which reloads the run as interrupted; the subscription ends with that
+    outcome instead of an error."""
+    if base == "simpleSystemBase":
+        pytest.skip("one process: nothing to kill")
+    rt = start_tree(_tree(model))
+    [orchestrator] = [c for c in rt.which_children("root") if c.id == "orchestrator"]
+    assert orchestrator.pid is not None
+    model.inject("hang", seconds=30, match="interrupted")
+    run_id = _start(rt, "write a poem interrupted to p.txt", tmp_path / "ws")
+    calling = threading.Event()
+
+    def watch(event: PhaseEvent) -> None:
+        if _label(event) == "execution:model_call_started":
+            calling.set()  # the model hangs: the next request is held by the orchestrator
+
+    subscription = rt.subscribe_run(run_id, watch, timeout=30, poll=10)
+    assert calling.wait(20)
+    os.kill(orchestrator.pid, signal.SIGKILL)
+    outcome = subscription.wait(40)
+
+    assert outcome is not None and not outcome.success
+    assert "restarted before the run ended" in (outcome.error or "")
