@@ -814,7 +814,11 @@ def _describe_event(event: Any) -> str:
     what, shown = event.what, dict(event.detail)
     if what == "progress" and "step" in shown and isinstance(shown["step"], str):
         what = shown.pop("step")
-    detail = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, [], ""))
+    detail = ", ".join(
+        f"{k}={round(v, 3) if isinstance(v, float) else v}"
+        for k, v in shown.items()
+        if v not in (None, [], "")
+    )
     stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
     return f"[dim]{stamp}[/dim] {event.phase} {what}" + (f": {detail}" if detail else "")
 
