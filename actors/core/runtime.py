@@ -875,8 +875,8 @@ class Runtime:
             orchestrator: the orchestrator's path.
             since: skip the run's first ``since`` events.
             timeout: the longest wait for the next event (None: no limit); then AskTimeout.
-            poll: the longest one request is held by the orchestrator (and this runtime's
-                lock with it: other calls on this runtime wait at most that long).
+            poll: the longest one request is held by the orchestrator (calls made meanwhile
+                in the same thread, or on simpleSystemBase, wait at most that long).
             max_events: the most events fetched (and held here) at once.
         """
         return RunEvents(
