@@ -463,6 +463,26 @@ def _hosts_table(hosts: list[HostInfo]) -> Table:
 
 @main.command()
 @click.option("--state-dir", default=".understudy", show_default=True)
+def metrics(state_dir: str) -> None:
+    """Print the running tree's Prometheus metrics once (the text format; the price table is
+    the topology's system.metrics.prices)."""
+    state = _read_state(state_dir)
+    runtime = _attach(state, state_dir)
+    topology_file = Path(str(state.get("topology", "")))
+    if topology_file.is_file():
+        try:
+            runtime.prices = dict(load_topology(topology_file).system.metrics.prices)
+        except TopologyError as exc:
+            err_console.print(f"no price table: {exc}")
+    try:
+        text = runtime.metrics_text()
+    except UnderstudyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--state-dir", default=".understudy", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the hosts as JSON")
 def hosts(state_dir: str, as_json: bool) -> None:
     """List the hosts of the running tree's cluster and their status."""

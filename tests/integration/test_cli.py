@@ -187,6 +187,7 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
         pong = _cli("ask", "root/echo", "example.ping", '{"token": "t"}', state, cwd=tmp_path)
         with urllib.request.urlopen(url, timeout=30) as response:
             text = response.read().decode()
+        printed = _cli("metrics", state, cwd=tmp_path)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
@@ -203,6 +204,8 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
         for s in family.samples
     }
     assert 2 == samples[("understudy_child_restarts_total", (("supervisor", "root"),))]
+    assert 0 == printed.returncode, printed.stderr
+    assert 'understudy_child_restarts_total{supervisor="root"} 2.0' in printed.stdout
     assert (
         2
         == samples[("understudy_child_exits_total", (("reason", "error"), ("supervisor", "root")))]
