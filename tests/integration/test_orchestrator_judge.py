@@ -26,6 +26,7 @@ from protocols.orchestrator import (
     RunProgress,
     WaitRun,
 )
+from protocols.prompts import AGENT_PREAMBLE
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
 from tests.integration._scripted_model import Reply, ScriptedModel
@@ -147,6 +148,22 @@ def test_a_goal_outside_the_catalogue_fails_with_the_models_reason_and_writes_no
     assert outcome.error.startswith("the model refused: I cannot do this goal")
     assert "chess" in outcome.error
     assert not (tmp_path / "chess.py").exists()
+
+
+def test_after_a_malformed_tool_call_the_run_corrects_itself_in_the_same_attempt(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model.url))
+    model.inject("malformed_tool_call", match=AGENT_PREAMBLE)  # an agent's turn, not a prompt
+    goal = "write a python script that prints the first 5 square numbers to sq.py"
+
+    outcome = _run(rt, RunGoalRequest(goal=goal, workspace=str(tmp_path), evolutions=0))
+
+    assert outcome.success, outcome
+    assert [1.0] == outcome.scores
+    assert outcome.result is not None
+    assert [True, False] == [s.error for s in outcome.result.steps]
+    assert outcome.result.steps[0].result.startswith("ERROR MalformedToolCall")
 
 
 def test_evolution_raises_the_score_and_stops_at_the_threshold(
