@@ -737,7 +737,7 @@ class Orchestrator(Worker):
             outcome = yield from self._stopped(run, outcome)
         else:
             assert outcome is not None  # noqa: S101 - set unless stopped
-            yield from self._record(run, outcome)
+            outcome = yield from self._record(run, outcome)
         self._finish(run, outcome)
 
     def _failed(self, run: _Run, error: str) -> RunOutcome:
@@ -829,8 +829,10 @@ class Orchestrator(Worker):
         raise _Stopped(reason)
 
     def _record(self, run: _Run, outcome: RunOutcome) -> Flow:
+        """Report the outcome to the run manager; a run it stopped meanwhile keeps the result
+        there and here, but its status stays ``stopped``."""
         if run.record is None:
-            return
+            return outcome
         report: Message = (
             CompleteRun(
                 run_id=run.record.id,
@@ -847,9 +849,16 @@ class Orchestrator(Worker):
             )
         )
         try:
-            yield Call(self.runs_path, report)
+            info = yield Call(self.runs_path, report)
         except UnderstudyError as exc:
             log.warning("run_not_recorded", run_id=run.run_id, error=str(exc))
+            return outcome
+        if isinstance(info, RunInfo) and info.status == "stopped":
+            run.stopping = "stopped in the run manager"
+            return outcome.model_copy(
+                update={"status": "stopped", "success": False, "error": f"stopped: {run.stopping}"}
+            )
+        return outcome
 
     def _stopped(self, run: _Run, partial: RunOutcome | None) -> Flow:
         """Record the stop in the run manager (it stops the child runs and terminates their
@@ -1023,6 +1032,21 @@ class Orchestrator(Worker):
         info = yield Call(self.agents_path, StartChild(args={"name": name, **self.model_args}))
         assert isinstance(info, ChildInfo)  # noqa: S101 - the supervisor's answer
         run.helpers[info.id] = f"{self.agents_path}/{info.id}"
+        if run.record is not None:  # so the run manager's StopRun ends this call too
+            try:
+                yield Call(
+                    self.runs_path,
+                    AttachAgent(
+                        run_id=run.record.id,
+                        owner=run.request.owner,
+                        agent_path=run.helpers[info.id],
+                    ),
+                )
+            except RequestRejected as exc:
+                if exc.error == "InvalidTransition":
+                    self._stopped_elsewhere(run, f"the run manager refused the agent: {exc}")
+            except UnderstudyError as exc:
+                log.warning("agent_not_attached", run_id=run.run_id, error=str(exc))
         phase: Phase = "evaluation" if label == "eval" else "specification"
         self._phase(run, phase, "progress", step="model_call_started", agent=name)
         failure: UnderstudyError | None = None
@@ -1039,6 +1063,7 @@ class Orchestrator(Worker):
             yield from self._terminate(run, info.id)
         if failure is not None:
             self._phase(run, phase, "progress", step="model_call", agent=name, error=str(failure))
+            yield from self._check_stopped(run)  # its agent killed by the run manager's StopRun?
             raise failure
         assert isinstance(reply, PromptCompleted)  # noqa: S101 - the agent's answer
         usage = reply.usage

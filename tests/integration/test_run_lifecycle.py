@@ -27,7 +27,7 @@ from protocols.orchestrator import (
     WaitRun,
 )
 from protocols.registry import AgentFound, GetAgent
-from protocols.runs import ListRuns, Runs, StopRun
+from protocols.runs import ListRuns, Runs, RunsStopped, StopRun
 from protocols.scheduler import ListTasks, Tasks
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
@@ -423,4 +423,31 @@ def test_a_cancel_reaches_delegated_subtasks_and_frees_their_delegate(
     assert isinstance(card, AgentFound) and "available" == card.card.status
     assert isinstance(runs, Runs)
     assert {"stopped"} == {r.status for r in runs.runs}
+    assert [] == rt.which_children("root/agents")
+
+
+def test_a_run_manager_stop_ends_the_orchestrators_model_call_in_flight(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    rt = start_tree(_tree(model))
+    model.inject("hang", count=None, seconds=30, match="deliberate")
+    accepted = _start(
+        rt,
+        RunGoalRequest(
+            goal="write a deliberate haiku to d.txt",
+            workspace=str(tmp_path),
+            specify_with_model=True,
+        ),
+    )
+    assert model.wait_requests(1, timeout=10)  # the specification call is held
+    runs = rt.ask(RUNS, ListRuns(owner="cli"))
+    assert isinstance(runs, Runs) and 1 == len(runs.runs)
+
+    stopped = rt.ask(RUNS, StopRun(run_id=runs.runs[0].id, owner="cli"), timeout=10)
+    outcome = _outcome(rt, accepted.run_id, 15)
+    events = _events(rt, accepted.run_id)
+
+    assert "stopped" == outcome.status
+    assert isinstance(stopped, RunsStopped) and 1 == len(stopped.terminated)
+    assert [] == _step(events, "agent_started")  # no execution after the stop
     assert [] == rt.which_children("root/agents")
