@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from actors.model.programs import program_source
 from actors.model.writers import criteria_missed, render_artefact
 from protocols.artefacts import check_content, criteria_for, parse_criterion, recognise
+from protocols.goals import criteria_for_goal, plan_goal
 from protocols.tasks import TASK_NAMES, TaskCall, describe_task, output_matches, recognise_task
 
 
@@ -167,3 +168,46 @@ def test_a_missed_program_criterion_makes_the_program_wrong_or_invalid() -> None
     assert not output_matches(call, wrong.stdout)
     with pytest.raises(SyntaxError):
         compile(broken, "p.py", "exec")
+
+
+_NOT_NAMES = {"and", "with", "to", "into", "then", "so", "that", "the", "a", "an", "rows"}
+names = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(lambda n: n not in _NOT_NAMES)
+
+
+@given(
+    fields=st.lists(names, min_size=1, max_size=5, unique=True),
+    kind=st.sampled_from(
+        [("JSON", "fields", "json"), ("YAML", "keys", "yaml"), ("CSV", "columns", "csv")]
+    ),
+)
+def test_any_fields_asked_for_are_written_and_pass_their_checks(
+    fields: list[str], kind: tuple[str, str, str]
+) -> None:
+    label, noun, ext = kind
+    listed = fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
+    goal = f"write a {label} file with the {noun} {listed} to out.{ext}"
+    [write] = [a for a in plan_goal(goal) if a.tool == "write_file"]
+    assert write.content is not None
+
+    text = render_artefact(write.content, write.target, None)
+
+    assert tuple(fields) == write.content.fields
+    for criterion in criteria_for_goal(goal):
+        check = parse_criterion(criterion)
+        assert check is not None
+        assert check_content(check, text)[0] is True, (criterion, text)
+
+
+@given(topic=st.lists(names, min_size=1, max_size=3).map(" ".join))
+def test_any_poem_or_text_about_a_topic_passes_its_checks(topic: str) -> None:
+    for what in ("a haiku", "a limerick", "a sonnet", "a 6-line poem", "notes"):
+        goal = f"write {what} about {topic} to out.txt"
+        [write] = [a for a in plan_goal(goal) if a.tool == "write_file"]
+        assert write.content is not None
+
+        text = render_artefact(write.content, write.target, None)
+
+        for criterion in criteria_for_goal(goal):
+            check = parse_criterion(criterion)
+            assert check is not None
+            assert check_content(check, text)[0] is True, (criterion, text)
