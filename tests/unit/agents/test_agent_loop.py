@@ -479,6 +479,65 @@ def test_arguments_that_are_not_an_object_are_malformed() -> None:
 # --- the run --------------------------------------------------------------------------------
 
 
+def _run_for(text: str, script: list[ModelTurn | BaseException]) -> FakeHost:
+    clock = Clock()
+    run = AgentRun(
+        goal(text), agent="coder", breaker=CircuitBreaker(3, 5.0, clock=clock), clock=clock
+    )
+    return FakeHost(run, clock, list(script))
+
+
+def test_a_final_answer_without_the_file_the_goal_asks_for_fails() -> None:
+    fake = _run_for("write a haiku about rain to rain.txt", [say("I wrote a lovely haiku.")])
+
+    result = fake.go().result
+
+    assert not result.success
+    assert "the goal asks for rain.txt but the agent wrote no file" == result.error
+    assert result.error_class is None
+    assert "I wrote a lovely haiku." == result.output
+
+
+def test_a_final_answer_after_writing_the_asked_file_succeeds() -> None:
+    fake = _run_for(
+        "write a haiku about rain to rain.txt",
+        [call(("write_file", {"path": "rain.txt", "content": "a\nb\nc\n"})), say("done")],
+    )
+
+    assert fake.go().result.success
+
+
+def test_a_refusal_fails_the_run_with_the_models_reason() -> None:
+    refusal = "I cannot do this goal: it is outside what I can write."
+    fake = _run_for("explain the universe", [ModelTurn(content=refusal, refusal=refusal)])
+
+    result = fake.go().result
+
+    assert not result.success
+    assert f"the model refused: {refusal}" == result.error
+    assert result.error_class is None
+
+
+def test_a_refusal_is_read_from_the_completion() -> None:
+    completion = openai.types.chat.ChatCompletion.model_validate(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "no", "refusal": "no, sorry"},
+                }
+            ],
+        }
+    )
+
+    assert "no, sorry" == turn_from_completion(completion).refusal
+
+
 def test_a_final_answer_ends_the_run_successfully() -> None:
     fake = host([say("all done", inp=30, out=4)])
 
