@@ -779,9 +779,9 @@ def run(
         f"score {outcome.score:.2f} (attempts: {outcome.scores})"
     )
     if result is not None:
-        console.print(f"output: {result.output}")
+        console.print(f"output: {result.output}", markup=False)
         for path in result.files:
-            console.print(f"file: {path}")
+            console.print(f"file: {path}", markup=False)
         console.print(f"tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
     for criterion in outcome.unmet:
         console.print(f"unmet: {criterion}", markup=False)
