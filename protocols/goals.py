@@ -254,6 +254,10 @@ def _write_action(rest: str, masked: _Masked, earlier: list[Action]) -> Action:
             what,
             flags=_I,
         )
+        # "create primes.py, a program that prints ...": the words after the path say it too.
+        tail = after.strip().lstrip(",;:-").strip()
+        if tail:
+            what = f"{what.strip()} {tail}"
     return Action("write_file", target, _content(what.strip(), target, masked, earlier))
 
 

@@ -129,3 +129,25 @@ def test_criteria_for_an_unsupported_write_ask_only_for_the_file() -> None:
     artefact = recognise("a web scraper in python", "s.py", "")
 
     assert ["s.py exists"] == criteria_for(artefact, "s.py")
+
+
+@pytest.mark.parametrize(
+    ("goal", "prints"),
+    [
+        (
+            "create primes.py, a program that prints the first 10 prime numbers",
+            "running primes.py prints the first 10 primes",
+        ),
+        (
+            "write primes.py that prints the first twenty primes",
+            "running primes.py prints the first 20 primes",
+        ),
+        (
+            "Write a Python program fizzbuzz.py that prints FizzBuzz from 1 to 30",
+            "running fizzbuzz.py prints FizzBuzz from 1 to 30",
+        ),
+        ("write a script hello.py printing hello world", "running hello.py prints Hello, world!"),
+    ],
+)
+def test_the_words_after_the_path_say_what_to_write_too(goal: str, prints: str) -> None:
+    assert prints in criteria_for_goal(goal)
