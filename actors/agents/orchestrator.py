@@ -43,7 +43,7 @@ stalls the orchestrator's timers, ``WaitRun`` or ``SetMaxExecutionTime``.
 Maximum execution time: each agent run is killed ``max_execution_time`` seconds after that
 agent started (``protocols.orchestrator`` has the default, the override and ``0`` for
 unlimited); a change re-arms the timer from the agent's start and moves the agent's own
-backstop (``SetRunTimeLimit``). A killed agent's wait is given up ``CLEANUP_SECONDS`` later if
+backstop (``SetRunTimeLimit``). A killed agent's wait is given up ``cleanup_time`` later if
 its exit has not failed it already: no wait of a run outlives its limit plus its cleanup.
 
 Stopping (``CancelRun``, or the run manager's StopRun noticed through a refused command or a
@@ -67,7 +67,8 @@ Specifications and outcomes are written to ``<state_dir>/orchestrator/<run id>/`
 Args: ``agents``, ``access``, ``scheduler``, ``registry``, ``runs`` (peers' paths),
 ``programs``, ``max_execution_time`` (the deployment default, seconds, ``0`` unlimited;
 default 60; a live change is kept in ``<state_dir>/orchestrator/settings.json``),
-``model_timeout`` (seconds per specification or evaluation call, default 60), ``base_url``,
+``model_timeout`` (seconds per specification or evaluation call, default 60),
+``cleanup_time`` (seconds a killed agent's wait may outlive its limit, default 10), ``base_url``,
 ``model``, ``api_key`` (passed to the model-call agents when given), ``delegate_tries``,
 ``breaker_failures``, ``breaker_cooldown`` (the delegation breaker).
 """
@@ -286,6 +287,7 @@ class Orchestrator(Worker):
             key: str(args[key]) for key in ("base_url", "model", "api_key") if args.get(key)
         }
         self.model_timeout = float(args.get("model_timeout", 60.0))
+        self.cleanup_time = float(args.get("cleanup_time", CLEANUP_SECONDS))
         self.delegate_tries = int(args.get("delegate_tries", DELEGATE_TRIES))
         # Programs the criteria name run in the agents' sandbox (``run_programs: false``: not
         # run, their criteria stay unverified).
@@ -532,7 +534,7 @@ class Orchestrator(Worker):
             reply = yield Call(
                 f"{self.agents_path}/{info.id}",
                 CompletePrompt(prompt=prompt, timeout=self.model_timeout),
-                timeout=self.model_timeout + CLEANUP_SECONDS,
+                timeout=self.model_timeout + self.cleanup_time,
             )
         except UnderstudyError as exc:
             failure = exc
@@ -699,7 +701,9 @@ class Orchestrator(Worker):
         )
         why = f"maximum execution time of {limit} s exceeded"
         self.run_flow(self._kill(run, agent, why))
-        self.call_later(CLEANUP_SECONDS, _RunStuck(run_id=run.run_id, generation=timer.generation))
+        self.call_later(
+            self.cleanup_time, _RunStuck(run_id=run.run_id, generation=timer.generation)
+        )
 
     def _on_stuck(self, stuck: _RunStuck) -> None:
         run = self.runs.get(stuck.run_id)
@@ -713,7 +717,7 @@ class Orchestrator(Worker):
             run.flow,
             _Stuck(
                 f"{agent.path} did not answer within its maximum execution time plus "
-                f"{CLEANUP_SECONDS:g} s of cleanup"
+                f"{self.cleanup_time:g} s of cleanup"
             ),
         )
 
@@ -1055,7 +1059,7 @@ class Orchestrator(Worker):
             reply = yield Call(
                 run.helpers[info.id],
                 CompletePrompt(prompt=prompt, timeout=self.model_timeout),
-                timeout=self.model_timeout + CLEANUP_SECONDS,
+                timeout=self.model_timeout + self.cleanup_time,
             )
         except UnderstudyError as exc:
             failure = exc

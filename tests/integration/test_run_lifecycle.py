@@ -50,7 +50,9 @@ def model() -> Iterator[ModelServer]:
         yield server
 
 
-def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> SupervisorSpec:
+def _tree(
+    model: ModelServer, extra: list[ChildSpec] | None = None, **orchestrator: Any
+) -> SupervisorSpec:
     return SupervisorSpec(
         id="root",
         intensity=10,
@@ -84,7 +86,7 @@ def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> Superviso
             ChildSpec(
                 id="orchestrator",
                 start="actors.agents.orchestrator:Orchestrator",
-                args={"base_url": model.url, "api_key": "k"},
+                args={"base_url": model.url, "api_key": "k", **orchestrator},
                 roles=["admin"],
             ),
             *(extra or []),
@@ -451,3 +453,30 @@ def test_a_run_manager_stop_ends_the_orchestrators_model_call_in_flight(
     assert isinstance(stopped, RunsStopped) and 1 == len(stopped.terminated)
     assert [] == _step(events, "agent_started")  # no execution after the stop
     assert [] == rt.which_children("root/agents")
+
+
+def test_a_delegate_that_never_answers_fails_the_run_after_its_limit_and_cleanup(
+    start_tree: StartTree, model: ModelServer
+) -> None:
+    staller = ChildSpec(
+        id="staller", start="tests.integration._orchestrator_workers:StallingDelegate"
+    )
+    rt = start_tree(_tree(model, [staller], cleanup_time=1.0))
+    rt.wait_event("child_started", child_id="staller")
+
+    began = time.monotonic()
+    accepted = _start(
+        rt,
+        RunGoalRequest(
+            goal="one part", subtasks=["write one.txt"], evolutions=0, max_execution_time=1.0
+        ),
+    )
+    outcome = _outcome(rt, accepted.run_id, 20)
+    took = time.monotonic() - began
+    notes = (Path(accepted.workspace).parents[1] / "staller.log").read_text().splitlines()
+
+    assert ("failed", False) == (outcome.status, outcome.success)
+    assert "did not answer within its maximum execution time plus 1 s" in (outcome.error or "")
+    assert took < 1.0 + 1.0 + 5
+    assert f"goal {accepted.run_id}.0" == notes[0]
+    assert {f"cancel {accepted.run_id}.0"} == set(notes[1:])  # at its kill, again at teardown
