@@ -36,7 +36,7 @@ from actors.core.keyring import (
     secret_path,
 )
 from actors.core.runtime import Runtime, check_workers
-from actors.errors import ActorNotFound
+from actors.errors import ActorNotFound, AskTimeout
 from actors.experiments.cli import experiment
 from actors.logs import configure_logging
 from actors.model.endpoint import ModelEndpoint, resolve_model_endpoint
@@ -762,6 +762,8 @@ def run(
             console.print(_describe_event(event))
             if time.monotonic() > deadline:
                 break
+    except AskTimeout:
+        events.close()  # nothing happened for --timeout seconds: reported below as running
     except UnderstudyError as exc:
         raise click.ClickException(f"lost run {accepted.run_id}: {exc}") from exc
     except KeyboardInterrupt:

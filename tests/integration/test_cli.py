@@ -213,6 +213,49 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
     assert 0 == proc.returncode
 
 
+@pytest.mark.integration
+def test_run_reports_a_run_still_running_after_its_timeout(tmp_path: Path) -> None:
+    """`understudy run --timeout` with no event for that long (the model hangs) says so."""
+    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
+    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _read_until(proc, r"orchestrator", timeout=60)
+        state = json.loads((tmp_path / ".understudy" / "runtime.json").read_text())
+        control = state["model_endpoint"].removesuffix("/v1") + "/_control/faults"
+        fault = {"faults": [{"kind": "hang", "seconds": 10, "match": "slowly", "count": None}]}
+        request = urllib.request.Request(  # noqa: S310 - the embedded model on loopback
+            control, data=json.dumps(fault).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            assert 200 == answer.status
+        result = subprocess.run(
+            [sys.executable, "-m", "actors.cli", "run", "--timeout", "3", "write notes slowly"],
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert 1 == result.returncode, result.stdout + result.stderr
+    assert "model_call_started" in result.stdout
+    assert "still running after 3.0 s" in " ".join(result.stderr.split()), result.stdout
+
+
 def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", f"--state-dir={tmp_path}"])
 
