@@ -397,9 +397,7 @@ class Runtime:
         self._stale: dict[str, Address] = {}
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
-        self.prices: dict[str, ModelPrice] = {}
-        """The price table (model -> USD per million tokens) the metrics estimate costs with;
-        ``system.metrics.prices`` of the topology a started runtime came from."""
+        self._prices: dict[str, ModelPrice] = {}
         self._collector: RuntimeCollector | None = None
         self._metrics_server: MetricsServer | None = None
         self._exit_reason: str | None = None
@@ -814,6 +812,18 @@ class Runtime:
             raise AskTimeout(f"event {event}", timeout)
 
     # --- Metrics ------------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """The price table (model -> USD per million tokens) the metrics estimate costs with;
+        ``system.metrics.prices`` of the topology a started runtime came from."""
+        return self._prices
+
+    @prices.setter
+    def prices(self, table: dict[str, ModelPrice]) -> None:
+        self._prices = dict(table)
+        if self._collector is not None:
+            self._collector.prices = dict(table)
 
     def metrics_text(self) -> str:
         """The tree's Prometheus metrics now, in the text exposition format (the families are

@@ -116,7 +116,8 @@ class RuntimeCollector(Collector):
         timeout: float = 5.0,
     ) -> None:
         self._runtime = runtime
-        self._prices = dict(prices or {})
+        self.prices: dict[str, ModelPrice] = dict(prices or {})
+        """The price table in use (replace it to change the estimated costs)."""
         self._paths = {"scheduler": scheduler, "runs": runs, "orchestrator": orchestrator}
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -280,7 +281,7 @@ class RuntimeCollector(Collector):
                 failed.add_metric([model, error_class], n)
             tokens_in.add_metric([model], counters.input_tokens)
             tokens_out.add_metric([model], counters.output_tokens)
-            price = self._prices.get(model)
+            price = self.prices.get(model)
             if price is not None:
                 dollars = (
                     counters.input_tokens * price.input + counters.output_tokens * price.output

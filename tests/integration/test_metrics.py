@@ -129,8 +129,8 @@ def test_runs_tasks_model_calls_tokens_cost_and_breakers_over_http(
     if base == "simpleSystemBase":
         pytest.skip("serve_metrics needs a multi-process base (tested below)")
     rt = start_tree(_tree(model))
-    rt.prices = {"understudy-embedded": ModelPrice(input=2.0, output=8.0)}
     server = rt.serve_metrics(0)
+    rt.prices = {"understudy-embedded": ModelPrice(input=2.0, output=8.0)}  # after: still used
     accepted = rt.ask(
         ORCH,
         RunGoalRequest(
