@@ -7,6 +7,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -254,6 +255,20 @@ def test_run_reports_a_run_still_running_after_its_timeout(tmp_path: Path) -> No
     assert 1 == result.returncode, result.stdout + result.stderr
     assert "model_call_started" in result.stdout
     assert "still running after 3.0 s" in " ".join(result.stderr.split()), result.stdout
+
+
+@pytest.mark.integration
+def test_up_refuses_a_metrics_port_in_use_and_stops_what_it_started(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _up(tmp_path, TOPOLOGY, "--metrics-port", str(port))
+        _out, err = proc.communicate(timeout=60)
+
+    assert 1 == proc.returncode
+    assert f"cannot serve metrics on port {port}" in " ".join(err.decode().split())
+    assert not (tmp_path / "state" / "runtime.json").exists()
 
 
 def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> None:
