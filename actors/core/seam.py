@@ -116,9 +116,14 @@ def open_system(
             msg = "a multiprocTCPBase system needs the deployment secret (a Keyring)"
             raise ValueError(msg)
         transport_guard.install(listen=listen, keyring=keyring, max_frame=max_frame + _FRAME_SLACK)
-        from actors.core.workarounds import tune_transport_backoff  # it imports this module
+        from actors.core.workarounds import (  # it imports this module
+            detached_signals,
+            tune_transport_backoff,
+        )
 
         tune_transport_backoff()
+        with detached_signals():
+            return ActorSystem(base, capabilities, transientUnique=transient)
     return ActorSystem(base, capabilities, transientUnique=transient)
 
 

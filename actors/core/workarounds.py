@@ -27,14 +27,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -53,6 +55,7 @@ __all__ = [
     "DeliveryFailed",
     "TargetGone",
     "ask_correlated",
+    "detached_signals",
     "die_with_creator",
     "die_with_parent",
     "kill_process",
@@ -116,6 +119,33 @@ def die_with_creator() -> None:
     parent = multiprocessing.parent_process()
     if parent is not None and parent.pid is not None and process.name.startswith("Actor_"):
         die_with_parent(parent.pid)
+
+
+@contextlib.contextmanager
+def detached_signals() -> Iterator[None]:
+    """While an ActorSystem starts (and forks its admin): SIGINT ignored, SIGTERM's default.
+
+    Defect: Thespian resets every signal handler in an actor's process, but not in the admin
+    daemon or its logger, which keep the handlers of the program that opened the system:
+    ``understudy up`` raises its stop on SIGINT and SIGTERM, so a ``kill -INT`` of the
+    deployment's processes (``pkill -INT -f understudy``) raised that stop inside the admin's
+    transport loop; the admin stopped answering, the owner's orderly stop waited out its
+    60 s bound, and the admin, its logger, the guardian and the root supervisor stayed
+    behind. The admin is a daemon: an interrupt is for the program that owns the tree, which
+    stops it in order (as an OTP node takes Ctrl-C, not its processes), and SIGTERM ends it.
+    Outside the main thread (where handlers cannot be set) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
 
 
 def process_alive(pid: int) -> bool:

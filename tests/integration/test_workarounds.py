@@ -24,6 +24,7 @@ from actors.core.workarounds import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     ask_correlated,
+    detached_signals,
     tune_transport_backoff,
 )
 from protocols import codec
@@ -205,3 +206,58 @@ def _backoff_bounds(low: timedelta, high: timedelta) -> Iterator[None]:
         yield
     finally:
         thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY = saved
+
+
+def _admin_pid(port: int) -> int:
+    """The process listening on the admin port (Thespian daemonizes its admin)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    msg = f"no process listens on admin port {port}"
+    raise AssertionError(msg)
+
+
+def _signal_masks(pid: int) -> tuple[int, int]:
+    """(ignored, caught) signal masks of ``pid``, from /proc."""
+    fields = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["SigIgn"], 16), int(fields["SigCgt"], 16)
+
+
+def _bit(signum: int) -> int:
+    return 1 << (signum - 1)
+
+
+def _owners_stop(signum: int, frame: object) -> None:
+    raise RuntimeError(f"the owner's stop, run by signal {signum}")
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_admin_keeps_the_owners_sigint_handler_unless_detached(fixed: bool) -> None:
+    """Raw Thespian's admin daemon keeps the handler its owner had for SIGINT (``understudy
+    up`` raises its stop there), so an interrupt runs it inside the admin; started through
+    ``open_system`` (``detached_signals``) the admin ignores SIGINT."""
+    port = free_port()
+    saved = signal.signal(signal.SIGINT, _owners_stop)
+    try:
+        if fixed:
+            with detached_signals(), uninstalled():
+                system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+        else:
+            with uninstalled():
+                system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    try:
+        ignored, caught = _signal_masks(_admin_pid(port))
+        # The owner's handler still in force here: its own process is unchanged.
+        assert signal.getsignal(signal.SIGINT) is saved
+    finally:
+        system.shutdown()
+    if fixed:
+        assert ignored & _bit(signal.SIGINT)
+        assert not caught & _bit(signal.SIGINT)
+    else:  # the defect: a Python handler (the owner's) catches SIGINT in the admin
+        assert caught & _bit(signal.SIGINT)
+        assert not ignored & _bit(signal.SIGINT)
