@@ -33,8 +33,11 @@ Args (all optional)
     keep_recent       messages a compaction keeps as they are, at least (default 6)
 
 Model endpoints: every agent of a process that uses one endpoint (base URL and key) shares ONE
-``openai`` client and ONE circuit breaker (``model_endpoint``), the first agent's breaker settings
-winning; on multiprocTCPBase each agent has a process of its own, so sharing is per process.
+``openai`` client (``model_endpoint``), and every agent of the deployment that uses it shares
+ONE circuit breaker: its state lives in ``<state_dir>/breakers/<endpoint digest>.json``, read
+and written under an exclusive ``flock`` at each step (``FileBreaker``; CLOCK_MONOTONIC is the
+same in every process of a host), so failures seen by one agent's process open the breaker for
+all of them, restarted agents included. The first agent's breaker settings win in a process.
 
 Besides runs, an agent answers ``CompletePrompt`` (one model call without tools, for the
 orchestrator's specification and evaluation, so those never block the orchestrator),
@@ -70,11 +73,15 @@ least the Retry-After each time (``call_later``, never sleeping).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import posixpath
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -100,6 +107,7 @@ from actors.agents.agent_loop import (
 )
 from actors.agents.agent_tools import execute_tool
 from actors.agents.model_guard import (
+    BreakerState,
     CircuitBreaker,
     classify,
 )
@@ -124,6 +132,7 @@ __all__ = [
     "DEFAULT_AGENT_MODEL",
     "Agent",
     "AgentConfig",
+    "FileBreaker",
     "SharedEndpoint",
     "model_endpoint",
 ]
@@ -144,6 +153,75 @@ def _principal_names(state_dir: Path) -> set[str]:
     return {key.stem for key in (state_dir / PRINCIPALS_DIR).glob("*.key")}
 
 
+class FileBreaker(CircuitBreaker):
+    """A circuit breaker whose state is shared through a file by every process using it.
+
+    Each call takes an exclusive lock on the file, loads the state, applies the pure
+    ``CircuitBreaker`` transition and writes the state back. A missing or unreadable file is a
+    closed breaker.
+    """
+
+    def __init__(self, path: Path, failures: int = 3, cooldown: float = 5.0) -> None:
+        """Share the breaker state in ``path`` (its directory is created)."""
+        super().__init__(failures, cooldown)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        with self.path.open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+            fh.seek(0)
+            text = fh.read()
+            try:
+                data = json.loads(text) if text else {}
+                self.consecutive = int(data.get("consecutive", 0))
+                opened = data.get("opened_at")
+                self._opened_at = None if opened is None else float(opened)
+                self._trial = bool(data.get("trial", False))
+            except (ValueError, TypeError, AttributeError) as exc:
+                log.warning("breaker_state_unreadable", file=str(self.path), error=repr(exc))
+                self.consecutive, self._opened_at, self._trial = 0, None, False
+            yield
+            fh.seek(0)
+            fh.truncate()
+            fh.write(
+                json.dumps(
+                    {
+                        "consecutive": self.consecutive,
+                        "opened_at": self._opened_at,
+                        "trial": self._trial,
+                    }
+                )
+            )
+
+    @property
+    def state(self) -> BreakerState:
+        """The shared state now."""
+        with self._synced():
+            return super().state
+
+    def allow(self) -> bool:
+        """Return True if a call may be made now (the one trial call, across processes)."""
+        with self._synced():
+            return super().allow()
+
+    def retry_in(self) -> float:
+        """Seconds until a call may be made."""
+        with self._synced():
+            return super().retry_in()
+
+    def record_success(self) -> None:
+        """A call succeeded: close the shared breaker."""
+        with self._synced():
+            super().record_success()
+
+    def record_failure(self) -> None:
+        """A call failed: count it in the shared state."""
+        with self._synced():
+            super().record_failure()
+
+
 @dataclass(frozen=True)
 class SharedEndpoint:
     """One model endpoint of this process: its client and its circuit breaker."""
@@ -156,9 +234,17 @@ _ENDPOINTS: dict[tuple[str | None, str], SharedEndpoint] = {}
 
 
 def model_endpoint(
-    base_url: str | None, api_key: str, *, failures: int = 3, cooldown: float = 5.0
+    base_url: str | None,
+    api_key: str,
+    *,
+    failures: int = 3,
+    cooldown: float = 5.0,
+    shared_dir: Path | None = None,
 ) -> SharedEndpoint:
     """Return this process's client and breaker for the endpoint (made at its first use).
+
+    With ``shared_dir`` the breaker is a ``FileBreaker`` in that directory, shared with every
+    other process using the endpoint; without it, one breaker per process.
 
     The client retries nothing (``max_retries=0``: retries are the run's) and each call sets
     its own timeout; ``failures`` and ``cooldown`` configure the breaker when it is made.
@@ -167,7 +253,11 @@ def model_endpoint(
     endpoint = _ENDPOINTS.get(key)
     if endpoint is None:
         client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
-        endpoint = _ENDPOINTS[key] = SharedEndpoint(client, CircuitBreaker(failures, cooldown))
+        breaker = CircuitBreaker(failures, cooldown)
+        if shared_dir is not None:
+            digest = hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:16]
+            breaker = FileBreaker(shared_dir / f"{digest}.json", failures, cooldown)
+        endpoint = _ENDPOINTS[key] = SharedEndpoint(client, breaker)
     return endpoint
 
 
@@ -259,6 +349,7 @@ class Agent(Worker):
             base_url,
             api_key,
             failures=config.breaker_failures,
+            shared_dir=self.state_dir / "breakers",
             cooldown=config.breaker_cooldown,
         )
         self._client, self._breaker = endpoint.client, endpoint.breaker

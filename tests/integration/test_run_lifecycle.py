@@ -14,7 +14,8 @@ import pytest
 
 from actors import Runtime
 from actors.model.server import ModelServer
-from protocols.access import AuditStatistics, GetAuditStats
+from protocols.access import AuditStatistics, EnsurePermissions, GetAuditStats
+from protocols.agent import AgentResult, GoalSpec, RunGoal
 from protocols.orchestrator import (
     CancelRun,
     GetRunProgress,
@@ -480,3 +481,43 @@ def test_a_delegate_that_never_answers_fails_the_run_after_its_limit_and_cleanup
     assert took < 1.0 + 1.0 + 5
     assert f"goal {accepted.run_id}.0" == notes[0]
     assert {f"cancel {accepted.run_id}.0"} == set(notes[1:])  # at its kill, again at teardown
+
+
+def test_agents_in_separate_processes_share_one_breaker_per_endpoint(
+    start_tree: StartTree, model: ModelServer, tmp_path: Path
+) -> None:
+    """One agent's failure opens the endpoint's breaker (breaker_failures 1): a second agent,
+    in a process of its own, fails fast without calling the model."""
+    tree = _tree(model)
+    agents = tree.children[1]
+    assert isinstance(agents, SupervisorSpec) and agents.template is not None
+    template = agents.template.model_copy(
+        update={"args": {**agents.template.args, "breaker_failures": 1, "breaker_cooldown": 60}}
+    )
+    tree.children[1] = agents.model_copy(update={"template": template})
+    rt = start_tree(tree)
+    model.inject("500", count=1, match="first")
+    one = rt.start_child("root/agents", {"name": "one"})
+    two = rt.start_child("root/agents", {"name": "two"})
+    for info in (one, two):
+        rt.ask(
+            "root/system/access",
+            EnsurePermissions(
+                agent=f"root/agents/{info.id}", tools=["*"], workspace=f"{tmp_path}/**"
+            ),
+        )
+
+    failed = rt.ask(
+        f"root/agents/{one.id}", _goal("write a first haiku to a.txt", tmp_path), timeout=30
+    )
+    calls = model.stats().requests
+    refused = rt.ask(f"root/agents/{two.id}", _goal("write a haiku to b.txt", tmp_path), timeout=30)
+
+    assert isinstance(failed, AgentResult) and not failed.success
+    assert isinstance(refused, AgentResult) and not refused.success
+    assert "circuit" in (refused.error or "").lower()
+    assert calls == model.stats().requests  # the second agent never reached the model
+
+
+def _goal(text: str, ws: Path) -> RunGoal:
+    return RunGoal(run_id=text.split()[2], spec=GoalSpec(goal=text, workspace=str(ws)))

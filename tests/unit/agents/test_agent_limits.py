@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from actors.agents.agent import model_endpoint
+from actors.agents.agent import FileBreaker, model_endpoint
 from actors.agents.agent_loop import AgentRun, CallModel, Finish
 from actors.agents.model_guard import CircuitBreaker
 from protocols.agent import AgentLimits, GoalSpec, RunGoal
@@ -70,3 +71,36 @@ def test_agents_of_one_process_share_one_client_and_breaker_per_endpoint() -> No
     assert one is same
     assert one.client is same.client and one.breaker is same.breaker
     assert other.client is not one.client and other.breaker is not one.breaker
+
+
+def test_two_file_breakers_on_one_file_share_their_state(tmp_path: Path) -> None:
+    one = FileBreaker(tmp_path / "b" / "e.json", failures=2, cooldown=60)
+    two = FileBreaker(tmp_path / "b" / "e.json", failures=2, cooldown=60)
+
+    one.record_failure()
+    two.record_failure()  # the second failure of the endpoint, seen by another process
+
+    assert "open" == one.state == two.state
+    assert not one.allow()
+    assert one.retry_in() > 0
+    two.record_success()
+    assert "closed" == one.state
+    assert one.allow()
+
+
+def test_an_unreadable_breaker_file_is_a_closed_breaker(tmp_path: Path) -> None:
+    path = tmp_path / "e.json"
+    path.write_text("{not json")
+
+    breaker = FileBreaker(path, failures=1, cooldown=60)
+
+    assert "closed" == breaker.state
+    breaker.record_failure()
+    assert "open" == FileBreaker(path, failures=1, cooldown=60).state
+
+
+def test_with_a_shared_directory_an_endpoints_breaker_is_a_file_breaker(tmp_path: Path) -> None:
+    endpoint = model_endpoint("http://127.0.0.1:9/v1", "k-shared", shared_dir=tmp_path)
+
+    assert isinstance(endpoint.breaker, FileBreaker)
+    assert tmp_path == endpoint.breaker.path.parent
