@@ -266,7 +266,10 @@ def test_the_429_storm_example_holds_the_model_budget(tmp_path: Path) -> None:
     journal = json.loads((out / "journal.json").read_text(encoding="utf-8"))
     assert 0 == result.returncode, json.dumps(journal["invariants"], indent=1) + result.stderr
     limited = [r for r in journal["model_requests"] if r["status"] == 429]
-    assert 9 == len(limited)  # three injections of three 429s each
+    # Three injections of three 429s each: the first burst is served in full; after it the
+    # endpoint's breaker, shared by every agent (3 failures, 5 s cooldown), keeps the agents
+    # off the model but for one trial call per cooldown, so later bursts are only begun.
+    assert 3 <= len(limited) <= 9
     assert journal["invariants"]["llm_budget"]["ok"]
     assert journal["workload"]["operations"] >= 5
 
