@@ -24,7 +24,6 @@ from actors.core.workarounds import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     ask_correlated,
-    detached_signals,
     tune_transport_backoff,
 )
 from protocols import codec
@@ -208,56 +207,56 @@ def _backoff_bounds(low: timedelta, high: timedelta) -> Iterator[None]:
         thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY = saved
 
 
-def _admin_pid(port: int) -> int:
-    """The process listening on the admin port (Thespian daemonizes its admin)."""
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            return conn.pid
-    msg = f"no process listens on admin port {port}"
-    raise AssertionError(msg)
+_ADMIN_MASKS = """
+import signal, sys
+import psutil
+from thespian.actors import ActorSystem
+from actors.core.runtime import free_port
+from actors.core.transport_guard import uninstalled
+from actors.core.workarounds import detached_signals
+
+def owners_stop(signum, frame):
+    raise RuntimeError("the owner's stop")
+
+signal.signal(signal.SIGINT, owners_stop)
+port = free_port()
+with uninstalled():
+    if sys.argv[1] == "detached":
+        with detached_signals():
+            system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+    else:
+        system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
+try:
+    (admin,) = {
+        c.pid for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+    }
+    fields = dict(line.split(":\t", 1) for line in open(f"/proc/{admin}/status"))
+    print(int(fields["SigIgn"], 16), int(fields["SigCgt"], 16))
+finally:
+    system.shutdown()
+"""
 
 
-def _signal_masks(pid: int) -> tuple[int, int]:
-    """(ignored, caught) signal masks of ``pid``, from /proc."""
-    fields = dict(
-        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(fields["SigIgn"], 16), int(fields["SigCgt"], 16)
-
-
-def _bit(signum: int) -> int:
-    return 1 << (signum - 1)
-
-
-def _owners_stop(signum: int, frame: object) -> None:
-    raise RuntimeError(f"the owner's stop, run by signal {signum}")
-
-
-@pytest.mark.parametrize("fixed", [False, True])
-def test_the_admin_keeps_the_owners_sigint_handler_unless_detached(fixed: bool) -> None:
+@pytest.mark.parametrize("how", ["raw", "detached"])
+def test_the_admin_keeps_the_owners_sigint_handler_unless_detached(how: str) -> None:
     """Raw Thespian's admin daemon keeps the handler its owner had for SIGINT (``understudy
     up`` raises its stop there), so an interrupt runs it inside the admin; started through
-    ``open_system`` (``detached_signals``) the admin ignores SIGINT."""
-    port = free_port()
-    saved = signal.signal(signal.SIGINT, _owners_stop)
-    try:
-        if fixed:
-            with detached_signals(), uninstalled():
-                system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
-        else:
-            with uninstalled():
-                system = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
-    finally:
-        signal.signal(signal.SIGINT, saved)
-    try:
-        ignored, caught = _signal_masks(_admin_pid(port))
-        # The owner's handler still in force here: its own process is unchanged.
-        assert signal.getsignal(signal.SIGINT) is saved
-    finally:
-        system.shutdown()
-    if fixed:
-        assert ignored & _bit(signal.SIGINT)
-        assert not caught & _bit(signal.SIGINT)
+    ``open_system`` (``detached_signals``) the admin ignores SIGINT. Each in a process of its
+    own, which installs the owner's handler first."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ADMIN_MASKS, how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    ignored, caught = (int(x) for x in done.stdout.split()[-2:])
+    bit = 1 << (signal.SIGINT - 1)
+    if how == "detached":
+        assert ignored & bit
+        assert not caught & bit
     else:  # the defect: a Python handler (the owner's) catches SIGINT in the admin
-        assert caught & _bit(signal.SIGINT)
-        assert not ignored & _bit(signal.SIGINT)
+        assert caught & bit
+        assert not ignored & bit
