@@ -105,6 +105,13 @@ _LANGUAGE_WORDS = re.compile(
     r"c\+\+|html|sql)\b",
     _I,
 )
+_HUMAN_LANGUAGES = re.compile(
+    r"\b(?:in|into)\s+(french|german|spanish|italian|portuguese|dutch|russian|chinese|"
+    r"mandarin|cantonese|japanese|korean|arabic|hindi|bengali|urdu|latin|ancient\s+greek|"
+    r"greek|hebrew|turkish|polish|swedish|norwegian|danish|finnish|czech|ukrainian|"
+    r"vietnamese|thai|indonesian|swahili|esperanto|klingon|elvish|sindarin|quenya)\b",
+    _I,
+)
 _PROGRAM_WORDS = re.compile(r"\b(?:python|script|program|code|function)\b", _I)
 _STOP: Final = frozenset(
     [
@@ -221,6 +228,13 @@ def recognise(what: str, path: str, topic: str) -> Artefact:
     if language is not None:
         return Artefact(
             "unsupported", what, reason=f"the embedded model cannot write {language} ({what!r})"
+        )
+    if human := _HUMAN_LANGUAGES.search(what):
+        return Artefact(
+            "unsupported",
+            what,
+            reason=f"the embedded model writes English only; it cannot write in "
+            f"{human.group(1).capitalize()} ({what!r})",
         )
     if extension == ".json" or (not extension and re.search(r"\bjson\b", what, _I)):
         return Artefact("json", what, topic, fields=_listed(what, "fields|keys|properties"))

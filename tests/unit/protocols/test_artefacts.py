@@ -25,6 +25,8 @@ from protocols.goals import criteria_for_goal, files_asked, plan_goal
         ("a script that scrapes a website", "s.py", "unsupported", None),
         ("a program that prints the first 3 primes", "p.rs", "unsupported", None),
         ("a picture of a cat", "cat.png", "unsupported", None),
+        ("a sonnet in Klingon about quantum chromodynamics", "q.txt", "unsupported", None),
+        ("a haiku about the sea in French", "sea.txt", "unsupported", None),
     ],
 )
 def test_a_write_is_recognised_by_its_words_and_its_extension(
@@ -151,3 +153,10 @@ def test_criteria_for_an_unsupported_write_ask_only_for_the_file() -> None:
 )
 def test_the_words_after_the_path_say_what_to_write_too(goal: str, prints: str) -> None:
     assert prints in criteria_for_goal(goal)
+
+
+def test_a_write_in_a_human_language_other_than_english_is_refused_by_name() -> None:
+    artefact = recognise("a sonnet in Klingon about quantum chromodynamics", "q.txt", "")
+
+    assert "unsupported" == artefact.kind
+    assert "Klingon" in artefact.reason and "English only" in artefact.reason
