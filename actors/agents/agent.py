@@ -161,9 +161,16 @@ class FileBreaker(CircuitBreaker):
     closed breaker.
     """
 
-    def __init__(self, path: Path, failures: int = 3, cooldown: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        failures: int = 3,
+        cooldown: float = 5.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Share the breaker state in ``path`` (its directory is created)."""
-        super().__init__(failures, cooldown)
+        super().__init__(failures, cooldown, clock=clock)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -179,6 +186,9 @@ class FileBreaker(CircuitBreaker):
                 opened = data.get("opened_at")
                 self._opened_at = None if opened is None else float(opened)
                 self._trial = bool(data.get("trial", False))
+                if self._opened_at is not None and self._opened_at > self._clock():
+                    # Opened on an earlier boot (the monotonic clock restarted): it is over.
+                    self.consecutive, self._opened_at, self._trial = 0, None, False
             except (ValueError, TypeError, AttributeError) as exc:
                 log.warning("breaker_state_unreadable", file=str(self.path), error=repr(exc))
                 self.consecutive, self._opened_at, self._trial = 0, None, False

@@ -37,7 +37,7 @@ The lifecycle of one execution (the source's seven steps):
 
 Model calls (specification, evaluation) never run in this actor: each is a ``CompletePrompt``
 to an agent started for it under the agents supervisor (its own process on multiprocTCPBase,
-sharing its process's client and circuit breaker for the endpoint), so a slow model never
+sharing the endpoint's circuit breaker with every agent), so a slow model never
 stalls the orchestrator's timers, ``WaitRun`` or ``SetMaxExecutionTime``.
 
 Maximum execution time: each agent run is killed ``max_execution_time`` seconds after that

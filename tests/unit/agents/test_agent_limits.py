@@ -104,3 +104,16 @@ def test_with_a_shared_directory_an_endpoints_breaker_is_a_file_breaker(tmp_path
 
     assert isinstance(endpoint.breaker, FileBreaker)
     assert tmp_path == endpoint.breaker.path.parent
+
+
+def test_a_breaker_opened_on_an_earlier_boot_is_closed(tmp_path: Path) -> None:
+    clock = Clock()
+    before = FileBreaker(tmp_path / "e.json", failures=1, cooldown=60, clock=clock)
+    before.record_failure()
+    assert "open" == before.state
+    clock.now = 3.0  # rebooted: the monotonic clock starts again
+
+    after = FileBreaker(tmp_path / "e.json", failures=1, cooldown=60, clock=clock)
+
+    assert "closed" == after.state
+    assert after.allow()
