@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import multiprocessing
 import os
 import signal
@@ -74,13 +75,21 @@ _PR_SET_NAME = 15
 def name_process(name: str) -> bool:
     """Set this process's name (``/proc/<pid>/comm``, 15 bytes at most): how a host agent
     tells the worker processes of its host from Thespian's own (admin, logger)."""
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     return bool(libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) == 0)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library (Linux), found once per process and inherited by the processes it forks:
+    ``ctypes.util.find_library`` runs ``ldconfig``, about 6 ms, which every worker start paid
+    twice before its first message."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    return None if libc_name is None else ctypes.CDLL(libc_name, use_errno=True)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -92,12 +101,9 @@ def die_with_parent(parent_pid: int) -> bool:
     Returns:
         True if the request was installed (Linux), False where it is not available.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return False
     if os.getppid() != parent_pid:  # the parent died before the request was installed
