@@ -25,8 +25,7 @@ from protocols.runs import ListRuns, Runs
 from protocols.scheduler import ListTasks, Tasks
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
-
-ORCH = "root/orchestrator"
+from tests.integration._orchestrator_tree import ORCH, orchestrator_tree
 
 
 @pytest.fixture
@@ -36,45 +35,7 @@ def model() -> Iterator[ModelServer]:
 
 
 def _tree(model: ModelServer, extra: list[ChildSpec] | None = None) -> SupervisorSpec:
-    return SupervisorSpec(
-        id="root",
-        intensity=10,
-        children=[
-            SupervisorSpec(
-                id="system",
-                children=[
-                    ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-                    ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
-                    ChildSpec(id="registry", start="actors.services.registry:Registry"),
-                    ChildSpec(
-                        id="runs",
-                        start="actors.services.runs:RunManager",
-                        args={"agents_supervisor": "root/agents"},
-                    ),
-                ],
-            ),
-            SupervisorSpec(
-                id="agents",
-                strategy="simple_one_for_one",
-                intensity=10,
-                template=ChildSpec(
-                    id="agent",
-                    start="actors.agents.agent:Agent",
-                    restart="transient",
-                    shutdown=1,
-                    decider="actors.agents.model_guard:decide",
-                    args={"base_url": model.url, "api_key": "k"},
-                ),
-            ),
-            ChildSpec(
-                id="orchestrator",
-                start="actors.agents.orchestrator:Orchestrator",
-                args={"base_url": model.url, "api_key": "k"},
-                roles=["admin"],  # it grants its agents their permissions
-            ),
-            *(extra or []),
-        ],
-    )
+    return orchestrator_tree(model.url, extra)
 
 
 def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 60) -> RunOutcome:

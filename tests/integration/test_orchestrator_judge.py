@@ -27,52 +27,14 @@ from protocols.orchestrator import (
     WaitRun,
 )
 from protocols.prompts import AGENT_PREAMBLE
-from protocols.topology import ChildSpec, SupervisorSpec
+from protocols.topology import SupervisorSpec
 from tests.conftest import StartTree
+from tests.integration._orchestrator_tree import ORCH, orchestrator_tree
 from tests.integration._scripted_model import Reply, ScriptedModel
-
-ORCH = "root/orchestrator"
 
 
 def _tree(url: str) -> SupervisorSpec:
-    return SupervisorSpec(
-        id="root",
-        intensity=10,
-        children=[
-            SupervisorSpec(
-                id="system",
-                children=[
-                    ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-                    ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
-                    ChildSpec(id="registry", start="actors.services.registry:Registry"),
-                    ChildSpec(
-                        id="runs",
-                        start="actors.services.runs:RunManager",
-                        args={"agents_supervisor": "root/agents"},
-                    ),
-                ],
-            ),
-            SupervisorSpec(
-                id="agents",
-                strategy="simple_one_for_one",
-                intensity=10,
-                template=ChildSpec(
-                    id="agent",
-                    start="actors.agents.agent:Agent",
-                    restart="transient",
-                    shutdown=1,
-                    decider="actors.agents.model_guard:decide",
-                    args={"base_url": url, "api_key": "k"},
-                ),
-            ),
-            ChildSpec(
-                id="orchestrator",
-                start="actors.agents.orchestrator:Orchestrator",
-                args={"base_url": url, "api_key": "k"},
-                roles=["admin"],
-            ),
-        ],
-    )
+    return orchestrator_tree(url)
 
 
 def _run(rt: Runtime, request: RunGoalRequest, timeout: float = 90) -> RunOutcome:

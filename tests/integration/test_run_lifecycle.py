@@ -32,10 +32,10 @@ from protocols.runs import ListRuns, Runs, RunsStopped, StopRun
 from protocols.scheduler import ListTasks, Tasks
 from protocols.topology import ChildSpec, SupervisorSpec
 from tests.conftest import StartTree
+from tests.integration._orchestrator_tree import ORCH, orchestrator_tree
 
 pytestmark = pytest.mark.integration
 
-ORCH = "root/orchestrator"
 RUNS = "root/system/runs"
 
 
@@ -54,45 +54,7 @@ def model() -> Iterator[ModelServer]:
 def _tree(
     model: ModelServer, extra: list[ChildSpec] | None = None, **orchestrator: Any
 ) -> SupervisorSpec:
-    return SupervisorSpec(
-        id="root",
-        intensity=10,
-        children=[
-            SupervisorSpec(
-                id="system",
-                children=[
-                    ChildSpec(id="access", start="actors.services.access_manager:AccessManager"),
-                    ChildSpec(id="scheduler", start="actors.services.scheduler:Scheduler"),
-                    ChildSpec(id="registry", start="actors.services.registry:Registry"),
-                    ChildSpec(
-                        id="runs",
-                        start="actors.services.runs:RunManager",
-                        args={"agents_supervisor": "root/agents"},
-                    ),
-                ],
-            ),
-            SupervisorSpec(
-                id="agents",
-                strategy="simple_one_for_one",
-                intensity=10,
-                template=ChildSpec(
-                    id="agent",
-                    start="actors.agents.agent:Agent",
-                    restart="transient",
-                    shutdown=1,
-                    decider="actors.agents.model_guard:decide",
-                    args={"base_url": model.url, "api_key": "k"},
-                ),
-            ),
-            ChildSpec(
-                id="orchestrator",
-                start="actors.agents.orchestrator:Orchestrator",
-                args={"base_url": model.url, "api_key": "k", **orchestrator},
-                roles=["admin"],
-            ),
-            *(extra or []),
-        ],
-    )
+    return orchestrator_tree(model.url, extra, **orchestrator)
 
 
 def _start(rt: Runtime, request: RunGoalRequest) -> RunAccepted:
