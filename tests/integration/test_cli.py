@@ -66,6 +66,21 @@ def _up(
     )
 
 
+def _up_default(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start `understudy up` in ``tmp_path`` on the repository's topology.yaml with no model
+    configured (the embedded model); return it and the environment for the commands after."""
+    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
+    env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    return proc, env
+
+
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
     """Read the process's stdout until it matches ``pattern`` (waiting on the pipe)."""
     assert proc.stdout is not None
@@ -217,15 +232,7 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
 @pytest.mark.integration
 def test_run_reports_a_run_still_running_after_its_timeout(tmp_path: Path) -> None:
     """`understudy run --timeout` with no event for that long (the model hangs) says so."""
-    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
-    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    proc, env = _up_default(tmp_path)
     try:
         _read_until(proc, r"orchestrator", timeout=60)
         state = json.loads((tmp_path / ".understudy" / "runtime.json").read_text())
@@ -282,15 +289,7 @@ def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> 
 def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: Path) -> None:
     """`understudy up` on the repository's topology.yaml (embedded model), then
     `understudy run` writes the file and prints phases, tool calls and the result."""
-    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
-    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    proc, env = _up_default(tmp_path)
     try:
         started_up = _read_until(proc, r"orchestrator", timeout=60)
         result = subprocess.run(
@@ -367,15 +366,7 @@ def test_each_kind_of_artefact_is_valid_and_an_unknown_goal_fails_through_unders
 
     import yaml
 
-    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
-    env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    proc, env = _up_default(tmp_path)
     goals = {
         "primes.py": "write a python script that prints the first 10 primes to primes.py",
         "person.json": "write a JSON file with the fields name, age and email to person.json",

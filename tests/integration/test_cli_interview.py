@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import REPO, _env, _read_until
+from tests.integration.test_cli import _read_until, _up_default
 
 pytestmark = pytest.mark.integration
 
 
 def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_path: Path) -> None:
-    (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
-    env = {k: v for k, v in _env().items() if not k.startswith("OPENAI_")}
+    proc, env = _up_default(tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -52,13 +51,6 @@ def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_pa
             os.close(terminal)
             os.close(main)
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
     try:
         _read_until(proc, r"orchestrator", timeout=60)
         chat = run("hello there")
