@@ -43,9 +43,12 @@ _I = re.IGNORECASE
 
 _QUOTED = re.compile(r"`[^`\n]*`|\"[^\"\n]*\"|“[^”\n]*”|(?<!\w)'[^'\n]+'(?!\w)")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+# A verb starts a clause only when something follows it that could be its object: "... the
+# fields b and cat to out.json" or "the columns a, list and b" list a word, they ask nothing.
+_NEXT_VERB = rf"(?={_VERB}\b(?!\s*(?:,|;|(?:and|or|to|into|as)\b)))"
 _CLAUSE_SPLIT = re.compile(
-    rf"\s*[,;]?\s*\b(?:and\s+then|and|then|after\s+that|afterwards|finally)\b\s*(?={_VERB}\b)"
-    rf"|\s*;\s*|,\s*(?={_VERB}\b)",
+    rf"\s*[,;]?\s*\b(?:and\s+then|and|then|after\s+that|afterwards|finally)\b\s*{_NEXT_VERB}"
+    rf"|\s*;\s*|,\s*{_NEXT_VERB}",
     _I,
 )
 _NEGATIVE = re.compile(

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from actors.model.programs import program_source
@@ -180,6 +180,8 @@ names = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(lambda n: n no
         [("JSON", "fields", "json"), ("YAML", "keys", "yaml"), ("CSV", "columns", "csv")]
     ),
 )
+@example(fields=["b", "cat"], kind=("JSON", "fields", "json"))  # a field named like a verb
+@example(fields=["a", "list", "b"], kind=("CSV", "columns", "csv"))
 def test_any_fields_asked_for_are_written_and_pass_their_checks(
     fields: list[str], kind: tuple[str, str, str]
 ) -> None:
