@@ -35,17 +35,20 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Protocol, Self
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AGENT_HEADER",
     "RETRY_AFTER_TOLERANCE",
     "STATUS_KINDS",
+    "FaultControls",
     "FaultKind",
     "FaultQueue",
     "FaultSpec",
+    "FaultState",
     "FaultsRequest",
     "HttpError",
     "RequestLog",
@@ -60,6 +63,8 @@ __all__ = [
     "retry_after_seconds",
     "truncate_completion",
 ]
+
+log = structlog.get_logger("understudy.model")
 
 
 FaultKind = Literal[
@@ -592,3 +597,60 @@ def check_llm_budget(
         f"{worst} consecutive faulted attempt(s), {max_retries + 1} allowed"
     )
     return True, detail, None
+
+
+class FaultState(Protocol):
+    """What a fault-injecting endpoint keeps: its fault queue and its request log."""
+
+    faults: FaultQueue
+    log: RequestLog
+
+
+class FaultControls:
+    """Queue, clear and read the faults and requests of an endpoint (the embedded model
+    server and the fault-injecting proxy share them)."""
+
+    def _fault_state(self) -> FaultState:
+        raise NotImplementedError
+
+    def inject(self, kind: FaultKind | int, count: int | None = 1, **options: Any) -> FaultSpec:
+        """Queue a fault for matching requests.
+
+        Args:
+            kind: a :data:`~actors.model.faults.FaultKind` (status codes may be ints).
+            count: how many requests it hits (None: until cleared).
+            **options: the other :class:`~actors.model.faults.FaultSpec` fields:
+                ``retry_after`` (429), ``seconds`` (hang, timeout), ``status`` (5xx),
+                ``match`` (a substring of the system messages or first user message),
+                ``probability`` and ``seed``, ``every_nth``, ``message``, ``code``.
+
+        Returns:
+            The queued spec.
+
+        Raises:
+            pydantic.ValidationError: an unknown kind or option, or an out-of-range value.
+        """
+        return self.inject_specs([{"kind": kind, "count": count, **options}])[0]
+
+    def inject_specs(self, specs: Iterable[FaultSpec | Mapping[str, Any]]) -> list[FaultSpec]:
+        """Queue faults (:class:`~actors.model.faults.FaultSpec`, or their JSON), in order.
+
+        Raises:
+            pydantic.ValidationError: a spec is invalid (then none is queued).
+        """
+        queued = [FaultSpec.model_validate(spec) for spec in specs]
+        self._fault_state().faults.add(queued)
+        log.info("faults_queued", kinds=[spec.kind for spec in queued])
+        return queued
+
+    def clear(self) -> int:
+        """Drop every queued fault; return how many pending firings were dropped."""
+        cleared = self._fault_state().faults.clear()
+        log.info("faults_cleared", cleared=cleared)
+        return cleared
+
+    clear_faults = clear
+
+    def log(self) -> list[RequestRecord]:
+        """Return the request log: one record per chat request, oldest first."""
+        return self._fault_state().log.records()

@@ -47,9 +47,11 @@ from actors.logs import configure_logging
 from actors.model.faults import (
     AGENT_HEADER,
     STATUS_KINDS,
+    FaultControls,
     FaultQueue,
     FaultSpec,
     FaultsRequest,
+    FaultState,
     HttpError,
     RequestLog,
     RequestRecord,
@@ -364,7 +366,7 @@ def _note_answer(record: dict[str, Any] | None, completion: Mapping[str, Any]) -
     )
 
 
-class FaultProxy:
+class FaultProxy(FaultControls):
     """The fault-injecting proxy (see the module doc), in daemon threads.
 
     Example::
@@ -469,37 +471,8 @@ class FaultProxy:
         """Stop the proxy."""
         self.stop()
 
-    def inject(self, kind: str | int, count: int | None = 1, **options: Any) -> FaultSpec:
-        """Queue a fault for matching chat requests (the arguments of
-        :meth:`actors.model.server.ModelServer.inject`).
-
-        Raises:
-            pydantic.ValidationError: an unknown kind or option, or an out-of-range value.
-        """
-        return self.inject_specs([{"kind": kind, "count": count, **options}])[0]
-
-    def inject_specs(self, specs: Iterable[FaultSpec | Mapping[str, Any]]) -> list[FaultSpec]:
-        """Queue faults (:class:`~actors.model.faults.FaultSpec`, or their JSON), in order.
-
-        Raises:
-            pydantic.ValidationError: a spec is invalid (then none is queued).
-        """
-        queued = [FaultSpec.model_validate(spec) for spec in specs]
-        self._state.faults.add(queued)
-        log.info("faults_queued", kinds=[spec.kind for spec in queued])
-        return queued
-
-    def clear(self) -> int:
-        """Drop every queued fault; return how many pending firings were dropped."""
-        cleared = self._state.faults.clear()
-        log.info("faults_cleared", cleared=cleared)
-        return cleared
-
-    clear_faults = clear
-
-    def log(self) -> list[RequestRecord]:
-        """Return the request log: one record per chat request, in the order they ended."""
-        return self._state.log.records()
+    def _fault_state(self) -> FaultState:
+        return self._state
 
     def request_log(self) -> list[dict[str, Any]]:
         """Return the request log as JSON objects."""

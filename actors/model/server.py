@@ -49,7 +49,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Final, Literal
@@ -65,10 +65,11 @@ from actors.model.brain import (
 from actors.model.faults import (
     AGENT_HEADER,
     STATUS_KINDS,
-    FaultKind,
+    FaultControls,
     FaultQueue,
     FaultSpec,
     FaultsRequest,
+    FaultState,
     HttpError,
     RequestLog,
     RequestRecord,
@@ -506,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the embeddable server ------------------------------------------------------------------
 
 
-class ModelServer:
+class ModelServer(FaultControls):
     """An OpenAI-compatible model server running in a daemon thread.
 
     Example::
@@ -623,47 +624,8 @@ class ModelServer:
         """Stop the server."""
         self.stop()
 
-    def inject(self, kind: FaultKind | int, count: int | None = 1, **options: Any) -> FaultSpec:
-        """Queue a fault for matching requests.
-
-        Args:
-            kind: a :data:`~actors.model.faults.FaultKind` (status codes may be ints).
-            count: how many requests it hits (None: until cleared).
-            **options: the other :class:`~actors.model.faults.FaultSpec` fields:
-                ``retry_after`` (429), ``seconds`` (hang, timeout), ``status`` (5xx),
-                ``match`` (a substring of the system messages or first user message),
-                ``probability`` and ``seed``, ``every_nth``, ``message``, ``code``.
-
-        Returns:
-            The queued spec.
-
-        Raises:
-            pydantic.ValidationError: an unknown kind or option, or an out-of-range value.
-        """
-        return self.inject_specs([{"kind": kind, "count": count, **options}])[0]
-
-    def inject_specs(self, specs: Iterable[FaultSpec | Mapping[str, Any]]) -> list[FaultSpec]:
-        """Queue faults (:class:`~actors.model.faults.FaultSpec`, or their JSON), in order.
-
-        Raises:
-            pydantic.ValidationError: a spec is invalid (then none is queued).
-        """
-        queued = [FaultSpec.model_validate(spec) for spec in specs]
-        self._state.faults.add(queued)
-        log.info("faults_queued", kinds=[spec.kind for spec in queued])
-        return queued
-
-    def clear(self) -> int:
-        """Drop every queued fault; return how many pending firings were dropped."""
-        cleared = self._state.faults.clear()
-        log.info("faults_cleared", cleared=cleared)
-        return cleared
-
-    clear_faults = clear
-
-    def log(self) -> list[RequestRecord]:
-        """Return the request log: one record per chat request, oldest first."""
-        return self._state.log.records()
+    def _fault_state(self) -> FaultState:
+        return self._state
 
     def stats(self) -> ServerStats:
         """Return the request and fault counts and the request log."""
