@@ -47,7 +47,13 @@ from actors.core.restart import (
     reset_on_success,
 )
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import EXIT_GRACE, die_with_creator, die_with_parent, kill_process
+from actors.core.workarounds import (
+    EXIT_GRACE,
+    die_with_creator,
+    die_with_parent,
+    kill_process,
+    presigned,
+)
 from actors.core.worker import HOST_CAPABILITY, Worker, WorkerActor, current_host
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -189,6 +195,7 @@ RETRY_RESTART_DELAY = 0.005
 _CHILD_EVENTS = frozenset({"started", "start_failed", "exiting", "gone"})
 
 
+@presigned
 class SupervisorActor(SeamActor):
     """One supervisor of the tree; its parent is another supervisor or the guardian."""
 

@@ -23,6 +23,15 @@
    answered its first ask ~42 ms after the kill, and a few unlucky retries added up to about
    a second. :func:`tune_transport_backoff` starts the pause at 1.7 ms and caps it at 250 ms
    (a SIGKILLed child's replacement then answers in ~20 ms).
+6. and 7. are told where they are handled: :func:`detached_signals` and :data:`EXIT_GRACE`.
+8. Thespian creates every actor through ``withPossibleInitArgs.create``, which reads the
+   class's ``__init__`` signature to pass it only the arguments it names; its first attempt
+   reads ``P.name`` off the *names* ``signature().parameters`` yields and always raises, its
+   second calls ``inspect.getargspec`` (gone since Python 3.11) and raises too, and its third,
+   ``getfullargspec``, computes the signature again: about 40 us per actor created, twice the
+   actor's own construction. :func:`presigned` computes the signature once per class and
+   stores it where ``inspect`` looks first (``__init__.__signature__``); creating a worker or
+   supervisor then costs about 17 us.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import inspect
 import multiprocessing
 import os
 import signal
@@ -39,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import structlog
@@ -62,6 +72,7 @@ __all__ = [
     "kill_process",
     "kill_process_tree",
     "name_process",
+    "presigned",
     "process_alive",
     "tune_transport_backoff",
 ]
@@ -217,6 +228,19 @@ def tune_transport_backoff() -> None:
     """
     _transport.MIN_BACKOFF_DELAY = BACKOFF_MIN
     _transport.MAX_BACKOFF_DELAY = BACKOFF_MAX
+
+
+_Cls = TypeVar("_Cls", bound=type)
+
+
+def presigned(cls: _Cls) -> _Cls:
+    """Store ``cls.__init__``'s signature on it, so that each Thespian ``createActor`` of
+    ``cls`` reads it instead of computing it twice (see 8 above). The signature is the one
+    ``inspect`` computes; only when it is computed changes."""
+    init = cls.__dict__.get("__init__")
+    if init is not None:
+        init.__signature__ = inspect.signature(init)
+    return cls
 
 
 class DeliveryFailed(Exception):

@@ -39,7 +39,7 @@ from actors.core.link_marks import (
 )
 from actors.core.loading import load_class
 from actors.core.seam import Address, FrameMeta, SeamActor, pack_address, unpack_address
-from actors.core.workarounds import die_with_creator, die_with_parent, name_process
+from actors.core.workarounds import die_with_creator, die_with_parent, name_process, presigned
 from actors.errors import Backpressure
 from actors.logs import ensure_safe_logging
 from protocols import codec
@@ -251,6 +251,7 @@ class Worker:
         messages to this worker that never arrived; they are dead-lettered in the ledger."""
 
 
+@presigned
 class WorkerActor(SeamActor):
     """Hosts one Worker instance under a supervisor."""
 

@@ -4,6 +4,7 @@ fix."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -11,10 +12,12 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import psutil
 import pytest
-from thespian.actors import ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorSystem
 from thespian.system import transport as thespian_transport
 
 from actors import Runtime
@@ -24,6 +27,7 @@ from actors.core.workarounds import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     ask_correlated,
+    presigned,
     tune_transport_backoff,
 )
 from protocols import codec
@@ -207,10 +211,48 @@ def _backoff_bounds(low: timedelta, high: timedelta) -> Iterator[None]:
         thespian_transport.MIN_BACKOFF_DELAY, thespian_transport.MAX_BACKOFF_DELAY = saved
 
 
+# --- 8. Every createActor computes the class's __init__ signature twice ------------------------
+
+
+class _Plain(Actor):  # type: ignore[misc]  # thespian is untyped
+    """Answers any message with the capabilities Thespian passed to its constructor."""
+
+    def __init__(self, capabilities: dict[str, Any]) -> None:
+        super().__init__()
+        self.seen = capabilities
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:  # noqa: N802
+        self.send(sender, self.seen.get("probe"))
+
+
+@presigned
+class _Presigned(_Plain):
+    def __init__(self, capabilities: dict[str, Any]) -> None:
+        super().__init__(capabilities)
+
+
+@pytest.mark.parametrize(("actor_class", "computed"), [(_Plain, 2), (_Presigned, 0)])
+def test_create_actor_computes_the_init_signature_twice_unless_presigned(
+    actor_class: type, computed: int
+) -> None:
+    system = ActorSystem("simpleSystemBase", {"probe": "here"}, transientUnique=True)
+    try:
+        with patch.object(
+            inspect, "_signature_from_function", wraps=inspect._signature_from_function
+        ) as spy:
+            actor = system.createActor(actor_class)
+        answer = system.ask(actor, "capabilities?", 5)
+    finally:
+        system.shutdown()
+
+    assert computed == spy.call_count
+    assert "here" == answer  # the constructor still gets the arguments it names
+
+
 _ADMIN_MASKS = """
 import signal, sys
 import psutil
-from thespian.actors import ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorSystem
 from actors.core.runtime import free_port
 from actors.core.transport_guard import uninstalled
 from actors.core.workarounds import detached_signals
