@@ -73,7 +73,9 @@ class BadEnvelope:
 
 
 def _body(message: Message) -> dict[str, Any]:
-    body: dict[str, Any] = message.model_dump(mode="json")
+    # ``model_dump(mode="json")`` without its keyword plumbing (a third of its time on a small
+    # message); the same serializer, the same output.
+    body: dict[str, Any] = message.__pydantic_serializer__.to_python(message, mode="json")
     body.pop("kind", None)
     return body
 
@@ -168,7 +170,8 @@ def _decode_envelope(raw: Any) -> Envelope:
     if cls is None:
         raise UnknownMessageKind(kind)
     try:
-        message = cls.model_validate(body)
+        # ``model_validate`` without its keyword plumbing: the same validator, the same checks.
+        message = cls.__pydantic_validator__.validate_python(body)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}"

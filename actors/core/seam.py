@@ -188,6 +188,8 @@ class FrameMeta:
         """Return the header a frame carried (``NO_META`` for none)."""
         if not wire:
             return NO_META
+        if wire == _ASK_WIRE:  # every ask from outside: skip building a header field by field
+            return ASK_META
         events = wire.get(_EVENTS)
         return cls(
             link=wire.get(_LINK),
@@ -207,6 +209,7 @@ _LINK, _ACKS, _EVENTS, _ASK = "l", "a", "ev", "ask"
 _NONCE, _LOW, _FIRST, _SENT, _ADMITTED, _BYE = "i", "lo", "o", "s", "q", "bye"
 NO_META = FrameMeta()
 ASK_META = FrameMeta(ask=True)
+_ASK_WIRE = ASK_META.to_wire()
 
 
 def decode_reply(
@@ -234,7 +237,7 @@ def encode_external(
     the receiver always answers it (Ok when its handler returns nothing)."""
     return codec.encode_frame(
         [codec.envelope_parts(message, message_id)],
-        meta=ASK_META.to_wire() if ask else None,
+        meta=_ASK_WIRE if ask else None,
         max_size=max_size,
     )
 
