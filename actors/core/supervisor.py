@@ -17,6 +17,8 @@ describing what they wait for; ``_pump`` feeds them, so each reads top to bottom
 A child process ends in one way: it reports ``_Exiting(reason)`` (or ``_StartFailed``), the
 supervisor sends ``ActorExitRequest``, and Thespian's ``ChildActorExited`` confirms the process
 is gone. A ``ChildActorExited`` with no report first means the process was killed ("killed").
+(The report and the exit request stay two steps: between them the exiting worker answers
+asks ``_Gone``, so the Runtime asks its replacement instead of losing the ask.)
 """
 
 from __future__ import annotations
@@ -426,7 +428,7 @@ class SupervisorActor(SeamActor):
         for child_spec in spec.children:
             child = _Child(child_spec)
             self._children.append(child)
-            ok, reason, offender = yield from self._start(child)
+            ok, reason, offender = yield from self._start(child, booting=True)
             if not ok:
                 self._emit("start_failed", child.id, reason)
                 for done in reversed(started):
@@ -460,8 +462,14 @@ class SupervisorActor(SeamActor):
 
     # --- Starting and stopping one child ----------------------------------------------------
 
-    def _start(self, child: _Child) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
-        """Start ``child``; return (ok, reason, offender path)."""
+    def _start(
+        self, child: _Child, *, booting: bool = False
+    ) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
+        """Start ``child``; return (ok, reason, offender path).
+
+        At boot the next worker host is forked while this child starts (children still start
+        one after another: the fork, not the child's ``on_start``, runs beside it); on a
+        restart it is forked once the child is registered, off the restart's path."""
         path = self._child_path(child)
         placed = self._place(child)
         if child.parked is not None:
@@ -502,6 +510,8 @@ class SupervisorActor(SeamActor):
                 start_failure=failure,
             ),
         )
+        if booting:
+            self._keep_spare()
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":
             (child.pid, child.host), child.status = ev.payload, "running"
