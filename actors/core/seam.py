@@ -68,7 +68,7 @@ from protocols import codec
 from protocols._base import Message
 from protocols._lifecycle import ActorRef
 from protocols.common import ErrorName, ErrorReply
-from protocols.errors import CodecError
+from protocols.errors import CodecError, MessageTooLarge
 
 __all__ = [
     "ASK_META",
@@ -735,6 +735,18 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         )
         self.send(to, data)
         return mid
+
+    def send_messages(self, to: ActorAddress, messages: list[Message]) -> None:
+        """Send ``messages`` to ``to`` in order, in one frame (handled one by one there); in
+        one frame each if together they exceed ``max_message_size``."""
+        parts = [codec.envelope_parts(message, codec.new_message_id()) for message in messages]
+        try:
+            data = codec.encode_frame(parts, max_size=self.max_message_size)
+        except MessageTooLarge:
+            for message in messages:
+                self.send_message(to, message)
+            return
+        self.send(to, data)
 
     def link_send(
         self,

@@ -59,6 +59,7 @@ from actors.core.workarounds import (
 from actors.core.worker import HOST_CAPABILITY, Worker, WorkerActor, current_host
 from actors.logs import ensure_safe_logging
 from protocols import codec
+from protocols._base import Message
 from protocols._lifecycle import (
     _Ack,
     _Adopt,
@@ -229,6 +230,7 @@ class SupervisorActor(SeamActor):
         self._spares = False
         self._hosts: dict[str, tuple[str, dict[str, str]]] = {}
         self._spread_next = 0
+        self._held: list[Message] | None = None
 
     def describe(self) -> str:
         """Return the supervisor's path for logs."""
@@ -306,6 +308,7 @@ class SupervisorActor(SeamActor):
                     self._handle(nxt)
         finally:
             self._pumping = False
+            self._release_held()
 
     def _next_event(self) -> _Ev | None:
         if self._op is None:
@@ -510,6 +513,7 @@ class SupervisorActor(SeamActor):
                 start_failure=failure,
             ),
         )
+        self._release_held()
         if booting:
             self._keep_spare()
         ev = yield _Await([address], _CHILD_EVENTS)
@@ -717,6 +721,19 @@ class SupervisorActor(SeamActor):
                 )
         return [outcome[id(c)] for c in children]
 
+    def _to_guardian(self, message: Message) -> None:
+        """Send ``message`` to the guardian now, or after the held ones (``_held``)."""
+        if self._held is not None:
+            self._held.append(message)
+        elif self._guardian is not None:
+            self.send_message(self._guardian, message)
+
+    def _release_held(self) -> None:
+        """Send what waits for the guardian, in order, in one frame."""
+        held, self._held = self._held, None
+        if held and self._guardian is not None:
+            self.send_messages(self._guardian, held)
+
     def _kill(self, child: _Child) -> None:
         if child.pid is not None and child.pid != os.getpid():
             kill_process(child.pid)
@@ -742,8 +759,7 @@ class SupervisorActor(SeamActor):
             marks = None
             if taken is not None and taken[1]:
                 marks = [(nonce, seq, n) for nonce, (seq, n) in taken[0].items()]
-            self.send_message(
-                self._guardian,
+            self._to_guardian(
                 _Unregister(
                     path=self._child_path(child),
                     address=pack_address(child.address),
@@ -765,6 +781,9 @@ class SupervisorActor(SeamActor):
         if await_gone:
             ev = yield _Await([child.address], frozenset({"gone"}))
             del ev
+        # What the guardian hears of this exit waits until the replacement's _Init is sent (or
+        # this input is handled): the restart's path does not wait for that bookkeeping.
+        self._held = []
         directive, delay = self._directive(child, reason)
         verdict = self._count_restart(child) if directive == "restart" else "restart"
         restart = directive == "restart" and verdict != "stop"
@@ -1142,8 +1161,7 @@ class SupervisorActor(SeamActor):
             event, supervisor=self._path, offender=child_id, reason=reason, error_context=context
         )
         if self._guardian is not None:
-            self.send_message(
-                self._guardian,
+            self._to_guardian(
                 _Report(
                     incarnation=self._incarnation,
                     n=self._events_sent,
