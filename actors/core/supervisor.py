@@ -226,6 +226,7 @@ class SupervisorActor(SeamActor):
         self._state_dir = ".understudy"
         self._secret_file = ""
         self._spare: Address | None = None
+        self._spare_adopted = False
         self._delayed: dict[int, tuple[str, bool]] = {}
         self._spares = False
         self._hosts: dict[str, tuple[str, dict[str, str]]] = {}
@@ -453,6 +454,8 @@ class SupervisorActor(SeamActor):
                 continue  # waits, restarting, for a host its placement allows
             started.append(child)
             self._emit("child_started", child.id)
+        if self._spare is not None and not self._spare_adopted:
+            self._adopt_spare()  # the host left over from boot waits, warm, for a restart
         self.send_message(
             parent,
             _Started(
@@ -515,7 +518,7 @@ class SupervisorActor(SeamActor):
         )
         self._release_held()
         if booting:
-            self._keep_spare()
+            self._keep_spare(adopt=False)  # its _Init follows at once: no warm-up needed
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":
             (child.pid, child.host), child.status = ev.payload, "running"
@@ -647,11 +650,19 @@ class SupervisorActor(SeamActor):
                 except Exception:  # noqa: BLE001, S112 - the start reports it, with its path
                     continue
 
-    def _keep_spare(self) -> None:
-        """Create the ready worker host if this supervisor keeps one and has none."""
+    def _keep_spare(self, *, adopt: bool = True) -> None:
+        """Create the ready worker host if this supervisor keeps one and has none; ``adopt``
+        warms it up (its connection back to this supervisor opened by an exchange)."""
         if self._spares and self._spare is None and not self._exiting:
             self._spare = self.spawn(WorkerActor)
-            self.send_message(self._spare, _Adopt(parent_pid=os.getpid()))
+            self._spare_adopted = False
+            if adopt:
+                self._adopt_spare()
+
+    def _adopt_spare(self) -> None:
+        assert self._spare is not None  # noqa: S101 - called with a spare
+        self._spare_adopted = True
+        self.send_message(self._spare, _Adopt(parent_pid=os.getpid()))
 
     def _drop_spare(self) -> None:
         if self._spare is not None:
