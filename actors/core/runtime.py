@@ -48,7 +48,12 @@ from actors.core.seam import (
     spawn_global,
     unpack_address,
 )
-from actors.core.workarounds import DeliveryFailed, TargetGone, ask_correlated, process_alive
+from actors.core.workarounds import (
+    DeliveryFailed,
+    ProcessWatch,
+    TargetGone,
+    ask_correlated,
+)
 from actors.core.worker import HOST_ENV, Worker, host_capabilities
 from actors.errors import (
     ActorExited,
@@ -394,6 +399,7 @@ class Runtime:
         self._clones_lock = threading.Lock()
         self._closed = False
         self._addresses: dict[str, tuple[Address, int | None]] = {}
+        self._pids = ProcessWatch()
         self._stale: dict[str, Address] = {}
         self._barrier: dict[str, int] = {}
         self._final_events: list[SupervisionEvent] | None = None
@@ -579,6 +585,7 @@ class Runtime:
             finally:
                 self._closed = True
                 self._close_endpoints()
+                self._pids.close()
                 if self._owns_system:
                     self._system.shutdown()
                 log.info("runtime_stopped", exit_reason=self._exit_reason)
@@ -1017,7 +1024,7 @@ class Runtime:
         if pid is not None and pid != os.getpid():
 
             def alive() -> bool:
-                return process_alive(pid)
+                return self._pids.alive(pid)
 
         result = ask_correlated(
             self._endpoint(), address, data, mid, timeout, max_size=self._max_size, alive=alive
@@ -1040,7 +1047,7 @@ class Runtime:
         cached = self._addresses.get(path)
         if cached is not None:
             address, pid = cached
-            if pid is None or pid == os.getpid() or process_alive(pid):
+            if pid is None or pid == os.getpid() or self._pids.alive(pid):
                 return address
             # The process is gone: do not pay Thespian's failed-delivery delay to learn it.
             self._addresses.pop(path, None)

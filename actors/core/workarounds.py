@@ -43,6 +43,7 @@ import functools
 import inspect
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ __all__ = [
     "EXIT_GRACE",
     "LIVENESS_SLICE",
     "DeliveryFailed",
+    "ProcessWatch",
     "TargetGone",
     "ask_correlated",
     "detached_signals",
@@ -179,6 +181,51 @@ def process_alive(pid: int) -> bool:
             return False
         return True
     return state not in (b"Z", b"X")
+
+
+class ProcessWatch:
+    """Is process ``pid`` still running? Asked before every Runtime ask to a process (so that
+    a dead address never costs Thespian's delivery retries), hence cheaply: a pidfd per pid
+    (Linux 5.3+), polled without waiting (readable once the process has ended, a zombie
+    included): ~0.4 us against ~17 us for reading ``/proc/<pid>/stat``
+    (:func:`process_alive`, the fallback where pidfds are not available). Thread-safe."""
+
+    MAX_WATCHED = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._polls: dict[int, tuple[int, Any]] = {}
+
+    def alive(self, pid: int) -> bool:
+        with self._lock:
+            entry = self._polls.get(pid)
+            if entry is None:
+                try:
+                    fd = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    return False
+                except (AttributeError, OSError):
+                    return process_alive(pid)
+                poll = select.poll()
+                poll.register(fd, select.POLLIN)
+                if len(self._polls) >= self.MAX_WATCHED:
+                    self._close()
+                entry = self._polls[pid] = (fd, poll)
+            if entry[1].poll(0):
+                os.close(entry[0])
+                del self._polls[pid]
+                return False
+            return True
+
+    def close(self) -> None:
+        """Close every pidfd (the watch can still be used: it opens them again)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        for fd, _poll in self._polls.values():
+            os.close(fd)
+        self._polls.clear()
 
 
 def kill_process_tree(pid: int, *, spare: int | None = None) -> None:
