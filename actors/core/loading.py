@@ -14,18 +14,25 @@ T = TypeVar("T")
 
 
 def load_class(start: str, base: type[T]) -> type[T]:
-    """Import ``module:Class`` and check that it is a subclass of ``base``.
+    """Import ``module:Class`` and check that it is a subclass of ``base`` (cached per process).
 
     Raises:
         ImportError, AttributeError, TypeError: with a message naming ``start``.
     """
-    module_name, _, class_name = start.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        msg = f"{start} is not a subclass of {base.__qualname__}"
-        raise TypeError(msg)
+    cls = _classes.get((start, base))
+    if cls is None:
+        module_name, _, class_name = start.partition(":")
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            msg = f"{start} is not a subclass of {base.__qualname__}"
+            raise TypeError(msg)
+        _classes[start, base] = cls
     return cls
+
+
+# Found once per process: every start and restart of a child loads its class.
+_classes: dict[tuple[str, type], Any] = {}
 
 
 _deciders: dict[str, Any] = {}

@@ -27,6 +27,7 @@ The data path (the fast path)
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -337,12 +338,19 @@ def pack_address(address: ActorAddress) -> ActorRef:
             raise ValueError(msg)
         details = useable.addressDetails
     if isinstance(details, str):
-        return ActorRef(name=details)
+        return _named_ref(details)
     if type(details) is TCPv4ActorAddress:
         host, port = details.sockname[:2]
         return ActorRef(host=host, port=port)
     msg = f"cannot send an address of type {type(details).__name__}: {address}"
     raise ValueError(msg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _named_ref(name: str) -> ActorRef:
+    """The (frozen) ActorRef of a named address, built and validated once per name: every
+    child start packs its own, its guardian's and its supervisor's address."""
+    return ActorRef(name=name)
 
 
 def unpack_address(ref: ActorRef) -> ActorAddress:

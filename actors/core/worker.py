@@ -15,6 +15,7 @@ ask again) until the supervisor stops the process. So a handler runs exactly onc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -97,6 +98,13 @@ WORKER_PROCESS_NAME = "understudy-w"
 """The process name of every worker's own process (``/proc/<pid>/comm``)."""
 HEAL_POLL = 0.05
 """Seconds between a blocked fault's (a hang's, a held stop's) looks for its heal mark."""
+
+
+@functools.lru_cache(maxsize=64)
+def _path(text: str) -> Path:
+    """The (immutable) Path of ``text``, made once: every worker start is handed the same
+    state directory and secret file."""
+    return Path(text)
 
 
 def current_host() -> str | None:
@@ -438,8 +446,9 @@ class WorkerActor(SeamActor):
             self.ledger.keep = self._tally.store
             self._own = True
         else:
-            self.marks = HandledMarks(key=str(self.self_address))
-            self.sends = SentCounts(key=str(self.self_address))
+            key = str(self.self_address)
+            self.marks = HandledMarks(key=key)
+            self.sends = SentCounts(key=key)
         self._my_key = pack_address(self.self_address).key()
         spec = msg.spec
         assert isinstance(spec, ChildSpec)  # noqa: S101 - supervisors start SupervisorActor
@@ -449,8 +458,8 @@ class WorkerActor(SeamActor):
             worker.args = dict(spec.args)
             worker.child_id = spec.id
             worker.path = msg.path
-            worker.state_dir = Path(msg.state_dir)
-            worker.secret_file = Path(msg.secret_file)
+            worker.state_dir = _path(msg.state_dir)
+            worker.secret_file = _path(msg.secret_file)
             worker._host = self
             if msg.start_delay:
                 time.sleep(msg.start_delay)  # an injected slow start
