@@ -15,8 +15,12 @@ One *link* carries messages from one sender incarnation to one receiver incarnat
   below ``seq`` handled, and the first ``n`` messages of frame ``seq``) tells the sender
   exactly which messages in flight were handled; the others are reported undelivered;
 * when the sender's incarnation is gone, the receiver handles what it buffered and counts
-  what the sender announced (``sent`` / ``admitted`` ordinals carried by every frame) but never
-  arrived: those are dead letters, counted on the dead sender's behalf.
+  what the sender owed it but never arrived: those are dead letters, counted on the dead
+  sender's behalf. What it owed is final once the sender's *owed count* is known (its bye, or
+  its sent counts read after its process ended: what it sent, plus what it had queued unless
+  it dead-lettered those itself); until then it is what the frames announced (``sent`` /
+  ``admitted`` ordinals carried by every frame), which a frame lost at the sender's exit
+  makes too low and an orderly exit's own dead letters make too high.
 """
 
 from __future__ import annotations
@@ -237,6 +241,11 @@ class ReceiveLink(Generic[Item]):
     """Messages handed to the handler (or refused) so far."""
     announced_sent: int = 0
     announced_admitted: int = 0
+    owed: int | None = None
+    """The gone sender's final count of messages this link must account for (from its bye
+    or its sent counts); it overrides whatever frames announced, before or after."""
+    orderly: bool = False
+    """The sender exited in order: it dead-lettered what it never sent itself."""
     duplicates: int = 0
     """Duplicate messages dropped."""
 
@@ -291,8 +300,26 @@ class ReceiveLink(Generic[Item]):
     def bye(self, sent: int) -> None:
         """The sender said it exits in order after sending ``sent`` messages on this link; it
         dead-letters what it never sent itself."""
-        self.announced_sent = max(self.announced_sent, sent)
-        self.announced_admitted = self.announced_sent
+        self.gone(sent, orderly=True)
+
+    def gone(self, owed: int | None, *, orderly: bool) -> None:
+        """The sender's incarnation is gone; it owed this link ``owed`` messages in all (None:
+        unknown). ``orderly``: it exited in order, so ``owed`` is what it sent (it dead-lettered
+        its queue itself); else it was killed and ``owed`` includes what it had queued.
+
+        Either the bye or the sender's sent counts (read after its process ended) may come
+        first, or alone; both give the same count.
+        """
+        self.orderly = self.orderly or orderly
+        if owed is not None:
+            self.owed = owed
+            if orderly:
+                self.announced_sent = max(self.announced_sent, owed)
+
+    @property
+    def complete(self) -> bool:
+        """Everything the gone sender owed has arrived (nothing left to wait for)."""
+        return self.owed is not None and not self.buffered and self.received >= self.owed
 
     def settle(self) -> Settlement[Item]:
         """The sender's incarnation is gone: hand over what was buffered and count the rest."""
@@ -300,8 +327,15 @@ class ReceiveLink(Generic[Item]):
         self.buffered.clear()
         arrived = self.received + sum(len(d.items) for d in deliveries)
         self.received = arrived
+        if self.owed is not None:
+            owed = self.owed
+        elif self.orderly:
+            owed = self.announced_sent  # its queue is its own dead letters
+        else:
+            owed = self.announced_admitted
+        sent = min(self.announced_sent, owed)
         return Settlement(
             deliveries,
-            lost_in_flight=max(0, self.announced_sent - arrived),
-            lost_queued=max(0, self.announced_admitted - max(self.announced_sent, arrived)),
+            lost_in_flight=max(0, sent - arrived),
+            lost_queued=max(0, owed - max(sent, arrived)),
         )

@@ -155,7 +155,8 @@ def sends_path(state_dir: str | Path, pid: int) -> Path:
 class SentCounts:
     """One sender incarnation's count of messages admitted per receiver, kept where a SIGKILL
     cannot erase it: its transport's queue dies with it, so the receivers learn from this
-    (through the guardian) how many messages it owed them."""
+    (through the guardian) how many messages it owed them. An orderly exit, which
+    dead-letters its queue itself, leaves only the count it sent (the bye may be lost)."""
 
     def __init__(self, *, path: Path | None = None, key: str = "") -> None:
         self._slots: dict[str, int] = {}
@@ -184,7 +185,8 @@ class SentCounts:
         return offset
 
     def count(self, receiver: str, offset: int | None, admitted: int) -> None:
-        """Record that ``admitted`` messages were queued for ``receiver`` so far."""
+        """Record that ``receiver`` is owed ``admitted`` messages: queued for it so far (or, at
+        an orderly exit, sent to it)."""
         if self._map is None:
             self._memory[receiver] = admitted
         elif offset is not None:

@@ -287,8 +287,6 @@ class _Inbound:
     held: deque[Delivery[codec.Envelope | codec.BadEnvelope]] | None = None
     gone: bool = False
     """The sender's incarnation has ended (a bye frame, or the guardian said so)."""
-    bye: bool = False
-    """It said so itself, with how many messages it sent."""
     grace: float = 0.0
     """Settle once nothing came from it for this long."""
     last_seen: float = 0.0
@@ -610,21 +608,24 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         """The actor at ``sender`` has exited: settle what it sent
         (``actors.core.link.ReceiveLink.settle``).
 
-        An actor that exits in order says how much it sent (a bye frame, which may arrive
-        after this notice: frames are not ordered across connections), so settling waits for
-        it, ``resend_max`` at the latest. A ``killed`` one says nothing, but its sent counts
-        (``owed``: the messages it had queued for this actor) survive it; what arrives until
-        its frames stop coming for ``2 * resend_after`` is handled, the rest dead-lettered;
-        a frame of it arriving later is dropped (it was counted) and logged."""
+        Its sent counts survive it (``owed``: the messages this actor must account for; what
+        it sent, plus what it had queued if it was ``killed``: an orderly exit dead-letters
+        its queue itself). Once that many have arrived it is settled at once; else what
+        arrives until its frames stop coming for a grace period (``2 * resend_after`` for a
+        killed one, ``resend_max`` for one that exits in order and may still be sending) is
+        handled, and the rest dead-lettered; a frame of it arriving later is dropped (it was
+        counted) and logged. Its bye (``_sender_bye``), which may come before or after this
+        notice or be lost with its process, gives the same count."""
         self._ensure_links()
         ref = _ref_or_none(sender)
         for nonce, inbound in list(self._inbound.items()):
-            if not inbound.gone and _same(inbound, sender, ref):
-                if owed is not None:
-                    inbound.link.announce(0, owed)
-                self._mark_gone(
-                    nonce, inbound, 2 * self.resend_after if killed else self.resend_max
-                )
+            if _same(inbound, sender, ref):
+                inbound.link.gone(owed, orderly=not killed)
+                if not inbound.gone:
+                    self._mark_gone(
+                        nonce, inbound, 2 * self.resend_after if killed else self.resend_max
+                    )
+                self._settle_if_complete(nonce, inbound)
 
     def _sender_bye(self, header: FrameMeta) -> None:
         """The sender exits in order and says how many messages it sent on this link."""
@@ -632,7 +633,6 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         inbound = self._inbound.get(header.nonce)
         if inbound is not None:
             inbound.link.bye(header.sent)
-            inbound.bye = True
             if not inbound.gone:
                 self._mark_gone(header.nonce, inbound, self.resend_max)
             self._settle_if_complete(header.nonce, inbound)
@@ -655,9 +655,8 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
             self._settle(nonce)
 
     def _settle_if_complete(self, nonce: int, inbound: _Inbound) -> None:
-        """After a bye: settle once every message the sender sent has arrived."""
-        link = inbound.link
-        if inbound.bye and not link.buffered and link.received >= link.announced_sent:
+        """Settle a gone sender once every message it owed has arrived."""
+        if inbound.link.complete:
             self._settle(nonce)
 
     def _settle(self, nonce: int) -> None:
@@ -922,12 +921,19 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
     def take_unsent(self) -> list[tuple[str, Message]]:
         """Remove and return every message still queued (never sent) on the data path, with
         its link's label (the actor is going away: they will not be sent). Each receiver is
-        told that no resend will come (it settles what is on its way)."""
+        told that no resend will come (it settles what is on its way), and the sent counts
+        (``link_marks.SentCounts``) keep, per receiver, only what was sent: the receiver learns
+        it through the guardian should the bye be lost."""
         if "_links" not in self.__dict__:
             return []
         unsent = []
+        sends = self.sends
         for link in self._links.values():
             unsent += [(link.label, message) for _, message in link.send.take_queue()]
+            if sends is not None and link.receiver_key:
+                # The caller dead-letters the queue: the receiver is owed only what was sent,
+                # even if this process ends before the bye (or the frames) leave it.
+                sends.count(link.receiver_key, link.slot, link.send.sent)
             if link.send.inflight:
                 bye = FrameMeta(nonce=self.nonce, sent=link.send.sent, bye=True).to_wire()
                 self.send(
