@@ -52,6 +52,19 @@ class WaitSeen(Message):
     count: int
 
 
+class WaitAccounted(Message):
+    """Sink: answer once the items handled plus those a gone sender lost reach ``count``."""
+
+    kind: Literal["fast.wait_accounted"] = "fast.wait_accounted"
+    count: int
+
+
+class Accounted(Message):
+    kind: Literal["fast.accounted"] = "fast.accounted"
+    seqs: list[int]
+    lost: int
+
+
 class Pipeline(Message):
     """Requester: send ``count`` requests to ``target`` with at most ``window`` outstanding."""
 
@@ -72,12 +85,14 @@ class Done(Message):
 
 
 class Sink(Worker):
-    """Records the seq of every Item in order; crashes on ``crash_on``; journals if asked;
-    ``work`` seconds per Item make it a slow receiver."""
+    """Records the seq of every Item in order, and how many a gone sender lost; crashes on
+    ``crash_on``; journals if asked; ``work`` seconds per Item make it a slow receiver."""
 
     def on_start(self) -> None:
         self.seen: list[int] = []
+        self.lost = 0
         self.waiter: tuple[int, Callable[[Message], None]] | None = None
+        self.accounted_waiter: tuple[int, Callable[[Message], None]] | None = None
         journal = self.args.get("journal")
         self.journal = Path(str(journal)).open("a") if journal else None  # noqa: SIM115
 
@@ -97,6 +112,12 @@ class Sink(Worker):
             if self.waiter is not None and len(self.seen) >= self.waiter[0]:
                 self.waiter[1](Seen(seqs=self.seen))
                 self.waiter = None
+            self._answer_accounted()
+            return None
+        if isinstance(message, WaitAccounted):
+            if len(self.seen) + self.lost >= message.count:
+                return Accounted(seqs=self.seen, lost=self.lost)
+            self.accounted_waiter = (message.count, self.defer_reply())
             return None
         if isinstance(message, GetSeen):
             return Seen(seqs=self.seen)
@@ -106,6 +127,16 @@ class Sink(Worker):
             self.waiter = (message.count, self.defer_reply())
             return None
         return message  # anything else (a Probe) is echoed back: the request/reply path
+
+    def on_lost(self, sender: str, count: int, reason: str) -> None:
+        self.lost += count
+        self._answer_accounted()
+
+    def _answer_accounted(self) -> None:
+        waiter = self.accounted_waiter
+        if waiter is not None and len(self.seen) + self.lost >= waiter[0]:
+            waiter[1](Accounted(seqs=self.seen, lost=self.lost))
+            self.accounted_waiter = None
 
     def on_stop(self, reason: str) -> None:
         if self.journal:
@@ -164,27 +195,12 @@ class Requester(Worker):
             self.done = None
 
 
-class WaitAccounted(Message):
-    """Sink: answer once the items handled plus those a gone sender lost reach ``count``."""
-
-    kind: Literal["fast.wait_accounted"] = "fast.wait_accounted"
-    count: int
-
-
-class Accounted(Message):
-    kind: Literal["fast.accounted"] = "fast.accounted"
-    seqs: list[int]
-    lost: int
-
-
 class LossySink(Sink):
     """A Sink whose process loses every ``lose_every``-th data-path frame it sends (its
     acknowledgements), and that SIGKILLs itself on item ``kill_on`` (once: a marker file)."""
 
     def on_start(self) -> None:
         super().on_start()
-        self.lost = 0
-        self.accounted_waiter: tuple[int, Callable[[Message], None]] | None = None
         if self.args.get("lose_every"):
             from tests.integration._lossy import lose_every
 
@@ -196,24 +212,7 @@ class LossySink(Sink):
             if not marker.exists():
                 marker.write_text("killed\n")
                 os.kill(os.getpid(), signal.SIGKILL)
-        if isinstance(message, WaitAccounted):
-            if len(self.seen) + self.lost >= message.count:
-                return Accounted(seqs=self.seen, lost=self.lost)
-            self.accounted_waiter = (message.count, self.defer_reply())
-            return None
-        result = super().handle(message)
-        self._answer_accounted()
-        return result
-
-    def on_lost(self, sender: str, count: int, reason: str) -> None:
-        self.lost += count
-        self._answer_accounted()
-
-    def _answer_accounted(self) -> None:
-        waiter = self.accounted_waiter
-        if waiter is not None and len(self.seen) + self.lost >= waiter[0]:
-            waiter[1](Accounted(seqs=self.seen, lost=self.lost))
-            self.accounted_waiter = None
+        return super().handle(message)
 
 
 class LossySource(Source):
