@@ -743,17 +743,17 @@ class SeamActor(Actor):  # type: ignore[misc]  # thespian is untyped
         self.send(to, data)
         return mid
 
-    def send_messages(self, to: ActorAddress, messages: list[Message]) -> None:
-        """Send ``messages`` to ``to`` in order, in one frame (handled one by one there); in
-        one frame each if together they exceed ``max_message_size``."""
-        parts = [codec.envelope_parts(message, codec.new_message_id()) for message in messages]
+    def send_messages(self, to: ActorAddress, messages: list[Message]) -> list[int]:
+        """Send ``messages`` to ``to`` in order, in one frame (handled one by one there), or
+        one frame each if together they exceed ``max_message_size``; return their ids."""
+        ids = [codec.new_message_id() for _ in messages]
+        parts = [codec.envelope_parts(m, mid) for m, mid in zip(messages, ids, strict=True)]
         try:
             data = codec.encode_frame(parts, max_size=self.max_message_size)
         except MessageTooLarge:
-            for message in messages:
-                self.send_message(to, message)
-            return
+            return [self.send_message(to, message) for message in messages]
         self.send(to, data)
+        return ids
 
     def link_send(
         self,

@@ -448,7 +448,9 @@ class SupervisorActor(SeamActor):
         for child_spec in spec.children:
             child = _Child(child_spec)
             self._children.append(child)
-            ok, reason, offender = yield from self._start(child, booting=True)
+            ok, reason, offender = yield from self._start(
+                child, booting=True, announce="child_started"
+            )
             if not ok:
                 self._emit("start_failed", child.id, reason)
                 for done in reversed(started):
@@ -469,7 +471,6 @@ class SupervisorActor(SeamActor):
             if child.parked is not None:
                 continue  # waits, restarting, for a host its placement allows
             started.append(child)
-            self._emit("child_started", child.id)
         for spare in self._spare_hosts:
             if not spare.adopted:
                 self._adopt_spare(spare)  # a host left over from boot waits, warm, for a restart
@@ -486,9 +487,11 @@ class SupervisorActor(SeamActor):
     # --- Starting and stopping one child ----------------------------------------------------
 
     def _start(
-        self, child: _Child, *, booting: bool = False
+        self, child: _Child, *, booting: bool = False, announce: EventName | None = None
     ) -> Generator[_Await, _Ev, tuple[bool, str, str]]:
-        """Start ``child``; return (ok, reason, offender path).
+        """Start ``child``; return (ok, reason, offender path). Once it is up, ``announce``
+        is reported in the frame that registers it (the guardian records the registration,
+        then the event).
 
         At boot the next worker host is forked while this child starts (children still start
         one after another: the fork, not the child's ``on_start``, runs beside it); on a
@@ -539,16 +542,18 @@ class SupervisorActor(SeamActor):
         ev = yield _Await([address], _CHILD_EVENTS)
         if ev.kind == "started":
             (child.pid, child.host), child.status = ev.payload, "running"
-            ack = self.send_message(
-                self._guardian,
+            register: list[Message] = [
                 _Register(
                     path=path,
                     address=pack_address(address),
                     pid=child.pid,
                     roles=list(getattr(child.spec, "roles", [])),
                     host=child.host,
-                ),
-            )
+                )
+            ]
+            if announce is not None:
+                register.append(self._report(announce, child.id))
+            ack = self.send_messages(self._guardian, register)[0]
             yield _Await(correlation=ack)
             self._keep_spare()
             return True, "", path
@@ -627,12 +632,11 @@ class SupervisorActor(SeamActor):
             if self._exiting:
                 return
             if child.parked is not None and child.address is None:
-                ok, reason, _offender = yield from self._start(child)
+                ok, reason, _offender = yield from self._start(child, announce="child_restarted")
                 if not ok:
                     self._emit("start_failed", child.id, reason)
                 elif child.parked is None:
                     child.restarts += 1
-                    self._emit("child_restarted", child.id)
 
     def _move(self, child: _Child) -> Op:
         """Its host is leaving: stop the child in order (its shutdown time), then start it
@@ -644,13 +648,11 @@ class SupervisorActor(SeamActor):
         if child.spec.restart == "temporary":
             self._children.remove(child)
             return
-        ok, reason, _offender = yield from self._start(child)
+        ok, reason, _offender = yield from self._start(child, announce="child_started")
         if not ok:
             self._emit("start_failed", child.id, reason)
             child.status = "restarting"
             self._delayed[self._start_timer(RETRY_RESTART_DELAY)] = (child.id, False)
-        elif child.parked is None:
-            self._emit("child_started", child.id)
 
     @staticmethod
     def _preload(spec: SupervisorSpec) -> None:
@@ -935,7 +937,7 @@ class SupervisorActor(SeamActor):
                 self._children.remove(child)  # OTP: temporary children are never restarted
         group = [c for c in group if c in self._children]
         for index, child in enumerate(group):
-            ok, reason, _offender = yield from self._start(child)
+            ok, reason, _offender = yield from self._start(child, announce="child_restarted")
             if not ok:
                 self._emit("start_failed", child.id, reason)
                 for waiting in group[index:]:
@@ -948,7 +950,6 @@ class SupervisorActor(SeamActor):
             if child.parked is not None:
                 continue  # no host for it now: it starts when the host table changes
             child.restarts += 1
-            self._emit("child_restarted", child.id)
 
     def _retry_restart(self, child: _Child, *, count: bool = True) -> Op:
         spec = self._spec
@@ -1100,7 +1101,7 @@ class SupervisorActor(SeamActor):
         self, child: _Child, sender: Address, env: codec.Envelope
     ) -> Generator[_Await, _Ev, bool]:
         """Start ``child`` for a child API call and answer ChildInfo or StartFailed."""
-        ok, reason, offender = yield from self._start(child)
+        ok, reason, offender = yield from self._start(child, announce="child_started")
         if not ok:
             self._emit("start_failed", child.id, reason)
             self._answer(
@@ -1109,8 +1110,6 @@ class SupervisorActor(SeamActor):
                 ErrorReply(error=ErrorName.START_FAILED, message=offender, reason=reason),
             )
             return False
-        if child.parked is None:
-            self._emit("child_started", child.id)
         self._answer(sender, env, self._info(child))
         return True
 
@@ -1185,6 +1184,13 @@ class SupervisorActor(SeamActor):
 
     def _emit(self, event: EventName, child_id: str | None, reason: str | None = None) -> None:
         """Log one supervision fact with OTP's report keys and report it to the guardian."""
+        report = self._report(event, child_id, reason)
+        if self._guardian is not None:
+            self._to_guardian(report)
+
+    def _report(self, event: EventName, child_id: str | None, reason: str | None = None) -> _Report:
+        """Log one supervision fact and return its report for the guardian (numbered: the
+        caller sends it, and sends the reports in the order they were made)."""
         self._events_sent += 1
         context = {
             "child_exited": "child_terminated",
@@ -1198,18 +1204,17 @@ class SupervisorActor(SeamActor):
         getattr(log, level)(
             event, supervisor=self._path, offender=child_id, reason=reason, error_context=context
         )
+        report = _Report(
+            incarnation=self._incarnation,
+            n=self._events_sent,
+            time=time.time(),
+            supervisor=self._path,
+            child_id=child_id,
+            event=event,
+            reason=reason,
+            after=self._after,
+            host=self._event_host(child_id),
+        )
         if self._guardian is not None:
-            self._to_guardian(
-                _Report(
-                    incarnation=self._incarnation,
-                    n=self._events_sent,
-                    time=time.time(),
-                    supervisor=self._path,
-                    child_id=child_id,
-                    event=event,
-                    reason=reason,
-                    after=self._after,
-                    host=self._event_host(child_id),
-                ),
-            )
-            self._after = {}
+            self._after = {}  # sent with this report (without a guardian, nothing is sent)
+        return report
