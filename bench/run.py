@@ -587,6 +587,7 @@ def main() -> None:
 
 def print_table() -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Understudy vs raw Thespian (same run)")
@@ -595,8 +596,12 @@ def print_table() -> None:
     for row in rows:
         raw = "-" if row["raw_thespian"] is None else f"{row['raw_thespian']:,.2f}"
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-        table.add_row(
-            row["figure"], f"{row['understudy']:,.2f} {row['unit']}", raw, ratio, row["target"]
+        table.add_row(  # escaped: "[multiprocTCPBase]" is not rich markup
+            escape(row["figure"]),
+            f"{row['understudy']:,.2f} {row['unit']}",
+            raw,
+            ratio,
+            row["target"],
         )
     Console(width=150).print(table)
 
