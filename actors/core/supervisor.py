@@ -161,19 +161,6 @@ class _Child:
         return "supervisor" if isinstance(self.spec, SupervisorSpec) else "worker"
 
 
-_MAX_SPARES = 2
-"""Ready worker hosts a supervisor keeps at most (one, two once restarts outrun one)."""
-
-
-@dataclass
-class _Spare:
-    """A worker host forked ahead of need (a restart then skips the fork)."""
-
-    address: Address
-    adopted: bool = False
-    ready: bool = False
-
-
 @dataclass
 class _Ev:
     """One input to the supervisor: a decoded message or a Thespian system event."""
@@ -238,9 +225,8 @@ class SupervisorActor(SeamActor):
         self._clock: Callable[[], float] = time.monotonic
         self._state_dir = ".understudy"
         self._secret_file = ""
-        self._spare_hosts: list[_Spare] = []
-        self._spares_wanted = 1
-        self._adopting: dict[int, _Spare] = {}
+        self._spare: Address | None = None
+        self._spare_adopted = False
         self._delayed: dict[int, tuple[str, bool]] = {}
         self._spares = False
         self._hosts: dict[str, tuple[str, dict[str, str]]] = {}
@@ -273,8 +259,6 @@ class SupervisorActor(SeamActor):
             self._child_succeeded(sender)
         elif isinstance(msg, GetLedger):
             self.reply(sender, env, self.ledger.snapshot(self._path))
-        elif isinstance(msg, _Ack) and env.correlation_id in self._adopting:
-            self._adopting.pop(env.correlation_id).ready = True  # a spare host is up
         elif isinstance(msg, _Ack) or (env.correlation_id is not None and isinstance(msg, Ok)):
             self._pump(_Ev("reply", sender, env.correlation_id))
         elif isinstance(msg, ErrorReply):
@@ -471,9 +455,8 @@ class SupervisorActor(SeamActor):
             if child.parked is not None:
                 continue  # waits, restarting, for a host its placement allows
             started.append(child)
-        for spare in self._spare_hosts:
-            if not spare.adopted:
-                self._adopt_spare(spare)  # a host left over from boot waits, warm, for a restart
+        if self._spare is not None and not self._spare_adopted:
+            self._adopt_spare()  # the host left over from boot waits, warm, for a restart
         self.send_message(
             parent,
             _Started(
@@ -502,8 +485,8 @@ class SupervisorActor(SeamActor):
             return True, "", path  # parked: it waits, restarting, for a host (see _place)
         if placed is not None:
             address = self.spawn_on(WorkerActor, {HOST_CAPABILITY: placed})
-        elif child.type == "worker" and self._spare_hosts:
-            address = self._take_spare()
+        elif child.type == "worker" and self._spare is not None:
+            address, self._spare = self._spare, None
         else:
             actor_class = SupervisorActor if child.type == "supervisor" else WorkerActor
             address = self.spawn(actor_class)
@@ -670,33 +653,23 @@ class SupervisorActor(SeamActor):
                     continue
 
     def _keep_spare(self, *, adopt: bool = True) -> None:
-        """Create ready worker hosts, if this supervisor keeps them, until it has as many as it
-        wants; ``adopt`` warms each up (its connection back to this supervisor opened by an
-        exchange, whose answer says it is ready)."""
-        while self._spares and len(self._spare_hosts) < self._spares_wanted and not self._exiting:
-            spare = _Spare(self.spawn(WorkerActor))
-            self._spare_hosts.append(spare)
+        """Create the ready worker host if this supervisor keeps one and has none; ``adopt``
+        warms it up (its connection back to this supervisor opened by an exchange)."""
+        if self._spares and self._spare is None and not self._exiting:
+            self._spare = self.spawn(WorkerActor)
+            self._spare_adopted = False
             if adopt:
-                self._adopt_spare(spare)
+                self._adopt_spare()
 
-    def _adopt_spare(self, spare: _Spare) -> None:
-        spare.adopted = True
-        self._adopting[self.send_message(spare.address, _Adopt(parent_pid=os.getpid()))] = spare
-
-    def _take_spare(self) -> Address:
-        """The oldest ready host. One still starting means restarts come faster than a host
-        starts (a crash loop): from then on this supervisor keeps two."""
-        spare = self._spare_hosts.pop(0)
-        if spare.adopted and not spare.ready and self._spares_wanted < _MAX_SPARES:
-            self._spares_wanted = _MAX_SPARES
-            log.debug("spares_grown", supervisor=self._path, spares=self._spares_wanted)
-        return spare.address
+    def _adopt_spare(self) -> None:
+        assert self._spare is not None  # noqa: S101 - called with a spare
+        self._spare_adopted = True
+        self.send_message(self._spare, _Adopt(parent_pid=os.getpid()))
 
     def _drop_spare(self) -> None:
-        for spare in self._spare_hosts:
-            self.stop_actor(spare.address)
-        self._spare_hosts.clear()
-        self._adopting.clear()
+        if self._spare is not None:
+            self.stop_actor(self._spare)
+            self._spare = None
 
     def _stop(
         self, child: _Child, reason: str = SHUTDOWN, *, pending: bool = False
