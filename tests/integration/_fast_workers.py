@@ -41,8 +41,16 @@ class Seen(Message):
     seqs: list[int]
 
 
-class GetUndelivered(Message):
-    kind: Literal["fast.get_undelivered"] = "fast.get_undelivered"
+class WaitDrained(Message):
+    """Source: answer the items reported undelivered (Seen) once everything sent to ``target``
+    was handled there or reported undelivered (nothing queued or in flight)."""
+
+    kind: Literal["fast.wait_drained"] = "fast.wait_drained"
+    target: str
+
+
+class _CheckDrained(Message):
+    kind: Literal["fast.check_drained"] = "fast.check_drained"
 
 
 class WaitSeen(Message):
@@ -148,15 +156,31 @@ class Source(Worker):
 
     def on_start(self) -> None:
         self.undelivered: list[int] = []
+        self.draining: list[tuple[str, Callable[[Message], None]]] = []
 
     def handle(self, message: Message) -> Message | None:
         if isinstance(message, Burst):
             for seq in range(message.start, message.start + message.count):
                 self.send(message.target, Item(seq=seq))
             return Sent(count=message.count)
-        if isinstance(message, GetUndelivered):
-            return Seen(seqs=sorted(self.undelivered))
+        if isinstance(message, WaitDrained):
+            self.draining.append((message.target, self.defer_reply()))
+            self._check_drained()
+        if isinstance(message, _CheckDrained):
+            self._check_drained()
         return None
+
+    def _check_drained(self) -> None:
+        """Answer the waits whose target has nothing left in flight; look again in 10 ms."""
+        still = []
+        for target, answer in self.draining:
+            if self.unacknowledged(target) == 0:
+                answer(Seen(seqs=sorted(self.undelivered)))
+            else:
+                still.append((target, answer))
+        self.draining = still
+        if still:
+            self.call_later(0.01, _CheckDrained())
 
     def on_undelivered(self, path: str, messages: list[Message], reason: str) -> None:
         self.undelivered.extend(m.seq for m in messages if isinstance(m, Item))
