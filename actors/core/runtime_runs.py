@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from actors.errors import AskTimeout, RuntimeStopped
+from actors.errors import ActorCrashed, ActorExited, AskTimeout, RuntimeStopped
 from protocols.errors import UnderstudyError
 from protocols.orchestrator import GetRunProgress, PhaseEvent, RunOutcome, RunProgress
 
@@ -92,7 +92,14 @@ class RunEvents(Iterator[PhaseEvent]):
                 if remaining <= 0:
                     raise AskTimeout(f"the next event of run {self.run_id!r}", self._timeout or 0.0)
                 wait = min(wait, remaining)
-            self._fetch(wait)
+            try:
+                self._fetch(wait)
+            except ActorCrashed:
+                raise
+            except ActorExited as exc:
+                # The orchestrator died holding this request (a kill, a lost host): the read
+                # is idempotent (a cursor), so ask its replacement, within the deadline.
+                log.info("run_follow_retried", run_id=self.run_id, reason=exc.reason)
         return self._buffer.popleft()
 
     def close(self) -> None:
