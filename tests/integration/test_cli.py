@@ -12,7 +12,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -66,9 +70,47 @@ def _up(
     )
 
 
-def _up_default(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+@contextmanager
+def _until_stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Stop `up` with SIGTERM when the block ends (killed if the block fails or it hangs)."""
+    try:
+        yield
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class _DefaultTree:
+    """A running `understudy up` on the repository's topology.yaml (the embedded model)."""
+
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    cwd: Path
+    started: str
+    """What `up` printed until its tree was shown."""
+
+    def run(self, *args: str, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+        """`understudy run ARGS` against this tree."""
+        return subprocess.run(
+            [sys.executable, "-m", "actors.cli", "run", *args],
+            cwd=self.cwd,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            env=self.env,
+            stdin=stdin,
+            check=False,
+        )
+
+
+@contextmanager
+def _default_tree(tmp_path: Path) -> Iterator[_DefaultTree]:
     """Start `understudy up` in ``tmp_path`` on the repository's topology.yaml with no model
-    configured (the embedded model); return it and the environment for the commands after."""
+    configured; stop it with SIGTERM when the block ends (killed if it does not stop)."""
     (tmp_path / "topology.yaml").write_text((REPO / "topology.yaml").read_text())
     env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
     proc = subprocess.Popen(
@@ -78,7 +120,9 @@ def _up_default(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]
         stderr=subprocess.PIPE,
         env=env,
     )
-    return proc, env
+    with _until_stopped(proc):
+        started = _read_until(proc, r"orchestrator", timeout=60)
+        yield _DefaultTree(proc, env, tmp_path, started)
 
 
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
@@ -174,15 +218,9 @@ def test_up_names_the_model_endpoint_and_a_key_alone_never_starts_the_simulator(
     is sent); with nothing configured the embedded simulator runs on loopback."""
     env = {k: v for k, v in _env().items() if not k.startswith(("OPENAI_", "UNDERSTUDY_MODEL"))}
     proc = _up(tmp_path, TOPOLOGY, env={**env, **configured})
-    try:
+    with _until_stopped(proc):
         shown = _read_until(proc, r"model endpoint: .*\)", timeout=60)
         state = json.loads((tmp_path / "state" / "runtime.json").read_text())
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     assert re.search(expected, shown), shown
     assert state["model_endpoint"] in shown
@@ -197,19 +235,13 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
     proc = _up(tmp_path, tolerant, "--metrics-port", str(port))
     state = f"--state-dir={tmp_path / 'state'}"
     url = f"http://127.0.0.1:{port}/metrics"
-    try:
+    with _until_stopped(proc):
         shown = _read_until(proc, r"jobs", timeout=60)
         crashes = [_cli("ask", "root/echo", "example.fail", state, cwd=tmp_path) for _ in range(2)]
         pong = _cli("ask", "root/echo", "example.ping", '{"token": "t"}', state, cwd=tmp_path)
         with urllib.request.urlopen(url, timeout=30) as response:
             text = response.read().decode()
         printed = _cli("metrics", state, cwd=tmp_path)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     assert f"metrics: {url}" in shown
     assert all(c.returncode != 0 for c in crashes)
@@ -232,9 +264,7 @@ def test_up_serves_prometheus_metrics_on_loopback_when_asked(tmp_path: Path) -> 
 @pytest.mark.integration
 def test_run_reports_a_run_still_running_after_its_timeout(tmp_path: Path) -> None:
     """`understudy run --timeout` with no event for that long (the model hangs) says so."""
-    proc, env = _up_default(tmp_path)
-    try:
-        _read_until(proc, r"orchestrator", timeout=60)
+    with _default_tree(tmp_path) as tree:
         state = json.loads((tmp_path / ".understudy" / "runtime.json").read_text())
         control = state["model_endpoint"].removesuffix("/v1") + "/_control/faults"
         fault = {"faults": [{"kind": "hang", "seconds": 10, "match": "slowly", "count": None}]}
@@ -243,21 +273,7 @@ def test_run_reports_a_run_still_running_after_its_timeout(tmp_path: Path) -> No
         )
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
             assert 200 == answer.status
-        result = subprocess.run(
-            [sys.executable, "-m", "actors.cli", "run", "--timeout", "3", "write notes slowly"],
-            cwd=tmp_path,
-            text=True,
-            capture_output=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        result = tree.run("--timeout", "3", "write notes slowly")
 
     assert 1 == result.returncode, result.stdout + result.stderr
     assert "model_call_started" in result.stdout
@@ -289,31 +305,9 @@ def test_status_without_a_running_tree_says_how_to_start_one(tmp_path: Path) -> 
 def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: Path) -> None:
     """`understudy up` on the repository's topology.yaml (embedded model), then
     `understudy run` writes the file and prints phases, tool calls and the result."""
-    proc, env = _up_default(tmp_path)
-    try:
-        started_up = _read_until(proc, r"orchestrator", timeout=60)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "actors.cli",
-                "run",
-                "write a haiku about supervision to haiku.txt",
-            ],
-            cwd=tmp_path,
-            text=True,
-            capture_output=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
+    with _default_tree(tmp_path) as tree:
+        result = tree.run("write a haiku about supervision to haiku.txt")
         status = _cli("status", cwd=tmp_path)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     assert 0 == result.returncode, result.stdout + result.stderr
     for phase in ("specification", "execution", "evaluation"):
@@ -329,25 +323,13 @@ def test_the_main_job_runs_a_goal_end_to_end_on_the_default_topology(tmp_path: P
         "execution tool_call",
     ], steps
     assert re.search(r"execution model_call: .*input_tokens=\d+, output_tokens=\d+", result.stdout)
-    assert "(the embedded simulator" in started_up
+    assert "(the embedded simulator" in tree.started
     assert "succeeded score 1.00" in result.stdout
     written = list((tmp_path / ".understudy" / "workspaces").glob("*/haiku.txt"))
     assert 1 == len(written)
     assert 3 == len(written[0].read_text().strip().splitlines())
     assert "1 completed" in status.stdout
-    assert 0 == proc.returncode
-
-
-def _run_goal(goal: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "actors.cli", "run", goal, "--evolutions", "0"],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    assert 0 == tree.proc.returncode
 
 
 def _written(tmp_path: Path, name: str) -> Path:
@@ -366,7 +348,6 @@ def test_each_kind_of_artefact_is_valid_and_an_unknown_goal_fails_through_unders
 
     import yaml
 
-    proc, env = _up_default(tmp_path)
     goals = {
         "primes.py": "write a python script that prints the first 10 primes to primes.py",
         "person.json": "write a JSON file with the fields name, age and email to person.json",
@@ -375,18 +356,11 @@ def test_each_kind_of_artefact_is_valid_and_an_unknown_goal_fails_through_unders
         "cats.txt": "write a limerick about cats to cats.txt",
         "notes.md": "write notes about restart intensity to notes.md",
     }
-    try:
-        _read_until(proc, r"orchestrator", timeout=60)
-        results = {name: _run_goal(goal, tmp_path, env) for name, goal in goals.items()}
-        refused = _run_goal(
-            "write a python script that trains a neural network to train.py", tmp_path, env
+    with _default_tree(tmp_path) as tree:
+        results = {name: tree.run(goal, "--evolutions", "0") for name, goal in goals.items()}
+        refused = tree.run(
+            "write a python script that trains a neural network to train.py", "--evolutions", "0"
         )
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     for name, result in results.items():
         assert 0 == result.returncode, name + result.stdout + result.stderr
@@ -434,7 +408,7 @@ def test_the_cli_acts_as_operator_unless_told_and_an_operator_cannot_grant(
     proc = _up(tmp_path, ACCESS_TOPOLOGY)
     grant = '{"subject": "mallory", "role": "superuser"}'
     state = f"--state-dir={tmp_path / 'state'}"
-    try:
+    with _until_stopped(proc):
         _read_until(proc, r"access", timeout=60)
         as_operator = _cli("ask", "root/access", "access.grant_role", grant, state, cwd=tmp_path)
         as_admin = _cli(
@@ -448,12 +422,6 @@ def test_the_cli_acts_as_operator_unless_told_and_an_operator_cannot_grant(
             cwd=tmp_path,
         )
         as_nobody = _cli("--as", "nobody", "status", state, cwd=tmp_path)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     assert 1 == as_operator.returncode
     assert "PermissionDenied" in as_operator.stderr

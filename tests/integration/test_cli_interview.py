@@ -5,65 +5,38 @@ from __future__ import annotations
 
 import os
 import pty
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import _read_until, _up_default
+from tests.integration.test_cli import _default_tree, _DefaultTree
 
 pytestmark = pytest.mark.integration
 
 
-def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_path: Path) -> None:
-    proc, env = _up_default(tmp_path)
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "actors.cli", "run", *args],
-            cwd=tmp_path,
-            text=True,
-            capture_output=True,
-            timeout=120,
-            env=env,
-            stdin=subprocess.DEVNULL,  # not a terminal
-            check=False,
-        )
-
-    def run_on_a_terminal(goal: str, typed: str) -> subprocess.CompletedProcess[str]:
-        """Run with a pseudo-terminal as stdin, the answers already typed into it."""
-        main, terminal = pty.openpty()
-        try:
-            os.write(main, typed.encode())
-            return subprocess.run(
-                [sys.executable, "-m", "actors.cli", "run", goal],
-                cwd=tmp_path,
-                text=True,
-                capture_output=True,
-                timeout=120,
-                env=env,
-                stdin=terminal,
-                check=False,
-            )
-        finally:
-            os.close(terminal)
-            os.close(main)
-
+def _run_on_a_terminal(
+    tree: _DefaultTree, goal: str, typed: str
+) -> subprocess.CompletedProcess[str]:
+    """Run with a pseudo-terminal as stdin, the answers already typed into it."""
+    main, terminal = pty.openpty()
     try:
-        _read_until(proc, r"orchestrator", timeout=60)
-        chat = run("hello there")
-        refused = run("write something")
-        answered = run("write something", "--answer", "a haiku about rain", "--answer", "rain.txt")
-        skipped = run("write a haiku about snow to snow.txt", "--no-interview")
-        typed = run_on_a_terminal("write something", "a haiku about hail\nhail.txt\n")
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        os.write(main, typed.encode())
+        return tree.run(goal, stdin=terminal)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        os.close(terminal)
+        os.close(main)
+
+
+def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_path: Path) -> None:
+    with _default_tree(tmp_path) as tree:
+        chat = tree.run("hello there")  # stdin is not a terminal
+        refused = tree.run("write something")
+        answered = tree.run(
+            "write something", "--answer", "a haiku about rain", "--answer", "rain.txt"
+        )
+        skipped = tree.run("write a haiku about snow to snow.txt", "--no-interview")
+        typed = _run_on_a_terminal(tree, "write something", "a haiku about hail\nhail.txt\n")
 
     assert 0 == chat.returncode, chat.stdout + chat.stderr
     assert "Give me a task" in chat.stdout
@@ -85,4 +58,4 @@ def test_run_replies_to_chat_asks_for_answers_and_runs_the_clarified_goal(tmp_pa
     assert 1 == len(list(workspaces.glob("*/rain.txt")))
     assert 1 == len(list(workspaces.glob("*/snow.txt")))
     assert 1 == len(list(workspaces.glob("*/hail.txt")))
-    assert 0 == proc.returncode
+    assert 0 == tree.proc.returncode
