@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import random
 import signal
 import socket
 import threading
@@ -129,11 +130,34 @@ DEFAULT_CALL_TIMEOUT = 60.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Return a TCP port on ``host`` that nothing is bound to right now, below the kernel's
+    ephemeral range: a port from that range (what binding port 0 gives) can be taken, before
+    the caller binds it, as the local port of some process's outgoing connection, and an
+    ActorSystem admin then fails to start on it (seen once in CI)."""
+    low = _ephemeral_low()
+    for port in random.sample(range(_FIRST_PORT, low), min(200, low - _FIRST_PORT)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any port
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+_FIRST_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 where unknown)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return max(low, _FIRST_PORT + 1)
 
 
 def deployment_keyring(config: SystemConfig, *, create: bool) -> Keyring:
